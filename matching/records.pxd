@@ -1,0 +1,145 @@
+# Fixed-size records that cross the rings (DESIGN §1).
+#
+# Units everywhere: prices are signed integers in the symbol's price unit (1e-4 currency units,
+# as Nasdaq ITCH Price(4)), always a multiple of the symbol's tick; quantities are unsigned lots;
+# times are nanoseconds since the Unix epoch.  Both structs are naturally aligned with no
+# padding holes, so their byte layout is the same on every x86-64/aarch64 compiler; the sizes are
+# asserted in records.pyx.
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+
+# -- enums shared by the codec, the core and the gateway (values are on the wire too) -----------
+cpdef enum Side:
+    SIDE_BUY = 1
+    SIDE_SELL = 2
+
+cpdef enum OrdType:
+    ORD_LIMIT = 1
+    ORD_MARKET = 2
+
+cpdef enum TimeInForce:
+    # FIX tag 59 values
+    TIF_GTC = 1
+    TIF_IOC = 3
+    TIF_FOK = 4
+
+cpdef enum OrderFlags:
+    FLAG_POST_ONLY = 1
+
+cpdef enum StpMode:
+    STP_NONE = 0
+    STP_CANCEL_NEWEST = 1
+    STP_CANCEL_OLDEST = 2
+    STP_CANCEL_BOTH = 3
+    STP_DECREMENT = 4
+
+cpdef enum CommandType:
+    CMD_NEW = 1
+    CMD_CANCEL = 2
+    CMD_REPLACE = 3
+    CMD_MASS_CANCEL = 4
+    CMD_BOOK_QUERY = 5
+    CMD_SESSION_OPEN = 10
+
+cpdef enum EventType:
+    EVT_ACCEPTED = 1
+    EVT_REJECTED = 2
+    EVT_FILL = 3
+    EVT_CANCELED = 4
+    EVT_REPLACED = 5
+    EVT_CANCEL_REJECTED = 6
+    EVT_MASS_CANCEL_DONE = 7
+    EVT_BOOK_SNAPSHOT = 8
+    EVT_BOOK_LEVEL = 9
+
+cpdef enum RejectReason:
+    # order / cancel / replace rejects (OrderRejected.reason, CancelRejected.reason)
+    REJ_NONE = 0
+    REJ_MALFORMED = 1
+    REJ_UNKNOWN_TEMPLATE = 2
+    REJ_NOT_LOGGED_IN = 3
+    REJ_UNKNOWN_SYMBOL = 4
+    REJ_INVALID_PRICE = 5
+    REJ_INVALID_QUANTITY = 6
+    REJ_DUPLICATE_CL_ORD_ID = 7
+    REJ_UNKNOWN_ORDER = 8
+    REJ_INVALID_FIELD = 9
+    REJ_POST_ONLY_WOULD_TAKE = 10
+    REJ_UNSUPPORTED = 11
+    REJ_THROTTLED = 12
+
+cpdef enum CancelReason:
+    CXL_USER = 1
+    CXL_IOC_REMAINDER = 2
+    CXL_NO_LIQUIDITY = 3
+    CXL_MASS_CANCEL = 4
+    CXL_FOK_UNFILLED = 5
+    CXL_DISCONNECT = 6
+
+cpdef enum LoginRejectReason:
+    LOGIN_BAD_TOKEN = 1
+    LOGIN_TOKEN_EXPIRED = 2
+    LOGIN_SESSION_IN_USE = 3
+    LOGIN_INVALID_SEQUENCE = 4
+    LOGIN_NOT_AUTHORIZED = 5
+    LOGIN_ALREADY_LOGGED_IN = 6
+
+cpdef enum Liquidity:
+    LIQ_MAKER = 1
+    LIQ_TAKER = 2
+
+# Symbol id for a symbol not in the table: the core answers REJ_UNKNOWN_SYMBOL.
+cdef enum:
+    UNKNOWN_SYMBOL_ID = 0xFFFFFFFF
+    COMMAND_SIZE = 64
+    EVENT_SIZE = 128
+
+# One sequenced command (gateway -> inbound ring -> journal -> core).  64 bytes.
+ctypedef struct Command:
+    uint64_t seq              # 0   global command sequence number, stamped by the sequencer
+    uint64_t ts               # 8   receive time, ns since epoch (monotonic per stream after stamping)
+    uint32_t session_id       # 16
+    uint32_t symbol_id        # 20  index into the symbol table, UNKNOWN_SYMBOL_ID if not found
+    uint8_t type              # 24  CommandType
+    uint8_t side              # 25  Side
+    uint8_t ord_type          # 26  OrdType
+    uint8_t tif               # 27  TimeInForce
+    uint8_t flags             # 28  OrderFlags
+    uint8_t stp               # 29  StpMode
+    uint16_t depth            # 30  levels per side, CMD_BOOK_QUERY
+    uint64_t cl_ord_id        # 32  ClOrdID of this request
+    uint64_t orig_cl_ord_id   # 40  target ClOrdID (cancel/replace); request id (book query)
+    int64_t price             # 48  price units
+    uint64_t qty              # 56  lots (replace: the new total order quantity)
+# CMD_SESSION_OPEN carries the account name, NUL-padded ASCII, in the 32 bytes from offset 32.
+# CMD_MASS_CANCEL: side 0 = both sides; symbol_id UNKNOWN_SYMBOL_ID with depth=1 = all symbols.
+
+# One event (core -> outbound ring -> session writers, market data, sink, metrics).  128 bytes.
+ctypedef struct Event:
+    uint64_t seq              # 0   seq of the command that caused it
+    uint64_t ts               # 8   that command's time stamp (ns since epoch)
+    uint32_t session_id       # 16  owner session (taker for a fill)
+    uint32_t symbol_id        # 20
+    uint8_t type              # 24  EventType
+    uint8_t side              # 25  side of the owner's order (taker side = aggressor for a fill)
+    uint16_t reason           # 26  RejectReason / CancelReason
+    uint32_t contra_session   # 28  FILL: maker session
+    uint64_t cl_ord_id        # 32  owner's ClOrdID (taker for a fill)
+    uint64_t order_id         # 40  owner's exchange order id
+    int64_t price             # 48  ACCEPTED/REPLACED: order price; FILL: trade price; BOOK_LEVEL: level price
+    uint64_t qty              # 56  ACCEPTED: order qty; FILL: traded qty; CANCELED: canceled qty;
+                              #     REPLACED: new total qty; BOOK_LEVEL: level size
+    uint64_t leaves           # 64  owner's leaves qty after the event
+    uint64_t ref              # 72  FILL: trade id; REPLACED/CANCEL_REJECTED/CANCELED: orig ClOrdID;
+                              #     BOOK_SNAPSHOT: request id
+    uint64_t contra_cl_ord_id # 80  FILL: maker ClOrdID
+    uint64_t contra_order_id  # 88  FILL: maker order id
+    uint64_t contra_leaves    # 96  FILL: maker leaves after the fill
+    uint32_t count            # 104 BOOK_LEVEL: orders at level; BOOK_SNAPSHOT: bid levels;
+                              #     MASS_CANCEL_DONE: orders canceled
+    uint32_t count2           # 108 BOOK_SNAPSHOT: ask levels
+    uint8_t ord_type          # 112
+    uint8_t tif               # 113
+    uint8_t flags             # 114 BOOK_LEVEL: 0 bid, 1 ask
+    uint8_t pad0              # 115
+    uint32_t pad1             # 116
+    uint64_t recv_ts          # 120 gateway receive time of the command (ns), for order-to-ack latency

@@ -1,0 +1,75 @@
+# cython: language_level=3
+"""Fixed-size command and event records (DESIGN §1), seen from Python.
+
+The C layouts live in ``records.pxd``; this module exposes the enums to Python and a
+``struct`` format for each record so that tests and tools can build and read records
+without C.  Both formats are checked against ``sizeof`` at import, so the two cannot drift.
+"""
+import struct
+
+from libc.stdint cimport uint64_t
+
+from matching.records cimport Command, Event
+
+COMMAND_RECORD_SIZE = sizeof(Command)
+EVENT_RECORD_SIZE = sizeof(Event)
+UNKNOWN_SYMBOL = 0xFFFFFFFF
+
+#: field names in record order, and the little-endian struct format of a Command
+COMMAND_FIELDS = ("seq", "ts", "session_id", "symbol_id", "type", "side", "ord_type", "tif",
+                  "flags", "stp", "depth", "cl_ord_id", "orig_cl_ord_id", "price", "qty")
+COMMAND_STRUCT = struct.Struct("<QQIIBBBBBBHQQqQ")
+#: field names in record order, and the little-endian struct format of an Event
+EVENT_FIELDS = ("seq", "ts", "session_id", "symbol_id", "type", "side", "reason",
+                "contra_session", "cl_ord_id", "order_id", "price", "qty", "leaves", "ref",
+                "contra_cl_ord_id", "contra_order_id", "contra_leaves", "count", "count2",
+                "ord_type", "tif", "flags", "pad0", "pad1", "recv_ts")
+EVENT_STRUCT = struct.Struct("<QQIIBBHIQQqQQQQQQIIBBBBIQ")
+
+if COMMAND_STRUCT.size != sizeof(Command) or sizeof(Command) != 64:
+    raise ImportError(f"Command record is {sizeof(Command)} bytes, struct says {COMMAND_STRUCT.size}")
+if EVENT_STRUCT.size != sizeof(Event) or sizeof(Event) != 128:
+    raise ImportError(f"Event record is {sizeof(Event)} bytes, struct says {EVENT_STRUCT.size}")
+
+
+def pack_command(**fields) -> bytes:
+    """Build one 64-byte Command record; missing fields are 0.
+
+    ``account`` (str, at most 32 ASCII bytes) may be given for CMD_SESSION_OPEN instead of
+    the order fields.  Raises KeyError for an unknown field name, struct.error for a value
+    out of range.
+    """
+    account = fields.pop("account", None)
+    for k in fields:
+        if k not in COMMAND_FIELDS:
+            raise KeyError(k)
+    rec = bytearray(COMMAND_STRUCT.pack(*[fields.get(k, 0) for k in COMMAND_FIELDS]))
+    if account is not None:
+        raw = account.encode("ascii")
+        if len(raw) > 32:
+            raise ValueError("account longer than 32 bytes")
+        rec[32:64] = raw.ljust(32, b"\0")
+    return bytes(rec)
+
+
+def unpack_command(data, offset: int = 0) -> dict:
+    """Read one Command record at ``offset`` of a bytes-like object into a dict."""
+    return dict(zip(COMMAND_FIELDS, COMMAND_STRUCT.unpack_from(data, offset)))
+
+
+def command_account(data, offset: int = 0) -> str:
+    """The account name carried by a CMD_SESSION_OPEN record."""
+    return bytes(data[offset + 32:offset + 64]).rstrip(b"\0").decode("ascii")
+
+
+def pack_event(**fields) -> bytes:
+    """Build one 128-byte Event record; missing fields are 0.  Raises KeyError, struct.error."""
+    for k in fields:
+        if k not in EVENT_FIELDS:
+            raise KeyError(k)
+    return EVENT_STRUCT.pack(*[fields.get(k, 0) for k in EVENT_FIELDS])
+
+
+def unpack_event(data, offset: int = 0) -> dict:
+    """Read one Event record at ``offset`` of a bytes-like object into a dict."""
+    return dict(zip(EVENT_FIELDS, EVENT_STRUCT.unpack_from(data, offset)))
