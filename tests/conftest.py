@@ -41,7 +41,7 @@ def pg_dsn() -> Iterator[str]:
     name = "hftgw_test_" + uuid.uuid4().hex[:12]
     try:
         asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError) as exc:
         pytest.fail(PG_HELP.format(dsn=PG_ADMIN_DSN, err=exc), pytrace=False)
     try:
         yield _dsn_for(name)

@@ -1,0 +1,269 @@
+"""The ``hftgw`` command: serve, token, client, replay-lobster."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from gateway.config import ConfigError, load_config, parse_hostport
+
+PRICE_SCALE = 10_000  # price units per currency unit (1e-4, as Nasdaq ITCH Price(4))
+
+
+def _price_units(text: str) -> int:
+    """'150.25' (currency) -> 1502500 price units.  Raises argparse.ArgumentTypeError."""
+    try:
+        d = Decimal(text) * PRICE_SCALE
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"not a price: {text!r}") from None
+    if d != d.to_integral_value():
+        raise argparse.ArgumentTypeError(f"{text} is finer than 1e-4")
+    return int(d)
+
+
+def _fmt_price(units: int) -> str:
+    return f"{Decimal(units) / PRICE_SCALE:.4f}".rstrip("0").rstrip(".")
+
+
+def describe(m: Any) -> str:
+    """A readable one-line rendering of a decoded protocol message."""
+    from matching.records import (
+        CancelReason,
+        Liquidity,
+        LoginRejectReason,
+        RejectReason,
+        Side,
+        TimeInForce,
+    )
+
+    def enum_name(cls: Any, v: int, prefix: str) -> str:
+        try:
+            return str(cls(v).name).removeprefix(prefix)
+        except ValueError:
+            return str(v)
+
+    name = type(m).__name__
+    parts = [f"seq={m.seq_num}"] if hasattr(m, "seq_num") else []
+    parts.append(name)
+    for f in m.__struct_fields__:
+        if f in ("seq_num", "transact_time"):
+            continue
+        v = getattr(m, f)
+        if f == "side":
+            v = enum_name(Side, v, "SIDE_")
+        elif f == "time_in_force":
+            v = enum_name(TimeInForce, v, "TIF_")
+        elif f == "liquidity":
+            v = enum_name(Liquidity, v, "LIQ_")
+        elif f == "reason":
+            cls = {"OrderCanceled": CancelReason, "LoginRejected": LoginRejectReason}.get(name, RejectReason)
+            v = enum_name(cls, v, {CancelReason: "CXL_", LoginRejectReason: "LOGIN_"}.get(cls, "REJ_"))
+        elif f in ("price", "last_px"):
+            v = _fmt_price(v)
+        elif f in ("bids", "asks"):
+            v = "[" + ", ".join(f"{_fmt_price(lv.price)} x {lv.size} ({lv.order_count})" for lv in v) + "]"
+        parts.append(f"{f}={v}")
+    return " ".join(str(p) for p in parts)
+
+
+# -- serve ------------------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    logging.basicConfig(level=args.log_level or cfg.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import uvloop
+
+    from gateway.server import serve
+
+    uvloop.run(serve(cfg))
+    return 0
+
+
+# -- token ------------------------------------------------------------------------------------
+def _secret(config: str | None) -> str:
+    return load_config(config).jwt_secret
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from gateway.auth import mint_token
+
+    print(mint_token(_secret(args.config), args.account, args.role, args.ttl))
+    return 0
+
+
+# -- client -----------------------------------------------------------------------------------
+async def _client_main(args: argparse.Namespace) -> int:
+    from gateway.auth import mint_token
+    from gateway.client import OrderClient
+    from matching.records import OrdType, Side, StpMode, TimeInForce
+    from protocol.messages import BookQuery, CancelOrder, MassCancel, NewOrder, ReplaceOrder
+
+    host, port = parse_hostport(args.connect, "--connect")
+    token = args.token or mint_token(_secret(args.config), args.account)
+    client = await OrderClient.connect(host, port, token)
+    print(f"logged in: session {client.session_id}, next seq {client.next_seq_num}")
+    cl = args.cl_ord_id or time.time_ns() // 1000
+    if args.action == "new":
+        side = Side.SIDE_BUY if args.side == "buy" else Side.SIDE_SELL
+        market = args.price is None
+        msg: Any = NewOrder(cl_ord_id=cl, price=0 if market else args.price, order_qty=args.qty,
+                            symbol=args.symbol, side=side,
+                            ord_type=OrdType.ORD_MARKET if market else OrdType.ORD_LIMIT,
+                            time_in_force={"gtc": TimeInForce.TIF_GTC, "ioc": TimeInForce.TIF_IOC,
+                                           "fok": TimeInForce.TIF_FOK}[args.tif],
+                            flags=1 if args.post_only else 0, stp_mode=StpMode.STP_NONE)
+    elif args.action == "cancel":
+        msg = CancelOrder(cl_ord_id=cl, orig_cl_ord_id=args.orig, symbol=args.symbol)
+    elif args.action == "replace":
+        msg = ReplaceOrder(cl_ord_id=args.new_cl_ord_id or args.orig, orig_cl_ord_id=args.orig,
+                           price=args.price, order_qty=args.qty, symbol=args.symbol)
+    elif args.action == "mass-cancel":
+        msg = MassCancel(cl_ord_id=cl, symbol=args.symbol or "", side=0)
+    else:
+        msg = BookQuery(request_id=cl, symbol=args.symbol, depth=args.depth)
+    print(f"> {describe(msg)}")
+    client.send(msg)
+    # print everything that arrives until the line goes quiet for --wait seconds
+    while True:
+        try:
+            m = await client.recv(timeout=args.wait)
+        except TimeoutError:
+            break
+        except ConnectionError as exc:
+            print(f"connection closed: {exc}")
+            return 1
+        print(f"< {describe(m)}")
+    await client.logout()
+    return 0
+
+
+def cmd_client(args: argparse.Namespace) -> int:
+    from gateway.client import LoginError
+
+    try:
+        return asyncio.run(_client_main(args))
+    except LoginError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: cannot reach the gateway at {args.connect}: {exc}", file=sys.stderr)
+        return 2
+
+
+# -- replay-lobster ---------------------------------------------------------------------------
+async def _replay_main(args: argparse.Namespace) -> int:
+    from gateway.auth import mint_token
+    from gateway.client import OrderClient
+    from gateway.lobster import read_lobster, replay
+
+    msgs, books = read_lobster(args.message_csv, args.orderbook_csv, args.limit)
+    host, port = parse_hostport(args.connect, "--connect")
+    token = args.token or mint_token(_secret(args.config), args.account)
+    client = await OrderClient.connect(host, port, token, heartbeat_ms=5000)
+    try:
+        result = await replay(client, msgs, books, args.symbol)
+    finally:
+        await client.logout()
+    d = result.as_dict()
+    if args.json:
+        print(json.dumps(d))
+    else:
+        for k, v in d.items():
+            print(f"{k:>22}: {v:.3f}" if isinstance(v, float) else f"{k:>22}: {v}")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from gateway.client import LoginError
+
+    try:
+        return asyncio.run(_replay_main(args))
+    except (LoginError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+# -- parser -----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hftgw", description="Exchange order gateway and matching engine")
+    p.add_argument("--config", default=os.environ.get("HFTGW_CONFIG"),
+                   help="TOML config file (default: embedded defaults + HFTGW_* variables)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the gateway")
+    s.add_argument("--config", default=argparse.SUPPRESS, help="TOML config file")
+    s.add_argument("--log-level", default=None)
+    s.set_defaults(func=cmd_serve)
+
+    t = sub.add_parser("token", help="print a JWT signed with the configured secret")
+    t.add_argument("--account", required=True)
+    t.add_argument("--role", default="trader", choices=["trader", "md", "admin", "dropcopy"])
+    t.add_argument("--ttl", type=int, default=3600, help="seconds of validity")
+    t.set_defaults(func=cmd_token)
+
+    def conn_args(q: argparse.ArgumentParser, account: str) -> None:
+        q.add_argument("--connect", default=os.environ.get("HFTGW_CONNECT", "127.0.0.1:7001"),
+                       help="HOST:PORT of order entry")
+        q.add_argument("--token", default=None,
+                       help="JWT (default: one minted from HFTGW_JWT_SECRET for --account)")
+        q.add_argument("--account", default=account)
+
+    c = sub.add_parser("client", help="log in, send one request, print the responses")
+    conn_args(c, "demo")
+    c.add_argument("--wait", type=float, default=0.5,
+                   help="stop after this many seconds with no new message")
+    c.add_argument("--cl-ord-id", type=int, default=None)
+    csub = c.add_subparsers(dest="action", required=True)
+    n = csub.add_parser("new", help="new order: SYMBOL buy|sell QTY [PRICE] (no price = market)")
+    n.add_argument("symbol")
+    n.add_argument("side", choices=["buy", "sell"])
+    n.add_argument("qty", type=int)
+    n.add_argument("price", type=_price_units, nargs="?", default=None, help="e.g. 150.25")
+    n.add_argument("--tif", choices=["gtc", "ioc", "fok"], default="gtc")
+    n.add_argument("--post-only", action="store_true")
+    x = csub.add_parser("cancel", help="cancel: SYMBOL ORIG_CL_ORD_ID")
+    x.add_argument("symbol")
+    x.add_argument("orig", type=int)
+    r = csub.add_parser("replace", help="replace: SYMBOL ORIG_CL_ORD_ID PRICE QTY")
+    r.add_argument("symbol")
+    r.add_argument("orig", type=int)
+    r.add_argument("price", type=_price_units)
+    r.add_argument("qty", type=int, help="new total order quantity")
+    r.add_argument("--new-cl-ord-id", type=int, default=None)
+    m = csub.add_parser("mass-cancel", help="cancel this session's orders [on SYMBOL]")
+    m.add_argument("symbol", nargs="?", default="")
+    b = csub.add_parser("book", help="in-sequence book query: SYMBOL")
+    b.add_argument("symbol")
+    b.add_argument("--depth", type=int, default=5)
+    c.set_defaults(func=cmd_client)
+
+    rp = sub.add_parser("replay-lobster", help="replay a LOBSTER message file through the gateway")
+    rp.add_argument("message_csv")
+    rp.add_argument("orderbook_csv")
+    rp.add_argument("--symbol", default="AMZN")
+    rp.add_argument("--limit", type=int, default=None)
+    rp.add_argument("--json", action="store_true")
+    conn_args(rp, "lobster")
+    rp.set_defaults(func=cmd_replay)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,268 @@
+"""Messages of the hftgw order-entry protocol v1, one ``msgspec.Struct`` per SBE template.
+
+The wire format is ``protocol/schema/hftgw-v1.xml`` (FIX Simple Binary Encoding 1.0); encode and
+decode them with ``protocol.codec``.  Field order is the order of the fields in the SBE block
+(the codec checks this at import); names are the schema's camelCase names in snake_case.
+
+Units: prices are int64 in 1e-4 currency units (a multiple of the symbol's tick), quantities are
+uint64 lots, times are uint64 ns since the Unix epoch, symbols are ASCII ``str`` of at most 8
+characters.  Enum-typed fields are plain ints carrying the values of ``matching.records`` (Side,
+OrdType, TimeInForce, StpMode, RejectReason, CancelReason, LoginRejectReason, Liquidity), so that a
+value outside the enum still decodes and is refused by the layer that owns the rule.
+"""
+from __future__ import annotations
+
+from typing import ClassVar
+
+import msgspec
+
+
+class ProtocolError(Exception):
+    """A frame or message that cannot be decoded.
+
+    reason: a ``RejectReason`` value (REJ_MALFORMED, or REJ_UNKNOWN_TEMPLATE for a template id
+    this schema does not have); offset: where the bad frame starts in the buffer that was given;
+    messages: the messages decoded before it by the same call (so a caller can still act on them).
+    """
+
+    def __init__(self, reason: int, offset: int, messages: list[Message] | None = None) -> None:
+        super().__init__(f"protocol error, reason {int(reason)} at offset {offset}")
+        self.reason = int(reason)
+        self.offset = offset
+        self.messages: list[Message] = messages if messages is not None else []
+
+
+# -- session layer (unsequenced) ------------------------------------------------------------------
+class Login(msgspec.Struct):
+    """C->S, template 1.  token: the JWT (ASCII); cancel_on_disconnect: 0/1 (SBE BooleanType)."""
+
+    TEMPLATE_ID: ClassVar[int] = 1
+    heartbeat_interval_ms: int
+    next_expected_seq_num: int
+    cancel_on_disconnect: int
+    token: str
+
+
+class LoginAccepted(msgspec.Struct):
+    """S->C, template 2.  next_seq_num: seqNum of the next business message the server sends."""
+
+    TEMPLATE_ID: ClassVar[int] = 2
+    session_id: int
+    next_seq_num: int
+    heartbeat_interval_ms: int
+
+
+class LoginRejected(msgspec.Struct):
+    """S->C, template 3.  reason: LoginRejectReason."""
+
+    TEMPLATE_ID: ClassVar[int] = 3
+    reason: int
+
+
+class Heartbeat(msgspec.Struct):
+    """Both ways, template 4 (empty block)."""
+
+    TEMPLATE_ID: ClassVar[int] = 4
+
+
+class Logout(msgspec.Struct):
+    """Both ways, template 5.  reason: 0 = normal (server values in protocol.session.LogoutReason)."""
+
+    TEMPLATE_ID: ClassVar[int] = 5
+    reason: int = 0
+
+
+class SessionReject(msgspec.Struct):
+    """S->C, template 6, unsequenced.  reason: RejectReason; ref_template_id: the refused template."""
+
+    TEMPLATE_ID: ClassVar[int] = 6
+    reason: int
+    ref_template_id: int
+
+
+# -- order entry, client to server -----------------------------------------------------------------
+class NewOrder(msgspec.Struct):
+    """C->S, template 10.  flags: bit 0 = post-only; stp_mode: StpMode."""
+
+    TEMPLATE_ID: ClassVar[int] = 10
+    cl_ord_id: int
+    price: int
+    order_qty: int
+    symbol: str
+    side: int
+    ord_type: int
+    time_in_force: int
+    flags: int = 0
+    stp_mode: int = 0
+
+
+class CancelOrder(msgspec.Struct):
+    """C->S, template 11."""
+
+    TEMPLATE_ID: ClassVar[int] = 11
+    cl_ord_id: int
+    orig_cl_ord_id: int
+    symbol: str
+
+
+class ReplaceOrder(msgspec.Struct):
+    """C->S, template 12.  order_qty: the new TOTAL order quantity (filled quantity included)."""
+
+    TEMPLATE_ID: ClassVar[int] = 12
+    cl_ord_id: int
+    orig_cl_ord_id: int
+    price: int
+    order_qty: int
+    symbol: str
+
+
+class MassCancel(msgspec.Struct):
+    """C->S, template 13.  symbol "" = every symbol; side 0 = both."""
+
+    TEMPLATE_ID: ClassVar[int] = 13
+    cl_ord_id: int
+    symbol: str = ""
+    side: int = 0
+
+
+class BookQuery(msgspec.Struct):
+    """C->S, template 14.  depth: levels per side, 0 = 10, at most 100."""
+
+    TEMPLATE_ID: ClassVar[int] = 14
+    request_id: int
+    symbol: str
+    depth: int = 0
+
+
+# -- order entry, server to client (sequenced) -----------------------------------------------------
+class OrderAccepted(msgspec.Struct):
+    """S->C, template 20."""
+
+    TEMPLATE_ID: ClassVar[int] = 20
+    seq_num: int
+    transact_time: int
+    cl_ord_id: int
+    order_id: int
+    price: int
+    order_qty: int
+    leaves_qty: int
+    symbol: str
+    side: int
+    ord_type: int
+    time_in_force: int
+
+
+class OrderRejected(msgspec.Struct):
+    """S->C, template 21.  reason: RejectReason."""
+
+    TEMPLATE_ID: ClassVar[int] = 21
+    seq_num: int
+    transact_time: int
+    cl_ord_id: int
+    symbol: str
+    reason: int
+
+
+class Execution(msgspec.Struct):
+    """S->C, template 22: the receiver's side of one trade.  liquidity: 1 maker, 2 taker."""
+
+    TEMPLATE_ID: ClassVar[int] = 22
+    seq_num: int
+    transact_time: int
+    cl_ord_id: int
+    order_id: int
+    trade_id: int
+    last_px: int
+    last_qty: int
+    leaves_qty: int
+    symbol: str
+    side: int
+    liquidity: int
+
+
+class OrderCanceled(msgspec.Struct):
+    """S->C, template 23.  cl_ord_id: the request that caused it; reason: CancelReason."""
+
+    TEMPLATE_ID: ClassVar[int] = 23
+    seq_num: int
+    transact_time: int
+    cl_ord_id: int
+    orig_cl_ord_id: int
+    order_id: int
+    price: int
+    canceled_qty: int
+    symbol: str
+    side: int
+    reason: int
+
+
+class OrderReplaced(msgspec.Struct):
+    """S->C, template 24."""
+
+    TEMPLATE_ID: ClassVar[int] = 24
+    seq_num: int
+    transact_time: int
+    cl_ord_id: int
+    orig_cl_ord_id: int
+    order_id: int
+    price: int
+    order_qty: int
+    leaves_qty: int
+    symbol: str
+    side: int
+
+
+class CancelRejected(msgspec.Struct):
+    """S->C, template 25.  reason: RejectReason."""
+
+    TEMPLATE_ID: ClassVar[int] = 25
+    seq_num: int
+    transact_time: int
+    cl_ord_id: int
+    orig_cl_ord_id: int
+    reason: int
+
+
+class MassCancelDone(msgspec.Struct):
+    """S->C, template 26."""
+
+    TEMPLATE_ID: ClassVar[int] = 26
+    seq_num: int
+    transact_time: int
+    cl_ord_id: int
+    canceled_count: int
+
+
+class BookLevel(msgspec.Struct):
+    """One entry of the BookSnapshot groups: price, total size (lots), resting orders."""
+
+    price: int
+    size: int
+    order_count: int
+
+
+class BookSnapshot(msgspec.Struct):
+    """S->C, template 27: the answer to BookQuery; bids and asks best level first."""
+
+    TEMPLATE_ID: ClassVar[int] = 27
+    seq_num: int
+    transact_time: int
+    request_id: int
+    symbol: str
+    bids: list[BookLevel] = msgspec.field(default_factory=list)
+    asks: list[BookLevel] = msgspec.field(default_factory=list)
+
+
+Message = (Login | LoginAccepted | LoginRejected | Heartbeat | Logout | SessionReject | NewOrder
+           | CancelOrder | ReplaceOrder | MassCancel | BookQuery | OrderAccepted | OrderRejected
+           | Execution | OrderCanceled | OrderReplaced | CancelRejected | MassCancelDone
+           | BookSnapshot)
+
+#: template id -> message class, every template of the schema
+MESSAGE_TYPES: dict[int, type[Message]] = {
+    cls.TEMPLATE_ID: cls
+    for cls in (Login, LoginAccepted, LoginRejected, Heartbeat, Logout, SessionReject, NewOrder,
+                CancelOrder, ReplaceOrder, MassCancel, BookQuery, OrderAccepted, OrderRejected,
+                Execution, OrderCanceled, OrderReplaced, CancelRejected, MassCancelDone,
+                BookSnapshot)
+}

@@ -1,0 +1,54 @@
+# Outbound encoder: Event records (matching/records.pxd) -> per-session SBE byte buffers.
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+
+from matching.records cimport Event
+from matching.ring cimport SpscRing
+from protocol.codec cimport SymbolTable
+
+cdef enum:
+    N_LATENCY_BOUNDS = 18            # finite bucket bounds; one more bucket for +Inf
+    N_REASON_COUNTERS = 256          # reasons >= 255 are counted under 255
+    N_EVENT_TYPES = 256
+
+ctypedef struct SessionOut:
+    char *data                       # malloc'd, grows by doubling; NULL until first use
+    size_t len
+    size_t cap
+    uint64_t last_seq                # seqNum of the last message numbered for the session
+    uint8_t connected
+    uint8_t sofh
+    uint8_t listed                   # its id is in Outbound.dirty_ids
+
+
+cdef class Outbound:
+    cdef SessionOut *sessions
+    cdef readonly uint32_t max_sessions
+    cdef SymbolTable symbols
+    cdef uint32_t *dirty_ids
+    cdef uint32_t n_dirty
+    cdef uint64_t events_by_type[N_EVENT_TYPES]
+    cdef uint64_t rejects_by_reason[N_REASON_COUNTERS]
+    cdef uint64_t cancels_by_reason[N_REASON_COUNTERS]
+    cdef uint64_t fills
+    cdef uint64_t traded_qty
+    cdef uint64_t messages_out
+    cdef uint64_t bytes_out
+    cdef uint64_t unroutable         # messages for a session id >= max_sessions (not numbered)
+    cdef uint64_t latency_counts[N_LATENCY_BOUNDS + 1]
+    cdef uint64_t latency_sum_ns
+    cdef bint capture_on
+    cdef uint64_t capture_after
+    cdef char *capture_buf
+    cdef size_t capture_len
+    cdef size_t capture_cap
+    cdef bint out_of_memory
+
+    cdef SessionOut *_session(self, sid) except NULL
+    cdef uint64_t _number(self, uint32_t sid) noexcept nogil
+    cdef char *_reserve(self, uint32_t sid, uint16_t template_id, size_t block_length,
+                        size_t extra) noexcept nogil
+    cdef void _observe_latency(self, const Event *ev, uint64_t now_ns) noexcept nogil
+    cdef void _capture(self, const Event *ev) noexcept nogil
+    cdef void _event(self, const Event *ev, uint64_t now_ns) noexcept nogil
+    cdef void _execution(self, const Event *ev, bint maker) noexcept nogil
+    cdef void _snapshot(self, SpscRing events, uint64_t pos, bint with_levels) noexcept nogil

@@ -1,0 +1,517 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Outbound encoder: Event records from the matching core -> SBE messages per session (DESIGN §1).
+
+``Outbound.drain`` consumes the events ring in one batch with the GIL released and appends the
+server->client business messages (templates 20-27 of protocol/schema/hftgw-v1.xml) to one C
+buffer per session, each message with its session sequence number and, for TCP sessions, its
+SOFH prefix.  The transport then ``take``s each ``dirty`` session's bytes and writes them with one
+call.  Counters and the order-to-ack latency histogram are kept in C and read at scrape time;
+fill records can be captured raw for the PostgreSQL sink.
+"""
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free, realloc
+from libc.string cimport memcpy
+
+from matching.records cimport (
+    EVT_ACCEPTED,
+    EVT_BOOK_LEVEL,
+    EVT_BOOK_SNAPSHOT,
+    EVT_CANCEL_REJECTED,
+    EVT_CANCELED,
+    EVT_FILL,
+    EVT_MASS_CANCEL_DONE,
+    EVT_REJECTED,
+    EVT_REPLACED,
+    LIQ_MAKER,
+    LIQ_TAKER,
+    Event,
+)
+from matching.ring cimport SpscRing
+from protocol.codec cimport (
+    GROUP_SIZE_SIZE,
+    MAX_FRAME,
+    SBE_HEADER_SIZE,
+    SBE_SCHEMA_ID,
+    SBE_SCHEMA_VERSION,
+    SOFH_SIZE,
+    TPL_BOOK_SNAPSHOT,
+    TPL_CANCEL_REJECTED,
+    TPL_EXECUTION,
+    TPL_MASS_CANCEL_DONE,
+    TPL_ORDER_ACCEPTED,
+    TPL_ORDER_CANCELED,
+    TPL_ORDER_REJECTED,
+    TPL_ORDER_REPLACED,
+    BookLevelEntry,
+    BookSnapshotBlock,
+    CancelRejectedBlock,
+    ExecutionBlock,
+    GroupSize,
+    MassCancelDoneBlock,
+    OrderAcceptedBlock,
+    OrderCanceledBlock,
+    OrderRejectedBlock,
+    OrderReplacedBlock,
+    SbeHeader,
+    SymbolTable,
+)
+
+# Order-to-ack latency bucket upper bounds (ns, inclusive as Prometheus `le`); +Inf is implied.
+cdef uint64_t LATENCY_BOUNDS_NS[N_LATENCY_BOUNDS]
+_BOUNDS_S = (5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1,
+             0.25, 0.5, 1.0, 2.5)
+for _i, _b in enumerate(_BOUNDS_S):
+    LATENCY_BOUNDS_NS[_i] = <uint64_t>round(_b * 1e9)
+
+# A BookSnapshot frame must stay within MAX_FRAME: levels beyond this (bids first) are left out.
+cdef size_t MAX_SNAPSHOT_LEVELS = (
+    (MAX_FRAME - SOFH_SIZE - SBE_HEADER_SIZE - sizeof(BookSnapshotBlock) - 2 * GROUP_SIZE_SIZE)
+    // sizeof(BookLevelEntry))
+
+# A session buffer larger than this is freed when taken rather than kept for reuse.
+cdef size_t KEEP_BUFFER_BYTES = 1 << 20
+
+
+cdef inline int _reason_slot(uint16_t reason) noexcept nogil:
+    return reason if reason < N_REASON_COUNTERS else N_REASON_COUNTERS - 1
+
+
+cdef char *_write_group(char *p, SpscRing events, uint64_t first, uint64_t n) noexcept nogil:
+    # one BookSnapshot group: groupSizeEncoding + n entries from the EVT_BOOK_LEVEL records at
+    # ring positions first .. first+n-1; returns the end of the group
+    cdef const Event *lv
+    cdef BookLevelEntry *e
+    cdef GroupSize *g = <GroupSize *>p
+    cdef uint64_t i
+    g.block_length = sizeof(BookLevelEntry)
+    g.num_in_group = <uint16_t>n
+    p += GROUP_SIZE_SIZE
+    for i in range(n):
+        lv = <const Event *>events.slot(first + i)
+        e = <BookLevelEntry *>p
+        e.price = lv.price
+        e.size = lv.qty
+        e.order_count = lv.count
+        p += sizeof(BookLevelEntry)
+    return p
+
+
+cdef class Outbound:
+    """Per-session SBE encoder of the matching core's events.
+
+    symbols: symbol names by symbol id (as given to the SymbolTable of the codec); an event
+    whose symbol id is outside the table gets an all-NUL symbol.  max_sessions: session ids are
+    0 .. max_sessions-1; messages for a larger id are not numbered, only counted
+    (``unroutable``).  Raises ValueError for bad symbol names, MemoryError.
+
+    Not thread-safe: ``drain`` releases the GIL but mutates the session buffers, so every method
+    must be called from the one thread that owns the encoder (the event loop).
+    """
+
+    def __cinit__(self, symbols, max_sessions: int = 65536):
+        if max_sessions < 1 or max_sessions > 0xFFFFFFFF:
+            raise ValueError("max_sessions must be in 1 .. 2**32-1")
+        self.symbols = SymbolTable(symbols)
+        self.max_sessions = max_sessions
+        self.sessions = <SessionOut *>calloc(max_sessions, sizeof(SessionOut))
+        self.dirty_ids = <uint32_t *>calloc(max_sessions, sizeof(uint32_t))
+        if self.sessions == NULL or self.dirty_ids == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        cdef uint32_t i
+        if self.sessions != NULL:
+            for i in range(self.max_sessions):
+                free(self.sessions[i].data)
+        free(self.sessions)
+        free(self.dirty_ids)
+        free(self.capture_buf)
+
+    # -- sessions ---------------------------------------------------------------------------------
+    cdef SessionOut *_session(self, sid) except NULL:
+        if sid < 0 or sid >= self.max_sessions:
+            raise ValueError(f"session id {sid} outside 0 .. {self.max_sessions - 1}")
+        return &self.sessions[<uint32_t>sid]
+
+    def set_session(self, sid: int, bint connected, bint sofh=True) -> None:
+        """Mark a session connected (its messages are buffered, SOFH-framed when ``sofh``) or
+        disconnected (its messages are still numbered but dropped; buffered bytes are discarded).
+        Raises ValueError for an id >= max_sessions."""
+        cdef SessionOut *s = self._session(sid)
+        s.connected = connected
+        s.sofh = sofh
+        if not connected:
+            free(s.data)
+            s.data = NULL
+            s.len = 0
+            s.cap = 0
+
+    def next_seq(self, sid: int) -> int:
+        """The seqNum the session's next business message will carry (1 for a new session)."""
+        return self._session(sid).last_seq + 1
+
+    def set_next_seq(self, sid: int, n: int) -> None:
+        """Set the seqNum of the session's next message.  Raises ValueError for n < 1."""
+        cdef SessionOut *s = self._session(sid)
+        if n < 1:
+            raise ValueError("sequence numbers start at 1")
+        s.last_seq = n - 1
+
+    def dirty(self) -> list:
+        """Ids of the sessions with buffered bytes, in the order they got their first one."""
+        cdef uint32_t i, j = 0, sid
+        out = []
+        for i in range(self.n_dirty):
+            sid = self.dirty_ids[i]
+            if self.sessions[sid].len:
+                out.append(sid)
+                self.dirty_ids[j] = sid
+                j += 1
+            else:
+                self.sessions[sid].listed = 0
+        self.n_dirty = j
+        return out
+
+    def take(self, sid: int) -> bytes:
+        """Return and clear the session's buffered bytes (b"" when none)."""
+        cdef SessionOut *s = self._session(sid)
+        out = s.data[:s.len] if s.len else b""
+        s.len = 0
+        if s.cap > KEEP_BUFFER_BYTES:
+            free(s.data)
+            s.data = NULL
+            s.cap = 0
+        return out
+
+    # -- the batch --------------------------------------------------------------------------------
+    def drain(self, SpscRing events not None, uint64_t now_ns) -> int:
+        """Consume every available Event record of ``events`` and encode its messages.
+
+        EVT_ACCEPTED -> OrderAccepted, EVT_REJECTED -> OrderRejected, EVT_FILL -> two Executions
+        (taker: session_id/cl_ord_id/order_id/leaves, liquidity TAKER, side; maker: the contra_*
+        fields, liquidity MAKER, the opposite side; both tradeId = ref, lastPx = price, lastQty =
+        qty), EVT_CANCELED -> OrderCanceled (origClOrdId = ref), EVT_REPLACED -> OrderReplaced
+        (origClOrdId = ref), EVT_CANCEL_REJECTED -> CancelRejected (origClOrdId = ref),
+        EVT_MASS_CANCEL_DONE -> MassCancelDone (canceledCount = count), EVT_BOOK_SNAPSHOT and the
+        count + count2 EVT_BOOK_LEVEL records after it -> one BookSnapshot (requestId = ref).
+        transactTime = ev.ts.  A snapshot whose levels are not all published yet is left for the
+        next call.  now_ns != 0: EVT_ACCEPTED / EVT_REJECTED with recv_ts != 0 observe
+        now_ns - recv_ts in the latency histogram (pass 0 while replaying the journal).
+
+        Returns the number of records consumed.  Raises ValueError for a ring whose slots are not
+        Event records, MemoryError if a buffer cannot grow (messages of that batch are lost).
+        Runs without the GIL.
+        """
+        cdef uint64_t n, pos, i = 0, levels
+        cdef const Event *ev
+        if events.slot_size != sizeof(Event):
+            raise ValueError(f"ring slots are {events.slot_size} bytes, Event records {sizeof(Event)}")
+        with nogil:
+            n = events.available()
+            pos = events.read_pos()
+            while i < n:
+                ev = <const Event *>events.slot(pos + i)
+                if ev.type == EVT_BOOK_SNAPSHOT:
+                    levels = <uint64_t>ev.count + ev.count2
+                    if levels + 1 > events.capacity:
+                        # cannot be a real snapshot (it would never fit the ring): send it empty
+                        self._snapshot(events, pos + i, False)
+                        i += 1
+                        continue
+                    if i + 1 + levels > n:
+                        break
+                    self._snapshot(events, pos + i, True)
+                    i += 1 + levels
+                else:
+                    self._event(ev, now_ns)
+                    i += 1
+            events.consume(i)
+        if self.out_of_memory:
+            self.out_of_memory = False
+            raise MemoryError("outbound session buffer")
+        return i
+
+    cdef uint64_t _number(self, uint32_t sid) noexcept nogil:
+        if sid >= self.max_sessions:
+            self.unroutable += 1
+            return 0
+        self.sessions[sid].last_seq += 1
+        return self.sessions[sid].last_seq
+
+    cdef char *_reserve(self, uint32_t sid, uint16_t template_id, size_t block_length,
+                        size_t extra) noexcept nogil:
+        # Append SOFH (if framed) + message header for a block of block_length bytes followed
+        # by `extra` bytes; return where the block goes, or NULL when not buffered.
+        cdef SessionOut *s
+        cdef size_t frame_len, need, cap
+        cdef char *p
+        cdef SbeHeader *h
+        if sid >= self.max_sessions:
+            return NULL
+        s = &self.sessions[sid]
+        if not s.connected:
+            return NULL
+        frame_len = SBE_HEADER_SIZE + block_length + extra + (SOFH_SIZE if s.sofh else 0)
+        need = s.len + frame_len
+        if need > s.cap:
+            cap = s.cap if s.cap else 4096
+            while cap < need:
+                cap *= 2
+            p = <char *>realloc(s.data, cap)
+            if p == NULL:
+                self.out_of_memory = True
+                return NULL
+            s.data = p
+            s.cap = cap
+        p = s.data + s.len
+        if s.sofh:
+            p[0] = <char>((frame_len >> 24) & 0xFF)
+            p[1] = <char>((frame_len >> 16) & 0xFF)
+            p[2] = <char>((frame_len >> 8) & 0xFF)
+            p[3] = <char>(frame_len & 0xFF)
+            p[4] = <char>0xEB
+            p[5] = <char>0x50
+            p += SOFH_SIZE
+        h = <SbeHeader *>p
+        h.block_length = <uint16_t>block_length
+        h.template_id = template_id
+        h.schema_id = SBE_SCHEMA_ID
+        h.version = SBE_SCHEMA_VERSION
+        s.len = need
+        if not s.listed:
+            s.listed = 1
+            self.dirty_ids[self.n_dirty] = sid
+            self.n_dirty += 1
+        self.messages_out += 1
+        self.bytes_out += frame_len
+        return p + SBE_HEADER_SIZE
+
+    cdef void _observe_latency(self, const Event *ev, uint64_t now_ns) noexcept nogil:
+        cdef uint64_t d
+        cdef int b = 0
+        if now_ns == 0 or ev.recv_ts == 0:
+            return
+        d = now_ns - ev.recv_ts if now_ns > ev.recv_ts else 0
+        while b < N_LATENCY_BOUNDS and d > LATENCY_BOUNDS_NS[b]:
+            b += 1
+        self.latency_counts[b] += 1
+        self.latency_sum_ns += d
+
+    cdef void _capture(self, const Event *ev) noexcept nogil:
+        cdef size_t cap
+        cdef char *p
+        if not self.capture_on or ev.ref <= self.capture_after:
+            return
+        if self.capture_len + sizeof(Event) > self.capture_cap:
+            cap = self.capture_cap * 2 if self.capture_cap else 1024 * sizeof(Event)
+            p = <char *>realloc(self.capture_buf, cap)
+            if p == NULL:
+                self.out_of_memory = True
+                return
+            self.capture_buf = p
+            self.capture_cap = cap
+        memcpy(self.capture_buf + self.capture_len, ev, sizeof(Event))
+        self.capture_len += sizeof(Event)
+
+    cdef void _event(self, const Event *ev, uint64_t now_ns) noexcept nogil:
+        cdef uint64_t seq, key
+        cdef OrderAcceptedBlock *oa
+        cdef OrderRejectedBlock *oj
+        cdef OrderCanceledBlock *oc
+        cdef OrderReplacedBlock *orp
+        cdef CancelRejectedBlock *cr
+        cdef MassCancelDoneBlock *md
+        cdef uint8_t t = ev.type
+        self.events_by_type[t] += 1
+        key = self.symbols.key_of(ev.symbol_id)
+        if t == EVT_ACCEPTED:
+            self._observe_latency(ev, now_ns)
+            seq = self._number(ev.session_id)
+            oa = <OrderAcceptedBlock *>self._reserve(ev.session_id, TPL_ORDER_ACCEPTED,
+                                                     sizeof(OrderAcceptedBlock), 0)
+            if oa != NULL:
+                oa.seq_num = seq
+                oa.transact_time = ev.ts
+                oa.cl_ord_id = ev.cl_ord_id
+                oa.order_id = ev.order_id
+                oa.price = ev.price
+                oa.order_qty = ev.qty
+                oa.leaves_qty = ev.leaves
+                memcpy(oa.symbol, &key, 8)
+                oa.side = ev.side
+                oa.ord_type = ev.ord_type
+                oa.time_in_force = ev.tif
+        elif t == EVT_REJECTED:
+            self._observe_latency(ev, now_ns)
+            self.rejects_by_reason[_reason_slot(ev.reason)] += 1
+            seq = self._number(ev.session_id)
+            oj = <OrderRejectedBlock *>self._reserve(ev.session_id, TPL_ORDER_REJECTED,
+                                                     sizeof(OrderRejectedBlock), 0)
+            if oj != NULL:
+                oj.seq_num = seq
+                oj.transact_time = ev.ts
+                oj.cl_ord_id = ev.cl_ord_id
+                memcpy(oj.symbol, &key, 8)
+                oj.reason = ev.reason
+        elif t == EVT_FILL:
+            self.fills += 1
+            self.traded_qty += ev.qty
+            self._capture(ev)
+            self._execution(ev, False)
+            self._execution(ev, True)
+        elif t == EVT_CANCELED:
+            self.cancels_by_reason[_reason_slot(ev.reason)] += 1
+            seq = self._number(ev.session_id)
+            oc = <OrderCanceledBlock *>self._reserve(ev.session_id, TPL_ORDER_CANCELED,
+                                                     sizeof(OrderCanceledBlock), 0)
+            if oc != NULL:
+                oc.seq_num = seq
+                oc.transact_time = ev.ts
+                oc.cl_ord_id = ev.cl_ord_id
+                oc.orig_cl_ord_id = ev.ref
+                oc.order_id = ev.order_id
+                oc.price = ev.price
+                oc.canceled_qty = ev.qty
+                memcpy(oc.symbol, &key, 8)
+                oc.side = ev.side
+                oc.reason = ev.reason
+        elif t == EVT_REPLACED:
+            seq = self._number(ev.session_id)
+            orp = <OrderReplacedBlock *>self._reserve(ev.session_id, TPL_ORDER_REPLACED,
+                                                      sizeof(OrderReplacedBlock), 0)
+            if orp != NULL:
+                orp.seq_num = seq
+                orp.transact_time = ev.ts
+                orp.cl_ord_id = ev.cl_ord_id
+                orp.orig_cl_ord_id = ev.ref
+                orp.order_id = ev.order_id
+                orp.price = ev.price
+                orp.order_qty = ev.qty
+                orp.leaves_qty = ev.leaves
+                memcpy(orp.symbol, &key, 8)
+                orp.side = ev.side
+        elif t == EVT_CANCEL_REJECTED:
+            self.rejects_by_reason[_reason_slot(ev.reason)] += 1
+            seq = self._number(ev.session_id)
+            cr = <CancelRejectedBlock *>self._reserve(ev.session_id, TPL_CANCEL_REJECTED,
+                                                      sizeof(CancelRejectedBlock), 0)
+            if cr != NULL:
+                cr.seq_num = seq
+                cr.transact_time = ev.ts
+                cr.cl_ord_id = ev.cl_ord_id
+                cr.orig_cl_ord_id = ev.ref
+                cr.reason = ev.reason
+        elif t == EVT_MASS_CANCEL_DONE:
+            seq = self._number(ev.session_id)
+            md = <MassCancelDoneBlock *>self._reserve(ev.session_id, TPL_MASS_CANCEL_DONE,
+                                                      sizeof(MassCancelDoneBlock), 0)
+            if md != NULL:
+                md.seq_num = seq
+                md.transact_time = ev.ts
+                md.cl_ord_id = ev.cl_ord_id
+                md.canceled_count = ev.count
+        # EVT_BOOK_LEVEL outside a snapshot and unknown types: counted above, nothing to send
+
+    cdef void _execution(self, const Event *ev, bint maker) noexcept nogil:
+        cdef uint32_t sid = ev.contra_session if maker else ev.session_id
+        cdef uint64_t seq = self._number(sid)
+        cdef uint64_t key
+        cdef ExecutionBlock *ex = <ExecutionBlock *>self._reserve(sid, TPL_EXECUTION, sizeof(ExecutionBlock), 0)
+        if ex == NULL:
+            return
+        key = self.symbols.key_of(ev.symbol_id)
+        ex.seq_num = seq
+        ex.transact_time = ev.ts
+        ex.trade_id = ev.ref
+        ex.last_px = ev.price
+        ex.last_qty = ev.qty
+        memcpy(ex.symbol, &key, 8)
+        if maker:
+            ex.cl_ord_id = ev.contra_cl_ord_id
+            ex.order_id = ev.contra_order_id
+            ex.leaves_qty = ev.contra_leaves
+            ex.side = 3 - ev.side    # the maker is on the other side (BUY=1, SELL=2)
+            ex.liquidity = LIQ_MAKER
+        else:
+            ex.cl_ord_id = ev.cl_ord_id
+            ex.order_id = ev.order_id
+            ex.leaves_qty = ev.leaves
+            ex.side = ev.side
+            ex.liquidity = LIQ_TAKER
+
+    cdef void _snapshot(self, SpscRing events, uint64_t pos, bint with_levels) noexcept nogil:
+        # pos: the EVT_BOOK_SNAPSHOT record; its bid then ask EVT_BOOK_LEVEL records follow it
+        cdef const Event *ev = <const Event *>events.slot(pos)
+        cdef uint64_t n_bids = ev.count if with_levels else 0
+        cdef uint64_t n_asks = ev.count2 if with_levels else 0
+        cdef uint64_t send_bids = n_bids, send_asks = n_asks, key, seq
+        cdef BookSnapshotBlock *b
+        cdef char *p
+        self.events_by_type[<int>EVT_BOOK_SNAPSHOT] += 1
+        self.events_by_type[<int>EVT_BOOK_LEVEL] += n_bids + n_asks
+        if send_bids > MAX_SNAPSHOT_LEVELS:
+            send_bids = MAX_SNAPSHOT_LEVELS
+        if send_asks > MAX_SNAPSHOT_LEVELS - send_bids:
+            send_asks = MAX_SNAPSHOT_LEVELS - send_bids
+        seq = self._number(ev.session_id)
+        b = <BookSnapshotBlock *>self._reserve(
+            ev.session_id, TPL_BOOK_SNAPSHOT, sizeof(BookSnapshotBlock),
+            2 * GROUP_SIZE_SIZE + (send_bids + send_asks) * sizeof(BookLevelEntry))
+        if b == NULL:
+            return
+        key = self.symbols.key_of(ev.symbol_id)
+        b.seq_num = seq
+        b.transact_time = ev.ts
+        b.request_id = ev.ref
+        memcpy(b.symbol, &key, 8)
+        p = _write_group(<char *>b + sizeof(BookSnapshotBlock), events, pos + 1, send_bids)
+        _write_group(p, events, pos + 1 + n_bids, send_asks)
+
+    # -- scrape-time reads ------------------------------------------------------------------------
+    def counters(self) -> dict:
+        """Totals since start: {"events": {EventType: n}, "rejects": {RejectReason: n}
+        (OrderRejected + CancelRejected), "cancels": {CancelReason: n}, "fills": n,
+        "traded_qty": lots, "messages_out": n, "bytes_out": n, "unroutable": n}; the per-key
+        dicts hold non-zero entries only; reasons >= 255 are counted under 255."""
+        cdef int i
+        return {
+            "events": {i: self.events_by_type[i] for i in range(N_EVENT_TYPES) if self.events_by_type[i]},
+            "rejects": {i: self.rejects_by_reason[i] for i in range(N_REASON_COUNTERS)
+                        if self.rejects_by_reason[i]},
+            "cancels": {i: self.cancels_by_reason[i] for i in range(N_REASON_COUNTERS)
+                        if self.cancels_by_reason[i]},
+            "fills": self.fills,
+            "traded_qty": self.traded_qty,
+            "messages_out": self.messages_out,
+            "bytes_out": self.bytes_out,
+            "unroutable": self.unroutable,
+        }
+
+    def latency(self) -> tuple:
+        """Order-to-ack latency histogram: (upper bounds in seconds, the last float("inf");
+        CUMULATIVE counts per bound, as Prometheus buckets, the last = number of observations;
+        sum of observations in seconds)."""
+        cdef int i
+        cdef uint64_t total = 0
+        counts = []
+        for i in range(N_LATENCY_BOUNDS + 1):
+            total += self.latency_counts[i]
+            counts.append(total)
+        return list(_BOUNDS_S) + [float("inf")], counts, self.latency_sum_ns / 1e9
+
+    # -- fills for the PostgreSQL sink ------------------------------------------------------------
+    def capture_fills(self, after_trade_id) -> None:
+        """Copy every later EVT_FILL record with trade id (ref) > after_trade_id, raw 128 bytes,
+        into the capture buffer; None turns capture off (what is buffered stays for
+        ``take_fills``)."""
+        if after_trade_id is None:
+            self.capture_on = False
+        else:
+            self.capture_after = after_trade_id
+            self.capture_on = True
+
+    def take_fills(self) -> bytes:
+        """Return and clear the captured fill records (n * 128 bytes, in event order)."""
+        out = self.capture_buf[:self.capture_len] if self.capture_len else b""
+        self.capture_len = 0
+        return out

@@ -1,0 +1,248 @@
+"""Server side of one order-entry session, as a sans-I/O state machine.
+
+Bytes in (``receive_data``), bytes out (``data_to_send``), a clock passed in (``now_ns``); no
+sockets, no event loop, as ``h11`` and ``websockets`` do.  The transport (gateway/tcp.py,
+a WebSocket handler) moves the bytes; the engine owns the inbound ring this writes orders into.
+
+Session layer semantics follow SoupBinTCP 4.1 carried in SBE messages (DESIGN §2):
+Login -> LoginAccepted | LoginRejected; heartbeats both ways; a peer silent for
+``heartbeat_timeout_factor`` intervals is logged out; Logout ends the session.  Order-entry
+messages are decoded in batches straight into fixed-size command records in the inbound ring
+(``protocol.codec.decode_orders``); only session messages are decoded one by one in Python.
+"""
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from matching.records import LoginRejectReason, RejectReason
+from matching.ring import SpscRing
+from protocol import codec
+from protocol.messages import (
+    Heartbeat,
+    Login,
+    LoginAccepted,
+    LoginRejected,
+    Logout,
+    Message,
+    SessionReject,
+)
+
+SOFH_SIZE = 6
+
+
+class LogoutReason(enum.IntEnum):
+    """Logout.reason values sent by the server."""
+
+    NORMAL = 0
+    HEARTBEAT_TIMEOUT = 1
+    PROTOCOL_ERROR = 2
+    SERVER_SHUTDOWN = 3
+    SLOW_CONSUMER = 4
+
+
+class SessionState(enum.Enum):
+    AWAIT_LOGIN = 1
+    ACTIVE = 2
+    CLOSED = 3
+
+
+@dataclass(frozen=True, slots=True)
+class LoginDecision:
+    """The gateway's answer to a Login: accepted with the session id and the next server sequence
+    number, or refused with a LoginRejectReason."""
+
+    accepted: bool
+    session_id: int = 0
+    next_seq_num: int = 0
+    reason: int = 0
+
+
+@dataclass(slots=True)
+class SessionCounters:
+    """Session-layer outcomes, summed by the gateway into metrics (never per order)."""
+
+    rejects: dict[int, int] = field(default_factory=dict)       # SessionReject reason -> count
+    login_failures: dict[int, int] = field(default_factory=dict)  # LoginRejectReason -> count
+    heartbeat_timeouts: int = 0
+    slow_consumers: int = 0
+
+
+class ServerSession:
+    """One connection's session state.
+
+    symbols: the codec's SymbolTable; ring: the inbound ring order commands are written to;
+    login: the gateway's decision function for a Login message (verifies the token, assigns the
+    session id); sofh: True on TCP (SOFH framing), False on WebSocket (one or more SBE messages
+    per WebSocket message); heartbeat_ms: the server's default interval, which a client may
+    change at login up to max_heartbeat_ms.
+    """
+
+    def __init__(self, symbols: codec.SymbolTable, ring: SpscRing,
+                 login: Callable[[Login], LoginDecision], *, now_ns: int, sofh: bool = True,
+                 heartbeat_ms: int = 1000, timeout_factor: float = 3.0,
+                 max_heartbeat_ms: int = 60_000, counters: SessionCounters | None = None) -> None:
+        self.symbols = symbols
+        self.ring = ring
+        self._login = login
+        self.sofh = sofh
+        self.state = SessionState.AWAIT_LOGIN
+        self.session_id = 0
+        self.account = ""
+        self.cancel_on_disconnect = False
+        self.heartbeat_ms = heartbeat_ms
+        self.timeout_factor = timeout_factor
+        self.max_heartbeat_ms = max_heartbeat_ms
+        self.counters = counters if counters is not None else SessionCounters()
+        self.close_reason: int | None = None
+        #: True when decoding stopped because the inbound ring is full: the caller drains the
+        #: engine and calls receive_data(b"", now) again.
+        self.ring_full = False
+        #: order commands written into the ring since the caller last reset it
+        self.commands_queued = 0
+        self._buf = bytearray()
+        self._pos = 0
+        self._out = bytearray()
+        self._last_rx_ns = now_ns
+        self._last_tx_ns = now_ns
+
+    # -- inputs ------------------------------------------------------------------------------
+    def receive_data(self, data: bytes, now_ns: int) -> None:
+        """Feed bytes from the peer.  Complete order messages go to the ring in one batch;
+        session messages are handled here; a partial frame waits for more bytes."""
+        if self.state is SessionState.CLOSED:
+            return
+        if data:
+            self._last_rx_ns = now_ns
+            if self._pos and self._pos == len(self._buf):
+                self._buf.clear()
+                self._pos = 0
+            self._buf += data
+        self.ring_full = False
+        self._process(now_ns)
+        if self._pos > 65536 and self._pos * 2 > len(self._buf):
+            del self._buf[:self._pos]
+            self._pos = 0
+
+    def tick(self, now_ns: int) -> None:
+        """Timers: send a Heartbeat after an interval with nothing sent; log out a silent peer."""
+        if self.state is SessionState.CLOSED:
+            return
+        interval = self.heartbeat_ms * 1_000_000
+        if now_ns - self._last_rx_ns > interval * self.timeout_factor:
+            self.counters.heartbeat_timeouts += 1
+            self._close(LogoutReason.HEARTBEAT_TIMEOUT, logout=True)
+            return
+        if now_ns - self._last_tx_ns >= interval:
+            self._send(Heartbeat(), now_ns)
+
+    def note_sent(self, now_ns: int) -> None:
+        """The transport wrote business messages for this session (they reset the heartbeat)."""
+        self._last_tx_ns = now_ns
+
+    def shutdown(self, reason: int = LogoutReason.SERVER_SHUTDOWN) -> None:
+        """Server-initiated end: a Logout with ``reason``, then the transport closes."""
+        if self.state is not SessionState.CLOSED:
+            self._close(reason, logout=True)
+
+    # -- outputs -----------------------------------------------------------------------------
+    def data_to_send(self) -> bytes:
+        """Session-layer bytes (login answers, heartbeats, rejects, logout) to write now."""
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    @property
+    def closed(self) -> bool:
+        return self.state is SessionState.CLOSED
+
+    # -- internals ---------------------------------------------------------------------------
+    def _send(self, msg: Message, now_ns: int) -> None:
+        self._out += codec.encode(msg, sofh=self.sofh)
+        self._last_tx_ns = now_ns
+
+    def _close(self, reason: int, logout: bool) -> None:
+        if logout:
+            self._out += codec.encode(Logout(reason=int(reason)), sofh=self.sofh)
+        self.state = SessionState.CLOSED
+        self.close_reason = int(reason)
+
+    def _reject(self, reason: int, template_id: int, now_ns: int) -> None:
+        self.counters.rejects[reason] = self.counters.rejects.get(reason, 0) + 1
+        self._send(SessionReject(reason=int(reason), ref_template_id=template_id), now_ns)
+
+    def _process(self, now_ns: int) -> None:
+        while self.state is not SessionState.CLOSED:
+            if self.state is SessionState.ACTIVE:
+                pos, n, status = codec.decode_orders(
+                    self._buf, self._pos, len(self._buf), self.ring, self.session_id,
+                    self.symbols, now_ns, self.sofh)
+                self._pos = pos
+                self.commands_queued += n
+                if status == codec.NEED_MORE:
+                    return
+                if status == codec.RING_FULL:
+                    self.ring_full = True
+                    return
+                if status == codec.MALFORMED or status == codec.UNKNOWN_TEMPLATE:
+                    reason = (RejectReason.REJ_MALFORMED if status == codec.MALFORMED
+                              else RejectReason.REJ_UNKNOWN_TEMPLATE)
+                    self._reject(reason, self._template_at(pos), now_ns)
+                    self._close(LogoutReason.PROTOCOL_ERROR, logout=True)
+                    return
+                # SESSION_MESSAGE: fall through to one-by-one handling of that frame
+            try:
+                msg, nxt = codec.decode_next(self._buf, self._pos, self.sofh)
+            except codec.ProtocolError as exc:
+                self._reject(exc.reason, self._template_at(self._pos), now_ns)
+                self._close(LogoutReason.PROTOCOL_ERROR, logout=True)
+                return
+            if msg is None:
+                return
+            self._pos = nxt
+            self._handle_session_message(msg, now_ns)
+
+    def _template_at(self, pos: int) -> int:
+        off = pos + (SOFH_SIZE if self.sofh else 0)
+        if len(self._buf) >= off + 4:
+            return int.from_bytes(self._buf[off + 2:off + 4], "little")
+        return 0
+
+    def _handle_session_message(self, msg: Message, now_ns: int) -> None:
+        if isinstance(msg, Heartbeat):
+            return
+        if isinstance(msg, Logout):
+            self._close(LogoutReason.NORMAL, logout=True)
+            return
+        if isinstance(msg, Login):
+            if self.state is SessionState.ACTIVE:
+                self._login_failed(LoginRejectReason.LOGIN_ALREADY_LOGGED_IN, now_ns, close=False)
+                return
+            # the agreed interval is echoed in LoginAccepted, so clamping is visible to the client
+            hb = min(max(msg.heartbeat_interval_ms or self.heartbeat_ms, 100), self.max_heartbeat_ms)
+            decision = self._login(msg)
+            if not decision.accepted:
+                self._login_failed(decision.reason, now_ns)
+                return
+            self.state = SessionState.ACTIVE
+            self.session_id = decision.session_id
+            self.cancel_on_disconnect = bool(msg.cancel_on_disconnect)
+            self.heartbeat_ms = hb
+            self._send(LoginAccepted(session_id=decision.session_id,
+                                     next_seq_num=decision.next_seq_num,
+                                     heartbeat_interval_ms=hb), now_ns)
+            return
+        # an order-entry or server-only message before login, or a server-only one after
+        template = int(getattr(msg, "TEMPLATE_ID", 0))
+        if self.state is SessionState.AWAIT_LOGIN:
+            self._reject(RejectReason.REJ_NOT_LOGGED_IN, template, now_ns)
+        else:
+            self._reject(RejectReason.REJ_UNKNOWN_TEMPLATE, template, now_ns)
+
+    def _login_failed(self, reason: int, now_ns: int, close: bool = True) -> None:
+        self.counters.login_failures[int(reason)] = self.counters.login_failures.get(int(reason), 0) + 1
+        self._send(LoginRejected(reason=int(reason)), now_ns)
+        if close:
+            self.state = SessionState.CLOSED
+            self.close_reason = int(reason)

@@ -1,0 +1,77 @@
+"""The ``hftgw`` command as a user runs it: a ``serve`` process, ``token``, ``client``, and the
+full AMZN LOBSTER day through ``replay-lobster`` with the exact figures of a price-time engine."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jwt
+from gateway_harness import metric_value, scrape, serve_process
+
+from gateway.config import DEV_JWT_SECRET
+
+LOBSTER = Path(__file__).resolve().parents[2] / "shared" / "data" / "lobster"
+MESSAGES = LOBSTER / "AMZN_2012-06-21_34200000_57600000_message_1.csv"
+BOOKS = LOBSTER / "AMZN_2012-06-21_34200000_57600000_orderbook_1.csv"
+
+
+def hftgw(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_token_command_signs_with_the_configured_secret() -> None:
+    out = hftgw("token", "--account", "alice", "--ttl", "60")
+    assert out.returncode == 0, out.stderr
+    claims = jwt.decode(out.stdout.strip(), DEV_JWT_SECRET, algorithms=["HS256"])
+    assert claims["sub"] == "alice" and claims["role"] == "trader"
+    assert claims["exp"] - claims["iat"] == 60
+    bad = hftgw("token", "--account", "alice", "--role", "root")
+    assert bad.returncode != 0
+
+
+def test_quick_start_client_sees_ack_and_fill(tmp_path: Path) -> None:
+    with serve_process(tmp_path) as (cfg, _proc):
+        sell = hftgw("client", "--connect", cfg.listen, "--account", "alice", "--cl-ord-id", "1",
+                     "new", "AAPL", "sell", "100", "150.00")
+        assert sell.returncode == 0, sell.stderr
+        assert "OrderAccepted" in sell.stdout and "price=150" in sell.stdout
+        buy = hftgw("client", "--connect", cfg.listen, "--account", "bob", "--cl-ord-id", "2",
+                    "new", "AAPL", "buy", "40", "150.01")
+        assert buy.returncode == 0, buy.stderr
+        assert "Execution" in buy.stdout and "last_qty=40" in buy.stdout
+        assert "liquidity=TAKER" in buy.stdout
+        book = hftgw("client", "--connect", cfg.listen, "--account", "alice", "book", "AAPL")
+        assert "asks=[150 x 60 (1)]" in book.stdout, book.stdout
+        _, text = scrape(cfg)
+        assert metric_value(text, "hftgw_fills_total") == 1
+        down = hftgw("client", "--connect", "127.0.0.1:1", "book", "AAPL")
+        assert down.returncode == 2 and "cannot reach" in down.stderr
+
+
+def test_serve_process_restart_keeps_the_book(tmp_path: Path) -> None:
+    with serve_process(tmp_path) as (cfg, proc):
+        out = hftgw("client", "--connect", cfg.listen, "--account", "alice", "--cl-ord-id", "5",
+                    "new", "INTC", "buy", "300", "30.25")
+        assert "OrderAccepted" in out.stdout
+    assert proc.returncode == 0  # SIGTERM is a clean exit
+    with serve_process(tmp_path) as (cfg, _):
+        book = hftgw("client", "--connect", cfg.listen, "--account", "alice", "book", "INTC")
+        assert "bids=[30.25 x 300 (1)]" in book.stdout, book.stdout
+
+
+def test_full_amzn_day_through_replay_lobster(tmp_path: Path) -> None:
+    assert MESSAGES.exists(), f"LOBSTER sample missing: {MESSAGES}"
+    with serve_process(tmp_path) as (cfg, _):
+        out = hftgw("replay-lobster", str(MESSAGES), str(BOOKS), "--symbol", "AMZN", "--json",
+                    "--connect", cfg.listen, timeout=400)
+        assert out.returncode == 0, out.stderr
+        got = json.loads(out.stdout)
+    expected = {"rows": 57515, "new": 27845, "ioc": 8974, "fills": 19755, "traded_qty": 904518,
+                "cancel": 11662, "reduce": 8, "skipped_unknown": 6581, "bbo_agree": 1435,
+                "resting_orders_at_end": 1533}
+    assert {k: got[k] for k in expected} == expected
+    assert got["rejects"] == 0
+    assert got["skipped_other"] == 57515 - 27845 - 8974 - 11662 - 8 - 6581
