@@ -1,9 +1,8 @@
-"""Shared fixtures: a private PostgreSQL database per test, free TCP ports."""
+"""Shared fixtures: a private PostgreSQL database per test."""
 from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 
@@ -47,10 +46,3 @@ def pg_dsn() -> Iterator[str]:
         yield _dsn_for(name)
     finally:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,12 +13,17 @@ import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-from conftest import free_port
-
 from gateway.auth import mint_token
 from gateway.client import OrderClient
 from gateway.config import Config, load_config
 from gateway.server import Gateway
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def make_config(journal_dir: Path, **overrides: object) -> Config:

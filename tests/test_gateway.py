@@ -179,7 +179,7 @@ async def test_session_level_rejects_and_disconnects(tmp_path: Path) -> None:
             ("not-a-jwt", LoginRejectReason.LOGIN_BAD_TOKEN),
             (mint_token("another-secret-another-secret-000", "eve"), LoginRejectReason.LOGIN_BAD_TOKEN),
             (mint_token(cfg.jwt_secret, "eve", ttl_s=1, now=1000), LoginRejectReason.LOGIN_TOKEN_EXPIRED),
-            (jwt.encode({"sub": "eve", "exp": 2**40}, key=None, algorithm="none"),
+            (jwt.encode({"sub": "eve", "exp": 2**40}, key=None, algorithm="none"),  # type: ignore[arg-type]
              LoginRejectReason.LOGIN_BAD_TOKEN),
         ]:
             msgs = await _raw(cfg, codec.encode(Login(heartbeat_interval_ms=1000,
