@@ -37,8 +37,10 @@ def describe(m: Any) -> str:
         CancelReason,
         Liquidity,
         LoginRejectReason,
+        OrdType,
         RejectReason,
         Side,
+        StpMode,
         TimeInForce,
     )
 
@@ -59,6 +61,12 @@ def describe(m: Any) -> str:
             v = enum_name(Side, v, "SIDE_")
         elif f == "time_in_force":
             v = enum_name(TimeInForce, v, "TIF_")
+        elif f == "ord_type":
+            v = enum_name(OrdType, v, "ORD_")
+        elif f == "stp_mode":
+            v = enum_name(StpMode, v, "STP_")
+        elif f == "flags":
+            v = "POST_ONLY" if v & 1 else "-"
         elif f == "liquidity":
             v = enum_name(Liquidity, v, "LIQ_")
         elif f == "reason":

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -73,6 +74,10 @@ class Gateway:
             lambda: OrderEntryProtocol(self.engine, self.connections, self.session_counters),
             host, port, reuse_address=True, backlog=1024)
         self._tasks.append(asyncio.create_task(self._ticker(), name="hftgw-ticker"))
+        # everything built so far lives as long as the process: move it out of the collector's
+        # generations so a full collection does not rescan it in the middle of the order flow
+        gc.collect()
+        gc.freeze()
         self.engine.ready = True
         log.info("order entry on %s, metrics on %s:%d", cfg.listen, mhost, self.side.port)
 

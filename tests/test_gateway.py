@@ -32,6 +32,8 @@ from protocol.messages import (
     Login,
     LoginRejected,
     Logout,
+    MassCancel,
+    MassCancelDone,
     NewOrder,
     OrderAccepted,
     OrderCanceled,
@@ -114,8 +116,16 @@ async def test_every_order_reject_code(tmp_path: Path) -> None:
             r = await c.recv()
             assert isinstance(r, OrderRejected), (msg, r)
             assert (r.cl_ord_id, r.reason) == (msg.cl_ord_id, reason)
+        stp = NewOrder(cl_ord_id=7, price=1_000_000, order_qty=10, symbol="AAPL", side=BUY,
+                       ord_type=OrdType.ORD_LIMIT, time_in_force=GTC, stp_mode=1)
+        c.send(stp)
+        r = await c.recv()
+        assert isinstance(r, OrderRejected) and r.reason == RejectReason.REJ_UNSUPPORTED
         c.send(limit(10, BUY, 1_000_000, 10))
         assert isinstance(await c.recv(), OrderAccepted)
+        c.send(limit(8, SELL, 1_000_000, 5, flags=1))  # post-only that would take
+        r = await c.recv()
+        assert isinstance(r, OrderRejected) and r.reason == RejectReason.REJ_POST_ONLY_WOULD_TAKE
         c.send(limit(10, BUY, 1_000_000, 10))
         dup = await c.recv()
         assert isinstance(dup, OrderRejected) and dup.reason == RejectReason.REJ_DUPLICATE_CL_ORD_ID
@@ -126,6 +136,10 @@ async def test_every_order_reject_code(tmp_path: Path) -> None:
                             symbol="AAPL"))
         rr = await c.recv()
         assert isinstance(rr, CancelRejected) and rr.reason == RejectReason.REJ_UNKNOWN_ORDER
+        c.send(MassCancel(cl_ord_id=13, symbol="", side=0))
+        mc = await c.recv_until(lambda x: isinstance(x, MassCancelDone))
+        assert [type(x).__name__ for x in mc] == ["OrderCanceled", "MassCancelDone"]
+        assert mc[0].reason == CancelReason.CXL_MASS_CANCEL and mc[-1].canceled_count == 1
         _, text = scrape(cfg)
         assert metric_value(text, "hftgw_rejects_total", 'reason="unknown_symbol"') == 1
         assert metric_value(text, "hftgw_rejects_total", 'reason="invalid_price"') == 2
