@@ -109,3 +109,6 @@ cdef class MatchingCore:
     cdef int _cancel_reject(self, const Command *c, uint16_t reason, Order *o) except -1 nogil
     cdef int _canceled(self, const Command *c, Order *o, uint64_t qty, uint16_t reason) except -1 nogil
     cdef int64_t _run(self, SpscRing commands, SpscRing events, uint64_t max_commands) except -1 nogil
+    # for the gateway's pre-trade risk pass (gateway/risk.pyx): a live order's side, qty, leaves
+    cdef bint live_order(self, uint32_t session_id, uint64_t cl_ord_id, uint8_t *side,
+                         uint64_t *qty, uint64_t *leaves) noexcept nogil

@@ -28,7 +28,13 @@ Commands and their events (spec: hftgw issue 2 item 3; replace quantity as FIX O
   both, > 2 is EVT_REJECTED(REJ_INVALID_FIELD).
 * CMD_BOOK_QUERY -> EVT_BOOK_SNAPSHOT(count bids, count2 asks) then the EVT_BOOK_LEVEL records,
   bids then asks, best first, contiguous in the ring (depth 0 -> 10, at most 100 a side).
-* CMD_SESSION_OPEN -> nothing; any other type -> EVT_REJECTED(REJ_INVALID_FIELD).
+* CMD_RISK_REJECT (a request the gateway refused before the ring; records.pxd) -> the request's
+  EVT_REJECTED (new order, book query, mass cancel) or EVT_CANCEL_REJECTED (cancel, replace)
+  with reason = depth, so that the refusal is sequenced and journaled like any answer.
+* CMD_SESSION_OPEN, CMD_ADMIN -> nothing; any other type -> EVT_REJECTED(REJ_INVALID_FIELD).
+* EVT_REPLACED carries the order's leaves before the replace in contra_leaves (for the
+  gateway's open-quantity bookkeeping); a kill-switch mass cancel (flags 2) cancels every
+  symbol with CXL_KILL_SWITCH.
 
 Memory: a resting order is one 64-byte pool struct plus one 8-byte hash slot (the table grows at
 50 % load, so 16-32 bytes per order) plus its share of a 32-byte price level.
@@ -45,11 +51,14 @@ from matching.records cimport (
     CMD_CANCEL,
     CMD_MASS_CANCEL,
     CMD_NEW,
+    CMD_ADMIN,
     CMD_REPLACE,
+    CMD_RISK_REJECT,
     CMD_SESSION_OPEN,
     CXL_DISCONNECT,
     CXL_FOK_UNFILLED,
     CXL_IOC_REMAINDER,
+    CXL_KILL_SWITCH,
     CXL_MASS_CANCEL,
     CXL_NO_LIQUIDITY,
     CXL_USER,
@@ -715,6 +724,7 @@ cdef class MatchingCore:
         ev.price = c.price
         ev.qty = c.qty
         ev.leaves = new_leaves
+        ev.contra_leaves = o.leaves
         if c.price == o.price and new_leaves <= o.leaves:
             # FIX: a quantity decrease at the same price keeps time priority
             _order_level(&bk.side[o.side - 1], o).qty -= o.leaves - new_leaves
@@ -736,14 +746,15 @@ cdef class MatchingCore:
     cdef int _on_mass_cancel(self, const Command *c) except -1 nogil:
         cdef uint32_t sym, sym_end, count = 0, i, oi, nxt
         cdef int s
-        cdef uint16_t reason = CXL_DISCONNECT if c.flags == 1 else CXL_MASS_CANCEL
+        cdef uint16_t reason = (CXL_DISCONNECT if c.flags == 1 else
+                                CXL_KILL_SWITCH if c.flags == 2 else CXL_MASS_CANCEL)
         cdef BookSide *bs
         cdef Level *L
         cdef Order *o
         cdef Event *ev
         if c.side > SIDE_SELL:
             return self._reject(c, REJ_INVALID_FIELD, c.cl_ord_id)
-        if c.symbol_id == UNKNOWN_SYMBOL_ID and (c.depth == 1 or c.flags == 1):
+        if c.symbol_id == UNKNOWN_SYMBOL_ID and (c.depth == 1 or c.flags == 1 or c.flags == 2):
             sym = 0
             sym_end = self.n_symbols
         elif c.symbol_id < self.n_symbols:
@@ -836,7 +847,7 @@ cdef class MatchingCore:
             nb = bk.side[0].n if bk.side[0].n < depth else depth
             na = bk.side[1].n if bk.side[1].n < depth else depth
             return 1 + <uint64_t>nb + na
-        if c.type == CMD_SESSION_OPEN:
+        if c.type == CMD_SESSION_OPEN or c.type == CMD_ADMIN:
             return 0
         return 1
 
@@ -872,7 +883,12 @@ cdef class MatchingCore:
                 self._on_mass_cancel(c)
             elif typ == CMD_BOOK_QUERY:
                 self._on_book_query(c)
-            elif typ != CMD_SESSION_OPEN:
+            elif typ == CMD_RISK_REJECT:
+                if c.stp == CMD_CANCEL or c.stp == CMD_REPLACE:
+                    self._cancel_reject(c, c.depth, NULL)
+                else:
+                    self._reject(c, c.depth, c.orig_cl_ord_id if c.stp == CMD_BOOK_QUERY else c.cl_ord_id)
+            elif typ != CMD_SESSION_OPEN and typ != CMD_ADMIN:
                 # the gateway keeps the session table; anything else is not a command we know
                 self._reject(c, REJ_INVALID_FIELD, c.cl_ord_id)
             i += 1
@@ -954,6 +970,18 @@ cdef class MatchingCore:
                 out.append(self.pool[oi].order_id)
                 oi = self.pool[oi].next
         return out
+
+    cdef bint live_order(self, uint32_t session_id, uint64_t cl_ord_id, uint8_t *side,
+                         uint64_t *qty, uint64_t *leaves) noexcept nogil:
+        # The live order (session_id, cl_ord_id): side, total qty and leaves; False if none.
+        cdef uint64_t pos
+        cdef uint32_t idx = self._hfind(session_id, cl_ord_id, _hash(session_id, cl_ord_id), &pos)
+        if idx == NIL:
+            return False
+        side[0] = self.pool[idx].side
+        qty[0] = self.pool[idx].qty
+        leaves[0] = self.pool[idx].leaves
+        return True
 
     def order_count(self) -> int:
         """Resting orders in all books."""

@@ -39,6 +39,10 @@ cpdef enum CommandType:
     CMD_MASS_CANCEL = 4
     CMD_BOOK_QUERY = 5
     CMD_SESSION_OPEN = 10
+    # 20-29: gateway access control and pre-trade risk (gateway/risk.pyx)
+    CMD_RISK_REJECT = 20      # refused before the ring: the core answers EVT_REJECTED or
+                              # EVT_CANCEL_REJECTED with reason = depth; stp = the original type
+    CMD_ADMIN = 21            # halt/resume, kill switch, risk limit change; the core ignores it
 
 cpdef enum EventType:
     EVT_ACCEPTED = 1
@@ -66,6 +70,18 @@ cpdef enum RejectReason:
     REJ_POST_ONLY_WOULD_TAKE = 10
     REJ_UNSUPPORTED = 11
     REJ_THROTTLED = 12
+    # 32-63: gateway access control and pre-trade risk (a block of its own, so that reasons
+    # appended to the core's range cannot collide with these)
+    REJ_NOT_AUTHORIZED = 32          # the session's role may not send this message
+    REJ_PRICE_BAND = 33              # limit price too far from the reference price
+    REJ_MAX_ORDER_QTY = 34           # above the account's or the symbol's maximum order quantity
+    REJ_MAX_NOTIONAL = 35            # price x quantity above the account's or the symbol's maximum
+    REJ_MAX_OPEN_ORDERS = 36         # the account has its maximum of open orders
+    REJ_MAX_POSITION_NET = 37        # worst-case net position (open orders included) over the limit
+    REJ_MAX_POSITION_GROSS = 38      # worst-case gross position over the limit
+    REJ_ACCOUNT_BLOCKED = 39         # kill switch engaged for the account
+    REJ_SYMBOL_HALTED = 40           # trading in the symbol is halted
+    REJ_NO_REFERENCE_PRICE = 41      # a market order's notional cannot be checked: no reference price
 
 cpdef enum CancelReason:
     CXL_USER = 1
@@ -74,6 +90,7 @@ cpdef enum CancelReason:
     CXL_MASS_CANCEL = 4
     CXL_FOK_UNFILLED = 5
     CXL_DISCONNECT = 6
+    CXL_KILL_SWITCH = 32      # the account's kill switch was engaged by an admin
 
 cpdef enum LoginRejectReason:
     LOGIN_BAD_TOKEN = 1
@@ -82,6 +99,8 @@ cpdef enum LoginRejectReason:
     LOGIN_INVALID_SEQUENCE = 4
     LOGIN_NOT_AUTHORIZED = 5
     LOGIN_ALREADY_LOGGED_IN = 6
+    LOGIN_RATE_LIMITED = 32     # too many login attempts from the source address
+    LOGIN_SESSION_LIMIT = 33    # the account has its maximum of open sessions
 
 cpdef enum Liquidity:
     LIQ_MAKER = 1
@@ -111,7 +130,15 @@ ctypedef struct Command:
     int64_t price             # 48  price units
     uint64_t qty              # 56  lots (replace: the new total order quantity)
 # CMD_SESSION_OPEN carries the account name, NUL-padded ASCII, in the 32 bytes from offset 32.
-# CMD_MASS_CANCEL: side 0 = both sides; symbol_id UNKNOWN_SYMBOL_ID with depth=1 = all symbols.
+# CMD_MASS_CANCEL: side 0 = both sides; symbol_id UNKNOWN_SYMBOL_ID with depth=1 = all symbols;
+#   flags 1 = cancel on disconnect (all symbols, CXL_DISCONNECT), 2 = kill switch (all symbols,
+#   CXL_KILL_SWITCH).
+# CMD_RISK_REJECT: the request's own fields as decoded, with type rewritten, depth = RejectReason
+#   and stp = the original CommandType (CMD_CANCEL/CMD_REPLACE -> EVT_CANCEL_REJECTED, else
+#   EVT_REJECTED; CMD_BOOK_QUERY echoes the request id).
+# CMD_ADMIN (gateway/risk.pyx): side = AdminAction, ord_type = RiskField, the int64 value in the
+#   8 bytes at offset 16 (over session_id + symbol_id), depth = symbol id + 1 (0 = none), the
+#   account name NUL-padded in the 32 bytes from offset 32 (empty for symbol actions).
 
 # One event (core -> outbound ring -> session writers, market data, sink, metrics).  128 bytes.
 ctypedef struct Event:
@@ -133,7 +160,7 @@ ctypedef struct Event:
                               #     BOOK_SNAPSHOT: request id
     uint64_t contra_cl_ord_id # 80  FILL: maker ClOrdID
     uint64_t contra_order_id  # 88  FILL: maker order id
-    uint64_t contra_leaves    # 96  FILL: maker leaves after the fill
+    uint64_t contra_leaves    # 96  FILL: maker leaves after the fill; REPLACED: leaves before
     uint32_t count            # 104 BOOK_LEVEL: orders at level; BOOK_SNAPSHOT: bid levels;
                               #     MASS_CANCEL_DONE: orders canceled
     uint32_t count2           # 108 BOOK_SNAPSHOT: ask levels

@@ -204,6 +204,8 @@ class ReferenceCore:
             CommandType.CMD_MASS_CANCEL: self._mass_cancel,
             CommandType.CMD_BOOK_QUERY: self._book_query,
             CommandType.CMD_SESSION_OPEN: lambda c: None,
+            CommandType.CMD_ADMIN: lambda c: None,
+            CommandType.CMD_RISK_REJECT: self._risk_reject,
         }.get(cmd["type"])
         if handler is None:
             self._reject(cmd, RejectReason.REJ_INVALID_FIELD)
@@ -288,7 +290,8 @@ class ReferenceCore:
         o.cl_ord_id = c["cl_ord_id"]
         self.live[(o.session_id, o.cl_ord_id)] = o
         self._order_event(c, EventType.EVT_REPLACED, o, cl_ord_id=c["cl_ord_id"],
-                          ref=c["orig_cl_ord_id"], price=c["price"], qty=c["qty"], leaves=new_leaves)
+                          ref=c["orig_cl_ord_id"], price=c["price"], qty=c["qty"], leaves=new_leaves,
+                          contra_leaves=o.leaves)
         if c["price"] == o.price and new_leaves <= o.leaves:
             o.leaves, o.qty = new_leaves, c["qty"]        # keeps its place in the queue
             return None
@@ -304,8 +307,9 @@ class ReferenceCore:
     def _mass_cancel(self, c: dict[str, Any]) -> None:
         if c["side"] not in (0, BUY, SELL):
             return self._reject(c, RejectReason.REJ_INVALID_FIELD)
-        reason = CancelReason.CXL_DISCONNECT if c["flags"] == 1 else CancelReason.CXL_MASS_CANCEL
-        if c["symbol_id"] == UNKNOWN_SYMBOL and (c["depth"] == 1 or c["flags"] == 1):
+        reason = {1: CancelReason.CXL_DISCONNECT, 2: CancelReason.CXL_KILL_SWITCH}.get(
+            c["flags"], CancelReason.CXL_MASS_CANCEL)
+        if c["symbol_id"] == UNKNOWN_SYMBOL and (c["depth"] == 1 or c["flags"] in (1, 2)):
             symbols = range(len(self.books))
         elif c["symbol_id"] < len(self.books):
             symbols = range(c["symbol_id"], c["symbol_id"] + 1)
@@ -327,6 +331,15 @@ class ReferenceCore:
         self._event(c, EventType.EVT_MASS_CANCEL_DONE, side=c["side"], cl_ord_id=c["cl_ord_id"],
                     reason=reason, count=count)
         return None
+
+    def _risk_reject(self, c: dict[str, Any]) -> None:
+        # refused by the gateway before the ring: the answer of the original request type
+        if c["stp"] in (CommandType.CMD_CANCEL, CommandType.CMD_REPLACE):
+            self._cancel_reject(c, c["depth"], None)
+        elif c["stp"] == CommandType.CMD_BOOK_QUERY:
+            self._reject(c, c["depth"], cl_ord_id=c["orig_cl_ord_id"])
+        else:
+            self._reject(c, c["depth"])
 
     def _book_query(self, c: dict[str, Any]) -> None:
         if c["symbol_id"] >= len(self.books):

@@ -77,14 +77,15 @@ def make_command(seq: int, t: tuple[int, ...]) -> dict[str, int]:
     elif kind == 13 and extra >= 5:                 # mostly more limit orders: deeper books
         c["type"] = CommandType.CMD_NEW
     elif kind == 13:                                # mass cancel: this symbol, all, disconnect
-        c.update(type=CommandType.CMD_MASS_CANCEL, side=extra % 3, flags=1 if extra == 4 else 0)
+        c.update(type=CommandType.CMD_MASS_CANCEL, side=extra % 3,
+                 flags=1 if extra == 4 else 2 if extra == 2 else 0)
         if extra >= 3:
             c.update(symbol_id=UNKNOWN_SYMBOL, depth=1 if extra == 3 else 0)
     elif kind == 14:
         # depth 1..3 keeps a snapshot within the smallest events ring used below (8 slots)
         c.update(type=CommandType.CMD_BOOK_QUERY, orig_cl_ord_id=cl, depth=1 + extra % 3)
     else:                                           # invalid / rare commands
-        variant = extra % 8
+        variant = extra % 10
         if variant == 0:
             c.update(type=CommandType.CMD_NEW, stp=1)
         elif variant == 1:
@@ -99,6 +100,13 @@ def make_command(seq: int, t: tuple[int, ...]) -> dict[str, int]:
             c.update(type=77)
         elif variant == 6:
             c.update(type=CommandType.CMD_SESSION_OPEN)
+        elif variant == 7:
+            # refused by the gateway's risk pass: answered as the original type
+            c.update(type=CommandType.CMD_RISK_REJECT, depth=33 + extra % 5,
+                     stp=(CommandType.CMD_NEW, CommandType.CMD_CANCEL, CommandType.CMD_REPLACE,
+                          CommandType.CMD_BOOK_QUERY)[extra % 4])
+        elif variant == 8:
+            c.update(type=CommandType.CMD_ADMIN, side=1 + extra % 6)
         else:
             c.update(type=CommandType.CMD_BOOK_QUERY, symbol_id=UNKNOWN_SYMBOL, orig_cl_ord_id=cl)
     return c
