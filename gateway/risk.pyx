@@ -1,0 +1,805 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Pre-trade risk, throttles, halts, kill switch and positions, in C, in batches (issue 6).
+
+Where it runs.  ``ServerSession`` decodes every complete order frame of a read into the inbound
+ring with one ``decode_orders`` call and then calls ``check_recent(ring, n)`` on the ``n``
+records just published, before anything else runs on the event-loop thread; the engine's pump
+(the ring's only consumer, same thread) sees them only afterwards.  A request that fails a check
+is not dropped: its record is rewritten in place to ``CMD_RISK_REJECT`` with the reason in
+``depth`` and the original type in ``stp`` (matching/records.pxd), and the core answers it with
+the request's own OrderRejected / CancelRejected.  So a refusal is sequenced, journaled and
+numbered like any answer, and the core stays a pure function of the journal: a replay never
+re-runs these checks, it replays their outcome.
+
+What it checks, in this order, for NewOrder (ReplaceOrder: the same with its new price and
+quantity; BookQuery: the throttles only; cancels and mass cancels are never refused, so that a
+throttled or blocked account can always get out):
+
+1. throttles: the session's then the account's token bucket (rate per second, burst) ->
+   REJ_THROTTLED;
+2. kill switch: the account is blocked -> REJ_ACCOUNT_BLOCKED; the symbol is halted ->
+   REJ_SYMBOL_HALTED;
+3. quantity above the account's or the symbol's maximum -> REJ_MAX_ORDER_QTY;
+4. limit price further than the band from the reference (the last trade, or the configured
+   reference before the first trade), in ticks or in millionths of the reference; the narrower
+   applies when both are set -> REJ_PRICE_BAND;
+5. notional = price x quantity (a market order: the reference price) above the account's or
+   the symbol's maximum -> REJ_MAX_NOTIONAL; a market order with no reference at all while a
+   notional limit applies -> REJ_NO_REFERENCE_PRICE;
+6. live orders + orders in flight + 1 above the account's maximum -> REJ_MAX_OPEN_ORDERS;
+7. worst-case position in the symbol, as a credit check counts it: every open order of the
+   account fills.  Long worst case = net + open buys + in-flight buys (+ this buy); short worst
+   case = -net + open sells + in-flight sells (+ this sell); the side the order adds to must
+   stay within max_position_net -> REJ_MAX_POSITION_NET.  Gross = |net| + open buys + open
+   sells (in flight included) + this order must stay within max_position_gross ->
+   REJ_MAX_POSITION_GROSS.  A replace adds its quantity increase (new total - old total; the
+   whole new quantity on both sides when the order is not in the book yet).
+
+A limit of 0 means "no limit".  Open quantities and positions are kept from the core's events
+(``observe_events``: accepted, fills, cancels, replaces), which a journal replay regenerates,
+so they come back after a restart; quantities checked but not yet processed by the core are kept
+apart ("in flight") and cleared by ``clear_pending`` once the core has processed the inbound
+ring.  Positions keep net lots, average-cost P&L (realized, in price units x lots) and the
+average price of the open position.
+
+Admin actions (halt/resume a symbol, kill switch / release of an account, limit changes) travel
+as CMD_ADMIN records (layout in records.pxd) through the ring and the journal: the engine applies
+one with ``apply_admin`` when it queues it, and ``observe_commands`` applies them again during a
+journal replay.
+
+Not thread-safe: everything runs on the event-loop thread.
+"""
+from enum import IntEnum
+
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free, realloc
+from libc.string cimport memcpy, memset
+
+from matching.core cimport MatchingCore
+from matching.records cimport (
+    CMD_ADMIN,
+    CMD_BOOK_QUERY,
+    CMD_NEW,
+    CMD_REPLACE,
+    CMD_RISK_REJECT,
+    EVT_ACCEPTED,
+    EVT_CANCELED,
+    EVT_FILL,
+    EVT_REPLACED,
+    ORD_MARKET,
+    REJ_ACCOUNT_BLOCKED,
+    REJ_MAX_NOTIONAL,
+    REJ_MAX_OPEN_ORDERS,
+    REJ_MAX_ORDER_QTY,
+    REJ_MAX_POSITION_GROSS,
+    REJ_MAX_POSITION_NET,
+    REJ_NO_REFERENCE_PRICE,
+    REJ_PRICE_BAND,
+    REJ_SYMBOL_HALTED,
+    REJ_THROTTLED,
+    SIDE_BUY,
+    SIDE_SELL,
+    UNKNOWN_SYMBOL_ID,
+    Command,
+    Event,
+)
+from matching.ring cimport SpscRing
+
+cdef extern from *:
+    # 128-bit products: price x quantity and cost x lots overflow int64 for plausible values
+    ctypedef long long i128 "__int128"
+
+import struct
+
+ACCOUNT_NAME_BYTES = 32
+
+
+class AdminAction(IntEnum):
+    """CMD_ADMIN actions (the record's ``side`` byte)."""
+
+    HALT = 1
+    RESUME = 2
+    BLOCK = 3            # kill switch: new orders refused (the engine also cancels the orders)
+    RELEASE = 4
+    SET_SYMBOL_LIMIT = 5
+    SET_ACCOUNT_LIMIT = 6
+
+
+class RiskField(IntEnum):
+    """Limits a CMD_ADMIN may change (the record's ``ord_type`` byte).
+
+    Units: quantities in lots, notional in price units x lots, prices in price units, the band
+    in ticks or in millionths (ppm) of the reference price (1 % = 10000).
+    """
+
+    MAX_ORDER_QTY = 1        # symbol or account
+    MAX_NOTIONAL = 2         # symbol or account
+    MAX_OPEN_ORDERS = 3      # account
+    MAX_POSITION_NET = 4     # account, one symbol or all
+    MAX_POSITION_GROSS = 5   # account, one symbol or all
+    PRICE_BAND_TICKS = 6     # symbol
+    PRICE_BAND_PPM = 7       # symbol
+    REFERENCE_PRICE = 8      # symbol
+
+
+SYMBOL_FIELDS = frozenset({RiskField.MAX_ORDER_QTY, RiskField.MAX_NOTIONAL, RiskField.PRICE_BAND_TICKS,
+                           RiskField.PRICE_BAND_PPM, RiskField.REFERENCE_PRICE})
+ACCOUNT_FIELDS = frozenset({RiskField.MAX_ORDER_QTY, RiskField.MAX_NOTIONAL, RiskField.MAX_OPEN_ORDERS,
+                            RiskField.MAX_POSITION_NET, RiskField.MAX_POSITION_GROSS})
+_ADMIN = struct.Struct("<QQqBBBBBBH32s")   # seq, ts, value, type, action, field, 0, 0, 0, symbol+1, account
+
+
+def admin_record(action: int, *, account: str = "", symbol_id: int | None = None, field: int = 0,
+                 value: int = 0, ts: int = 0) -> bytes:
+    """One 64-byte CMD_ADMIN record (layout in matching/records.pxd).
+
+    Raises ValueError for an account that is not 1-32 ASCII bytes when given, a symbol id over
+    65534, or a value outside int64.
+    """
+    raw = account.encode("ascii") if account.isascii() else b"\xff" * 33
+    if len(raw) > ACCOUNT_NAME_BYTES:
+        raise ValueError("account must be at most 32 ASCII characters")
+    if symbol_id is not None and not (0 <= symbol_id < 0xFFFF):
+        raise ValueError(f"symbol id {symbol_id} out of range")
+    if not (-(1 << 63) <= value < (1 << 63)):
+        raise ValueError("value out of int64 range")
+    return _ADMIN.pack(0, ts, value, CMD_ADMIN, int(action), int(field), 0, 0, 0,
+                       0 if symbol_id is None else symbol_id + 1, raw)
+
+
+def parse_admin(record) -> dict:
+    """The fields of a CMD_ADMIN record: action, field, value, symbol_id (None), account."""
+    _, ts, value, typ, action, field, _, _, _, sym1, raw = _ADMIN.unpack_from(record, 0)
+    if typ != CMD_ADMIN:
+        raise ValueError(f"not a CMD_ADMIN record (type {typ})")
+    return {"action": action, "field": field, "value": value, "ts": ts,
+            "symbol_id": None if sym1 == 0 else sym1 - 1,
+            "account": raw.rstrip(b"\0").decode("ascii", "replace")}
+
+
+cdef inline uint64_t _min_limit(uint64_t a, uint64_t b) noexcept nogil:
+    # the tighter of two limits where 0 means "none"
+    if a == 0:
+        return b
+    if b == 0:
+        return a
+    return a if a < b else b
+
+
+cdef inline bint _take(Bucket *b, uint64_t ts) noexcept nogil:
+    # token bucket; a refused request does not consume a token
+    if b.rate <= 0.0:
+        return True
+    if ts > b.last_ts:
+        b.tokens += (ts - b.last_ts) * 1e-9 * b.rate
+        if b.tokens > b.burst:
+            b.tokens = b.burst
+        b.last_ts = ts
+    if b.tokens >= 1.0:
+        b.tokens -= 1.0
+        return True
+    return False
+
+
+cdef inline void _set_bucket(Bucket *b, double rate, double burst) noexcept nogil:
+    b.rate = rate
+    b.burst = burst if burst >= 1.0 else 1.0
+    b.tokens = b.burst
+    b.last_ts = 0
+
+
+cdef class RiskEngine:
+    """Per-symbol and per-account risk state for one gateway.
+
+    symbols: one dict per symbol id with keys tick, reference_price, band_ticks, band_ppm,
+    max_order_qty, max_notional (price units x lots) (missing keys = 0 = none).  core: the
+    engine's MatchingCore (read, never changed, for a replace's current quantity).  max_sessions:
+    session ids are below it.  account_limits: a callable name -> dict with max_order_qty,
+    max_notional, max_open_orders, max_position_net, max_position_gross and ``symbols``
+    ({symbol_id: {max_position_net, max_position_gross}}), giving an account's configured
+    limits when it is first seen.  Raises ValueError for a non-positive tick, MemoryError.
+    """
+
+    def __cinit__(self, symbols, MatchingCore core not None, uint32_t max_sessions, account_limits):
+        cdef uint32_t i
+        symbols = list(symbols)
+        self.n_symbols = len(symbols)
+        self.core = core
+        self.max_sessions = max_sessions
+        self.sym = <SymbolRisk *>calloc(self.n_symbols + 1, sizeof(SymbolRisk))
+        self.ses = <SessionRisk *>calloc(max_sessions, sizeof(SessionRisk))
+        self.acc_cap = 16
+        self.acc = <AccountRisk *>calloc(self.acc_cap, sizeof(AccountRisk))
+        self.dirty_cap = 1024
+        self.dirty = <uint64_t *>calloc(self.dirty_cap, sizeof(uint64_t))
+        if self.sym == NULL or self.ses == NULL or self.acc == NULL or self.dirty == NULL:
+            raise MemoryError()
+        for i in range(max_sessions):
+            self.ses[i].account = -1
+        for i, s in enumerate(symbols):
+            if s.get("tick", 0) <= 0:
+                raise ValueError(f"symbol {i}: tick must be positive")
+            self.sym[i].tick = s["tick"]
+            self.sym[i].ref_price = s.get("reference_price", 0)
+            self.sym[i].band_ticks = s.get("band_ticks", 0)
+            self.sym[i].band_ppm = s.get("band_ppm", 0)
+            self.sym[i].max_order_qty = s.get("max_order_qty", 0)
+            self.sym[i].max_notional = s.get("max_notional", 0)
+        self.enabled = True
+        self._index = {}
+        self._names = []
+        self._account_limits = account_limits
+
+    def __dealloc__(self):
+        cdef uint32_t i
+        if self.acc != NULL:
+            for i in range(self.n_acc):
+                free(self.acc[i].pos)
+        free(self.acc)
+        free(self.sym)
+        free(self.ses)
+        free(self.dirty)
+
+    # -- accounts and sessions ---------------------------------------------------------------------
+    def account_index(self, str name) -> int:
+        """The index of an account, created with its configured limits on first use."""
+        cdef AccountRisk *a
+        cdef uint32_t s
+        idx = self._index.get(name)
+        if idx is not None:
+            return idx
+        if self.n_acc == self.acc_cap:
+            a = <AccountRisk *>realloc(self.acc, 2 * self.acc_cap * sizeof(AccountRisk))
+            if a == NULL:
+                raise MemoryError()
+            self.acc = a
+            memset(&self.acc[self.acc_cap], 0, self.acc_cap * sizeof(AccountRisk))
+            self.acc_cap *= 2
+        a = &self.acc[self.n_acc]
+        a.pos = <Position *>calloc(self.n_symbols + 1, sizeof(Position))
+        if a.pos == NULL:
+            raise MemoryError()
+        lim = self._account_limits(name) if self._account_limits is not None else {}
+        a.max_order_qty = lim.get("max_order_qty", 0)
+        a.max_notional = lim.get("max_notional", 0)
+        a.max_open_orders = lim.get("max_open_orders", 0)
+        per_symbol = lim.get("symbols", {})
+        for s in range(self.n_symbols):
+            over = per_symbol.get(s, {})
+            a.pos[s].max_net = over.get("max_position_net", lim.get("max_position_net", 0))
+            a.pos[s].max_gross = over.get("max_position_gross", lim.get("max_position_gross", 0))
+        idx = self.n_acc
+        self.n_acc += 1
+        self._index[name] = idx
+        self._names.append(name)
+        return idx
+
+    def bind_session(self, uint32_t sid, str account) -> None:
+        """Session ``sid`` trades for ``account``.  Raises ValueError for sid >= max_sessions."""
+        if sid >= self.max_sessions:
+            raise ValueError(f"session id {sid} >= {self.max_sessions}")
+        self.ses[sid].account = self.account_index(account)
+
+    def set_session_throttle(self, uint32_t sid, double rate, double burst) -> None:
+        """Token bucket of one session: ``rate`` requests per second, ``burst`` at most; rate 0
+        turns it off.  Raises ValueError for an unknown session id."""
+        if sid >= self.max_sessions:
+            raise ValueError(f"session id {sid} >= {self.max_sessions}")
+        _set_bucket(&self.ses[sid].bucket, rate, burst)
+
+    def set_account_throttle(self, str account, double rate, double burst) -> None:
+        """Token bucket shared by every session of ``account`` (rate 0 = off)."""
+        _set_bucket(&self.acc[<uint32_t>self.account_index(account)].bucket, rate, burst)
+
+    # -- the check pass ----------------------------------------------------------------------------
+    cdef int _ensure_dirty(self) except -1 nogil:
+        cdef uint64_t *d
+        if self.n_dirty < self.dirty_cap:
+            return 0
+        d = <uint64_t *>realloc(self.dirty, 2 * self.dirty_cap * sizeof(uint64_t))
+        if d == NULL:
+            self.oom = True
+            return -1
+        self.dirty = d
+        self.dirty_cap *= 2
+        return 0
+
+    cdef void _mark(self, uint32_t a, uint32_t s) noexcept nogil:
+        # remember a cell with in-flight quantities (s = n_symbols: the account's order count)
+        cdef uint8_t *flag = (&self.acc[a].pend_listed if s == self.n_symbols
+                              else &self.acc[a].pos[s].pend_listed)
+        if flag[0]:
+            return
+        if self.n_dirty == self.dirty_cap:
+            # cannot grow (out of memory): the in-flight quantity stays counted until the next
+            # clear_pending, which then walks every account (conservative, never permissive)
+            self.oom = True
+            return
+        flag[0] = 1
+        self.dirty[self.n_dirty] = (<uint64_t>a << 32) | s
+        self.n_dirty += 1
+
+    cdef uint16_t _check_new(self, SessionRisk *sr, AccountRisk *ar, const Command *c) noexcept nogil:
+        cdef SymbolRisk *sy
+        cdef Position *p
+        cdef uint64_t lim, q = c.qty
+        cdef int64_t ref, px, diff, band
+        cdef i128 long_w, short_w, gross
+        if ar.blocked:
+            return REJ_ACCOUNT_BLOCKED
+        if c.symbol_id >= self.n_symbols or (c.side != SIDE_BUY and c.side != SIDE_SELL) or q == 0:
+            return 0                      # not a valid order: the core rejects it with its reason
+        sy = &self.sym[c.symbol_id]
+        if sy.halted:
+            return REJ_SYMBOL_HALTED
+        lim = _min_limit(sy.max_order_qty, ar.max_order_qty)
+        if lim and q > lim:
+            return REJ_MAX_ORDER_QTY
+        ref = sy.last_px if sy.last_px > 0 else sy.ref_price
+        if c.ord_type == ORD_MARKET:
+            px = ref
+        else:
+            px = c.price
+            if ref > 0 and px > 0 and (sy.band_ticks or sy.band_ppm):
+                diff = px - ref if px > ref else ref - px
+                band = -1
+                if sy.band_ticks:
+                    band = <int64_t>sy.band_ticks * sy.tick
+                if sy.band_ppm:
+                    if band < 0 or <i128>ref * sy.band_ppm < <i128>band * 1000000:
+                        band = <int64_t>(<i128>ref * sy.band_ppm // 1000000)
+                if diff > band:
+                    return REJ_PRICE_BAND
+        lim = _min_limit(sy.max_notional, ar.max_notional)
+        if lim:
+            if px <= 0:
+                if c.ord_type == ORD_MARKET:
+                    return REJ_NO_REFERENCE_PRICE
+            elif <i128>px * q > <i128>lim:
+                return REJ_MAX_NOTIONAL
+        if ar.max_open_orders and ar.open_orders + ar.pend_orders + 1 > ar.max_open_orders:
+            return REJ_MAX_OPEN_ORDERS
+        p = &ar.pos[c.symbol_id]
+        if p.max_net or p.max_gross:
+            long_w = <i128>p.net + p.open_buy + p.pend_buy
+            short_w = -<i128>p.net + p.open_sell + p.pend_sell
+            gross = (<i128>p.net if p.net >= 0 else -<i128>p.net) + p.open_buy + p.pend_buy \
+                + p.open_sell + p.pend_sell + q
+            if c.side == SIDE_BUY:
+                long_w += q
+            else:
+                short_w += q
+            if p.max_net and ((c.side == SIDE_BUY and long_w > p.max_net)
+                              or (c.side == SIDE_SELL and short_w > p.max_net)):
+                return REJ_MAX_POSITION_NET
+            if p.max_gross and gross > p.max_gross:
+                return REJ_MAX_POSITION_GROSS
+        # accepted by the gateway: count it in flight until the core has processed it
+        if c.side == SIDE_BUY:
+            p.pend_buy += q
+        else:
+            p.pend_sell += q
+        ar.pend_orders += 1
+        return 0
+
+    cdef uint16_t _check_replace(self, SessionRisk *sr, AccountRisk *ar, const Command *c) noexcept nogil:
+        cdef SymbolRisk *sy
+        cdef Position *p
+        cdef uint64_t lim, q = c.qty, old_qty = 0, old_leaves = 0, delta
+        cdef uint8_t side = 0
+        cdef int64_t ref, diff, band
+        cdef i128 long_w, short_w, gross
+        if ar.blocked:
+            return REJ_ACCOUNT_BLOCKED
+        if c.symbol_id >= self.n_symbols or q == 0 or c.price <= 0:
+            return 0
+        sy = &self.sym[c.symbol_id]
+        if sy.halted:
+            return REJ_SYMBOL_HALTED
+        lim = _min_limit(sy.max_order_qty, ar.max_order_qty)
+        if lim and q > lim:
+            return REJ_MAX_ORDER_QTY
+        ref = sy.last_px if sy.last_px > 0 else sy.ref_price
+        if ref > 0 and (sy.band_ticks or sy.band_ppm):
+            diff = c.price - ref if c.price > ref else ref - c.price
+            band = -1
+            if sy.band_ticks:
+                band = <int64_t>sy.band_ticks * sy.tick
+            if sy.band_ppm:
+                if band < 0 or <i128>ref * sy.band_ppm < <i128>band * 1000000:
+                    band = <int64_t>(<i128>ref * sy.band_ppm // 1000000)
+            if diff > band:
+                return REJ_PRICE_BAND
+        lim = _min_limit(sy.max_notional, ar.max_notional)
+        if lim and <i128>c.price * q > <i128>lim:
+            return REJ_MAX_NOTIONAL
+        p = &ar.pos[c.symbol_id]
+        if not (p.max_net or p.max_gross):
+            return 0
+        if self.core.live_order(c.session_id, c.orig_cl_ord_id, &side, &old_qty, &old_leaves):
+            if q <= old_qty:
+                return 0                  # not an increase: never refused on position
+            delta = q - old_qty
+        else:
+            delta = q                     # not in the book yet (in flight) or unknown: worst case
+        long_w = <i128>p.net + p.open_buy + p.pend_buy
+        short_w = -<i128>p.net + p.open_sell + p.pend_sell
+        gross = (<i128>p.net if p.net >= 0 else -<i128>p.net) + p.open_buy + p.pend_buy \
+            + p.open_sell + p.pend_sell + delta
+        if side != SIDE_SELL:
+            long_w += delta
+        if side != SIDE_BUY:
+            short_w += delta
+            if side == 0:
+                gross += delta            # both sides reserved
+        if p.max_net and ((side != SIDE_SELL and long_w > p.max_net)
+                          or (side != SIDE_BUY and short_w > p.max_net)):
+            return REJ_MAX_POSITION_NET
+        if p.max_gross and gross > p.max_gross:
+            return REJ_MAX_POSITION_GROSS
+        if side != SIDE_SELL:
+            p.pend_buy += delta
+        if side != SIDE_BUY:
+            p.pend_sell += delta
+        return 0
+
+    cdef uint64_t _check(self, SpscRing ring, uint64_t first, uint64_t n) noexcept nogil:
+        cdef uint64_t k, refused = 0
+        cdef Command *c
+        cdef SessionRisk *sr
+        cdef AccountRisk *ar
+        cdef uint16_t reason
+        cdef uint32_t a
+        for k in range(n):
+            c = <Command *>ring.slot(first + k)
+            if c.type != CMD_NEW and c.type != CMD_REPLACE and c.type != CMD_BOOK_QUERY:
+                continue                  # cancels and mass cancels always pass
+            if c.session_id >= self.max_sessions or self.ses[c.session_id].account < 0:
+                continue
+            sr = &self.ses[c.session_id]
+            a = <uint32_t>sr.account
+            ar = &self.acc[a]
+            self.checked += 1
+            reason = 0
+            if not _take(&sr.bucket, c.ts):
+                reason = REJ_THROTTLED
+                self.throttled_session += 1
+            elif not _take(&ar.bucket, c.ts):
+                reason = REJ_THROTTLED
+                self.throttled_account += 1
+            elif c.type == CMD_NEW:
+                reason = self._check_new(sr, ar, c)
+                if reason == 0 and c.symbol_id < self.n_symbols:
+                    self._mark(a, c.symbol_id)
+                    self._mark(a, self.n_symbols)
+            elif c.type == CMD_REPLACE:
+                reason = self._check_replace(sr, ar, c)
+                if reason == 0 and c.symbol_id < self.n_symbols:
+                    self._mark(a, c.symbol_id)
+            if reason:
+                self.rejected[reason if reason < N_RISK_REASONS else 0] += 1
+                c.stp = c.type
+                c.type = CMD_RISK_REJECT
+                c.depth = reason
+                refused += 1
+        return refused
+
+    def check_recent(self, SpscRing ring not None, uint64_t n) -> int:
+        """Check the ``n`` most recently published records of the inbound ring (the ones a
+        ``decode_orders`` call just wrote, not yet consumed), rewriting a refused request to
+        CMD_RISK_REJECT.  Returns how many were refused.  Raises ValueError for a ring that is
+        not a Command ring or an n larger than what is unconsumed."""
+        cdef uint64_t head, refused
+        if ring.slot_size != sizeof(Command):
+            raise ValueError("not a Command ring")
+        if not self.enabled or n == 0:
+            return 0
+        if n > ring.available():
+            raise ValueError("fewer unconsumed records than asked to check")
+        head = ring.write_pos()
+        with nogil:
+            refused = self._check(ring, head - n, n)
+        return refused
+
+    def clear_pending(self) -> None:
+        """Forget the in-flight quantities: call when the core has processed every checked
+        record (the inbound ring is empty); their effect now shows in the committed state."""
+        cdef uint64_t k, cell
+        cdef uint64_t *d
+        cdef uint32_t a, s
+        with nogil:
+            for k in range(self.n_dirty):
+                cell = self.dirty[k]
+                a = <uint32_t>(cell >> 32)
+                s = <uint32_t>cell
+                if s == self.n_symbols:
+                    self.acc[a].pend_orders = 0
+                    self.acc[a].pend_listed = 0
+                else:
+                    self.acc[a].pos[s].pend_buy = 0
+                    self.acc[a].pos[s].pend_sell = 0
+                    self.acc[a].pos[s].pend_listed = 0
+            self.n_dirty = 0
+            if self.oom:
+                for a in range(self.n_acc):
+                    self.acc[a].pend_orders = 0
+                    for s in range(self.n_symbols):
+                        self.acc[a].pos[s].pend_buy = 0
+                        self.acc[a].pos[s].pend_sell = 0
+                self.oom = False
+        # grow the list for the next batch while we hold the GIL anyway
+        if self.dirty_cap < 2 * (self.n_acc * (self.n_symbols + 1)) and self.dirty_cap < (1 << 24):
+            d = <uint64_t *>realloc(self.dirty, 2 * self.dirty_cap * sizeof(uint64_t))
+            if d != NULL:
+                self.dirty = d
+                self.dirty_cap *= 2
+
+    # -- the committed state, from the core's events -------------------------------------------------
+    cdef void _fill(self, uint32_t sid, uint32_t symbol_id, uint8_t side, int64_t px, uint64_t qty,
+                    bint done) noexcept nogil:
+        cdef AccountRisk *ar
+        cdef Position *p
+        cdef int64_t a
+        cdef uint64_t close, rem
+        cdef int64_t close_cost
+        if sid >= self.max_sessions or symbol_id >= self.n_symbols:
+            return
+        a = self.ses[sid].account
+        if a < 0:
+            return
+        ar = &self.acc[a]
+        p = &ar.pos[symbol_id]
+        if done and ar.open_orders:
+            ar.open_orders -= 1
+        if side == SIDE_BUY:
+            p.open_buy = p.open_buy - qty if p.open_buy > qty else 0
+            p.bought += qty
+            if p.net >= 0:
+                p.net += qty
+                p.cost += px * <int64_t>qty
+            else:
+                close = qty if qty < <uint64_t>(-p.net) else <uint64_t>(-p.net)
+                close_cost = <int64_t>(<i128>p.cost * close // <uint64_t>(-p.net))
+                p.realized += close_cost - px * <int64_t>close
+                p.cost -= close_cost
+                p.net += close
+                rem = qty - close
+                if rem:
+                    p.net = rem
+                    p.cost = px * <int64_t>rem
+        else:
+            p.open_sell = p.open_sell - qty if p.open_sell > qty else 0
+            p.sold += qty
+            if p.net <= 0:
+                p.net -= qty
+                p.cost += px * <int64_t>qty
+            else:
+                close = qty if qty < <uint64_t>p.net else <uint64_t>p.net
+                close_cost = <int64_t>(<i128>p.cost * close // <uint64_t>p.net)
+                p.realized += px * <int64_t>close - close_cost
+                p.cost -= close_cost
+                p.net -= close
+                rem = qty - close
+                if rem:
+                    p.net = -<int64_t>rem
+                    p.cost = px * <int64_t>rem
+
+    cdef uint64_t _observe(self, SpscRing events) noexcept nogil:
+        cdef uint64_t head = events.write_pos(), pos = events.read_pos(), n = 0
+        cdef const Event *ev
+        cdef AccountRisk *ar
+        cdef Position *p
+        cdef int64_t a
+        if self.ev_seen > pos:
+            pos = self.ev_seen
+        while pos < head:
+            ev = <const Event *>events.slot(pos)
+            pos += 1
+            n += 1
+            if ev.type == EVT_FILL:
+                if ev.symbol_id < self.n_symbols:
+                    self.sym[ev.symbol_id].last_px = ev.price
+                self._fill(ev.session_id, ev.symbol_id, ev.side, ev.price, ev.qty, ev.leaves == 0)
+                self._fill(ev.contra_session, ev.symbol_id, 3 - ev.side, ev.price, ev.qty,
+                           ev.contra_leaves == 0)
+                continue
+            if ev.type != EVT_ACCEPTED and ev.type != EVT_CANCELED and ev.type != EVT_REPLACED:
+                continue
+            if ev.session_id >= self.max_sessions or ev.symbol_id >= self.n_symbols:
+                continue
+            a = self.ses[ev.session_id].account
+            if a < 0:
+                continue
+            ar = &self.acc[a]
+            p = &ar.pos[ev.symbol_id]
+            if ev.type == EVT_ACCEPTED:
+                ar.open_orders += 1
+                if ev.side == SIDE_BUY:
+                    p.open_buy += ev.qty
+                else:
+                    p.open_sell += ev.qty
+            elif ev.type == EVT_CANCELED:
+                if ar.open_orders:
+                    ar.open_orders -= 1
+                if ev.side == SIDE_BUY:
+                    p.open_buy = p.open_buy - ev.qty if p.open_buy > ev.qty else 0
+                else:
+                    p.open_sell = p.open_sell - ev.qty if p.open_sell > ev.qty else 0
+            else:  # EVT_REPLACED: leaves went from contra_leaves to leaves
+                if ev.side == SIDE_BUY:
+                    p.open_buy = p.open_buy + ev.leaves - ev.contra_leaves \
+                        if p.open_buy + ev.leaves > ev.contra_leaves else 0
+                else:
+                    p.open_sell = p.open_sell + ev.leaves - ev.contra_leaves \
+                        if p.open_sell + ev.leaves > ev.contra_leaves else 0
+        self.ev_seen = pos
+        return n
+
+    def observe_events(self, SpscRing events not None) -> int:
+        """Update open quantities, order counts, positions and last trade prices from the events
+        published in ``events`` and not seen yet (without consuming them: call it before the
+        outbound encoder drains the ring).  Returns how many records it read.  Raises
+        ValueError for a ring that is not an Event ring."""
+        cdef uint64_t n
+        if events.slot_size != sizeof(Event):
+            raise ValueError("not an Event ring")
+        with nogil:
+            n = self._observe(events)
+        return n
+
+    # -- admin actions -----------------------------------------------------------------------------
+    def apply_admin(self, record) -> dict:
+        """Apply one CMD_ADMIN record (``admin_record``).  Returns its parsed fields.  Raises
+        ValueError for an unknown action or field, a field that does not fit the scope, a
+        negative limit, an unknown symbol, or a missing account."""
+        cdef AccountRisk *ar
+        cdef SymbolRisk *sy
+        cdef uint32_t s
+        d = parse_admin(record)
+        action, field, value, symbol_id, account = (d["action"], d["field"], d["value"],
+                                                    d["symbol_id"], d["account"])
+        if symbol_id is not None and symbol_id >= self.n_symbols:
+            raise ValueError(f"unknown symbol id {symbol_id}")
+        if action in (AdminAction.HALT, AdminAction.RESUME):
+            if symbol_id is None:
+                raise ValueError("halt/resume needs a symbol")
+            self.sym[symbol_id].halted = action == AdminAction.HALT
+            return d
+        if action in (AdminAction.BLOCK, AdminAction.RELEASE, AdminAction.SET_ACCOUNT_LIMIT) and not account:
+            raise ValueError("this action needs an account")
+        if action in (AdminAction.BLOCK, AdminAction.RELEASE):
+            self.acc[<uint32_t>self.account_index(account)].blocked = action == AdminAction.BLOCK
+            return d
+        if value < 0:
+            raise ValueError("limits are >= 0 (0 = no limit)")
+        if action == AdminAction.SET_SYMBOL_LIMIT:
+            if symbol_id is None or field not in SYMBOL_FIELDS:
+                raise ValueError("a symbol limit needs a symbol and one of "
+                                 + ", ".join(f.name for f in sorted(SYMBOL_FIELDS)))
+            sy = &self.sym[symbol_id]
+            if field == RiskField.MAX_ORDER_QTY:
+                sy.max_order_qty = value
+            elif field == RiskField.MAX_NOTIONAL:
+                sy.max_notional = value
+            elif field == RiskField.PRICE_BAND_TICKS:
+                sy.band_ticks = value
+            elif field == RiskField.PRICE_BAND_PPM:
+                sy.band_ppm = value
+            else:
+                if value % sy.tick:
+                    raise ValueError("the reference price must be a multiple of the tick")
+                sy.ref_price = value
+            return d
+        if action == AdminAction.SET_ACCOUNT_LIMIT:
+            if field not in ACCOUNT_FIELDS:
+                raise ValueError("an account limit is one of "
+                                 + ", ".join(f.name for f in sorted(ACCOUNT_FIELDS)))
+            if symbol_id is not None and field not in (RiskField.MAX_POSITION_NET,
+                                                       RiskField.MAX_POSITION_GROSS):
+                raise ValueError(f"{RiskField(field).name} is per account, not per symbol")
+            ar = &self.acc[<uint32_t>self.account_index(account)]
+            if field == RiskField.MAX_ORDER_QTY:
+                ar.max_order_qty = value
+            elif field == RiskField.MAX_NOTIONAL:
+                ar.max_notional = value
+            elif field == RiskField.MAX_OPEN_ORDERS:
+                ar.max_open_orders = value
+            else:
+                for s in range(self.n_symbols):
+                    if symbol_id is None or s == symbol_id:
+                        if field == RiskField.MAX_POSITION_NET:
+                            ar.pos[s].max_net = value
+                        else:
+                            ar.pos[s].max_gross = value
+            return d
+        raise ValueError(f"unknown admin action {action}")
+
+    def observe_commands(self, const uint8_t[:] records) -> int:
+        """Journal replay: apply every CMD_ADMIN among sequenced Command records, in order.
+        Returns how many applied.  A record that no longer applies (it did when it was
+        journaled, so only a config change, e.g. a symbol removed, can cause this) is skipped
+        and counted in ``skipped_admin``."""
+        cdef Py_ssize_t n = records.shape[0] // sizeof(Command), k
+        cdef const Command *c
+        applied = 0
+        for k in range(n):
+            c = <const Command *>&records[k * sizeof(Command)]
+            if c.type == CMD_ADMIN:
+                try:
+                    self.apply_admin(bytes(records[k * sizeof(Command):(k + 1) * sizeof(Command)]))
+                    applied += 1
+                except ValueError:
+                    self.skipped_admin += 1
+        return applied
+
+    # -- queries ---------------------------------------------------------------------------------
+    def accounts(self) -> list:
+        """Names of the accounts seen, in index order."""
+        return list(self._names)
+
+    def has_account(self, str name) -> bool:
+        return name in self._index
+
+    def position(self, str account, uint32_t symbol_id) -> dict:
+        """One account's book-keeping in one symbol: net (lots, > 0 long), avg_price (price
+        units, of the open position; 0 when flat), realized_pnl (price units x lots), open_buy /
+        open_sell (lots of live orders), bought / sold (filled lots), max_position_net /
+        max_position_gross.  Raises KeyError for an unknown account, ValueError for a bad symbol."""
+        cdef Position *p
+        if symbol_id >= self.n_symbols:
+            raise ValueError(f"unknown symbol id {symbol_id}")
+        p = &self.acc[<uint32_t>self._index[account]].pos[symbol_id]
+        avg = 0
+        if p.net:
+            avg = int(round(p.cost / abs(p.net)))
+        return {"net": p.net, "avg_price": avg, "realized_pnl": p.realized,
+                "open_buy": p.open_buy, "open_sell": p.open_sell, "bought": p.bought,
+                "sold": p.sold, "max_position_net": p.max_net, "max_position_gross": p.max_gross}
+
+    def account_state(self, str account) -> dict:
+        """blocked, open_orders and the account-wide limits.  Raises KeyError."""
+        cdef AccountRisk *ar = &self.acc[<uint32_t>self._index[account]]
+        return {"blocked": bool(ar.blocked), "open_orders": ar.open_orders,
+                "max_order_qty": ar.max_order_qty, "max_notional": ar.max_notional,
+                "max_open_orders": ar.max_open_orders,
+                "throttle_rate": ar.bucket.rate, "throttle_burst": ar.bucket.burst}
+
+    def symbol_state(self, uint32_t symbol_id) -> dict:
+        """halted, reference_price, last_price, band_ticks, band_ppm, max_order_qty,
+        max_notional.  Raises ValueError for a bad symbol id."""
+        cdef SymbolRisk *s
+        if symbol_id >= self.n_symbols:
+            raise ValueError(f"unknown symbol id {symbol_id}")
+        s = &self.sym[symbol_id]
+        return {"halted": bool(s.halted), "reference_price": s.ref_price, "last_price": s.last_px,
+                "band_ticks": s.band_ticks, "band_ppm": s.band_ppm,
+                "max_order_qty": s.max_order_qty, "max_notional": s.max_notional}
+
+    def halted(self) -> list:
+        """Symbol ids currently halted."""
+        cdef uint32_t i
+        return [i for i in range(self.n_symbols) if self.sym[i].halted]
+
+    def blocked(self) -> list:
+        """Names of the accounts whose kill switch is engaged."""
+        cdef uint32_t i
+        return [self._names[i] for i in range(self.n_acc) if self.acc[i].blocked]
+
+    def pending(self) -> tuple:
+        """(in-flight new orders, in-flight lots) summed over accounts, for tests and stats."""
+        cdef uint32_t a, s
+        cdef uint64_t orders = 0, lots = 0
+        for a in range(self.n_acc):
+            orders += self.acc[a].pend_orders
+            for s in range(self.n_symbols):
+                lots += self.acc[a].pos[s].pend_buy + self.acc[a].pos[s].pend_sell
+        return orders, lots
+
+    def counters(self) -> dict:
+        """Totals since start: checked (requests that went through the checks), rejected
+        ({RejectReason: n}, non-zero only), throttled_session, throttled_account."""
+        cdef int i
+        return {"checked": self.checked,
+                "rejected": {i: self.rejected[i] for i in range(N_RISK_REASONS) if self.rejected[i]},
+                "throttled_session": self.throttled_session,
+                "throttled_account": self.throttled_account}
