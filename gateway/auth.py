@@ -1,11 +1,27 @@
-"""JWT login tokens (RFC 7519), HS256 with the configured secret, through pyjwt.
+"""Login tokens (JWT, RFC 7519) through pyjwt, and what each role may do.
 
-The account is the ``sub`` claim and the role the ``role`` claim; ``exp`` is required and checked.
+Signature: HS256 with the configured secret, or RS256 / ES256 with a PEM public key read from
+``jwt_public_key_file`` (the issuer keeps the private key).  Exactly one algorithm is accepted,
+the configured one, so ``alg: none`` and algorithm-confusion tokens (an RS256 public key used as
+an HS256 secret) are refused.  Claims (RFC 7519 §4.1): ``sub`` = the account (1-32 ASCII
+characters), ``exp`` required, ``nbf`` and ``iat`` checked when present, ``iss`` / ``aud``
+required and checked when configured, all with ``jwt_leeway_s`` of clock skew.  Roles come from
+the ``jwt_roles_claim`` claim (default ``roles``: a string or a list of strings; ``role`` is read
+as well), defaulting to ``trader`` when the token carries none.
+
+Roles (README "Security"):
+
+* ``trader``: order entry for its own account (every order-entry message, PositionQuery);
+* ``dropcopy``: a read-only copy of the account's messages on an order-entry connection
+  (PositionQuery only);
+* ``md``: market data (no order entry);
+* ``admin``: the admin API on the side port (no order entry unless the token is also trader).
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
 
@@ -14,60 +30,174 @@ from matching.records import LoginRejectReason
 ROLES = ("trader", "md", "admin", "dropcopy")
 MAX_ACCOUNT_LEN = 32  # the account travels in a 32-byte field of the session-open command
 
+#: template ids an order-entry session may send, by role (Login, Heartbeat, Logout always)
+TPL_NEW_ORDER, TPL_CANCEL, TPL_REPLACE, TPL_MASS_CANCEL, TPL_BOOK_QUERY = 10, 11, 12, 13, 14
+TPL_POSITION_QUERY = 15
+ROLE_TEMPLATES: dict[str, frozenset[int]] = {
+    "trader": frozenset({TPL_NEW_ORDER, TPL_CANCEL, TPL_REPLACE, TPL_MASS_CANCEL, TPL_BOOK_QUERY,
+                         TPL_POSITION_QUERY}),
+    "dropcopy": frozenset({TPL_POSITION_QUERY}),
+    "md": frozenset(),
+    "admin": frozenset(),
+}
+#: roles that may log in to an order-entry session, in order of preference
+SESSION_ROLES = ("trader", "dropcopy")
+
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """Who a verified token speaks for: account (``sub``), role, and expiry (s since epoch)."""
+    """Who a verified token speaks for: account (``sub``), roles, expiry (s since epoch)."""
 
     account: str
-    role: str
+    roles: frozenset[str]
     expires_at: int
+
+    @property
+    def role(self) -> str:
+        """The order-entry role this identity logs in with ('' when it has none)."""
+        for r in SESSION_ROLES:
+            if r in self.roles:
+                return r
+        return ""
 
 
 class LoginFailure(Exception):
-    """A token was refused; ``reason`` is the LoginRejectReason sent to the client."""
+    """A token was refused; ``reason`` is the LoginRejectReason sent to the client and
+    ``code`` a short name for logs and the audit log."""
 
-    def __init__(self, reason: int, detail: str) -> None:
+    def __init__(self, reason: int, detail: str, code: str = "") -> None:
         super().__init__(detail)
         self.reason = int(reason)
+        self.code = code or LoginRejectReason(int(reason)).name.removeprefix("LOGIN_").lower()
 
 
-def mint_token(secret: str, account: str, role: str = "trader", ttl_s: int = 3600,
-               now: float | None = None) -> str:
-    """A HS256 JWT for ``account`` with ``role``, valid for ``ttl_s`` seconds.
+def _check_account(account: str) -> None:
+    if not account or len(account.encode()) > MAX_ACCOUNT_LEN or not account.isascii() \
+            or not account.isprintable():
+        raise ValueError(f"account must be 1 to {MAX_ACCOUNT_LEN} printable ASCII characters")
 
-    Raises ValueError for an unknown role, an empty or over-long account, or ttl_s <= 0.
+
+def mint_token(key: str, account: str, role: str | list[str] = "trader", ttl_s: int = 3600,
+               now: float | None = None, *, algorithm: str = "HS256", issuer: str = "",
+               audience: str = "", not_before_s: int = 0, roles_claim: str = "roles") -> str:
+    """A JWT for ``account`` with ``role`` (one or a list), valid for ``ttl_s`` seconds from
+    ``now`` (+ ``not_before_s`` before it becomes valid).  ``key``: the HS256 secret, or the PEM
+    private key for RS256 / ES256.  Raises ValueError for an unknown role, a bad account or
+    ttl_s <= 0.
     """
-    if role not in ROLES:
-        raise ValueError(f"role must be one of {ROLES}")
-    if not account or len(account.encode()) > MAX_ACCOUNT_LEN or not account.isascii():
-        raise ValueError(f"account must be 1 to {MAX_ACCOUNT_LEN} ASCII characters")
+    roles = [role] if isinstance(role, str) else list(role)
+    for r in roles:
+        if r not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}")
+    _check_account(account)
     if ttl_s <= 0:
         raise ValueError("ttl must be positive")
     t = int(time.time() if now is None else now)
-    return jwt.encode({"sub": account, "role": role, "iat": t, "exp": t + ttl_s}, secret,
-                      algorithm="HS256")
+    claims: dict[str, Any] = {"sub": account, roles_claim: roles if len(roles) > 1 else roles[0],
+                              "iat": t, "exp": t + ttl_s}
+    if not_before_s:
+        claims["nbf"] = t + not_before_s
+    if issuer:
+        claims["iss"] = issuer
+    if audience:
+        claims["aud"] = audience
+    return jwt.encode(claims, key, algorithm=algorithm)
+
+
+class TokenVerifier:
+    """Verifies login tokens as configured.
+
+    algorithm: "HS256" (``secret``) or "RS256" / "ES256" (``public_key``, PEM text); issuer /
+    audience: required values when non-empty; leeway_s: clock skew; roles_claim: the claim with
+    the roles.  Raises ValueError for an unknown algorithm or a missing key.
+    """
+
+    def __init__(self, *, algorithm: str = "HS256", secret: str = "", public_key: str = "",
+                 issuer: str = "", audience: str = "", leeway_s: float = 30.0,
+                 roles_claim: str = "roles") -> None:
+        if algorithm == "HS256":
+            if not secret:
+                raise ValueError("HS256 needs a secret")
+            self.key: Any = secret
+        elif algorithm in ("RS256", "ES256"):
+            if not public_key:
+                raise ValueError(f"{algorithm} needs a public key")
+            # parsed once here; a key of the wrong type for the algorithm fails now, not per login
+            self.key = jwt.get_algorithm_by_name(algorithm).prepare_key(public_key)
+        else:
+            raise ValueError(f"unsupported JWT algorithm {algorithm!r}")
+        self.algorithm = algorithm
+        self.issuer = issuer
+        self.audience = audience
+        self.leeway_s = leeway_s
+        self.roles_claim = roles_claim
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> TokenVerifier:
+        """Build from a gateway Config (reads jwt_public_key_file).  Raises OSError, ValueError."""
+        public_key = ""
+        if cfg.jwt_algorithm != "HS256":
+            with open(cfg.jwt_public_key_file) as f:
+                public_key = f.read()
+        return cls(algorithm=cfg.jwt_algorithm, secret=cfg.jwt_secret, public_key=public_key,
+                   issuer=cfg.jwt_issuer, audience=cfg.jwt_audience, leeway_s=cfg.jwt_leeway_s,
+                   roles_claim=cfg.jwt_roles_claim)
+
+    def verify(self, token: str) -> Identity:
+        """Check the token.  Raises LoginFailure: LOGIN_TOKEN_EXPIRED for an expired token,
+        LOGIN_BAD_TOKEN for any other defect (signature, algorithm, nbf in the future, issuer,
+        audience, missing or malformed claims, unknown role)."""
+        require = ["exp", "sub"] + (["iss"] if self.issuer else []) + (["aud"] if self.audience else [])
+        try:
+            claims = jwt.decode(token, self.key, algorithms=[self.algorithm],
+                                issuer=self.issuer or None, audience=self.audience or None,
+                                leeway=self.leeway_s,
+                                options={"require": require, "verify_aud": bool(self.audience)})
+        except jwt.ExpiredSignatureError:
+            raise LoginFailure(LoginRejectReason.LOGIN_TOKEN_EXPIRED, "token expired") from None
+        except jwt.ImmatureSignatureError:
+            raise LoginFailure(LoginRejectReason.LOGIN_BAD_TOKEN, "token not valid yet (nbf)",
+                               "not_yet_valid") from None
+        except (jwt.InvalidIssuerError, jwt.InvalidAudienceError) as exc:
+            raise LoginFailure(LoginRejectReason.LOGIN_BAD_TOKEN, f"bad token: {exc}",
+                               "wrong_issuer" if isinstance(exc, jwt.InvalidIssuerError)
+                               else "wrong_audience") from None
+        except jwt.InvalidSignatureError:
+            raise LoginFailure(LoginRejectReason.LOGIN_BAD_TOKEN, "bad signature", "bad_signature") from None
+        except jwt.InvalidAlgorithmError as exc:
+            raise LoginFailure(LoginRejectReason.LOGIN_BAD_TOKEN, f"bad token: {exc}", "bad_algorithm") from None
+        except jwt.PyJWTError as exc:
+            raise LoginFailure(LoginRejectReason.LOGIN_BAD_TOKEN, f"bad token: {exc}") from None
+        account = claims.get("sub")
+        if not isinstance(account, str):
+            raise LoginFailure(LoginRejectReason.LOGIN_BAD_TOKEN, "bad sub claim", "bad_claims")
+        try:
+            _check_account(account)
+        except ValueError:
+            raise LoginFailure(LoginRejectReason.LOGIN_BAD_TOKEN, "bad sub claim", "bad_claims") from None
+        raw = claims.get(self.roles_claim, claims.get("role", "trader"))
+        roles = [raw] if isinstance(raw, str) else raw
+        if not isinstance(roles, list) or not roles or not all(isinstance(r, str) for r in roles) \
+                or not set(roles) <= set(ROLES):
+            raise LoginFailure(LoginRejectReason.LOGIN_BAD_TOKEN, f"bad roles claim {raw!r}", "bad_claims")
+        return Identity(account, frozenset(roles), int(claims["exp"]))
+
+
+def unverified_subject(token: str) -> str:
+    """The ``sub`` a token claims, WITHOUT verifying it: for the audit log of a refused login
+    only (never for a decision).  '' when the token cannot be parsed."""
+    try:
+        sub = jwt.decode(token, options={"verify_signature": False}).get("sub", "")
+    except Exception:  # noqa: BLE001 - any garbage: nothing to report
+        return ""
+    return sub[:MAX_ACCOUNT_LEN] if isinstance(sub, str) and sub.isascii() and sub.isprintable() else ""
 
 
 def verify_token(token: str, secret: str, required_role: str = "trader") -> Identity:
-    """Check signature (HS256 only: ``alg: none`` and other algorithms are refused) and expiry.
-
-    Raises LoginFailure(LOGIN_TOKEN_EXPIRED) for an expired token, LoginFailure(LOGIN_BAD_TOKEN)
-    for any other defect, LoginFailure(LOGIN_NOT_AUTHORIZED) for a role other than
-    ``required_role`` (or admin).
-    """
-    try:
-        claims = jwt.decode(token, secret, algorithms=["HS256"],
-                            options={"require": ["exp", "sub"]})
-    except jwt.ExpiredSignatureError:
-        raise LoginFailure(LoginRejectReason.LOGIN_TOKEN_EXPIRED, "token expired") from None
-    except jwt.PyJWTError as exc:
-        raise LoginFailure(LoginRejectReason.LOGIN_BAD_TOKEN, f"bad token: {exc}") from None
-    account = claims.get("sub")
-    role = claims.get("role", "trader")
-    if (not isinstance(account, str) or not account or not account.isascii()
-            or len(account) > MAX_ACCOUNT_LEN):
-        raise LoginFailure(LoginRejectReason.LOGIN_BAD_TOKEN, "bad sub claim")
-    if role not in (required_role, "admin"):
-        raise LoginFailure(LoginRejectReason.LOGIN_NOT_AUTHORIZED, f"role {role!r} may not trade")
-    return Identity(account, str(role), int(claims["exp"]))
+    """HS256 shortcut kept for tools: verify with ``secret`` and require ``required_role``
+    (or admin).  Raises LoginFailure as TokenVerifier.verify, LOGIN_NOT_AUTHORIZED for a token
+    without the role."""
+    ident = TokenVerifier(secret=secret).verify(token)
+    if required_role not in ident.roles and "admin" not in ident.roles:
+        raise LoginFailure(LoginRejectReason.LOGIN_NOT_AUTHORIZED, f"role {required_role!r} missing")
+    return ident

@@ -32,6 +32,7 @@ cdef enum:
     TPL_REPLACE_ORDER = 12
     TPL_MASS_CANCEL = 13
     TPL_BOOK_QUERY = 14
+    TPL_POSITION_QUERY = 15
     TPL_ORDER_ACCEPTED = 20
     TPL_ORDER_REJECTED = 21
     TPL_EXECUTION = 22
@@ -40,7 +41,8 @@ cdef enum:
     TPL_CANCEL_REJECTED = 25
     TPL_MASS_CANCEL_DONE = 26
     TPL_BOOK_SNAPSHOT = 27
-    MAX_TEMPLATE_ID = 27
+    TPL_POSITION_REPORT = 40
+    MAX_TEMPLATE_ID = 40
 
 # Results of frame_at() and decode_orders() (Python: protocol.codec.DecodeStatus).
 cdef enum:
@@ -119,6 +121,10 @@ ctypedef packed struct BookQueryBlock:
     char symbol[8]
     uint16_t depth
 
+ctypedef packed struct PositionQueryBlock:
+    uint64_t request_id
+    char symbol[8]
+
 # -- order entry, server to client --------------------------------------------------------------
 ctypedef packed struct OrderAcceptedBlock:
     uint64_t seq_num
@@ -195,6 +201,19 @@ ctypedef packed struct BookSnapshotBlock:
     uint64_t transact_time
     uint64_t request_id
     char symbol[8]
+
+ctypedef packed struct PositionReportBlock:
+    uint64_t request_id
+    char symbol[8]
+    int64_t net_position
+    int64_t avg_price
+    int64_t realized_pnl
+    uint64_t open_buy_qty
+    uint64_t open_sell_qty
+    uint64_t bought_qty
+    uint64_t sold_qty
+    uint16_t report_index
+    uint16_t report_count
 
 ctypedef packed struct BookLevelEntry:   # one entry of BookSnapshot.bids / .asks
     int64_t price

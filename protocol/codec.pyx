@@ -107,6 +107,8 @@ cdef CancelRejectedBlock _cr
 cdef MassCancelDoneBlock _md
 cdef BookSnapshotBlock _bs
 cdef BookLevelEntry _bl
+cdef PositionQueryBlock _pq
+cdef PositionReportBlock _pr
 
 #: template id -> (name, blockLength, [(field name, offset, size, primitive type)]) of the root
 #: block, in schema order; names and primitive types as in the XML schema.
@@ -240,6 +242,23 @@ LAYOUT = {
         _f("transactTime", &_bs, &_bs.transact_time, sizeof(_bs.transact_time), "uint64"),
         _f("requestId", &_bs, &_bs.request_id, sizeof(_bs.request_id), "uint64"),
         _f("symbol", &_bs, &_bs.symbol, sizeof(_bs.symbol), "char"),
+    ]),
+    TPL_POSITION_QUERY: ("PositionQuery", sizeof(PositionQueryBlock), [
+        _f("requestId", &_pq, &_pq.request_id, sizeof(_pq.request_id), "uint64"),
+        _f("symbol", &_pq, &_pq.symbol, sizeof(_pq.symbol), "char"),
+    ]),
+    TPL_POSITION_REPORT: ("PositionReport", sizeof(PositionReportBlock), [
+        _f("requestId", &_pr, &_pr.request_id, sizeof(_pr.request_id), "uint64"),
+        _f("symbol", &_pr, &_pr.symbol, sizeof(_pr.symbol), "char"),
+        _f("netPosition", &_pr, &_pr.net_position, sizeof(_pr.net_position), "int64"),
+        _f("avgPrice", &_pr, &_pr.avg_price, sizeof(_pr.avg_price), "int64"),
+        _f("realizedPnl", &_pr, &_pr.realized_pnl, sizeof(_pr.realized_pnl), "int64"),
+        _f("openBuyQty", &_pr, &_pr.open_buy_qty, sizeof(_pr.open_buy_qty), "uint64"),
+        _f("openSellQty", &_pr, &_pr.open_sell_qty, sizeof(_pr.open_sell_qty), "uint64"),
+        _f("boughtQty", &_pr, &_pr.bought_qty, sizeof(_pr.bought_qty), "uint64"),
+        _f("soldQty", &_pr, &_pr.sold_qty, sizeof(_pr.sold_qty), "uint64"),
+        _f("reportIndex", &_pr, &_pr.report_index, sizeof(_pr.report_index), "uint16"),
+        _f("reportCount", &_pr, &_pr.report_count, sizeof(_pr.report_count), "uint16"),
     ]),
 }
 

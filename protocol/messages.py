@@ -134,6 +134,15 @@ class BookQuery(msgspec.Struct):
     depth: int = 0
 
 
+class PositionQuery(msgspec.Struct):
+    """C->S, template 15: the session's account's positions.  symbol "" = every symbol.  Answered,
+    unsequenced, by one PositionReport per symbol that reflects every Execution sent before it."""
+
+    TEMPLATE_ID: ClassVar[int] = 15
+    request_id: int
+    symbol: str = ""
+
+
 # -- order entry, server to client (sequenced) -----------------------------------------------------
 class OrderAccepted(msgspec.Struct):
     """S->C, template 20."""
@@ -253,16 +262,39 @@ class BookSnapshot(msgspec.Struct):
     asks: list[BookLevel] = msgspec.field(default_factory=list)
 
 
+class PositionReport(msgspec.Struct):
+    """S->C, template 40, unsequenced: one symbol of the account's book-keeping.
+
+    net_position: lots, > 0 long; avg_price: price units, average cost of the open position (0
+    when flat); realized_pnl: price units x lots (1e-4 currency), average-cost method;
+    open_buy_qty / open_sell_qty: leaves of live orders; bought_qty / sold_qty: filled lots;
+    report_index: 1 .. report_count within the answer to one PositionQuery.
+    """
+
+    TEMPLATE_ID: ClassVar[int] = 40
+    request_id: int
+    symbol: str
+    net_position: int
+    avg_price: int
+    realized_pnl: int
+    open_buy_qty: int
+    open_sell_qty: int
+    bought_qty: int
+    sold_qty: int
+    report_index: int
+    report_count: int
+
+
 Message = (Login | LoginAccepted | LoginRejected | Heartbeat | Logout | SessionReject | NewOrder
-           | CancelOrder | ReplaceOrder | MassCancel | BookQuery | OrderAccepted | OrderRejected
-           | Execution | OrderCanceled | OrderReplaced | CancelRejected | MassCancelDone
-           | BookSnapshot)
+           | CancelOrder | ReplaceOrder | MassCancel | BookQuery | PositionQuery | OrderAccepted
+           | OrderRejected | Execution | OrderCanceled | OrderReplaced | CancelRejected
+           | MassCancelDone | BookSnapshot | PositionReport)
 
 #: template id -> message class, every template of the schema
 MESSAGE_TYPES: dict[int, type[Message]] = {
     cls.TEMPLATE_ID: cls
     for cls in (Login, LoginAccepted, LoginRejected, Heartbeat, Logout, SessionReject, NewOrder,
-                CancelOrder, ReplaceOrder, MassCancel, BookQuery, OrderAccepted, OrderRejected,
-                Execution, OrderCanceled, OrderReplaced, CancelRejected, MassCancelDone,
-                BookSnapshot)
+                CancelOrder, ReplaceOrder, MassCancel, BookQuery, PositionQuery, OrderAccepted,
+                OrderRejected, Execution, OrderCanceled, OrderReplaced, CancelRejected,
+                MassCancelDone, BookSnapshot, PositionReport)
 }
