@@ -43,14 +43,18 @@ setup(
         "msgspec>=0.18",           # config decoding/validation and JSON (owner's choice)
         "asyncpg>=0.29",           # PostgreSQL fills sink with COPY (owner's choice)
         "prometheus-client>=0.20", # /metrics exposition (owner's choice)
-        "pyjwt>=2.8",              # JWT login tokens (owner's choice)
+        "pyjwt[crypto]>=2.8",      # JWT login tokens (owner's choice); [crypto] = cryptography for
+                                   # RS256/ES256 public-key tokens (issue 6)
         "hdrhistogram>=0.10",      # latency percentiles in bench/ and the client (no own histogram)
     ],
     extras_require={
         "test": [
             "pytest>=8", "pytest-asyncio>=0.23", "hypothesis>=6.100", "pytest-timeout>=2.2",
             "ruff>=0.4", "mypy>=1.10",
+            "cryptography>=41",    # tests generate RS256/ES256 key pairs
         ],
+        # on-demand coverage-guided fuzzing of the decoder and session layer (tools/fuzz_decoder.py)
+        "fuzz": ["atheris>=2.3"],
     },
     entry_points={"console_scripts": ["hftgw=gateway.cli:main"]},
 )

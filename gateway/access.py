@@ -53,6 +53,14 @@ class AddressLimits:
         self.counters = counters if counters is not None else AccessCounters()
         self.total = 0
         self._by_addr: dict[str, _Address] = {}
+        self._logged_at = -1e9
+
+    def may_log(self, now: float) -> bool:
+        """True at most once a second: for log lines about refusals, which a flood repeats."""
+        if now - self._logged_at < 1.0:
+            return False
+        self._logged_at = now
+        return True
 
     def connect(self, address: str, now: float) -> str:
         """Count a new connection from ``address``; returns '' when allowed, else the reason

@@ -71,7 +71,7 @@ class LoginFailure(Exception):
         self.code = code or LoginRejectReason(int(reason)).name.removeprefix("LOGIN_").lower()
 
 
-def _check_account(account: str) -> None:
+def check_account(account: str) -> None:
     if not account or len(account.encode()) > MAX_ACCOUNT_LEN or not account.isascii() \
             or not account.isprintable():
         raise ValueError(f"account must be 1 to {MAX_ACCOUNT_LEN} printable ASCII characters")
@@ -89,7 +89,7 @@ def mint_token(key: str, account: str, role: str | list[str] = "trader", ttl_s: 
     for r in roles:
         if r not in ROLES:
             raise ValueError(f"role must be one of {ROLES}")
-    _check_account(account)
+    check_account(account)
     if ttl_s <= 0:
         raise ValueError("ttl must be positive")
     t = int(time.time() if now is None else now)
@@ -165,14 +165,15 @@ class TokenVerifier:
         except jwt.InvalidSignatureError:
             raise LoginFailure(LoginRejectReason.LOGIN_BAD_TOKEN, "bad signature", "bad_signature") from None
         except jwt.InvalidAlgorithmError as exc:
-            raise LoginFailure(LoginRejectReason.LOGIN_BAD_TOKEN, f"bad token: {exc}", "bad_algorithm") from None
+            raise LoginFailure(LoginRejectReason.LOGIN_BAD_TOKEN, f"bad token: {exc}",
+                               "bad_algorithm") from None
         except jwt.PyJWTError as exc:
             raise LoginFailure(LoginRejectReason.LOGIN_BAD_TOKEN, f"bad token: {exc}") from None
         account = claims.get("sub")
         if not isinstance(account, str):
             raise LoginFailure(LoginRejectReason.LOGIN_BAD_TOKEN, "bad sub claim", "bad_claims")
         try:
-            _check_account(account)
+            check_account(account)
         except ValueError:
             raise LoginFailure(LoginRejectReason.LOGIN_BAD_TOKEN, "bad sub claim", "bad_claims") from None
         raw = claims.get(self.roles_claim, claims.get("role", "trader"))

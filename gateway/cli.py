@@ -101,7 +101,18 @@ def _secret(config: str | None) -> str:
 def cmd_token(args: argparse.Namespace) -> int:
     from gateway.auth import mint_token
 
-    print(mint_token(_secret(args.config), args.account, args.role, args.ttl))
+    cfg = load_config(args.config)
+    if cfg.jwt_algorithm != "HS256" and not args.key_file:
+        print(f"error: jwt_algorithm is {cfg.jwt_algorithm}: give the issuer's private key with "
+              "--key-file", file=sys.stderr)
+        return 2
+    key = cfg.jwt_secret
+    if args.key_file:
+        with open(args.key_file) as f:
+            key = f.read()
+    print(mint_token(key, args.account, args.role or ["trader"], args.ttl,
+                     algorithm=cfg.jwt_algorithm, issuer=cfg.jwt_issuer, audience=cfg.jwt_audience,
+                     roles_claim=cfg.jwt_roles_claim))
     return 0
 
 
@@ -209,10 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--log-level", default=None)
     s.set_defaults(func=cmd_serve)
 
-    t = sub.add_parser("token", help="print a JWT signed with the configured secret")
+    t = sub.add_parser("token", help="print a JWT for the configured algorithm, issuer and audience")
     t.add_argument("--account", required=True)
-    t.add_argument("--role", default="trader", choices=["trader", "md", "admin", "dropcopy"])
+    t.add_argument("--role", action="append", choices=["trader", "md", "admin", "dropcopy"],
+                   help="a role (repeat for several; default trader)")
     t.add_argument("--ttl", type=int, default=3600, help="seconds of validity")
+    t.add_argument("--key-file", default=None,
+                   help="PEM private key for RS256/ES256 (default: the HS256 jwt_secret)")
     t.set_defaults(func=cmd_token)
 
     def conn_args(q: argparse.ArgumentParser, account: str) -> None:

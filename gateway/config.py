@@ -2,8 +2,8 @@
 
 Every key can be set from the environment as ``HFTGW_<KEY>`` (upper case), e.g. ``HFTGW_LISTEN``,
 ``HFTGW_METRICS_LISTEN``, ``HFTGW_JOURNAL_DIR``, ``HFTGW_PG_DSN``, ``HFTGW_JWT_SECRET``; list and
-table values (``symbols``, ``throttle``, ``risk``) take JSON there.  The environment wins over the file, the file over the
-embedded defaults.
+table values (``symbols``, ``throttle``, ``risk``) take JSON there.  The environment wins over the
+file, the file over the embedded defaults.
 """
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ import time
 
 from prometheus_client import CollectorRegistry
 
+from gateway.admin import AdminApi
 from gateway.config import Config, parse_hostport
 from gateway.engine import Engine
 from gateway.tcp import OrderEntryProtocol
@@ -56,7 +57,9 @@ class Gateway:
     async def start(self) -> None:
         cfg = self.cfg
         mhost, mport = parse_hostport(cfg.metrics_listen, "metrics_listen")
-        self.side = SidePortServer(mhost, mport, self.registry, self.health, self.ready)
+        self.admin = AdminApi(self, asyncio.get_running_loop())
+        self.side = SidePortServer(mhost, mport, self.registry, self.health, self.ready,
+                                   apps={"/admin": self.admin})
         self.side.start()
         if cfg.pg_dsn:
             await self._start_sink()
@@ -100,11 +103,16 @@ class Gateway:
                  self.cfg.partition, after)
 
     async def _ticker(self) -> None:
+        prune_at = 0.0
         while True:
             await asyncio.sleep(TICK_S)
             now = time.time_ns()
             for conn in list(self.connections):
                 conn.tick(now)
+            mono = time.monotonic()
+            if mono >= prune_at:
+                self.engine.addresses.prune(mono)
+                prune_at = mono + 10.0
 
     def stop(self) -> None:
         self._stop.set()
@@ -140,6 +148,7 @@ class Gateway:
         self.engine.journal.close()
         if self.side is not None:
             self.side.stop()
+        self.engine.audit.close()
 
 
 async def serve(cfg: Config) -> None:

@@ -6,18 +6,25 @@ import logging
 import socket
 import time
 
+from gateway.access import peer_host
 from gateway.engine import Engine
-from protocol.messages import Login
-from protocol.session import LoginDecision, LogoutReason, ServerSession, SessionCounters
+from protocol import codec
+from protocol.messages import Login, Logout
+from protocol.session import LoginDecision, LogoutReason, ServerSession, SessionCounters, SessionState
 
 log = logging.getLogger("hftgw.tcp")
 
 
 class OrderEntryProtocol(asyncio.Protocol):
     """One TCP connection: bytes to the session state machine, its output and the engine's
-    responses back to the socket.  A client whose unread responses exceed
-    ``cfg.max_write_buffer`` bytes is disconnected (Logout SLOW_CONSUMER) rather than buffered
-    without bound."""
+    responses back to the socket.
+
+    Bounded by construction (issue 6): a connection over ``max_connections`` in all or
+    ``max_connections_per_address`` from its address gets Logout CONNECTION_LIMIT and is closed
+    at once; when the client leaves more than ``write_buffer_high`` bytes unread the server stops
+    reading from it (so it cannot make more responses), and if that lasts
+    ``slow_consumer_timeout_ms``, or the unread bytes exceed ``max_write_buffer`` anyway (fills
+    of its resting orders), it is disconnected with Logout SLOW_CONSUMER."""
 
     def __init__(self, engine: Engine, registry: set[OrderEntryProtocol],
                  counters: SessionCounters) -> None:
@@ -27,6 +34,9 @@ class OrderEntryProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.session: ServerSession | None = None
         self.peer = ""
+        self.host = ""
+        self.counted = False           # counted in the engine's per-address limits
+        self.paused_at_ns = 0          # reading paused for unread output since (0 = reading)
 
     # -- asyncio.Protocol --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -37,16 +47,33 @@ class OrderEntryProtocol(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.host = peer_host(self.peer)
         cfg = self.engine.cfg
+        limits = self.engine.addresses
+        refused = limits.connect(self.host, time.monotonic())
+        t = self.transport
+        assert t is not None
+        if refused:
+            if limits.may_log(time.monotonic()):  # a flood must not flood the log too
+                log.warning("connection from %s refused: %s connection limit (%s refused so far)",
+                            self.peer, refused, sum(limits.counters.connections_refused.values()))
+            t.write(codec.encode(Logout(reason=LogoutReason.CONNECTION_LIMIT)))
+            t.close()
+            return
+        self.counted = True
+        t.set_write_buffer_limits(high=cfg.write_buffer_high)
         self.session = ServerSession(
             self.engine.symbols, self.engine.inbound, self._login, now_ns=time.time_ns(),
             heartbeat_ms=cfg.heartbeat_interval_ms, timeout_factor=cfg.heartbeat_timeout_factor,
-            max_heartbeat_ms=cfg.max_heartbeat_interval_ms, counters=self.counters)
+            max_heartbeat_ms=cfg.max_heartbeat_interval_ms, counters=self.counters,
+            gate=self.engine.risk, login_timeout_ms=cfg.login_timeout_ms,
+            max_violations=cfg.max_role_violations)
         self.registry.add(self)
 
     def data_received(self, data: bytes) -> None:
         s = self.session
-        assert s is not None
+        if s is None:
+            return                     # refused connection: closing
         now = time.time_ns()
         s.receive_data(data, now)
         while s.ring_full:
@@ -60,15 +87,32 @@ class OrderEntryProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.registry.discard(self)
+        if self.counted:
+            self.engine.addresses.disconnect(self.host)
+            self.counted = False
         s = self.session
-        if s is not None and s.session_id:
-            self.engine.detach(s.session_id, s.cancel_on_disconnect)
+        if s is not None and s.state is not SessionState.AWAIT_LOGIN:
+            self.engine.disconnect(self, s.cancel_on_disconnect)
             log.info("session %d (%s) disconnected%s", s.session_id, self.peer,
                      f": {exc}" if exc else "")
 
+    def pause_writing(self) -> None:
+        # the client leaves output unread: stop reading its input, which is what makes output
+        t = self.transport
+        if t is not None and not t.is_closing() and not self.paused_at_ns:
+            self.paused_at_ns = time.time_ns()
+            self.engine.access.read_pauses += 1
+            t.pause_reading()
+
+    def resume_writing(self) -> None:
+        t = self.transport
+        if self.paused_at_ns and t is not None and not t.is_closing():
+            t.resume_reading()
+        self.paused_at_ns = 0
+
     # -- engine side -------------------------------------------------------------------------
     def _login(self, msg: Login) -> LoginDecision:
-        return self.engine.login(msg, self)
+        return self.engine.login(msg, self, self.peer)
 
     def deliver(self, data: bytes, now_ns: int) -> None:
         """Responses for this session from the engine (one call per tick)."""
@@ -79,18 +123,32 @@ class OrderEntryProtocol(asyncio.Protocol):
         assert self.session is not None
         self.session.note_sent(now_ns)
         if t.get_write_buffer_size() > self.engine.cfg.max_write_buffer:
-            log.warning("session %d (%s) too slow: %d bytes unread, disconnecting",
-                        self.session.session_id, self.peer, t.get_write_buffer_size())
-            self.session.shutdown(LogoutReason.SLOW_CONSUMER)
-            self.counters.slow_consumers += 1
-            self.session.data_to_send()  # the Logout cannot get past a full buffer anyway
-            t.abort()
+            self._slow_consumer(f"{t.get_write_buffer_size()} bytes unread")
+
+    def _slow_consumer(self, why: str) -> None:
+        t = self.transport
+        assert self.session is not None and t is not None
+        log.warning("session %d (%s) too slow: %s, disconnecting", self.session.session_id,
+                    self.peer, why)
+        self.session.shutdown(LogoutReason.SLOW_CONSUMER)
+        self.counters.slow_consumers += 1
+        self.session.data_to_send()  # the Logout cannot get past a full buffer anyway
+        t.abort()
 
     def tick(self, now_ns: int) -> None:
-        """Heartbeat timers (called by the server every ~100 ms)."""
-        if self.session is not None:
-            self.session.tick(now_ns)
-            self._write_session_output()
+        """Timers (called by the server every ~100 ms): heartbeats, login timeout, and the
+        slow-consumer timeout while reading is paused."""
+        s, t = self.session, self.transport
+        if s is None or t is None or t.is_closing():
+            return
+        if self.paused_at_ns:
+            # not reading, so the peer's silence is ours: no heartbeat timeout meanwhile
+            limit = self.engine.cfg.slow_consumer_timeout_ms * 1_000_000
+            if now_ns - self.paused_at_ns > limit:
+                self._slow_consumer(f"reading paused for {(now_ns - self.paused_at_ns) / 1e9:.1f} s")
+            return
+        s.tick(now_ns)
+        self._write_session_output()
 
     def shutdown(self) -> None:
         if self.session is not None:

@@ -129,3 +129,44 @@ class GatewayCollector(Collector):
         yield h
         yield GaugeMetricFamily("hftgw_ready", "1 once the journal is replayed and listeners are up",
                                 value=1 if e.ready else 0)
+        yield from self._access_and_risk()
+
+    def _access_and_risk(self) -> Iterator[Metric]:
+        """Access control, throttles and pre-trade risk (issue 6)."""
+        e, s = self.engine, self.sessions
+        rc = e.risk.counters()
+        yield CounterMetricFamily("hftgw_risk_checked", "Requests through the pre-trade checks",
+                                  value=rc["checked"])
+        rr = CounterMetricFamily("hftgw_risk_rejects", "Requests refused by the gateway's checks "
+                                 "before the book, by reason", labels=["reason"])
+        for reason, n in sorted(rc["rejected"].items()):
+            rr.add_metric([_name(RejectReason, reason, "REJ_")], n)
+        yield rr
+        th = CounterMetricFamily("hftgw_throttled", "Requests refused by a token bucket",
+                                 labels=["scope"])
+        th.add_metric(["session"], rc["throttled_session"])
+        th.add_metric(["account"], rc["throttled_account"])
+        yield th
+        yield GaugeMetricFamily("hftgw_symbols_halted", "Symbols halted by an admin",
+                                value=len(e.risk.halted()))
+        yield GaugeMetricFamily("hftgw_accounts_blocked", "Accounts with the kill switch engaged",
+                                value=len(e.risk.blocked()))
+        cr = CounterMetricFamily("hftgw_connections_refused", "Connections closed at once by a "
+                                 "connection limit", labels=["limit"])
+        for reason, n in sorted(e.access.connections_refused.items()):
+            cr.add_metric([reason], n)
+        yield cr
+        yield GaugeMetricFamily("hftgw_connections_open", "Open order-entry connections",
+                                value=e.addresses.total)
+        yield CounterMetricFamily("hftgw_login_rate_limited", "Logins refused by the per-address "
+                                  "rate limit", value=e.access.login_rate_limited)
+        yield CounterMetricFamily("hftgw_role_violations", "Messages refused because the session's "
+                                  "role (or no login) does not allow them", value=s.role_violations)
+        yield CounterMetricFamily("hftgw_policy_disconnects", "Sessions logged out for repeated "
+                                  "violations", value=s.policy_disconnects)
+        yield CounterMetricFamily("hftgw_login_timeouts", "Connections closed for not logging in",
+                                  value=s.login_timeouts)
+        yield CounterMetricFamily("hftgw_read_pauses", "Times reading from a client was paused "
+                                  "because it left output unread", value=e.access.read_pauses)
+        yield CounterMetricFamily("hftgw_audit_lines", "Lines written to the audit log",
+                                  value=e.audit.lines)

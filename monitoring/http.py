@@ -1,4 +1,5 @@
-"""The side port: Prometheus ``/metrics``, ``/health`` and ``/ready``.
+"""The side port: Prometheus ``/metrics``, ``/health``, ``/ready``, and mounted applications
+(the admin API at ``/admin``).
 
 Served by the WSGI server that prometheus-client itself uses for ``start_http_server`` (a
 threading ``wsgiref`` server), so a slow scrape never runs on the order path's event loop.
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
@@ -20,22 +21,28 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 HealthFn = Callable[[], tuple[bool, dict[str, object]]]
+WsgiApp = Callable[[dict, Callable], Iterable[bytes]]
 
 
 class SidePortServer:
     """HTTP on ``host:port`` in a daemon thread.
 
     health(): (ok, details) for /health; ready(): (ok, details) for /ready.  Each answers 200
-    with a JSON body when ok, 503 otherwise.
+    with a JSON body when ok, 503 otherwise.  apps: WSGI applications by path prefix (e.g.
+    "/admin"), each called for its prefix and every path below it.
     """
 
     def __init__(self, host: str, port: int, registry: CollectorRegistry, health: HealthFn,
-                 ready: HealthFn) -> None:
+                 ready: HealthFn, apps: Mapping[str, WsgiApp] | None = None) -> None:
         metrics_app = make_wsgi_app(registry)
         probes = {"/health": health, "/ready": ready}
+        mounted = dict(apps or {})
 
         def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
             path = environ.get("PATH_INFO", "/")
+            for prefix, sub in mounted.items():
+                if path == prefix or path.startswith(prefix + "/"):
+                    return sub(environ, start_response)
             probe = probes.get(path)
             if probe is None:
                 if path == "/metrics":

@@ -56,7 +56,7 @@ __all__ = [
     "DecodeStatus", "NEED_MORE", "SESSION_MESSAGE", "RING_FULL", "MALFORMED", "UNKNOWN_TEMPLATE",
     "LAYOUT", "GROUPS", "VAR_DATA", "SCHEMA_ID", "SCHEMA_VERSION", "SOFH_ENCODING", "MAX_FRAME_SIZE",
     "ProtocolError", "SymbolTable", "encode", "decode_message", "decode_frames", "decode_next",
-    "message_length", "decode_orders", "scan_responses", "UNKNOWN_SYMBOL",
+    "message_length", "decode_orders", "scan_responses", "UNKNOWN_SYMBOL", "is_order_template",
 ]
 
 
@@ -331,6 +331,11 @@ def _build_templates():
 
 
 _build_templates()
+
+
+def is_order_template(int template_id) -> bool:
+    """True for the order-entry templates ``decode_orders`` writes into the ring (10-14)."""
+    return 0 <= template_id <= MAX_TEMPLATE_ID and TEMPLATES[template_id].is_order == 1
 
 
 # -- framing --------------------------------------------------------------------------------------

@@ -9,12 +9,21 @@ Login -> LoginAccepted | LoginRejected; heartbeats both ways; a peer silent for
 ``heartbeat_timeout_factor`` intervals is logged out; Logout ends the session.  Order-entry
 messages are decoded in batches straight into fixed-size command records in the inbound ring
 (``protocol.codec.decode_orders``); only session messages are decoded one by one in Python.
+
+Access control (issue 6): the login decision says which order-entry templates the session may
+send.  A trading session (``allowed`` None) takes the batch path, and the gateway's risk gate
+checks each batch right after it is decoded, before the engine consumes the ring.  Any other
+role's session is decoded frame by frame: a message its role does not allow is answered with
+SessionReject NOT_AUTHORIZED, and after ``max_violations`` refused messages (those and orders
+sent before login) the session is logged out with POLICY_VIOLATION.  A connection that has not
+logged in after ``login_timeout_ms`` is logged out with LOGIN_TIMEOUT.
 """
 from __future__ import annotations
 
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from matching.records import LoginRejectReason, RejectReason
 from matching.ring import SpscRing
@@ -26,6 +35,7 @@ from protocol.messages import (
     LoginRejected,
     Logout,
     Message,
+    PositionQuery,
     SessionReject,
 )
 
@@ -40,6 +50,9 @@ class LogoutReason(enum.IntEnum):
     PROTOCOL_ERROR = 2
     SERVER_SHUTDOWN = 3
     SLOW_CONSUMER = 4
+    POLICY_VIOLATION = 5      # repeated messages the session's role may not send
+    CONNECTION_LIMIT = 6      # too many connections (in all or from the address)
+    LOGIN_TIMEOUT = 7         # no Login within login_timeout_ms
 
 
 class SessionState(enum.Enum):
@@ -57,6 +70,17 @@ class LoginDecision:
     session_id: int = 0
     next_seq_num: int = 0
     reason: int = 0
+    #: order-entry templates the session may send; None = all of them (a trading session,
+    #: decoded in batches into the ring)
+    allowed: frozenset[int] | None = None
+    #: answers a PositionQuery with the messages to send (None: the role may not ask)
+    positions: Callable[[PositionQuery], list[Message]] | None = None
+
+
+class RiskGate(Protocol):
+    """The gateway's pre-trade check of the records a decode just published (gateway/risk.pyx)."""
+
+    def check_recent(self, ring: SpscRing, n: int) -> int: ...
 
 
 @dataclass(slots=True)
@@ -67,6 +91,9 @@ class SessionCounters:
     login_failures: dict[int, int] = field(default_factory=dict)  # LoginRejectReason -> count
     heartbeat_timeouts: int = 0
     slow_consumers: int = 0
+    role_violations: int = 0      # messages refused as NOT_AUTHORIZED or NOT_LOGGED_IN
+    policy_disconnects: int = 0   # sessions logged out for repeated violations
+    login_timeouts: int = 0
 
 
 class ServerSession:
@@ -76,13 +103,16 @@ class ServerSession:
     login: the gateway's decision function for a Login message (verifies the token, assigns the
     session id); sofh: True on TCP (SOFH framing), False on WebSocket (one or more SBE messages
     per WebSocket message); heartbeat_ms: the server's default interval, which a client may
-    change at login up to max_heartbeat_ms.
+    change at login up to max_heartbeat_ms.  gate: the risk gate run on every decoded batch
+    (None: no checks); login_timeout_ms: 0 = none; max_violations: 0 = never log out for them.
     """
 
     def __init__(self, symbols: codec.SymbolTable, ring: SpscRing,
                  login: Callable[[Login], LoginDecision], *, now_ns: int, sofh: bool = True,
                  heartbeat_ms: int = 1000, timeout_factor: float = 3.0,
-                 max_heartbeat_ms: int = 60_000, counters: SessionCounters | None = None) -> None:
+                 max_heartbeat_ms: int = 60_000, counters: SessionCounters | None = None,
+                 gate: RiskGate | None = None, login_timeout_ms: int = 0,
+                 max_violations: int = 0) -> None:
         self.symbols = symbols
         self.ring = ring
         self._login = login
@@ -106,6 +136,12 @@ class ServerSession:
         self._out = bytearray()
         self._last_rx_ns = now_ns
         self._last_tx_ns = now_ns
+        self.gate = gate
+        self.allowed: frozenset[int] | None = None
+        self._positions: Callable[[PositionQuery], list[Message]] | None = None
+        self._login_deadline_ns = now_ns + login_timeout_ms * 1_000_000 if login_timeout_ms else 0
+        self.max_violations = max_violations
+        self.violations = 0
 
     # -- inputs ------------------------------------------------------------------------------
     def receive_data(self, data: bytes, now_ns: int) -> None:
@@ -128,6 +164,11 @@ class ServerSession:
     def tick(self, now_ns: int) -> None:
         """Timers: send a Heartbeat after an interval with nothing sent; log out a silent peer."""
         if self.state is SessionState.CLOSED:
+            return
+        if (self.state is SessionState.AWAIT_LOGIN and self._login_deadline_ns
+                and now_ns > self._login_deadline_ns):
+            self.counters.login_timeouts += 1
+            self._close(LogoutReason.LOGIN_TIMEOUT, logout=True)
             return
         interval = self.heartbeat_ms * 1_000_000
         if now_ns - self._last_rx_ns > interval * self.timeout_factor:
@@ -172,13 +213,26 @@ class ServerSession:
         self.counters.rejects[reason] = self.counters.rejects.get(reason, 0) + 1
         self._send(SessionReject(reason=int(reason), ref_template_id=template_id), now_ns)
 
+    def _violation(self, reason: int, template_id: int, now_ns: int) -> None:
+        # a message the session may not send (role, or not logged in): reject, and end the
+        # session once it keeps doing so
+        self.counters.role_violations += 1
+        self.violations += 1
+        self._reject(reason, template_id, now_ns)
+        if self.max_violations and self.violations >= self.max_violations:
+            self.counters.policy_disconnects += 1
+            self._close(LogoutReason.POLICY_VIOLATION, logout=True)
+
     def _process(self, now_ns: int) -> None:
         while self.state is not SessionState.CLOSED:
-            if self.state is SessionState.ACTIVE:
+            if self.state is SessionState.ACTIVE and self.allowed is None:
                 pos, n, status = codec.decode_orders(
                     self._buf, self._pos, len(self._buf), self.ring, self.session_id,
                     self.symbols, now_ns, self.sofh)
                 self._pos = pos
+                if n and self.gate is not None:
+                    # before anything else runs on this thread, so before the engine's pump
+                    self.gate.check_recent(self.ring, n)
                 self.commands_queued += n
                 if status == codec.NEED_MORE:
                     return
@@ -200,8 +254,33 @@ class ServerSession:
                 return
             if msg is None:
                 return
+            if (self.allowed is not None and self.state is SessionState.ACTIVE
+                    and codec.is_order_template(type(msg).TEMPLATE_ID)):
+                if not self._order_by_role(type(msg).TEMPLATE_ID, nxt, now_ns):
+                    return
+                continue
             self._pos = nxt
             self._handle_session_message(msg, now_ns)
+
+    def _order_by_role(self, template: int, end: int, now_ns: int) -> bool:
+        # an order-entry frame on a session that is not a trading session: into the ring when
+        # its role allows it (through the same batch decoder and gate), refused otherwise.
+        # Returns False when the caller must stop (ring full).
+        assert self.allowed is not None
+        if template not in self.allowed:
+            self._pos = end
+            self._violation(RejectReason.REJ_NOT_AUTHORIZED, template, now_ns)
+            return True
+        pos, n, status = codec.decode_orders(self._buf, self._pos, end, self.ring, self.session_id,
+                                             self.symbols, now_ns, self.sofh)
+        if status == codec.RING_FULL:
+            self.ring_full = True
+            return False
+        self._pos = pos
+        if n and self.gate is not None:
+            self.gate.check_recent(self.ring, n)
+        self.commands_queued += n
+        return True
 
     def _template_at(self, pos: int) -> int:
         off = pos + (SOFH_SIZE if self.sofh else 0)
@@ -227,6 +306,8 @@ class ServerSession:
                 return
             self.state = SessionState.ACTIVE
             self.session_id = decision.session_id
+            self.allowed = decision.allowed
+            self._positions = decision.positions
             self.cancel_on_disconnect = bool(msg.cancel_on_disconnect)
             self.heartbeat_ms = hb
             self._send(LoginAccepted(session_id=decision.session_id,
@@ -236,7 +317,16 @@ class ServerSession:
         # an order-entry or server-only message before login, or a server-only one after
         template = int(getattr(msg, "TEMPLATE_ID", 0))
         if self.state is SessionState.AWAIT_LOGIN:
-            self._reject(RejectReason.REJ_NOT_LOGGED_IN, template, now_ns)
+            if codec.is_order_template(template) or isinstance(msg, PositionQuery):
+                self._violation(RejectReason.REJ_NOT_LOGGED_IN, template, now_ns)
+            else:
+                self._reject(RejectReason.REJ_NOT_LOGGED_IN, template, now_ns)
+        elif isinstance(msg, PositionQuery):
+            if self._positions is None:
+                self._violation(RejectReason.REJ_NOT_AUTHORIZED, template, now_ns)
+            else:
+                for m in self._positions(msg):
+                    self._send(m, now_ns)
         else:
             self._reject(RejectReason.REJ_UNKNOWN_TEMPLATE, template, now_ns)
 

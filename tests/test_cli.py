@@ -26,7 +26,7 @@ def test_token_command_signs_with_the_configured_secret() -> None:
     out = hftgw("token", "--account", "alice", "--ttl", "60")
     assert out.returncode == 0, out.stderr
     claims = jwt.decode(out.stdout.strip(), DEV_JWT_SECRET, algorithms=["HS256"])
-    assert claims["sub"] == "alice" and claims["role"] == "trader"
+    assert claims["sub"] == "alice" and claims["roles"] == "trader"
     assert claims["exp"] - claims["iat"] == 60
     bad = hftgw("token", "--account", "alice", "--role", "root")
     assert bad.returncode != 0
