@@ -105,7 +105,7 @@ class AdminApi:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
         path = environ.get("PATH_INFO", "")
-        peer = f"{environ.get('REMOTE_ADDR', '?')}:{environ.get('REMOTE_PORT', '?')}"
+        peer = str(environ.get("REMOTE_ADDR", "?"))
         action, who = "unknown", ""
         try:
             who = self._authorize(environ)
@@ -301,5 +301,10 @@ class AdminApi:
             applied = self.engine.admin(action, **kw)
         except ValueError as exc:
             raise AdminError(400, "refused", str(exc)) from None
+        what = {"account": applied["account"] or None,
+                "symbol": None if applied["symbol_id"] is None
+                else self.engine.symbol_names[applied["symbol_id"]],
+                "field": RiskField(applied["field"]).name.lower() if applied["field"] else None,
+                "value": applied["value"] if applied["field"] else None}
         log.warning("admin %s from %s: %s %s", who, peer, AdminAction(action).name.lower(),
-                    {k: v for k, v in applied.items() if v not in (None, "", 0) and k != "ts"})
+                    " ".join(f"{k}={v}" for k, v in what.items() if v is not None))
