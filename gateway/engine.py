@@ -25,7 +25,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.access import AccessCounters, AddressLimits, AuditLog, peer_host
 from gateway.auth import ROLE_TEMPLATES, Identity, LoginFailure, TokenVerifier, unverified_subject
@@ -373,7 +373,7 @@ class Engine:
 
     # -- admin actions (event-loop thread only) ---------------------------------------------
     def admin(self, action: int, *, account: str = "", symbol_id: int | None = None, field: int = 0,
-              value: int = 0) -> dict[str, object]:
+              value: int = 0) -> dict[str, Any]:
         """Apply one admin action to the risk state and journal it as a CMD_ADMIN command;
         BLOCK (kill switch) also cancels every resting order of the account (journaled mass
         cancels, reason KILL_SWITCH).  Returns the applied fields.  Raises ValueError for an

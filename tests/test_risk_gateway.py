@@ -270,6 +270,7 @@ async def test_admin_api(tmp_path: Path) -> None:
         await call_admin(cfg, "POST", "/accounts/alice/release", admin_tok)
         assert isinstance(await answer(a, order(4, BUY, 990_000, 1)), OrderAccepted)
         # limits: validated as a whole before anything changes
+        bad: Any
         for bad in ({"account": "alice", "limits": {"max_open_orders": -1}},
                     {"account": "alice", "limits": {"price_band_ticks": 3}},
                     {"symbol": "AAPL", "limits": {"max_open_orders": 3}},
