@@ -14,6 +14,8 @@ from protocol.session import LoginDecision, LogoutReason, ServerSession, Session
 
 log = logging.getLogger("hftgw.tcp")
 
+LINGER_NS = 1_000_000_000   # how long a closed session waits for its peer to close
+
 
 class OrderEntryProtocol(asyncio.Protocol):
     """One TCP connection: bytes to the session state machine, its output and the engine's
@@ -37,6 +39,7 @@ class OrderEntryProtocol(asyncio.Protocol):
         self.host = ""
         self.counted = False           # counted in the engine's per-address limits
         self.paused_at_ns = 0          # reading paused for unread output since (0 = reading)
+        self.linger_since_ns = 0       # session over, FIN sent, waiting for the peer's close
 
     # -- asyncio.Protocol --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -90,8 +93,13 @@ class OrderEntryProtocol(asyncio.Protocol):
         if self.counted:
             self.engine.addresses.disconnect(self.host)
             self.counted = False
+        self._detach(exc)
+
+    def _detach(self, exc: Exception | None = None) -> None:
+        # the session is over (logged out, or the connection is gone): once
         s = self.session
-        if s is not None and s.state is not SessionState.AWAIT_LOGIN:
+        if s is not None and s.state is not SessionState.AWAIT_LOGIN \
+                and self in self.engine.logins:
             self.engine.disconnect(self, s.cancel_on_disconnect)
             log.info("session %d (%s) disconnected%s", s.session_id, self.peer,
                      f": {exc}" if exc else "")
@@ -117,7 +125,7 @@ class OrderEntryProtocol(asyncio.Protocol):
     def deliver(self, data: bytes, now_ns: int) -> None:
         """Responses for this session from the engine (one call per tick)."""
         t = self.transport
-        if t is None or t.is_closing():
+        if t is None or t.is_closing() or self.linger_since_ns:
             return
         t.write(data)
         assert self.session is not None
@@ -141,6 +149,10 @@ class OrderEntryProtocol(asyncio.Protocol):
         s, t = self.session, self.transport
         if s is None or t is None or t.is_closing():
             return
+        if self.linger_since_ns:
+            if now_ns - self.linger_since_ns > LINGER_NS:
+                t.close()
+            return
         if self.paused_at_ns:
             # not reading, so the peer's silence is ours: no heartbeat timeout meanwhile
             limit = self.engine.cfg.slow_consumer_timeout_ms * 1_000_000
@@ -163,6 +175,16 @@ class OrderEntryProtocol(asyncio.Protocol):
         out = s.data_to_send()
         if out and not t.is_closing():
             t.write(out)
-        if s.closed and not t.is_closing():
+        if s.closed and not t.is_closing() and not self.linger_since_ns:
             log.info("closing %s: reason %s", self.peer, s.close_reason)
-            t.close()
+            self._detach()
+            # lingering close: FIN after the Logout, then read and drop what the peer still
+            # sends until it closes (or LINGER_NS); closing with unread input would send a
+            # RST that can destroy the Logout before the peer reads it
+            if t.can_write_eof():
+                t.write_eof()
+                self.linger_since_ns = time.time_ns()
+                if self.paused_at_ns:
+                    self.resume_writing()
+            else:
+                t.close()
