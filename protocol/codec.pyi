@@ -27,6 +27,7 @@ SCHEMA_ID: int
 SCHEMA_VERSION: int
 SOFH_ENCODING: int
 MAX_FRAME_SIZE: int
+MIN_FRAME_SIZE: int
 UNKNOWN_SYMBOL: int
 LAYOUT: dict[int, tuple[str, int, _Fields]]
 GROUPS: dict[int, list[tuple[str, int, _Fields]]]

@@ -55,6 +55,7 @@ if sys.byteorder != "little":
 __all__ = [
     "DecodeStatus", "NEED_MORE", "SESSION_MESSAGE", "RING_FULL", "MALFORMED", "UNKNOWN_TEMPLATE",
     "LAYOUT", "GROUPS", "VAR_DATA", "SCHEMA_ID", "SCHEMA_VERSION", "SOFH_ENCODING", "MAX_FRAME_SIZE",
+    "MIN_FRAME_SIZE",
     "ProtocolError", "SymbolTable", "encode", "decode_message", "decode_frames", "decode_next",
     "message_length", "decode_orders", "scan_responses", "UNKNOWN_SYMBOL", "is_order_template",
 ]
@@ -80,6 +81,7 @@ SCHEMA_ID = SBE_SCHEMA_ID
 SCHEMA_VERSION = SBE_SCHEMA_VERSION
 SOFH_ENCODING = SOFH_ENCODING_SBE_LE
 MAX_FRAME_SIZE = MAX_FRAME
+MIN_FRAME_SIZE = MIN_FRAME
 UNKNOWN_SYMBOL = <uint32_t>UNKNOWN_SYMBOL_ID
 
 

@@ -283,9 +283,20 @@ class ServerSession:
         return True
 
     def _template_at(self, pos: int) -> int:
+        # the refused frame's template id, when it can be told: not when the SOFH itself is bad
+        # (then the bytes after it mean nothing, and whether they have arrived yet depends on
+        # how the stream was split)
+        buf = self._buf
+        if self.sofh:
+            if len(buf) < pos + SOFH_SIZE:
+                return 0
+            n = int.from_bytes(buf[pos:pos + 4], "big")
+            if not (codec.MIN_FRAME_SIZE <= n <= codec.MAX_FRAME_SIZE) \
+                    or buf[pos + 4:pos + 6] != b"\xeb\x50":
+                return 0
         off = pos + (SOFH_SIZE if self.sofh else 0)
-        if len(self._buf) >= off + 4:
-            return int.from_bytes(self._buf[off + 2:off + 4], "little")
+        if len(buf) >= off + 4:
+            return int.from_bytes(buf[off + 2:off + 4], "little")
         return 0
 
     def _handle_session_message(self, msg: Message, now_ns: int) -> None:

@@ -1,0 +1,156 @@
+"""Bounded fuzzing in CI (hypothesis): the SOFH framing, the SBE decoder and the session state
+machine never crash, never hang, keep memory bounded, and answer the same bytes the same way
+however they are split.  The 10 M-input campaign runs on demand: tools/fuzz_decoder.py
+(atheris), or ``pytest -m slow tests/test_fuzz.py``."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fuzz_inputs import SessionHarness, mutate, seed_frames
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from matching.ring import SpscRing
+from protocol import codec
+from protocol.messages import ProtocolError
+
+SEEDS = seed_frames()
+SEEDS_WS = seed_frames(sofh=False)
+SYMBOLS = codec.SymbolTable(["AAPL", "MSFT"])
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@st.composite
+def streams(draw: st.DrawFn, sofh: bool = True) -> bytes:
+    """A byte stream of valid, mutated and random frames."""
+    seeds = SEEDS if sofh else SEEDS_WS
+    parts = []
+    for _ in range(draw(st.integers(1, 12))):
+        kind = draw(st.integers(0, 9))
+        frame = seeds[draw(st.integers(0, len(seeds) - 1))]
+        if kind <= 5:
+            parts.append(frame)
+        elif kind <= 8:
+            parts.append(mutate(frame, draw(st.integers(0, 7)), draw(st.integers(0, 200)),
+                                draw(st.integers(0, 2**32 - 1))))
+        else:
+            parts.append(draw(st.binary(max_size=80)))
+    return b"".join(parts)
+
+
+def splits(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    out, prev = [], 0
+    for p in points + [len(data)]:
+        out.append(data[prev:p])
+        prev = p
+    return [c for c in out if c] or [b""]
+
+
+FAST = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@FAST
+@given(data=st.one_of(streams(), st.binary(max_size=400)), start=st.integers(0, 50))
+def test_decoders_only_raise_protocol_errors(data: bytes, start: int) -> None:
+    start = min(start, len(data))
+    for sofh in (True, False):
+        try:
+            msgs, end = codec.decode_frames(data, start, sofh)
+            assert start <= end <= len(data)
+        except ProtocolError as exc:
+            assert start <= exc.offset <= len(data) and exc.reason in (1, 2)
+        try:
+            msg, nxt = codec.decode_next(data, start, sofh)
+            assert (msg is None and nxt == start) or start < nxt <= len(data)
+        except ProtocolError:
+            pass
+    try:
+        n = codec.message_length(data, start)
+        assert 0 <= n <= len(data) - start
+    except ProtocolError:
+        pass
+
+
+@FAST
+@given(data=streams(), sofh=st.booleans())
+def test_decode_orders_agrees_with_decode_frames(data: bytes, sofh: bool) -> None:
+    """The batch decoder writes exactly the order frames the reference decoder sees, stops
+    where it does, and never writes outside the ring."""
+    ring = SpscRing(16, 64)
+    pos, written = 0, 0
+    while True:
+        pos2, n, status = codec.decode_orders(data, pos, len(data), ring, 3, SYMBOLS, 99, sofh)
+        assert pos <= pos2 <= len(data) and n == len(ring) - written
+        written += n
+        if status == codec.RING_FULL:
+            ring.pop()
+            written = 0
+            pos = pos2
+            continue
+        if status == codec.SESSION_MESSAGE:
+            msg, nxt = codec.decode_next(data, pos2, sofh)
+            assert msg is not None and not codec.is_order_template(type(msg).TEMPLATE_ID)
+            pos = nxt
+            continue
+        break
+    if status in (codec.MALFORMED, codec.UNKNOWN_TEMPLATE):
+        with pytest.raises(ProtocolError) as e:
+            codec.decode_next(data, pos2, sofh)
+        assert e.value.reason == (1 if status == codec.MALFORMED else 2)
+    else:
+        assert status == codec.NEED_MORE
+        assert codec.decode_next(data, pos2, sofh) == (None, pos2)
+
+
+@FAST
+@given(data=streams(), cuts=st.lists(st.integers(0, 10_000), max_size=20))
+def test_session_answers_do_not_depend_on_how_bytes_are_split(data: bytes, cuts: list[int]) -> None:
+    whole_out, whole_cmds = SessionHarness().feed([data])
+    parts = splits(data, cuts)
+    split_out, split_cmds = SessionHarness().feed(parts)
+    assert split_out == whole_out and split_cmds == whole_cmds
+    msgs, end = codec.decode_frames(whole_out)
+    assert end == len(whole_out)                   # the session only writes whole, valid frames
+
+
+@FAST
+@given(data=streams(sofh=False), cuts=st.lists(st.integers(0, 10_000), max_size=5))
+def test_websocket_mode_session_never_crashes(data: bytes, cuts: list[int]) -> None:
+    h = SessionHarness(sofh=False)
+    out, _ = h.feed(splits(data, cuts))
+    codec.decode_frames(out, 0, False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(frames=st.lists(st.sampled_from(SEEDS), min_size=1, max_size=40),
+       chunk=st.integers(1, 7))
+def test_one_byte_at_a_time_and_bounded_buffer(frames: list[bytes], chunk: int) -> None:
+    data = b"".join(frames)
+    h = SessionHarness()
+    peak = 0
+    out = b""
+    for i in range(0, len(data), chunk):
+        out += h.feed([data[i:i + chunk]])[0]
+        peak = max(peak, len(h.session._buf) - h.session._pos)
+    assert peak <= 65535                             # never more than one frame held back
+    assert (out, bytes(h.consumed)) == SessionHarness().feed([data])
+
+
+@pytest.mark.slow
+def test_ten_million_inputs_on_demand(tmp_path: Path) -> None:
+    """The on-demand campaign: tools/fuzz_decoder.py with atheris, 10 M inputs per target
+    (HFTGW_FUZZ_RUNS to change).  Off by default (pytest -m slow)."""
+    pytest.importorskip("atheris")
+    runs = os.environ.get("HFTGW_FUZZ_RUNS", "10000000")
+    for target in ("codec", "session"):
+        out = subprocess.run([sys.executable, str(ROOT / "tools" / "fuzz_decoder.py"), "--target", target,
+                              f"-atheris_runs={runs}", f"-artifact_prefix={tmp_path}/"],
+                             capture_output=True, text=True, timeout=4 * 3600)
+        assert out.returncode == 0, out.stderr[-4000:]
+        assert f"Done {runs} runs" in out.stderr or f"Done {int(runs) + 1} runs" in out.stderr, \
+            out.stderr[-2000:]
