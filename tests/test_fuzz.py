@@ -143,14 +143,14 @@ def test_one_byte_at_a_time_and_bounded_buffer(frames: list[bytes], chunk: int) 
 
 @pytest.mark.slow
 def test_ten_million_inputs_on_demand(tmp_path: Path) -> None:
-    """The on-demand campaign: tools/fuzz_decoder.py with atheris, 10 M inputs per target
-    (HFTGW_FUZZ_RUNS to change).  Off by default (pytest -m slow)."""
+    """The on-demand campaign: tools/fuzz_decoder.py --asan with atheris, 10 M inputs per target
+    (HFTGW_FUZZ_RUNS to change), no crash, no hang over 5 s, RSS under 2 GiB.  Off by default
+    (pytest -m slow); about 35 minutes on this machine."""
     pytest.importorskip("atheris")
     runs = os.environ.get("HFTGW_FUZZ_RUNS", "10000000")
     for target in ("codec", "session"):
-        out = subprocess.run([sys.executable, str(ROOT / "tools" / "fuzz_decoder.py"), "--target", target,
-                              f"-atheris_runs={runs}", f"-artifact_prefix={tmp_path}/"],
+        out = subprocess.run([sys.executable, str(ROOT / "tools" / "fuzz_decoder.py"), "--asan",
+                              "--target", target, f"-runs={runs}", f"-artifact_prefix={tmp_path}/"],
                              capture_output=True, text=True, timeout=4 * 3600)
         assert out.returncode == 0, out.stderr[-4000:]
-        assert f"Done {runs} runs" in out.stderr or f"Done {int(runs) + 1} runs" in out.stderr, \
-            out.stderr[-2000:]
+        assert f"Done {runs} runs" in out.stderr, out.stderr[-2000:]
