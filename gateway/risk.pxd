@@ -35,59 +35,53 @@ ctypedef struct Position:
     int64_t realized             # realized P&L, price units x lots
     uint64_t open_buy            # leaves of the account's live buy orders (committed by the core)
     uint64_t open_sell
-    uint64_t pend_buy            # checked here, not yet processed by the core
-    uint64_t pend_sell
+    uint64_t pend_buy            # checked here, not yet processed by the core; valid only while
+    uint64_t pend_sell           #   pend_gen == RiskEngine.gen (clear_pending bumps gen)
+    uint64_t pend_gen
     uint64_t bought              # filled lots
     uint64_t sold
     uint64_t max_net             # 0 = no limit
     uint64_t max_gross
-    uint8_t pend_listed          # in RiskEngine.dirty
 
 ctypedef struct AccountRisk:
     Position *pos                # n_symbols entries
     uint64_t open_orders         # live orders (committed by the core)
-    uint64_t pend_orders         # new orders checked here, not yet processed
+    uint64_t pend_orders         # new orders checked here, not yet processed (pend_gen as above)
+    uint64_t pend_gen
     uint64_t max_order_qty       # 0 = no limit
     uint64_t max_notional
     uint64_t max_open_orders
     Bucket bucket
     uint8_t blocked              # kill switch
-    uint8_t pend_listed
 
 ctypedef struct SessionRisk:
-    int64_t account              # account index, -1 = not bound
+    AccountRisk *ar              # NULL = not bound (accounts never move: allocated one by one)
     Bucket bucket
 
 
 cdef class RiskEngine:
     cdef SymbolRisk *sym
     cdef readonly uint32_t n_symbols
-    cdef AccountRisk *acc
+    cdef AccountRisk **acc       # by account index
     cdef uint32_t n_acc
     cdef uint32_t acc_cap
     cdef SessionRisk *ses
     cdef readonly uint32_t max_sessions
     cdef MatchingCore core
-    cdef uint64_t *dirty         # (account << 32 | symbol + 1) cells with pending quantities
-    cdef uint64_t n_dirty
-    cdef uint64_t dirty_cap
+    cdef uint64_t gen            # generation of the in-flight quantities (see Position)
     cdef uint64_t ev_seen        # absolute events-ring position observed up to
     cdef public bint enabled
     cdef uint64_t checked
     cdef uint64_t rejected[N_RISK_REASONS]
     cdef uint64_t throttled_session
     cdef uint64_t throttled_account
-    cdef bint oom
     cdef public uint64_t skipped_admin   # journaled CMD_ADMIN records that no longer apply
     cdef dict _index             # account name -> index
     cdef list _names             # index -> account name
     cdef object _account_limits  # callable(name) -> dict of the configured limits
 
-    cdef int _ensure_dirty(self) except -1 nogil
-    cdef void _mark(self, uint32_t a, uint32_t s) noexcept nogil
-    cdef uint16_t _check_new(self, SessionRisk *sr, AccountRisk *ar, const Command *c) noexcept nogil
-    cdef uint16_t _check_replace(self, SessionRisk *sr, AccountRisk *ar, const Command *c) noexcept nogil
+    cdef AccountRisk *_account(self, str name) except NULL
+    cdef uint16_t _check_new(self, AccountRisk *ar, const Command *c) noexcept nogil
+    cdef uint16_t _check_replace(self, AccountRisk *ar, const Command *c) noexcept nogil
     cdef uint64_t _check(self, SpscRing ring, uint64_t first, uint64_t n) noexcept nogil
-    cdef void _fill(self, uint32_t sid, uint32_t symbol_id, uint8_t side, int64_t px, uint64_t qty,
-                    bint done) noexcept nogil
     cdef uint64_t _observe(self, SpscRing events) noexcept nogil

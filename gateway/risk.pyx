@@ -65,6 +65,7 @@ from matching.records cimport (
     EVT_ACCEPTED,
     EVT_CANCELED,
     EVT_FILL,
+    EVT_REJECTED,
     EVT_REPLACED,
     ORD_MARKET,
     REJ_ACCOUNT_BLOCKED,
@@ -88,6 +89,7 @@ from matching.ring cimport SpscRing
 cdef extern from *:
     # 128-bit products: price x quantity and cost x lots overflow int64 for plausible values
     ctypedef long long i128 "__int128"
+    bint __builtin_mul_overflow(uint64_t a, uint64_t b, uint64_t *res) nogil
 
 import struct
 
@@ -166,19 +168,12 @@ cdef inline uint64_t _min_limit(uint64_t a, uint64_t b) noexcept nogil:
     return a if a < b else b
 
 
-cdef inline bint _take(Bucket *b, uint64_t ts) noexcept nogil:
-    # token bucket; a refused request does not consume a token
-    if b.rate <= 0.0:
-        return True
+cdef inline void _refill(Bucket *b, uint64_t ts) noexcept nogil:
     if ts > b.last_ts:
         b.tokens += (ts - b.last_ts) * 1e-9 * b.rate
         if b.tokens > b.burst:
             b.tokens = b.burst
         b.last_ts = ts
-    if b.tokens >= 1.0:
-        b.tokens -= 1.0
-        return True
-    return False
 
 
 cdef inline void _set_bucket(Bucket *b, double rate, double burst) noexcept nogil:
@@ -186,6 +181,74 @@ cdef inline void _set_bucket(Bucket *b, double rate, double burst) noexcept nogi
     b.burst = burst if burst >= 1.0 else 1.0
     b.tokens = b.burst
     b.last_ts = 0
+
+
+cdef inline bint _outside_band(const SymbolRisk *sy, int64_t px, int64_t ref) noexcept nogil:
+    # |px - ref| beyond the tick band or beyond the relative band (the narrower applies);
+    # multiplications only, no 128-bit division on the order path
+    cdef int64_t diff = px - ref if px > ref else ref - px
+    if sy.band_ticks and <i128>diff > <i128>sy.band_ticks * sy.tick:
+        return True
+    if sy.band_ppm and <i128>diff * 1000000 > <i128>ref * sy.band_ppm:
+        return True
+    return False
+
+
+cdef inline void _pend(Position *p, uint64_t gen) noexcept nogil:
+    # bring a cell's in-flight quantities to the current generation (older ones are processed)
+    if p.pend_gen != gen:
+        p.pend_buy = 0
+        p.pend_sell = 0
+        p.pend_gen = gen
+
+
+cdef inline int64_t _close_cost(int64_t cost, uint64_t close, uint64_t held) noexcept nogil:
+    # the part of a position's cost that `close` of its `held` lots carry: cost * close / held,
+    # in 64 bits when the product fits (a 128-bit division is several times slower)
+    cdef uint64_t prod
+    if close == held:
+        return cost
+    if cost >= 0 and not __builtin_mul_overflow(<uint64_t>cost, close, &prod):
+        return <int64_t>(prod // held)
+    return <int64_t>(<i128>cost * close // held)
+
+
+cdef inline void _fill(Position *p, uint8_t side, int64_t px, uint64_t qty) noexcept nogil:
+    # one fill of `qty` at `px` on one account's position (average-cost P&L)
+    cdef uint64_t close, rem
+    cdef int64_t close_cost
+    if side == SIDE_BUY:
+        p.open_buy = p.open_buy - qty if p.open_buy > qty else 0
+        p.bought += qty
+        if p.net >= 0:
+            p.net += qty
+            p.cost += px * <int64_t>qty
+            return
+        close = qty if qty < <uint64_t>(-p.net) else <uint64_t>(-p.net)
+        close_cost = _close_cost(p.cost, close, <uint64_t>(-p.net))
+        p.realized += close_cost - px * <int64_t>close
+        p.cost -= close_cost
+        p.net += close
+        rem = qty - close
+        if rem:
+            p.net = rem
+            p.cost = px * <int64_t>rem
+    else:
+        p.open_sell = p.open_sell - qty if p.open_sell > qty else 0
+        p.sold += qty
+        if p.net <= 0:
+            p.net -= qty
+            p.cost += px * <int64_t>qty
+            return
+        close = qty if qty < <uint64_t>p.net else <uint64_t>p.net
+        close_cost = _close_cost(p.cost, close, <uint64_t>p.net)
+        p.realized += px * <int64_t>close - close_cost
+        p.cost -= close_cost
+        p.net -= close
+        rem = qty - close
+        if rem:
+            p.net = -<int64_t>rem
+            p.cost = px * <int64_t>rem
 
 
 cdef class RiskEngine:
@@ -209,13 +272,9 @@ cdef class RiskEngine:
         self.sym = <SymbolRisk *>calloc(self.n_symbols + 1, sizeof(SymbolRisk))
         self.ses = <SessionRisk *>calloc(max_sessions, sizeof(SessionRisk))
         self.acc_cap = 16
-        self.acc = <AccountRisk *>calloc(self.acc_cap, sizeof(AccountRisk))
-        self.dirty_cap = 1024
-        self.dirty = <uint64_t *>calloc(self.dirty_cap, sizeof(uint64_t))
-        if self.sym == NULL or self.ses == NULL or self.acc == NULL or self.dirty == NULL:
+        self.acc = <AccountRisk **>calloc(self.acc_cap, sizeof(AccountRisk *))
+        if self.sym == NULL or self.ses == NULL or self.acc == NULL:
             raise MemoryError()
-        for i in range(max_sessions):
-            self.ses[i].account = -1
         for i, s in enumerate(symbols):
             if s.get("tick", 0) <= 0:
                 raise ValueError(f"symbol {i}: tick must be positive")
@@ -225,6 +284,7 @@ cdef class RiskEngine:
             self.sym[i].band_ppm = s.get("band_ppm", 0)
             self.sym[i].max_order_qty = s.get("max_order_qty", 0)
             self.sym[i].max_notional = s.get("max_notional", 0)
+        self.gen = 1
         self.enabled = True
         self._index = {}
         self._names = []
@@ -235,29 +295,31 @@ cdef class RiskEngine:
         if self.acc != NULL:
             for i in range(self.n_acc):
                 free(self.acc[i].pos)
+                free(self.acc[i])
         free(self.acc)
         free(self.sym)
         free(self.ses)
-        free(self.dirty)
 
     # -- accounts and sessions ---------------------------------------------------------------------
-    def account_index(self, str name) -> int:
-        """The index of an account, created with its configured limits on first use."""
+    cdef AccountRisk *_account(self, str name) except NULL:
+        cdef AccountRisk **grown
         cdef AccountRisk *a
         cdef uint32_t s
         idx = self._index.get(name)
         if idx is not None:
-            return idx
+            return self.acc[<uint32_t>idx]
         if self.n_acc == self.acc_cap:
-            a = <AccountRisk *>realloc(self.acc, 2 * self.acc_cap * sizeof(AccountRisk))
-            if a == NULL:
+            grown = <AccountRisk **>realloc(self.acc, 2 * self.acc_cap * sizeof(AccountRisk *))
+            if grown == NULL:
                 raise MemoryError()
-            self.acc = a
-            memset(&self.acc[self.acc_cap], 0, self.acc_cap * sizeof(AccountRisk))
+            self.acc = grown
             self.acc_cap *= 2
-        a = &self.acc[self.n_acc]
+        a = <AccountRisk *>calloc(1, sizeof(AccountRisk))
+        if a == NULL:
+            raise MemoryError()
         a.pos = <Position *>calloc(self.n_symbols + 1, sizeof(Position))
         if a.pos == NULL:
+            free(a)
             raise MemoryError()
         lim = self._account_limits(name) if self._account_limits is not None else {}
         a.max_order_qty = lim.get("max_order_qty", 0)
@@ -268,17 +330,22 @@ cdef class RiskEngine:
             over = per_symbol.get(s, {})
             a.pos[s].max_net = over.get("max_position_net", lim.get("max_position_net", 0))
             a.pos[s].max_gross = over.get("max_position_gross", lim.get("max_position_gross", 0))
-        idx = self.n_acc
-        self.n_acc += 1
-        self._index[name] = idx
+        self.acc[self.n_acc] = a
+        self._index[name] = self.n_acc
         self._names.append(name)
-        return idx
+        self.n_acc += 1
+        return a
+
+    def account_index(self, str name) -> int:
+        """The index of an account, created with its configured limits on first use."""
+        self._account(name)
+        return self._index[name]
 
     def bind_session(self, uint32_t sid, str account) -> None:
         """Session ``sid`` trades for ``account``.  Raises ValueError for sid >= max_sessions."""
         if sid >= self.max_sessions:
             raise ValueError(f"session id {sid} >= {self.max_sessions}")
-        self.ses[sid].account = self.account_index(account)
+        self.ses[sid].ar = self._account(account)
 
     def set_session_throttle(self, uint32_t sid, double rate, double burst) -> None:
         """Token bucket of one session: ``rate`` requests per second, ``burst`` at most; rate 0
@@ -289,41 +356,14 @@ cdef class RiskEngine:
 
     def set_account_throttle(self, str account, double rate, double burst) -> None:
         """Token bucket shared by every session of ``account`` (rate 0 = off)."""
-        _set_bucket(&self.acc[<uint32_t>self.account_index(account)].bucket, rate, burst)
+        _set_bucket(&self._account(account).bucket, rate, burst)
 
     # -- the check pass ----------------------------------------------------------------------------
-    cdef int _ensure_dirty(self) except -1 nogil:
-        cdef uint64_t *d
-        if self.n_dirty < self.dirty_cap:
-            return 0
-        d = <uint64_t *>realloc(self.dirty, 2 * self.dirty_cap * sizeof(uint64_t))
-        if d == NULL:
-            self.oom = True
-            return -1
-        self.dirty = d
-        self.dirty_cap *= 2
-        return 0
-
-    cdef void _mark(self, uint32_t a, uint32_t s) noexcept nogil:
-        # remember a cell with in-flight quantities (s = n_symbols: the account's order count)
-        cdef uint8_t *flag = (&self.acc[a].pend_listed if s == self.n_symbols
-                              else &self.acc[a].pos[s].pend_listed)
-        if flag[0]:
-            return
-        if self.n_dirty == self.dirty_cap:
-            # cannot grow (out of memory): the in-flight quantity stays counted until the next
-            # clear_pending, which then walks every account (conservative, never permissive)
-            self.oom = True
-            return
-        flag[0] = 1
-        self.dirty[self.n_dirty] = (<uint64_t>a << 32) | s
-        self.n_dirty += 1
-
-    cdef uint16_t _check_new(self, SessionRisk *sr, AccountRisk *ar, const Command *c) noexcept nogil:
+    cdef uint16_t _check_new(self, AccountRisk *ar, const Command *c) noexcept nogil:
         cdef SymbolRisk *sy
         cdef Position *p
-        cdef uint64_t lim, q = c.qty
-        cdef int64_t ref, px, diff, band
+        cdef uint64_t lim, q = c.qty, gen = self.gen
+        cdef int64_t ref, px
         cdef i128 long_w, short_w, gross
         if ar.blocked:
             return REJ_ACCOUNT_BLOCKED
@@ -340,16 +380,8 @@ cdef class RiskEngine:
             px = ref
         else:
             px = c.price
-            if ref > 0 and px > 0 and (sy.band_ticks or sy.band_ppm):
-                diff = px - ref if px > ref else ref - px
-                band = -1
-                if sy.band_ticks:
-                    band = <int64_t>sy.band_ticks * sy.tick
-                if sy.band_ppm:
-                    if band < 0 or <i128>ref * sy.band_ppm < <i128>band * 1000000:
-                        band = <int64_t>(<i128>ref * sy.band_ppm // 1000000)
-                if diff > band:
-                    return REJ_PRICE_BAND
+            if ref > 0 and px > 0 and _outside_band(sy, px, ref):
+                return REJ_PRICE_BAND
         lim = _min_limit(sy.max_notional, ar.max_notional)
         if lim:
             if px <= 0:
@@ -357,9 +389,13 @@ cdef class RiskEngine:
                     return REJ_NO_REFERENCE_PRICE
             elif <i128>px * q > <i128>lim:
                 return REJ_MAX_NOTIONAL
+        if ar.pend_gen != gen:
+            ar.pend_orders = 0
+            ar.pend_gen = gen
         if ar.max_open_orders and ar.open_orders + ar.pend_orders + 1 > ar.max_open_orders:
             return REJ_MAX_OPEN_ORDERS
         p = &ar.pos[c.symbol_id]
+        _pend(p, gen)
         if p.max_net or p.max_gross:
             long_w = <i128>p.net + p.open_buy + p.pend_buy
             short_w = -<i128>p.net + p.open_sell + p.pend_sell
@@ -382,12 +418,12 @@ cdef class RiskEngine:
         ar.pend_orders += 1
         return 0
 
-    cdef uint16_t _check_replace(self, SessionRisk *sr, AccountRisk *ar, const Command *c) noexcept nogil:
+    cdef uint16_t _check_replace(self, AccountRisk *ar, const Command *c) noexcept nogil:
         cdef SymbolRisk *sy
         cdef Position *p
         cdef uint64_t lim, q = c.qty, old_qty = 0, old_leaves = 0, delta
         cdef uint8_t side = 0
-        cdef int64_t ref, diff, band
+        cdef int64_t ref
         cdef i128 long_w, short_w, gross
         if ar.blocked:
             return REJ_ACCOUNT_BLOCKED
@@ -400,16 +436,8 @@ cdef class RiskEngine:
         if lim and q > lim:
             return REJ_MAX_ORDER_QTY
         ref = sy.last_px if sy.last_px > 0 else sy.ref_price
-        if ref > 0 and (sy.band_ticks or sy.band_ppm):
-            diff = c.price - ref if c.price > ref else ref - c.price
-            band = -1
-            if sy.band_ticks:
-                band = <int64_t>sy.band_ticks * sy.tick
-            if sy.band_ppm:
-                if band < 0 or <i128>ref * sy.band_ppm < <i128>band * 1000000:
-                    band = <int64_t>(<i128>ref * sy.band_ppm // 1000000)
-            if diff > band:
-                return REJ_PRICE_BAND
+        if ref > 0 and _outside_band(sy, c.price, ref):
+            return REJ_PRICE_BAND
         lim = _min_limit(sy.max_notional, ar.max_notional)
         if lim and <i128>c.price * q > <i128>lim:
             return REJ_MAX_NOTIONAL
@@ -422,6 +450,7 @@ cdef class RiskEngine:
             delta = q - old_qty
         else:
             delta = q                     # not in the book yet (in flight) or unknown: worst case
+        _pend(p, self.gen)
         long_w = <i128>p.net + p.open_buy + p.pend_buy
         short_w = -<i128>p.net + p.open_sell + p.pend_sell
         gross = (<i128>p.net if p.net >= 0 else -<i128>p.net) + p.open_buy + p.pend_buy \
@@ -444,44 +473,69 @@ cdef class RiskEngine:
         return 0
 
     cdef uint64_t _check(self, SpscRing ring, uint64_t first, uint64_t n) noexcept nogil:
+        # A batch comes from one decode call, so from one session: its session and account and
+        # their token counts are looked up (and the buckets refilled) once per run of records
+        # of the same session, and kept in locals meanwhile.
         cdef uint64_t k, refused = 0
         cdef Command *c
-        cdef SessionRisk *sr
-        cdef AccountRisk *ar
+        cdef SessionRisk *sr = NULL
+        cdef AccountRisk *ar = NULL
         cdef uint16_t reason
-        cdef uint32_t a
+        cdef uint8_t typ
+        cdef uint32_t cur = 0xFFFFFFFF
+        cdef double tok_s = 0.0, tok_a = 0.0
+        cdef bint lim_s = False, lim_a = False
         for k in range(n):
             c = <Command *>ring.slot(first + k)
-            if c.type != CMD_NEW and c.type != CMD_REPLACE and c.type != CMD_BOOK_QUERY:
+            typ = c.type
+            if typ != CMD_NEW and typ != CMD_REPLACE and typ != CMD_BOOK_QUERY:
                 continue                  # cancels and mass cancels always pass
-            if c.session_id >= self.max_sessions or self.ses[c.session_id].account < 0:
+            if c.session_id != cur:
+                if ar != NULL:
+                    sr.bucket.tokens = tok_s
+                    ar.bucket.tokens = tok_a
+                cur = c.session_id
+                sr = &self.ses[cur] if cur < self.max_sessions else NULL
+                ar = sr.ar if sr != NULL else NULL
+                if ar == NULL:
+                    continue
+                lim_s = sr.bucket.rate > 0.0
+                lim_a = ar.bucket.rate > 0.0
+                if lim_s:
+                    _refill(&sr.bucket, c.ts)
+                if lim_a:
+                    _refill(&ar.bucket, c.ts)
+                tok_s = sr.bucket.tokens
+                tok_a = ar.bucket.tokens
+            if ar == NULL:
                 continue
-            sr = &self.ses[c.session_id]
-            a = <uint32_t>sr.account
-            ar = &self.acc[a]
             self.checked += 1
-            reason = 0
-            if not _take(&sr.bucket, c.ts):
+            if lim_s and tok_s < 1.0:
                 reason = REJ_THROTTLED
                 self.throttled_session += 1
-            elif not _take(&ar.bucket, c.ts):
+            elif lim_a and tok_a < 1.0:
                 reason = REJ_THROTTLED
                 self.throttled_account += 1
-            elif c.type == CMD_NEW:
-                reason = self._check_new(sr, ar, c)
-                if reason == 0 and c.symbol_id < self.n_symbols:
-                    self._mark(a, c.symbol_id)
-                    self._mark(a, self.n_symbols)
-            elif c.type == CMD_REPLACE:
-                reason = self._check_replace(sr, ar, c)
-                if reason == 0 and c.symbol_id < self.n_symbols:
-                    self._mark(a, c.symbol_id)
+            else:
+                if lim_s:
+                    tok_s -= 1.0
+                if lim_a:
+                    tok_a -= 1.0
+                if typ == CMD_NEW:
+                    reason = self._check_new(ar, c)
+                elif typ == CMD_REPLACE:
+                    reason = self._check_replace(ar, c)
+                else:
+                    reason = 0
             if reason:
                 self.rejected[reason if reason < N_RISK_REASONS else 0] += 1
-                c.stp = c.type
+                c.stp = typ
                 c.type = CMD_RISK_REJECT
                 c.depth = reason
                 refused += 1
+        if ar != NULL:
+            sr.bucket.tokens = tok_s
+            ar.bucket.tokens = tok_a
         return refused
 
     def check_recent(self, SpscRing ring not None, uint64_t n) -> int:
@@ -503,122 +557,54 @@ cdef class RiskEngine:
 
     def clear_pending(self) -> None:
         """Forget the in-flight quantities: call when the core has processed every checked
-        record (the inbound ring is empty); their effect now shows in the committed state."""
-        cdef uint64_t k, cell
-        cdef uint64_t *d
-        cdef uint32_t a, s
-        with nogil:
-            for k in range(self.n_dirty):
-                cell = self.dirty[k]
-                a = <uint32_t>(cell >> 32)
-                s = <uint32_t>cell
-                if s == self.n_symbols:
-                    self.acc[a].pend_orders = 0
-                    self.acc[a].pend_listed = 0
-                else:
-                    self.acc[a].pos[s].pend_buy = 0
-                    self.acc[a].pos[s].pend_sell = 0
-                    self.acc[a].pos[s].pend_listed = 0
-            self.n_dirty = 0
-            if self.oom:
-                for a in range(self.n_acc):
-                    self.acc[a].pend_orders = 0
-                    for s in range(self.n_symbols):
-                        self.acc[a].pos[s].pend_buy = 0
-                        self.acc[a].pos[s].pend_sell = 0
-                self.oom = False
-        # grow the list for the next batch while we hold the GIL anyway
-        if self.dirty_cap < 2 * (self.n_acc * (self.n_symbols + 1)) and self.dirty_cap < (1 << 24):
-            d = <uint64_t *>realloc(self.dirty, 2 * self.dirty_cap * sizeof(uint64_t))
-            if d != NULL:
-                self.dirty = d
-                self.dirty_cap *= 2
+        record (the inbound ring is empty); their effect now shows in the committed state.
+        O(1): the in-flight counters belong to a generation, and this starts the next one."""
+        self.gen += 1
 
     # -- the committed state, from the core's events -------------------------------------------------
-    cdef void _fill(self, uint32_t sid, uint32_t symbol_id, uint8_t side, int64_t px, uint64_t qty,
-                    bint done) noexcept nogil:
-        cdef AccountRisk *ar
-        cdef Position *p
-        cdef int64_t a
-        cdef uint64_t close, rem
-        cdef int64_t close_cost
-        if sid >= self.max_sessions or symbol_id >= self.n_symbols:
-            return
-        a = self.ses[sid].account
-        if a < 0:
-            return
-        ar = &self.acc[a]
-        p = &ar.pos[symbol_id]
-        if done and ar.open_orders:
-            ar.open_orders -= 1
-        if side == SIDE_BUY:
-            p.open_buy = p.open_buy - qty if p.open_buy > qty else 0
-            p.bought += qty
-            if p.net >= 0:
-                p.net += qty
-                p.cost += px * <int64_t>qty
-            else:
-                close = qty if qty < <uint64_t>(-p.net) else <uint64_t>(-p.net)
-                close_cost = <int64_t>(<i128>p.cost * close // <uint64_t>(-p.net))
-                p.realized += close_cost - px * <int64_t>close
-                p.cost -= close_cost
-                p.net += close
-                rem = qty - close
-                if rem:
-                    p.net = rem
-                    p.cost = px * <int64_t>rem
-        else:
-            p.open_sell = p.open_sell - qty if p.open_sell > qty else 0
-            p.sold += qty
-            if p.net <= 0:
-                p.net -= qty
-                p.cost += px * <int64_t>qty
-            else:
-                close = qty if qty < <uint64_t>p.net else <uint64_t>p.net
-                close_cost = <int64_t>(<i128>p.cost * close // <uint64_t>p.net)
-                p.realized += px * <int64_t>close - close_cost
-                p.cost -= close_cost
-                p.net -= close
-                rem = qty - close
-                if rem:
-                    p.net = -<int64_t>rem
-                    p.cost = px * <int64_t>rem
-
     cdef uint64_t _observe(self, SpscRing events) noexcept nogil:
-        cdef uint64_t head = events.write_pos(), pos = events.read_pos(), n = 0
+        cdef uint64_t head = events.write_pos(), pos = events.read_pos(), start
         cdef const Event *ev
         cdef AccountRisk *ar
         cdef Position *p
-        cdef int64_t a
+        cdef SessionRisk *ses = self.ses
+        cdef SymbolRisk *sym = self.sym
+        cdef uint32_t max_sessions = self.max_sessions, n_symbols = self.n_symbols, sid
+        cdef uint8_t typ
         if self.ev_seen > pos:
             pos = self.ev_seen
+        start = pos
         while pos < head:
             ev = <const Event *>events.slot(pos)
             pos += 1
-            n += 1
-            if ev.type == EVT_FILL:
-                if ev.symbol_id < self.n_symbols:
-                    self.sym[ev.symbol_id].last_px = ev.price
-                self._fill(ev.session_id, ev.symbol_id, ev.side, ev.price, ev.qty, ev.leaves == 0)
-                self._fill(ev.contra_session, ev.symbol_id, 3 - ev.side, ev.price, ev.qty,
-                           ev.contra_leaves == 0)
+            typ = ev.type
+            if typ == 0 or typ > EVT_REPLACED or typ == EVT_REJECTED or ev.symbol_id >= n_symbols:
+                continue                  # rejects, snapshots, levels, done, cancel rejects
+            sid = ev.session_id
+            ar = ses[sid].ar if sid < max_sessions else NULL
+            if typ == EVT_FILL:
+                sym[ev.symbol_id].last_px = ev.price
+                if ar != NULL:
+                    if ev.leaves == 0 and ar.open_orders:
+                        ar.open_orders -= 1
+                    _fill(&ar.pos[ev.symbol_id], ev.side, ev.price, ev.qty)
+                sid = ev.contra_session
+                ar = ses[sid].ar if sid < max_sessions else NULL
+                if ar != NULL:
+                    if ev.contra_leaves == 0 and ar.open_orders:
+                        ar.open_orders -= 1
+                    _fill(&ar.pos[ev.symbol_id], 3 - ev.side, ev.price, ev.qty)
                 continue
-            if ev.type != EVT_ACCEPTED and ev.type != EVT_CANCELED and ev.type != EVT_REPLACED:
+            if ar == NULL:
                 continue
-            if ev.session_id >= self.max_sessions or ev.symbol_id >= self.n_symbols:
-                continue
-            a = self.ses[ev.session_id].account
-            if a < 0:
-                continue
-            ar = &self.acc[a]
             p = &ar.pos[ev.symbol_id]
-            if ev.type == EVT_ACCEPTED:
+            if typ == EVT_ACCEPTED:
                 ar.open_orders += 1
                 if ev.side == SIDE_BUY:
                     p.open_buy += ev.qty
                 else:
                     p.open_sell += ev.qty
-            elif ev.type == EVT_CANCELED:
+            elif typ == EVT_CANCELED:
                 if ar.open_orders:
                     ar.open_orders -= 1
                 if ev.side == SIDE_BUY:
@@ -633,7 +619,7 @@ cdef class RiskEngine:
                     p.open_sell = p.open_sell + ev.leaves - ev.contra_leaves \
                         if p.open_sell + ev.leaves > ev.contra_leaves else 0
         self.ev_seen = pos
-        return n
+        return pos - start
 
     def observe_events(self, SpscRing events not None) -> int:
         """Update open quantities, order counts, positions and last trade prices from the events
@@ -668,7 +654,7 @@ cdef class RiskEngine:
         if action in (AdminAction.BLOCK, AdminAction.RELEASE, AdminAction.SET_ACCOUNT_LIMIT) and not account:
             raise ValueError("this action needs an account")
         if action in (AdminAction.BLOCK, AdminAction.RELEASE):
-            self.acc[<uint32_t>self.account_index(account)].blocked = action == AdminAction.BLOCK
+            self._account(account).blocked = action == AdminAction.BLOCK
             return d
         if value < 0:
             raise ValueError("limits are >= 0 (0 = no limit)")
@@ -697,7 +683,7 @@ cdef class RiskEngine:
             if symbol_id is not None and field not in (RiskField.MAX_POSITION_NET,
                                                        RiskField.MAX_POSITION_GROSS):
                 raise ValueError(f"{RiskField(field).name} is per account, not per symbol")
-            ar = &self.acc[<uint32_t>self.account_index(account)]
+            ar = self._account(account)
             if field == RiskField.MAX_ORDER_QTY:
                 ar.max_order_qty = value
             elif field == RiskField.MAX_NOTIONAL:
@@ -758,7 +744,7 @@ cdef class RiskEngine:
 
     def account_state(self, str account) -> dict:
         """blocked, open_orders and the account-wide limits.  Raises KeyError."""
-        cdef AccountRisk *ar = &self.acc[<uint32_t>self._index[account]]
+        cdef AccountRisk *ar = self.acc[<uint32_t>self._index[account]]
         return {"blocked": bool(ar.blocked), "open_orders": ar.open_orders,
                 "max_order_qty": ar.max_order_qty, "max_notional": ar.max_notional,
                 "max_open_orders": ar.max_open_orders,
@@ -790,9 +776,11 @@ cdef class RiskEngine:
         cdef uint32_t a, s
         cdef uint64_t orders = 0, lots = 0
         for a in range(self.n_acc):
-            orders += self.acc[a].pend_orders
+            if self.acc[a].pend_gen == self.gen:
+                orders += self.acc[a].pend_orders
             for s in range(self.n_symbols):
-                lots += self.acc[a].pos[s].pend_buy + self.acc[a].pos[s].pend_sell
+                if self.acc[a].pos[s].pend_gen == self.gen:
+                    lots += self.acc[a].pos[s].pend_buy + self.acc[a].pos[s].pend_sell
         return orders, lots
 
     def counters(self) -> dict:
