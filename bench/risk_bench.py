@@ -27,6 +27,7 @@ shared 2-core VM: compare the ratio, not the absolute rates.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import random
@@ -46,7 +47,7 @@ from gateway.engine import Engine  # noqa: E402
 from matching.records import OrdType, Side, TimeInForce  # noqa: E402
 from protocol import codec  # noqa: E402
 from protocol.messages import CancelOrder, Login, NewOrder, ReplaceOrder  # noqa: E402
-from protocol.session import ServerSession  # noqa: E402
+from protocol.session import LoginDecision, ServerSession  # noqa: E402
 
 MID = 1_000_000
 TICK = 100
@@ -110,6 +111,10 @@ def config_env(jdir: str, variant: str) -> dict[str, str]:
             "HFTGW_PRE_TRADE_RISK": "false" if variant == "none" else "true"}
 
 
+def login(eng: Engine, writer: CountingWriter, msg: Login) -> LoginDecision:
+    return eng.login(msg, writer, "127.0.0.1:1")
+
+
 def run(variant: str, streams: list[list[bytes]], read: int) -> tuple[float, int, int]:
     """One run on a fresh engine: (seconds, requests, rejects by the risk layer)."""
     jdir = tempfile.mkdtemp(prefix="hftgw-riskbench-")
@@ -119,10 +124,8 @@ def run(variant: str, streams: list[list[bytes]], read: int) -> tuple[float, int
         eng.recover()
         sessions = []
         for i in range(len(streams)):
-            w = CountingWriter()
-            s = ServerSession(eng.symbols, eng.inbound,
-                              lambda msg, w=w: eng.login(msg, w, "127.0.0.1:1"), now_ns=time.time_ns(),
-                              gate=None if variant == "none" else eng.risk)
+            s = ServerSession(eng.symbols, eng.inbound, functools.partial(login, eng, CountingWriter()),
+                              now_ns=time.time_ns(), gate=None if variant == "none" else eng.risk)
             s.receive_data(codec.encode(Login(heartbeat_interval_ms=60000, next_expected_seq_num=0,
                                               cancel_on_disconnect=0,
                                               token=mint_token(DEV_JWT_SECRET, f"acct{i}"))), time.time_ns())
