@@ -72,8 +72,8 @@ def describe(m: Any) -> str:
         elif f == "reason":
             cls = {"OrderCanceled": CancelReason, "LoginRejected": LoginRejectReason}.get(name, RejectReason)
             v = enum_name(cls, v, {CancelReason: "CXL_", LoginRejectReason: "LOGIN_"}.get(cls, "REJ_"))
-        elif f in ("price", "last_px"):
-            v = _fmt_price(v)
+        elif f in ("price", "last_px", "avg_price", "realized_pnl"):
+            v = _fmt_price(v)           # realized P&L: price units x lots = 1e-4 currency too
         elif f in ("bids", "asks"):
             v = "[" + ", ".join(f"{_fmt_price(lv.price)} x {lv.size} ({lv.order_count})" for lv in v) + "]"
         parts.append(f"{f}={v}")
@@ -121,7 +121,14 @@ async def _client_main(args: argparse.Namespace) -> int:
     from gateway.auth import mint_token
     from gateway.client import OrderClient
     from matching.records import OrdType, Side, StpMode, TimeInForce
-    from protocol.messages import BookQuery, CancelOrder, MassCancel, NewOrder, ReplaceOrder
+    from protocol.messages import (
+        BookQuery,
+        CancelOrder,
+        MassCancel,
+        NewOrder,
+        PositionQuery,
+        ReplaceOrder,
+    )
 
     host, port = parse_hostport(args.connect, "--connect")
     token = args.token or mint_token(_secret(args.config), args.account)
@@ -144,6 +151,8 @@ async def _client_main(args: argparse.Namespace) -> int:
                            price=args.price, order_qty=args.qty, symbol=args.symbol)
     elif args.action == "mass-cancel":
         msg = MassCancel(cl_ord_id=cl, symbol=args.symbol or "", side=0)
+    elif args.action == "positions":
+        msg = PositionQuery(request_id=cl, symbol=args.symbol or "")
     else:
         msg = BookQuery(request_id=cl, symbol=args.symbol, depth=args.depth)
     print(f"> {describe(msg)}")
@@ -260,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--new-cl-ord-id", type=int, default=None)
     m = csub.add_parser("mass-cancel", help="cancel this session's orders [on SYMBOL]")
     m.add_argument("symbol", nargs="?", default="")
+    pq = csub.add_parser("positions", help="the account's positions [in SYMBOL]")
+    pq.add_argument("symbol", nargs="?", default="")
     b = csub.add_parser("book", help="in-sequence book query: SYMBOL")
     b.add_argument("symbol")
     b.add_argument("--depth", type=int, default=5)

@@ -32,6 +32,27 @@ def test_token_command_signs_with_the_configured_secret() -> None:
     assert bad.returncode != 0
 
 
+def test_token_command_signs_rs256_with_a_key_file(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    priv, pub = tmp_path / "issuer.pem", tmp_path / "issuer.pub.pem"
+    priv.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo))
+    conf = tmp_path / "gw.toml"
+    conf.write_text(f'jwt_algorithm = "RS256"\njwt_public_key_file = "{pub}"\njwt_issuer = "idp"\n')
+    out = hftgw("--config", str(conf), "token", "--account", "ops", "--role", "admin",
+                "--role", "trader", "--key-file", str(priv))
+    assert out.returncode == 0, out.stderr
+    claims = jwt.decode(out.stdout.strip(), pub.read_text(), algorithms=["RS256"], issuer="idp")
+    assert claims["sub"] == "ops" and claims["roles"] == ["admin", "trader"]
+    missing = hftgw("--config", str(conf), "token", "--account", "ops")
+    assert missing.returncode == 2 and "--key-file" in missing.stderr
+
+
 def test_quick_start_client_sees_ack_and_fill(tmp_path: Path) -> None:
     with serve_process(tmp_path) as (cfg, _proc):
         sell = hftgw("client", "--connect", cfg.listen, "--account", "alice", "--cl-ord-id", "1",
@@ -45,6 +66,9 @@ def test_quick_start_client_sees_ack_and_fill(tmp_path: Path) -> None:
         assert "liquidity=TAKER" in buy.stdout
         book = hftgw("client", "--connect", cfg.listen, "--account", "alice", "book", "AAPL")
         assert "asks=[150 x 60 (1)]" in book.stdout, book.stdout
+        pos = hftgw("client", "--connect", cfg.listen, "--account", "alice", "positions", "AAPL")
+        assert "PositionReport" in pos.stdout and "net_position=-40" in pos.stdout, pos.stdout
+        assert "avg_price=150 " in pos.stdout and "open_sell_qty=60" in pos.stdout
         _, text = scrape(cfg)
         assert metric_value(text, "hftgw_fills_total") == 1
         down = hftgw("client", "--connect", "127.0.0.1:1", "book", "AAPL")
