@@ -339,7 +339,8 @@ class ServerSession:
                 for m in self._positions(msg):
                     self._send(m, now_ns)
         else:
-            self._reject(RejectReason.REJ_UNKNOWN_TEMPLATE, template, now_ns)
+            # a server-to-client template: no role may send it
+            self._violation(RejectReason.REJ_NOT_AUTHORIZED, template, now_ns)
 
     def _login_failed(self, reason: int, now_ns: int, close: bool = True) -> None:
         self.counters.login_failures[int(reason)] = self.counters.login_failures.get(int(reason), 0) + 1

@@ -301,3 +301,22 @@ async def test_login_rejected_message_for_each_refusal_is_clean(tmp_path: Path) 
         assert [type(m) for m in msgs] == [LoginRejected]
         assert isinstance(msgs[0], LoginRejected) and msgs[0].reason == L.LOGIN_NOT_AUTHORIZED
         assert not any(isinstance(m, SessionReject) for m in msgs)
+
+
+async def test_server_templates_from_a_client_are_role_violations(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, max_role_violations=2)
+    async with running_gateway(cfg):
+        from protocol.messages import LoginAccepted, OrderAccepted
+
+        forged = OrderAccepted(seq_num=1, transact_time=0, cl_ord_id=1, order_id=1, price=1, order_qty=1,
+                               leaves_qty=1, symbol="AAPL", side=1, ord_type=1, time_in_force=1)
+        login = codec.encode(Login(heartbeat_interval_ms=1000, next_expected_seq_num=0,
+                                   cancel_on_disconnect=0, token=mint_token(cfg.jwt_secret, "mallory")))
+        msgs = await raw_session(cfg, login + codec.encode(forged)
+                                 + codec.encode(LoginAccepted(session_id=1, next_seq_num=1,
+                                                              heartbeat_interval_ms=1)))
+        assert [type(m).__name__ for m in msgs] == ["LoginAccepted", "SessionReject", "SessionReject",
+                                                    "Logout"]
+        assert [(m.reason, m.ref_template_id) for m in msgs[1:3]] == \
+            [(RejectReason.REJ_NOT_AUTHORIZED, 20), (RejectReason.REJ_NOT_AUTHORIZED, 2)]
+        assert msgs[3].reason == LogoutReason.POLICY_VIOLATION
