@@ -120,7 +120,9 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_role_violations: int = 3       # refused messages before the session is logged out
     write_buffer_high: int = 1 << 20   # unread bytes above which the server stops reading
     slow_consumer_timeout_ms: int = 5000  # reading paused this long: disconnect
-    pre_trade_risk: bool = True        # false only for simulators and benchmarks
+    # false turns the whole risk layer off (no throttles, checks, halt or kill-switch blocking,
+    # positions): for simulators and benchmarks only
+    pre_trade_risk: bool = True
     throttle: dict[str, ThrottleConfig] = msgspec.field(default_factory=dict)
     risk: RiskConfig = msgspec.field(default_factory=RiskConfig)
     heartbeat_interval_ms: int = 1000

@@ -7,6 +7,7 @@ from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from matching.core cimport MatchingCore
 from matching.records cimport Command
 from matching.ring cimport SpscRing
+from protocol.outbound cimport EventObserver
 
 cdef enum:
     N_RISK_REASONS = 64          # reject counters indexed by RejectReason (< 64)
@@ -59,6 +60,14 @@ ctypedef struct SessionRisk:
     Bucket bucket
 
 
+# What the per-event update needs, for the encoder's drain pass (C pointers only: no GIL)
+ctypedef struct EventView:
+    SessionRisk *ses
+    SymbolRisk *sym
+    uint32_t max_sessions
+    uint32_t n_symbols
+
+
 cdef class RiskEngine:
     cdef SymbolRisk *sym
     cdef readonly uint32_t n_symbols
@@ -70,6 +79,8 @@ cdef class RiskEngine:
     cdef MatchingCore core
     cdef uint64_t gen            # generation of the in-flight quantities (see Position)
     cdef uint64_t ev_seen        # absolute events-ring position observed up to
+    cdef EventView view
+    cdef EventObserver obs
     cdef public bint enabled
     cdef uint64_t checked
     cdef uint64_t rejected[N_RISK_REASONS]

@@ -51,6 +51,7 @@ Not thread-safe: everything runs on the event-loop thread.
 """
 from enum import IntEnum
 
+from cpython.pycapsule cimport PyCapsule_New
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, realloc
 from libc.string cimport memcpy, memset
@@ -251,6 +252,55 @@ cdef inline void _fill(Position *p, uint8_t side, int64_t px, uint64_t qty) noex
             p.cost = px * <int64_t>rem
 
 
+cdef void _on_event(void *ctx, const Event *ev) noexcept nogil:
+    # one event's effect on the committed state (the EventHook of the encoder's drain pass)
+    cdef const EventView *v = <const EventView *>ctx
+    cdef AccountRisk *ar
+    cdef Position *p
+    cdef uint32_t sid
+    cdef uint8_t typ = ev.type
+    if typ == 0 or typ > EVT_REPLACED or typ == EVT_REJECTED or ev.symbol_id >= v.n_symbols:
+        return                            # rejects, snapshots, levels, done, cancel rejects
+    sid = ev.session_id
+    ar = v.ses[sid].ar if sid < v.max_sessions else NULL
+    if typ == EVT_FILL:
+        v.sym[ev.symbol_id].last_px = ev.price
+        if ar != NULL:
+            if ev.leaves == 0 and ar.open_orders:
+                ar.open_orders -= 1
+            _fill(&ar.pos[ev.symbol_id], ev.side, ev.price, ev.qty)
+        sid = ev.contra_session
+        ar = v.ses[sid].ar if sid < v.max_sessions else NULL
+        if ar != NULL:
+            if ev.contra_leaves == 0 and ar.open_orders:
+                ar.open_orders -= 1
+            _fill(&ar.pos[ev.symbol_id], 3 - ev.side, ev.price, ev.qty)
+        return
+    if ar == NULL:
+        return
+    p = &ar.pos[ev.symbol_id]
+    if typ == EVT_ACCEPTED:
+        ar.open_orders += 1
+        if ev.side == SIDE_BUY:
+            p.open_buy += ev.qty
+        else:
+            p.open_sell += ev.qty
+    elif typ == EVT_CANCELED:
+        if ar.open_orders:
+            ar.open_orders -= 1
+        if ev.side == SIDE_BUY:
+            p.open_buy = p.open_buy - ev.qty if p.open_buy > ev.qty else 0
+        else:
+            p.open_sell = p.open_sell - ev.qty if p.open_sell > ev.qty else 0
+    else:  # EVT_REPLACED: leaves went from contra_leaves to leaves
+        if ev.side == SIDE_BUY:
+            p.open_buy = p.open_buy + ev.leaves - ev.contra_leaves \
+                if p.open_buy + ev.leaves > ev.contra_leaves else 0
+        else:
+            p.open_sell = p.open_sell + ev.leaves - ev.contra_leaves \
+                if p.open_sell + ev.leaves > ev.contra_leaves else 0
+
+
 cdef class RiskEngine:
     """Per-symbol and per-account risk state for one gateway.
 
@@ -284,6 +334,12 @@ cdef class RiskEngine:
             self.sym[i].band_ppm = s.get("band_ppm", 0)
             self.sym[i].max_order_qty = s.get("max_order_qty", 0)
             self.sym[i].max_notional = s.get("max_notional", 0)
+        self.view.ses = self.ses
+        self.view.sym = self.sym
+        self.view.max_sessions = max_sessions
+        self.view.n_symbols = self.n_symbols
+        self.obs.fn = _on_event
+        self.obs.ctx = &self.view
         self.gen = 1
         self.enabled = True
         self._index = {}
@@ -564,62 +620,20 @@ cdef class RiskEngine:
     # -- the committed state, from the core's events -------------------------------------------------
     cdef uint64_t _observe(self, SpscRing events) noexcept nogil:
         cdef uint64_t head = events.write_pos(), pos = events.read_pos(), start
-        cdef const Event *ev
-        cdef AccountRisk *ar
-        cdef Position *p
-        cdef SessionRisk *ses = self.ses
-        cdef SymbolRisk *sym = self.sym
-        cdef uint32_t max_sessions = self.max_sessions, n_symbols = self.n_symbols, sid
-        cdef uint8_t typ
         if self.ev_seen > pos:
             pos = self.ev_seen
         start = pos
         while pos < head:
-            ev = <const Event *>events.slot(pos)
+            _on_event(&self.view, <const Event *>events.slot(pos))
             pos += 1
-            typ = ev.type
-            if typ == 0 or typ > EVT_REPLACED or typ == EVT_REJECTED or ev.symbol_id >= n_symbols:
-                continue                  # rejects, snapshots, levels, done, cancel rejects
-            sid = ev.session_id
-            ar = ses[sid].ar if sid < max_sessions else NULL
-            if typ == EVT_FILL:
-                sym[ev.symbol_id].last_px = ev.price
-                if ar != NULL:
-                    if ev.leaves == 0 and ar.open_orders:
-                        ar.open_orders -= 1
-                    _fill(&ar.pos[ev.symbol_id], ev.side, ev.price, ev.qty)
-                sid = ev.contra_session
-                ar = ses[sid].ar if sid < max_sessions else NULL
-                if ar != NULL:
-                    if ev.contra_leaves == 0 and ar.open_orders:
-                        ar.open_orders -= 1
-                    _fill(&ar.pos[ev.symbol_id], 3 - ev.side, ev.price, ev.qty)
-                continue
-            if ar == NULL:
-                continue
-            p = &ar.pos[ev.symbol_id]
-            if typ == EVT_ACCEPTED:
-                ar.open_orders += 1
-                if ev.side == SIDE_BUY:
-                    p.open_buy += ev.qty
-                else:
-                    p.open_sell += ev.qty
-            elif typ == EVT_CANCELED:
-                if ar.open_orders:
-                    ar.open_orders -= 1
-                if ev.side == SIDE_BUY:
-                    p.open_buy = p.open_buy - ev.qty if p.open_buy > ev.qty else 0
-                else:
-                    p.open_sell = p.open_sell - ev.qty if p.open_sell > ev.qty else 0
-            else:  # EVT_REPLACED: leaves went from contra_leaves to leaves
-                if ev.side == SIDE_BUY:
-                    p.open_buy = p.open_buy + ev.leaves - ev.contra_leaves \
-                        if p.open_buy + ev.leaves > ev.contra_leaves else 0
-                else:
-                    p.open_sell = p.open_sell + ev.leaves - ev.contra_leaves \
-                        if p.open_sell + ev.leaves > ev.contra_leaves else 0
         self.ev_seen = pos
         return pos - start
+
+    def event_observer(self):
+        """PyCapsule "hftgw.EventObserver" for ``Outbound.set_observer``: the encoder then keeps
+        this state up to date in its own drain pass over the events, while they are in cache
+        (instead of a separate ``observe_events`` pass)."""
+        return PyCapsule_New(&self.obs, "hftgw.EventObserver", NULL)
 
     def observe_events(self, SpscRing events not None) -> int:
         """Update open quantities, order counts, positions and last trade prices from the events

@@ -69,7 +69,8 @@ class OrderEntryProtocol(asyncio.Protocol):
             self.engine.symbols, self.engine.inbound, self._login, now_ns=time.time_ns(),
             heartbeat_ms=cfg.heartbeat_interval_ms, timeout_factor=cfg.heartbeat_timeout_factor,
             max_heartbeat_ms=cfg.max_heartbeat_interval_ms, counters=self.counters,
-            gate=self.engine.risk, login_timeout_ms=cfg.login_timeout_ms,
+            gate=self.engine.risk if cfg.pre_trade_risk else None,
+            login_timeout_ms=cfg.login_timeout_ms,
             max_violations=cfg.max_role_violations)
         self.registry.add(self)
 

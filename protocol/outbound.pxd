@@ -10,6 +10,14 @@ cdef enum:
     N_REASON_COUNTERS = 256          # reasons >= 255 are counted under 255
     N_EVENT_TYPES = 256
 
+# A C-level consumer that sees every event the encoder drains, in the same pass (for the
+# gateway's risk state): fn(ctx, ev), published by its owner through a PyCapsule named
+# "hftgw.EventObserver" (see Outbound.set_observer).
+ctypedef void (*EventHook)(void *ctx, const Event *ev) noexcept nogil
+ctypedef struct EventObserver:
+    EventHook fn
+    void *ctx
+
 ctypedef struct SessionOut:
     char *data                       # malloc'd, grows by doubling; NULL until first use
     size_t len
@@ -42,6 +50,8 @@ cdef class Outbound:
     cdef size_t capture_len
     cdef size_t capture_cap
     cdef bint out_of_memory
+    cdef EventObserver observer
+    cdef object _observer_owner
 
     cdef SessionOut *_session(self, sid) except NULL
     cdef uint64_t _number(self, uint32_t sid) noexcept nogil

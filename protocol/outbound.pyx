@@ -8,6 +8,7 @@ SOFH prefix.  The transport then ``take``s each ``dirty`` session's bytes and wr
 call.  Counters and the order-to-ack latency histogram are kept in C and read at scrape time;
 fill records can be captured raw for the PostgreSQL sink.
 """
+from cpython.pycapsule cimport PyCapsule_GetPointer
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, realloc
 from libc.string cimport memcpy
@@ -183,6 +184,22 @@ cdef class Outbound:
             s.cap = 0
         return out
 
+    def set_observer(self, owner) -> None:
+        """Let ``owner`` see every event in the drain pass (book snapshots and their levels
+        excepted), just before it is encoded: ``owner.event_observer()`` returns a
+        PyCapsule "hftgw.EventObserver" holding an EventObserver (outbound.pxd) valid while
+        ``owner`` lives (this encoder keeps a reference).  None removes it.  Raises ValueError for
+        a capsule of another name."""
+        cdef EventObserver *obs
+        if owner is None:
+            self.observer.fn = NULL
+            self.observer.ctx = NULL
+            self._observer_owner = None
+            return
+        obs = <EventObserver *>PyCapsule_GetPointer(owner.event_observer(), "hftgw.EventObserver")
+        self.observer = obs[0]
+        self._observer_owner = owner
+
     # -- the batch --------------------------------------------------------------------------------
     def drain(self, SpscRing events not None, uint64_t now_ns) -> int:
         """Consume every available Event record of ``events`` and encode its messages.
@@ -322,6 +339,8 @@ cdef class Outbound:
         cdef CancelRejectedBlock *cr
         cdef MassCancelDoneBlock *md
         cdef uint8_t t = ev.type
+        if self.observer.fn != NULL:
+            self.observer.fn(self.observer.ctx, ev)
         self.events_by_type[t] += 1
         key = self.symbols.key_of(ev.symbol_id)
         if t == EVT_ACCEPTED:

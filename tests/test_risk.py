@@ -281,3 +281,33 @@ def test_open_quantities_and_positions_follow_the_book(orders: list[tuple[int, i
         assert p.risk.account_state(account)["open_orders"] == sum(
             p.core.lookup(sid, cl) is not None for cl in range(1, len(orders) + 1))
     assert p.risk.position("alice", 0)["net"] + p.risk.position("bob", 0)["net"] == 0
+
+
+def test_encoder_pass_observer_equals_a_separate_pass() -> None:
+    """Outbound.set_observer: the risk state kept in the encoder's drain pass is the state a
+    separate observe_events pass keeps, event for event."""
+    from protocol.outbound import Outbound
+
+    a, b = Pipe(), Pipe()
+    ob = Outbound(["AAPL", "MSFT"], 64)
+    ob.set_observer(b.risk)
+    cmds = [new(1, SELL, 1_000_000, 10, sid=2), new(2, BUY, 1_000_100, 4),
+            dict(type=CommandType.CMD_REPLACE, session_id=2, cl_ord_id=1, orig_cl_ord_id=1,
+                 price=1_000_000, qty=8),
+            new(3, BUY, 1_000_000, 9, sid=3), dict(type=CommandType.CMD_CANCEL, session_id=3,
+                                                  cl_ord_id=4, orig_cl_ord_id=3)]
+    for c in cmds:
+        a.send(c)
+        rec = pack_command(**{"seq": 1, "ts": SEC, "symbol_id": 0, **c})
+        b.inbound.push(rec)
+        b.risk.check_recent(b.inbound, 1)
+        b.core.process(b.inbound, b.events)
+        ob.drain(b.events, 0)
+        b.risk.clear_pending()
+    for acct in ("alice", "bob"):
+        assert a.risk.position(acct, 0) == b.risk.position(acct, 0)
+        assert a.risk.account_state(acct) == b.risk.account_state(acct)
+    assert b.risk.position("alice", 0)["net"] == 8 and b.risk.position("alice", 0)["open_buy"] == 0
+    ob.set_observer(None)
+    b.send(new(5, SELL, 1_000_000, 3, sid=2), new(6, BUY, 1_000_000, 3))   # observe_events pass only
+    assert b.risk.position("alice", 0)["net"] == 11
