@@ -171,8 +171,9 @@ def tcp_compare(args: argparse.Namespace) -> None:
         for v in ("none", "risk"):
             jdir = tempfile.mkdtemp(prefix=f"hftgw-riskbench-tcp-{v}-")
             port, mport = free_port(), free_port()
-            env = dict(os.environ, **config_env(jdir, v), HFTGW_LISTEN=f"127.0.0.1:{port}",
-                       HFTGW_METRICS_LISTEN=f"127.0.0.1:{mport}", HFTGW_MAX_SESSIONS_PER_ACCOUNT="4",
+            env = dict(os.environ)
+            env.update(config_env(jdir, v))
+            env.update(HFTGW_LISTEN=f"127.0.0.1:{port}", HFTGW_METRICS_LISTEN=f"127.0.0.1:{mport}",
                        HFTGW_SYMBOLS=json.dumps([{"name": "AAPL", "tick": TICK, "reference_price": MID,
                                                   "price_band_pct": 10.0, "max_order_qty": 1_000_000,
                                                   "max_notional": 10**9}]))

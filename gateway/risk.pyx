@@ -256,7 +256,7 @@ cdef void _on_event(void *ctx, const Event *ev) noexcept nogil:
     # one event's effect on the committed state (the EventHook of the encoder's drain pass)
     cdef const EventView *v = <const EventView *>ctx
     cdef AccountRisk *ar
-    cdef Position *p
+    cdef uint64_t *op
     cdef uint32_t sid
     cdef uint8_t typ = ev.type
     if typ == 0 or typ > EVT_REPLACED or typ == EVT_REJECTED or ev.symbol_id >= v.n_symbols:
@@ -266,39 +266,27 @@ cdef void _on_event(void *ctx, const Event *ev) noexcept nogil:
     if typ == EVT_FILL:
         v.sym[ev.symbol_id].last_px = ev.price
         if ar != NULL:
-            if ev.leaves == 0 and ar.open_orders:
-                ar.open_orders -= 1
+            ar.open_orders -= ev.leaves == 0 and ar.open_orders != 0
             _fill(&ar.pos[ev.symbol_id], ev.side, ev.price, ev.qty)
         sid = ev.contra_session
         ar = v.ses[sid].ar if sid < v.max_sessions else NULL
         if ar != NULL:
-            if ev.contra_leaves == 0 and ar.open_orders:
-                ar.open_orders -= 1
+            ar.open_orders -= ev.contra_leaves == 0 and ar.open_orders != 0
             _fill(&ar.pos[ev.symbol_id], 3 - ev.side, ev.price, ev.qty)
         return
     if ar == NULL:
         return
-    p = &ar.pos[ev.symbol_id]
+    # open_buy and open_sell are adjacent (risk.pxd): index by side instead of branching on it,
+    # the event mix is too irregular for the branch predictor
+    op = &(&ar.pos[ev.symbol_id].open_buy)[ev.side == SIDE_SELL]
     if typ == EVT_ACCEPTED:
         ar.open_orders += 1
-        if ev.side == SIDE_BUY:
-            p.open_buy += ev.qty
-        else:
-            p.open_sell += ev.qty
+        op[0] += ev.qty
     elif typ == EVT_CANCELED:
-        if ar.open_orders:
-            ar.open_orders -= 1
-        if ev.side == SIDE_BUY:
-            p.open_buy = p.open_buy - ev.qty if p.open_buy > ev.qty else 0
-        else:
-            p.open_sell = p.open_sell - ev.qty if p.open_sell > ev.qty else 0
+        ar.open_orders -= ar.open_orders != 0
+        op[0] = op[0] - ev.qty if op[0] > ev.qty else 0
     else:  # EVT_REPLACED: leaves went from contra_leaves to leaves
-        if ev.side == SIDE_BUY:
-            p.open_buy = p.open_buy + ev.leaves - ev.contra_leaves \
-                if p.open_buy + ev.leaves > ev.contra_leaves else 0
-        else:
-            p.open_sell = p.open_sell + ev.leaves - ev.contra_leaves \
-                if p.open_sell + ev.leaves > ev.contra_leaves else 0
+        op[0] = op[0] + ev.leaves - ev.contra_leaves if op[0] + ev.leaves > ev.contra_leaves else 0
 
 
 cdef class RiskEngine:
