@@ -192,13 +192,3 @@ def unverified_subject(token: str) -> str:
     except Exception:  # noqa: BLE001 - any garbage: nothing to report
         return ""
     return sub[:MAX_ACCOUNT_LEN] if isinstance(sub, str) and sub.isascii() and sub.isprintable() else ""
-
-
-def verify_token(token: str, secret: str, required_role: str = "trader") -> Identity:
-    """HS256 shortcut kept for tools: verify with ``secret`` and require ``required_role``
-    (or admin).  Raises LoginFailure as TokenVerifier.verify, LOGIN_NOT_AUTHORIZED for a token
-    without the role."""
-    ident = TokenVerifier(secret=secret).verify(token)
-    if required_role not in ident.roles and "admin" not in ident.roles:
-        raise LoginFailure(LoginRejectReason.LOGIN_NOT_AUTHORIZED, f"role {required_role!r} missing")
-    return ident
