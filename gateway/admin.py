@@ -204,7 +204,7 @@ class AdminApi:
             "sessions": {"connected": e.sessions_connected(), "known": len(e.account_of_session) - 1,
                          "drop_copies": sum(len(v) for v in e.dropcopy.values()),
                          "connections": e.addresses.total},
-            "orders": {"received": by_type.get(1, 0),
+            "orders": {"received": by_type.get(1, 0) + e.risk.counters()["refused_new"],
                        "accepted": oc["events"].get(int(EventType.EVT_ACCEPTED), 0),
                        "resting": e.core.order_count()},
             "fills": {"count": oc["fills"], "quantity": oc["traded_qty"]},

@@ -86,6 +86,7 @@ cdef class RiskEngine:
     cdef uint64_t rejected[N_RISK_REASONS]
     cdef uint64_t throttled_session
     cdef uint64_t throttled_account
+    cdef uint64_t refused_new          # NewOrders among the refused (for "orders received")
     cdef public uint64_t skipped_admin   # journaled CMD_ADMIN records that no longer apply
     cdef dict _index             # account name -> index
     cdef list _names             # index -> account name

@@ -573,6 +573,7 @@ cdef class RiskEngine:
                     reason = 0
             if reason:
                 self.rejected[reason if reason < N_RISK_REASONS else 0] += 1
+                self.refused_new += typ == CMD_NEW
                 c.stp = typ
                 c.type = CMD_RISK_REJECT
                 c.depth = reason
@@ -787,9 +788,10 @@ cdef class RiskEngine:
 
     def counters(self) -> dict:
         """Totals since start: checked (requests that went through the checks), rejected
-        ({RejectReason: n}, non-zero only), throttled_session, throttled_account."""
+        ({RejectReason: n}, non-zero only), throttled_session, throttled_account, refused_new
+        (NewOrders among the refused: they are sequenced as CMD_RISK_REJECT, not CMD_NEW)."""
         cdef int i
-        return {"checked": self.checked,
+        return {"checked": self.checked, "refused_new": self.refused_new,
                 "rejected": {i: self.rejected[i] for i in range(N_RISK_REASONS) if self.rejected[i]},
                 "throttled_session": self.throttled_session,
                 "throttled_account": self.throttled_account}

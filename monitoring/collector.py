@@ -52,7 +52,8 @@ class GatewayCollector(Collector):
             c.add_metric([_name(CommandType, t, "CMD_")], n)
         yield c
         yield CounterMetricFamily("hftgw_orders_received", "New orders received and sequenced",
-                                  value=by_type.get(int(CommandType.CMD_NEW), 0))
+                                  value=by_type.get(int(CommandType.CMD_NEW), 0)
+                                  + e.risk.counters()["refused_new"])   # refused before the book
         oc = e.outbound.counters()
         yield CounterMetricFamily("hftgw_orders_accepted", "New orders accepted",
                                   value=oc["events"].get(int(EventType.EVT_ACCEPTED), 0))

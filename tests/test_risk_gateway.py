@@ -140,6 +140,7 @@ async def test_every_risk_reject_code_through_the_gateway(tmp_path: Path) -> Non
                           ("max_position_gross", 1), ("max_open_orders", 1)):
             assert metric_value(text, "hftgw_rejects_total", f'reason="{reason}"') == n, reason
             assert metric_value(text, "hftgw_risk_rejects_total", f'reason="{reason}"') == n, reason
+        assert metric_value(text, "hftgw_orders_received_total") == 20      # refused ones included
         await a.logout()
         await c.logout()
 
@@ -248,6 +249,7 @@ async def test_admin_api(tmp_path: Path) -> None:
         assert st == 200
         assert stats["sessions"]["connected"] == 2 and stats["orders"]["resting"] == 2
         assert stats["orders"]["accepted"] == 2 and stats["sink"] == {"enabled": False}
+        assert stats["orders"]["received"] == 2
         # halt / resume a symbol
         st, body = await call_admin(cfg, "POST", "/symbols/AAPL/halt", admin_tok)
         assert st == 200 and body["halted"] is True
