@@ -21,6 +21,7 @@ from protocol.messages import (
 
 GOOD_TOKEN = "good-token"
 DROPCOPY_TOKEN = "dropcopy-token"
+BOOK_ONLY_TOKEN = "book-only-token"     # a role allowed BookQuery only: orders decoded one by one
 
 
 def client_messages() -> list[Message]:
@@ -29,6 +30,8 @@ def client_messages() -> list[Message]:
         Login(heartbeat_interval_ms=1000, next_expected_seq_num=0, cancel_on_disconnect=1, token=GOOD_TOKEN),
         Login(heartbeat_interval_ms=0, next_expected_seq_num=7, cancel_on_disconnect=0, token=DROPCOPY_TOKEN),
         Login(heartbeat_interval_ms=5, next_expected_seq_num=0, cancel_on_disconnect=0, token="bad"),
+        Login(heartbeat_interval_ms=0, next_expected_seq_num=0, cancel_on_disconnect=0,
+              token=BOOK_ONLY_TOKEN),
         Heartbeat(),
         Logout(reason=0),
         NewOrder(cl_ord_id=1, price=1_000_000, order_qty=10, symbol="AAPL", side=1, ord_type=1,
@@ -117,6 +120,8 @@ class SessionHarness:
             if msg.token == DROPCOPY_TOKEN:
                 return LoginDecision(True, session_id=1, next_seq_num=1, allowed=frozenset({15}),
                                      positions=positions)
+            if msg.token == BOOK_ONLY_TOKEN:
+                return LoginDecision(True, session_id=1, next_seq_num=1, allowed=frozenset({14}))
             return LoginDecision(False, reason=LoginRejectReason.LOGIN_BAD_TOKEN)
 
         self.session = ServerSession(codec.SymbolTable(names), self.ring, login, now_ns=1_000,

@@ -154,3 +154,22 @@ def test_ten_million_inputs_on_demand(tmp_path: Path) -> None:
                              capture_output=True, text=True, timeout=4 * 3600)
         assert out.returncode == 0, out.stderr[-4000:]
         assert f"Done {runs} runs" in out.stderr, out.stderr[-2000:]
+
+
+def test_a_partial_role_gets_its_allowed_orders_through_and_the_rest_refused() -> None:
+    """A role allowed some order templates (here BookQuery only) goes frame by frame: the
+    allowed ones reach the ring through the batch decoder and the risk gate, the others are
+    violations."""
+    from fuzz_inputs import BOOK_ONLY_TOKEN
+
+    from protocol.messages import BookQuery, Login, NewOrder
+
+    login = codec.encode(Login(heartbeat_interval_ms=0, next_expected_seq_num=0, cancel_on_disconnect=0,
+                               token=BOOK_ONLY_TOKEN))
+    q = codec.encode(BookQuery(request_id=5, symbol="AAPL", depth=1))
+    o = codec.encode(NewOrder(cl_ord_id=1, price=1_000_000, order_qty=1, symbol="AAPL", side=1,
+                              ord_type=1, time_in_force=1))
+    out, cmds = SessionHarness(max_violations=2).feed([login + q + o + q + o + q])
+    msgs, _ = codec.decode_frames(out)
+    assert [type(m).__name__ for m in msgs] == ["LoginAccepted", "SessionReject", "SessionReject", "Logout"]
+    assert [c for c in cmds[24::64]] == [5, 5]            # two CMD_BOOK_QUERY records, then closed

@@ -46,7 +46,7 @@ ASAN_ROOT = ROOT / "build" / "fuzz-asan"
 sys.path[:0] = [os.environ.get("HFTGW_FUZZ_ROOT", str(ROOT)), str(ROOT / "tests")]
 
 with atheris.instrument_imports():
-    from fuzz_inputs import DROPCOPY_TOKEN, GOOD_TOKEN, seed_frames
+    from fuzz_inputs import BOOK_ONLY_TOKEN, DROPCOPY_TOKEN, GOOD_TOKEN, seed_frames
 
     from gateway.risk import RiskEngine
     from matching.core import MatchingCore
@@ -120,6 +120,8 @@ class Harness:
         if msg.token == DROPCOPY_TOKEN:
             return LoginDecision(True, session_id=1, next_seq_num=1, allowed=frozenset({15}),
                                  positions=self.positions)
+        if msg.token == BOOK_ONLY_TOKEN:
+            return LoginDecision(True, session_id=1, next_seq_num=1, allowed=frozenset({14}))
         return LoginDecision(False, reason=LoginRejectReason.LOGIN_BAD_TOKEN)
 
     def pump(self) -> None:
