@@ -70,9 +70,10 @@ cpdef enum RejectReason:
     REJ_POST_ONLY_WOULD_TAKE = 10
     REJ_UNSUPPORTED = 11
     REJ_THROTTLED = 12
-    # 32-63: gateway access control and pre-trade risk (a block of its own, so that reasons
-    # appended to the core's range cannot collide with these)
-    REJ_NOT_AUTHORIZED = 32          # the session's role may not send this message
+    REJ_NOT_AUTHORIZED = 13          # the session's role may not send this message (the value
+                                     # main's issue 3 gave it for the same meaning)
+    # 33-63: gateway pre-trade risk (a block of its own, so that reasons appended to the core's
+    # range cannot collide with these)
     REJ_PRICE_BAND = 33              # limit price too far from the reference price
     REJ_MAX_ORDER_QTY = 34           # above the account's or the symbol's maximum order quantity
     REJ_MAX_NOTIONAL = 35            # price x quantity above the account's or the symbol's maximum
