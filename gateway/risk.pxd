@@ -2,6 +2,7 @@
 #
 # Units: prices int64 in 1e-4 currency units (multiples of the symbol tick); quantities uint64
 # lots; notional and P&L in price units x lots (1e-4 currency); times ns since the epoch.
+cimport cython
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 from matching.core cimport MatchingCore
@@ -68,6 +69,7 @@ ctypedef struct EventView:
     uint32_t n_symbols
 
 
+@cython.final      # direct (inlinable) calls of the cdef methods, no vtable on the order path
 cdef class RiskEngine:
     cdef SymbolRisk *sym
     cdef readonly uint32_t n_symbols

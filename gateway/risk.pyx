@@ -51,6 +51,7 @@ Not thread-safe: everything runs on the event-loop thread.
 """
 from enum import IntEnum
 
+cimport cython
 from cpython.pycapsule cimport PyCapsule_New
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, realloc
@@ -289,6 +290,7 @@ cdef void _on_event(void *ctx, const Event *ev) noexcept nogil:
         op[0] = op[0] + ev.leaves - ev.contra_leaves if op[0] + ev.leaves > ev.contra_leaves else 0
 
 
+@cython.final
 cdef class RiskEngine:
     """Per-symbol and per-account risk state for one gateway.
 
