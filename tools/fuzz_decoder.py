@@ -186,15 +186,26 @@ def build_instrumented(dest: Path) -> None:
                    check=True, stdout=subprocess.DEVNULL)
 
 
+def stale(dest: Path) -> bool:
+    """The instrumented copy is missing or older than a source file of the packages."""
+    marker = dest / "libcmpfd.so"
+    if not marker.exists():
+        return True
+    built = marker.stat().st_mtime
+    return any(f.stat().st_mtime > built for name in PACKAGES for f in (ROOT / name).iterdir()
+               if f.suffix in (".pyx", ".pxd", ".py", ".h"))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--target", choices=["codec", "session"], required=True)
     ap.add_argument("--asan", action="store_true",
                     help="build and use ASan + trace-cmp instrumented extensions (build/fuzz-asan)")
-    ap.add_argument("--rebuild", action="store_true", help="with --asan: rebuild the copy first")
+    ap.add_argument("--rebuild", action="store_true",
+                    help="with --asan: rebuild the copy even when no source is newer than it")
     args, rest = ap.parse_known_args()
     if args.asan and "HFTGW_FUZZ_ROOT" not in os.environ:
-        if args.rebuild or not (ASAN_ROOT / "libcmpfd.so").exists():
+        if args.rebuild or stale(ASAN_ROOT):
             print(f"building instrumented extensions in {ASAN_ROOT} ...", file=sys.stderr)
             build_instrumented(ASAN_ROOT)
         env = dict(os.environ, HFTGW_FUZZ_ROOT=str(ASAN_ROOT),
