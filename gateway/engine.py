@@ -186,18 +186,21 @@ class Engine:
     # -- sessions ----------------------------------------------------------------------------
     def login(self, msg: Login, writer: SessionWriter) -> LoginDecision:
         """Decide a Login: verify the JWT, find or create the account's session, check the
-        requested sequence number, attach ``writer``.  Never raises for bad input."""
+        requested sequence number, attach ``writer``.  Never raises for bad input.  Logs one
+        ``session.login`` or ``session.login_refused`` event (the writer's ``peer`` if any)."""
+        peer = str(getattr(writer, "peer", ""))
         try:
             ident = verify_token(msg.token, self.cfg.jwt_secret)
         except LoginFailure as exc:
-            log.info("login refused: %s", exc)
-            return LoginDecision(False, reason=exc.reason)
+            return self._refuse(exc.reason, peer, "", str(exc))
         sid = self.accounts.get(ident.account)
         if sid is not None and sid in self.writers:
-            return LoginDecision(False, reason=LoginRejectReason.LOGIN_SESSION_IN_USE)
+            return self._refuse(LoginRejectReason.LOGIN_SESSION_IN_USE, peer, ident.account,
+                                "the account's session is logged in on another connection")
         if sid is None:
             if len(self.account_of_session) >= self.cfg.max_sessions:
-                return LoginDecision(False, reason=LoginRejectReason.LOGIN_NOT_AUTHORIZED)
+                return self._refuse(LoginRejectReason.LOGIN_NOT_AUTHORIZED, peer, ident.account,
+                                    f"max_sessions ({self.cfg.max_sessions}) reached")
             sid = len(self.account_of_session)
             # journaled like any command, so a restart assigns the same ids
             self._register_session(sid, ident.account)
@@ -207,11 +210,21 @@ class Engine:
             self.pump()
         next_seq = self.outbound.next_seq(sid)
         if msg.next_expected_seq_num > next_seq:
-            return LoginDecision(False, reason=LoginRejectReason.LOGIN_INVALID_SEQUENCE)
+            return self._refuse(LoginRejectReason.LOGIN_INVALID_SEQUENCE, peer, ident.account,
+                                f"asked for seq {msg.next_expected_seq_num}, next is {next_seq}")
         self.writers[sid] = writer
         self.outbound.set_session(sid, True, True)
-        log.info("session %d (%s) logged in, next seq %d", sid, ident.account, next_seq)
+        log.info("session %d (%s) logged in from %s, next seq %d", sid, ident.account, peer, next_seq,
+                 extra={"event": "session.login", "session_id": sid, "account": ident.account,
+                        "peer": peer, "next_seq": next_seq})
         return LoginDecision(True, session_id=sid, next_seq_num=next_seq)
+
+    def _refuse(self, reason: int, peer: str, account: str, detail: str) -> LoginDecision:
+        name = LoginRejectReason(reason).name.removeprefix("LOGIN_").lower()
+        log.info("login from %s%s refused (%s): %s", peer, f" ({account})" if account else "", name,
+                 detail, extra={"event": "session.login_refused", "peer": peer, "account": account,
+                                "reason": name, "detail": detail})
+        return LoginDecision(False, reason=reason)
 
     def detach(self, sid: int, cancel_on_disconnect: bool) -> None:
         """The session's connection is gone: stop buffering its messages; with
