@@ -80,9 +80,9 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     directory_file: Annotated[str, _live(
         "JSON directory of every partition (symbol -> endpoints), served on /directory with "
         "this partition's entry kept live; empty = this partition only")] = ""
-    jwt_secret: Annotated[str, Meta(min_length=16, description=(
-        "HS256 secret of login tokens (`hftgw token` mints them); change it outside "
-        "development"), extra={"secret": True})] = DEV_JWT_SECRET
+    jwt_secret: Annotated[str, Meta(min_length=32, description=(
+        "HS256 secret of login tokens, at least 32 characters (RFC 7518 §3.2); `hftgw token` "
+        "mints tokens with it; change it outside development"), extra={"secret": True})] = DEV_JWT_SECRET
     jwt_algorithm: Annotated[Literal["HS256"], Meta(description="JWT signature algorithm")] = "HS256"
     heartbeat_interval_ms: Annotated[int, Meta(ge=100, description=(
         "server heartbeat after this many ms without other traffic; a client may ask for its "
@@ -322,6 +322,10 @@ def _format_error(exc: msgspec.ValidationError, origin: Mapping[str, str]) -> tu
         path = f"{path}.{unknown.group(1)}" if path else unknown.group(1)
         msg = "unknown key (see `hftgw config reference` for the keys)"
     top = re.split(r"[.\[]", path, maxsplit=1)[0] if path else None
+    if msg.startswith("Invalid enum value") and top in Config.__struct_fields__:
+        tp = typing.get_type_hints(Config, include_extras=True)[top]
+        choices = typing.get_args(typing.get_args(tp)[0] if typing.get_origin(tp) is Annotated else tp)
+        msg = f"{msg}, expected one of: {', '.join(map(str, choices))}"
     lines = []
     for line in msg.split("\n"):
         key, sep, rest = line.partition(": ")
