@@ -103,6 +103,11 @@ def with_entry(base: Directory | None, own: PartitionEntry) -> Directory:
     """``base`` with this partition's entry replaced by ``own`` (appended when absent).
     Raises DirectoryError when another partition of ``base`` claims one of ``own``'s symbols."""
     entries = list(base.partitions) if base else []
+    for p in entries:
+        taken = [s for s in own.symbols if p.name != own.name and s in p.symbols]
+        if taken:
+            raise DirectoryError(f"partition {own.name!r} serves {', '.join(map(repr, taken))}, which "
+                                 f"the directory gives to partition {p.name!r}")
     names = [p.name for p in entries]
     if own.name in names:
         entries[names.index(own.name)] = own

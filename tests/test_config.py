@@ -141,7 +141,7 @@ def test_config_check_command(tmp_path: Path) -> None:
     directory = tmp_path / "dir.json"
     directory.write_text('{"partitions": [{"name": "p9", "order_entry": "h:1", "symbols": ["ES"]}]}')
     out = hftgw("config", "check", str(good), env={"HFTGW_DIRECTORY_FILE": str(directory)})
-    assert out.returncode == 2 and "'ES' is also served by partition 'p9'" in out.stderr
+    assert out.returncode == 2 and "'ES', which the directory gives to partition 'p9'" in out.stderr
 
 
 def test_config_show_masks_secrets_and_round_trips(tmp_path: Path) -> None:
