@@ -178,6 +178,40 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+# -- reload -----------------------------------------------------------------------------------
+def serve_pids() -> list[int]:
+    """Process ids of this user's ``hftgw serve`` processes (from /proc; Linux)."""
+    me, found = os.getuid(), []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if entry.stat().st_uid != me:
+                continue
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"serve" in argv and any(a.endswith((b"hftgw", b"gateway.cli")) for a in argv):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """SIGHUP to the gateway: ``--pid``, or the only ``hftgw serve`` of this user (PID 1 in the
+    container)."""
+    import signal
+
+    pids = [args.pid] if args.pid else serve_pids()
+    if len(pids) != 1:
+        found = f": {' '.join(map(str, pids))}" if pids else ""
+        print(f"error: {len(pids)} hftgw serve processes found{found}; give --pid", file=sys.stderr)
+        return 2
+    os.kill(pids[0], signal.SIGHUP)
+    print(f"SIGHUP sent to {pids[0]}: the gateway logs config.reloaded or config.reload_refused")
+    return 0
+
+
 # -- directory --------------------------------------------------------------------------------
 def _directory(source: str | None) -> Directory | None:
     return load_directory(source) if source else None
@@ -348,6 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("what", choices=["health", "ready"], nargs="?", default="health")
     pr.add_argument("--timeout", type=float, default=3.0)
     pr.set_defaults(func=cmd_probe)
+
+    rl = sub.add_parser("reload", help="SIGHUP the gateway: re-read its config (live keys)")
+    rl.add_argument("--pid", type=int, default=None, help="default: the only hftgw serve process")
+    rl.set_defaults(func=cmd_reload)
 
     di = sub.add_parser("directory", help="print the partition directory (FILE or URL)")
     di.add_argument("source", nargs="?", default=os.environ.get("HFTGW_DIRECTORY"),

@@ -78,12 +78,18 @@ class GatewayCollector(Collector):
                                   value=oc["events"].get(int(EventType.EVT_ACCEPTED), 0))
         rej = CounterMetricFamily("hftgw_rejects", "Rejected requests by reason code",
                                   labels=["reason"])
-        for key, n in sorted(reason_totals(e, self.sessions).items()):
+        # every reason is exported from the start (at 0), so rate() and alerts see the series
+        # before the first reject instead of "no data"
+        totals = {_name(RejectReason, r, "REJ_"): 0 for r in RejectReason if r != RejectReason.REJ_NONE}
+        totals.update(reason_totals(e, self.sessions))
+        for key, n in sorted(totals.items()):
             rej.add_metric([key], n)
         yield rej
         cx = CounterMetricFamily("hftgw_cancels", "Orders canceled by reason", labels=["reason"])
-        for reason, n in sorted(oc["cancels"].items()):
-            cx.add_metric([_name(CancelReason, reason, "CXL_")], n)
+        cancels = {_name(CancelReason, r, "CXL_"): 0 for r in CancelReason}
+        cancels.update({_name(CancelReason, r, "CXL_"): n for r, n in oc["cancels"].items()})
+        for key, n in sorted(cancels.items()):
+            cx.add_metric([key], n)
         yield cx
         yield CounterMetricFamily("hftgw_fills", "Executions (one per maker/taker match)",
                                   value=oc["fills"])
@@ -93,8 +99,11 @@ class GatewayCollector(Collector):
                                   value=oc["messages_out"])
         lf = CounterMetricFamily("hftgw_login_failures", "Refused logins by reason",
                                  labels=["reason"])
-        for reason, n in sorted(self.sessions.login_failures.items()):
-            lf.add_metric([_name(LoginRejectReason, reason, "LOGIN_")], n)
+        failures = {_name(LoginRejectReason, r, "LOGIN_"): 0 for r in LoginRejectReason}
+        failures.update({_name(LoginRejectReason, r, "LOGIN_"): n
+                         for r, n in self.sessions.login_failures.items()})
+        for key, n in sorted(failures.items()):
+            lf.add_metric([key], n)
         yield lf
         yield CounterMetricFamily("hftgw_heartbeat_timeouts",
                                   "Sessions logged out for silence", value=self.sessions.heartbeat_timeouts)

@@ -16,6 +16,7 @@ import pytest
 from gateway_harness import free_port, login, metric_value, running_gateway, scrape
 from test_gateway import limit
 
+from gateway.cli import serve_pids
 from gateway.config import Config, load_config
 from gateway.reload import Applier, Reloader
 from matching.records import RejectReason, Side
@@ -153,7 +154,10 @@ def test_sighup_on_a_real_process(tmp_path: Path) -> None:
             wait_for(ready, "ready")
             assert "UNKNOWN_SYMBOL" in client("new", "MSFT", "sell", "10", "300.00")
             write_config(path, tmp_path / "journal", listen, metrics, ["MSFT", "AAPL"])
-            proc.send_signal(signal.SIGHUP)
+            assert proc.pid in serve_pids()  # what `hftgw reload` finds without --pid
+            sent = subprocess.run([sys.executable, "-m", "gateway.cli", "reload", "--pid", str(proc.pid)],
+                                  capture_output=True, text=True, timeout=30, env=env, cwd=ROOT)
+            assert sent.returncode == 0 and f"SIGHUP sent to {proc.pid}" in sent.stdout
             wait_for(lambda: any(e.get("event") == "config.reloaded" for e in events()), "reload")
             assert "OrderAccepted" in client("new", "MSFT", "sell", "10", "300.00")
             path.write_text(path.read_text() + "\nnot toml at all\n")
