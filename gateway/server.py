@@ -64,7 +64,9 @@ class Gateway:
                        if ch.unlisted else ""))
 
         def check_directory(new: Config) -> None:
-            self._load_directory(new.directory_file, dry_run=True)
+            # against the symbols this partition will serve after the reload
+            self._load_directory(new.directory_file, dry_run=True,
+                                 extra_symbols=[s.name for s in new.symbols])
 
         def apply_directory(new: Config) -> str:
             self._load_directory(new.directory_file)
@@ -83,9 +85,12 @@ class Gateway:
         self.reloader.reload()
 
     # -- directory -----------------------------------------------------------------------------
-    def _load_directory(self, path: str, dry_run: bool = False) -> None:
+    def _load_directory(self, path: str, dry_run: bool = False,
+                        extra_symbols: list[str] | None = None) -> None:
         base = load_directory(path) if path else None
-        with_entry(base, self.own_entry())  # raises DirectoryError on a conflict
+        own = self.own_entry()
+        own.symbols += [s for s in extra_symbols or [] if s not in own.symbols]
+        with_entry(base, own)  # raises DirectoryError on a conflict
         if not dry_run:
             self.directory_base = base
 

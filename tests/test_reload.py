@@ -85,6 +85,9 @@ async def test_reload_applies_live_keys(config_file: tuple[Path, Config]) -> Non
     ('log_level = "LOUD"\n', "log_level: invalid enum value 'LOUD'"),
     ('max_sessions = 3\nmystery = 1\n', "mystery: unknown key"),
     ('directory_file = "/nonexistent/directory.json"\n', "cannot read the directory"),
+    # a new symbol that the directory gives to another partition
+    ('directory_file = "{dir}"\n[[symbols]]\nname = "AAPL"\n[[symbols]]\nname = "TSLA"\n',
+     "partition 'p0' serves 'TSLA', which the directory gives to partition 'p1'"),
 ])
 async def test_bad_file_is_refused_and_the_old_config_stays(
         config_file: tuple[Path, Config], caplog: pytest.LogCaptureFixture, text: str, why: str) -> None:
@@ -92,7 +95,10 @@ async def test_bad_file_is_refused_and_the_old_config_stays(
     async with running_gateway(cfg) as gw:
         reloader = Reloader(gw.cfg, str(path), gw._appliers())
         before = Config(**{k: getattr(gw.cfg, k) for k in Config.__struct_fields__})
-        path.write_text(text)
+        directory = path.parent / "directory.json"
+        directory.write_text('{"partitions": [{"name": "p1", "order_entry": "h:1", "symbols": ["TSLA"]}]}')
+        path.write_text(f'listen = "{cfg.listen}"\nmetrics_listen = "{cfg.metrics_listen}"\n'
+                        f'journal_dir = "{cfg.journal_dir}"\n' + text.format(dir=directory))
         with caplog.at_level(logging.ERROR, logger="hftgw.reload"):
             result = reloader.reload()
         assert not result.ok
