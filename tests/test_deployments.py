@@ -199,6 +199,22 @@ def test_kustomization_lists_every_manifest() -> None:
     assert namespaces == {one("Namespace")["metadata"]["name"]}
 
 
+def test_kustomize_builds_with_the_image_set() -> None:
+    """What `kubectl apply -k` sends: every listed manifest, the image from `images:`."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl not installed (the manifests are validated without it above)")
+    out = run(kubectl, "kustomize", str(K8S))
+    assert out.returncode == 0, out.stderr
+    built = [d for d in yaml.safe_load_all(out.stdout) if d]
+    kinds = sorted(d["kind"] for d in built)
+    assert kinds == sorted(d["kind"] for name, d in manifests() if name != "secret.yaml")
+    (image,) = yaml.safe_load((K8S / "kustomization.yaml").read_text())["images"]
+    (sts,) = [d for d in built if d["kind"] == "StatefulSet"]
+    container = sts["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == f"{image['newName']}:{image['newTag']}"
+
+
 def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
