@@ -17,7 +17,7 @@ from gateway.directory import Directory, DirectoryError, PartitionEntry, load_di
 from gateway.engine import Engine
 from gateway.reload import Applier, Reloader
 from gateway.tcp import OrderEntryProtocol
-from monitoring.collector import GatewayCollector
+from monitoring.collector import GatewayCollector, reason_totals
 from monitoring.http import SidePortServer
 from protocol.session import SessionCounters
 
@@ -47,6 +47,7 @@ class Gateway:
         self.server: asyncio.Server | None = None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._bound_port = 0  # order entry's port once listening (own_entry runs on the side port's thread)
 
     # -- live configuration (SIGHUP) -----------------------------------------------------------
     def _appliers(self) -> dict[str, Applier]:
@@ -99,8 +100,7 @@ class Gateway:
         cfg = self.cfg
         host, port = parse_hostport(cfg.listen, "listen")
         mhost, mport = parse_hostport(cfg.metrics_listen, "metrics_listen")
-        if self.server is not None and self.server.sockets:
-            port = self.server.sockets[0].getsockname()[1]
+        port = self._bound_port or port
         if self.side is not None:
             mport = self.side.port
         adv = cfg.advertise_host
@@ -116,8 +116,9 @@ class Gateway:
 
     # -- metrics helpers -----------------------------------------------------------------------
     def reject_counts(self) -> dict[str, int]:
-        """Cumulative rejects by reason name (order rejects + session rejects + login failures)."""
-        return reject_counts(self.engine, self.session_counters)
+        """Cumulative rejects by reason name for the log's summaries: order and cancel rejects
+        (C counters), session-level rejects, refused logins as ``login_<reason>``."""
+        return reason_totals(self.engine, self.session_counters, with_logins=True)
 
     # -- probes ------------------------------------------------------------------------------
     def health(self) -> tuple[bool, dict[str, object]]:
@@ -166,6 +167,7 @@ class Gateway:
         self.server = await loop.create_server(
             lambda: OrderEntryProtocol(self.engine, self.connections, self.session_counters),
             host, port, reuse_address=True, backlog=1024)
+        self._bound_port = int(self.server.sockets[0].getsockname()[1])
         self._tasks.append(asyncio.create_task(self._ticker(), name="hftgw-ticker"))
         self._tasks.append(asyncio.create_task(self.summaries.run(), name="hftgw-log-summaries"))
         # everything built so far lives as long as the process: move it out of the collector's
@@ -240,14 +242,6 @@ class Gateway:
         self.engine.journal.close()
         if self.side is not None:
             self.side.stop()
-
-
-def reject_counts(engine: Engine, sessions: SessionCounters) -> dict[str, int]:
-    """Cumulative rejects by reason name: order and cancel rejects from the encoder's C
-    counters, session-level rejects, and refused logins as ``login_<reason>``."""
-    from monitoring.collector import reason_totals
-
-    return reason_totals(engine, sessions, with_logins=True)
 
 
 async def serve(cfg: Config, config_path: str | None = None) -> None:
