@@ -62,6 +62,12 @@ class EventLimiter(logging.Filter):
         self.suppressed_total += 1
         return False
 
+    def reset(self) -> None:
+        """Start a fresh window with nothing counted (tests, and a changed burst or window)."""
+        self._window_start = self._clock()
+        self._passed.clear()
+        self.suppressed.clear()
+
     def take_suppressed(self) -> dict[str, int]:
         out, self.suppressed = self.suppressed, {}
         return out
@@ -107,8 +113,10 @@ def configure(level: str = "INFO", fmt: str = "auto", burst: int = 100, window_s
         root.addHandler(_handler)
     root.setLevel(level)
     _handler.setFormatter(formatter(fmt, getattr(_handler, "stream", sys.stderr)))
-    LIMITER.burst = burst
-    LIMITER.window_s = window_s
+    if (LIMITER.burst, LIMITER.window_s) != (burst, window_s):
+        LIMITER.burst = burst
+        LIMITER.window_s = window_s
+        LIMITER.reset()
     return _handler
 
 

@@ -26,7 +26,7 @@ from matching.records import Side
 def captured() -> Iterator[io.StringIO]:
     buf = io.StringIO()
     handler = logs.configure("INFO", "json", burst=5, window_s=60, stream=buf)
-    logs.LIMITER.take_suppressed()
+    logs.LIMITER.reset()
     try:
         yield buf
     finally:

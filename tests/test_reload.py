@@ -16,6 +16,7 @@ import pytest
 from gateway_harness import free_port, login, metric_value, running_gateway, scrape
 from test_gateway import limit
 
+from gateway import logs
 from gateway.cli import serve_pids
 from gateway.config import Config, load_config
 from gateway.reload import Applier, Reloader
@@ -76,6 +77,10 @@ async def test_reload_applies_live_keys(config_file: tuple[Path, Config]) -> Non
         await client.logout()
     finally:
         await gw.close()
+        # the reload installed the gateway's log handler on the root logger: take it away again
+        if logs._handler is not None:
+            logging.getLogger().removeHandler(logs._handler)
+            logs._handler = None
         logging.getLogger().setLevel(logging.WARNING)
 
 
