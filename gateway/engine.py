@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from gateway.auth import LoginFailure, verify_token
-from gateway.config import Config
+from gateway.config import Config, SymbolConfig
 from matching.core import MatchingCore
 from matching.records import (
     COMMAND_RECORD_SIZE,
@@ -29,6 +29,8 @@ from matching.records import (
     CommandType,
     LoginRejectReason,
     pack_command,
+    pack_symbol_add,
+    unpack_command,
 )
 from matching.ring import SpscRing
 from matching.sequencer import Sequencer
@@ -56,7 +58,22 @@ class RecoveryStats:
 
     commands: int = 0
     sessions: int = 0
+    symbols: int = 0
     elapsed_s: float = 0.0
+
+
+@dataclass(slots=True)
+class SymbolChanges:
+    """What ``Engine.apply_symbols`` did: names added (new ids), names whose tick or max_qty
+    changed, and names served (ids are permanent) that the config no longer lists."""
+
+    added: list[str]
+    updated: list[str]
+    unlisted: list[str]
+
+
+class LegacyJournalError(ValueError):
+    """The journal predates journaled symbol definitions, so its symbol ids cannot be trusted."""
 
 
 class Engine:
@@ -68,14 +85,17 @@ class Engine:
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.symbol_names = [s.name for s in cfg.symbols]
-        self.symbols = SymbolTable(self.symbol_names)
-        self.core = MatchingCore([(s.tick, s.max_qty) for s in cfg.symbols])
+        # Symbol ids come from the journal (CMD_SYMBOL_ADD records), never from the config
+        # order: ``recover`` replays them, then ``apply_symbols`` journals the config's new ones.
+        self.symbol_names: list[str] = []  # by symbol id; shared with the fills sink
+        self.symbol_params: dict[str, tuple[int, int]] = {}  # name -> (tick, max_qty)
+        self.symbols = SymbolTable([])
+        self.core = MatchingCore([])
         self.inbound = SpscRing(cfg.ring_capacity, COMMAND_RECORD_SIZE)
         self.events = SpscRing(cfg.ring_capacity, EVENT_RECORD_SIZE)
         self.sequencer = Sequencer()
         self.journal = Journal(cfg.journal_dir, cfg.durability)
-        self.outbound = Outbound(self.symbol_names, cfg.max_sessions)
+        self.outbound = Outbound([], cfg.max_sessions)
         self.core.on_events_full = self._drain_events
         self.sink: FillSink | None = None  # set when PostgreSQL is configured
         self.accounts: dict[str, int] = {}       # account -> session id
@@ -89,25 +109,72 @@ class Engine:
 
     # -- start-up ----------------------------------------------------------------------------
     def recover(self) -> RecoveryStats:
-        """Replay the journal into the core so books, session ids and every session's next
-        sequence number are those before the restart.  Raises persistence.journal.JournalCorrupt
-        for damage before the tail, ValueError for a sequence gap."""
+        """Replay the journal into the core so symbols, books, session ids and every session's
+        next sequence number are those before the restart, then define the config's symbols
+        that the journal does not have yet (``apply_symbols``).  Raises
+        persistence.journal.JournalCorrupt for damage before the tail, ValueError for a
+        sequence gap, LegacyJournalError for a journal without symbol definitions."""
         t0 = time.perf_counter()
         stats = RecoveryStats()
         self.journal.open()
         cap_bytes = self.cfg.ring_capacity * COMMAND_RECORD_SIZE
+        first = True
         for chunk in self.journal.replay():
-            for sid, account in self.sequencer.observe(chunk):
+            if first and len(chunk) and unpack_command(chunk)["type"] != CommandType.CMD_SYMBOL_ADD:
+                raise LegacyJournalError(
+                    f"journal {self.journal.path} was written before symbol definitions were "
+                    "journaled, so its symbol ids are the config order of that time; move it "
+                    "away (the books start empty) or replay it with the hftgw version that wrote it")
+            first = False
+            defs: list[tuple[int, str, int, int]] = []
+            for sid, account in self.sequencer.observe(chunk, defs):
                 self._register_session(sid, account)
                 stats.sessions += 1
+            for sym_id, name, tick, max_qty in defs:
+                self._register_symbol(sym_id, name, tick, max_qty)
+                stats.symbols += 1
             view = memoryview(chunk)
             for off in range(0, len(view), cap_bytes):
                 part = view[off:off + cap_bytes]
                 self.inbound.push(part)
                 self._match_all()
             stats.commands += len(chunk) // COMMAND_RECORD_SIZE
+        self.apply_symbols(self.cfg.symbols)
         stats.elapsed_s = time.perf_counter() - t0
         return stats
+
+    # -- symbols -----------------------------------------------------------------------------
+    def _register_symbol(self, sym_id: int, name: str, tick: int, max_qty: int) -> None:
+        if sym_id == len(self.symbol_names):
+            self.symbols.add(name)
+            self.outbound.add_symbol(name)
+            self.symbol_names.append(name)
+        elif sym_id > len(self.symbol_names) or self.symbol_names[sym_id] != name:
+            raise ValueError(f"journal symbol definition out of order: id {sym_id} {name!r} "
+                             f"with {len(self.symbol_names)} symbols known")
+        self.symbol_params[name] = (tick, max_qty)
+
+    def apply_symbols(self, symbols: list[SymbolConfig]) -> SymbolChanges:
+        """Make the served symbols match ``symbols``: a new name gets the next symbol id and an
+        existing one with another tick or max_qty is redefined, each through a journaled
+        CMD_SYMBOL_ADD, so ids survive restarts whatever the config order.  Symbols served but
+        no longer listed stay (ids and resting orders are permanent); they are returned in
+        ``unlisted``.  Raises OSError when the journal cannot be written."""
+        changes = SymbolChanges([], [], [])
+        listed = set()
+        for s in symbols:
+            listed.add(s.name)
+            old = self.symbol_params.get(s.name)
+            if old == (s.tick, s.max_qty):
+                continue
+            sym_id = self.symbols.lookup(s.name) if old is not None else len(self.symbol_names)
+            self._register_symbol(sym_id, s.name, s.tick, s.max_qty)
+            self.inbound_push(pack_symbol_add(sym_id, s.name, s.tick, s.max_qty, time.time_ns()))
+            (changes.updated if old is not None else changes.added).append(s.name)
+        if changes.added or changes.updated:
+            self.pump()
+        changes.unlisted = [n for n in self.symbol_names if n not in listed]
+        return changes
 
     def _register_session(self, sid: int, account: str) -> None:
         if sid != len(self.account_of_session):
@@ -119,18 +186,21 @@ class Engine:
     # -- sessions ----------------------------------------------------------------------------
     def login(self, msg: Login, writer: SessionWriter) -> LoginDecision:
         """Decide a Login: verify the JWT, find or create the account's session, check the
-        requested sequence number, attach ``writer``.  Never raises for bad input."""
+        requested sequence number, attach ``writer``.  Never raises for bad input.  Logs one
+        ``session.login`` or ``session.login_refused`` event (the writer's ``peer`` if any)."""
+        peer = str(getattr(writer, "peer", ""))
         try:
             ident = verify_token(msg.token, self.cfg.jwt_secret)
         except LoginFailure as exc:
-            log.info("login refused: %s", exc)
-            return LoginDecision(False, reason=exc.reason)
+            return self._refuse(exc.reason, peer, "", str(exc))
         sid = self.accounts.get(ident.account)
         if sid is not None and sid in self.writers:
-            return LoginDecision(False, reason=LoginRejectReason.LOGIN_SESSION_IN_USE)
+            return self._refuse(LoginRejectReason.LOGIN_SESSION_IN_USE, peer, ident.account,
+                                "the account's session is logged in on another connection")
         if sid is None:
             if len(self.account_of_session) >= self.cfg.max_sessions:
-                return LoginDecision(False, reason=LoginRejectReason.LOGIN_NOT_AUTHORIZED)
+                return self._refuse(LoginRejectReason.LOGIN_NOT_AUTHORIZED, peer, ident.account,
+                                    f"max_sessions ({self.cfg.max_sessions}) reached")
             sid = len(self.account_of_session)
             # journaled like any command, so a restart assigns the same ids
             self._register_session(sid, ident.account)
@@ -140,11 +210,21 @@ class Engine:
             self.pump()
         next_seq = self.outbound.next_seq(sid)
         if msg.next_expected_seq_num > next_seq:
-            return LoginDecision(False, reason=LoginRejectReason.LOGIN_INVALID_SEQUENCE)
+            return self._refuse(LoginRejectReason.LOGIN_INVALID_SEQUENCE, peer, ident.account,
+                                f"asked for seq {msg.next_expected_seq_num}, next is {next_seq}")
         self.writers[sid] = writer
         self.outbound.set_session(sid, True, True)
-        log.info("session %d (%s) logged in, next seq %d", sid, ident.account, next_seq)
+        log.info("session %d (%s) logged in from %s, next seq %d", sid, ident.account, peer, next_seq,
+                 extra={"event": "session.login", "session_id": sid, "account": ident.account,
+                        "peer": peer, "next_seq": next_seq})
         return LoginDecision(True, session_id=sid, next_seq_num=next_seq)
+
+    def _refuse(self, reason: int, peer: str, account: str, detail: str) -> LoginDecision:
+        name = LoginRejectReason(reason).name.removeprefix("LOGIN_").lower()
+        log.info("login from %s%s refused (%s): %s", peer, f" ({account})" if account else "", name,
+                 detail, extra={"event": "session.login_refused", "peer": peer, "account": account,
+                                "reason": name, "detail": detail})
+        return LoginDecision(False, reason=reason)
 
     def detach(self, sid: int, cancel_on_disconnect: bool) -> None:
         """The session's connection is gone: stop buffering its messages; with

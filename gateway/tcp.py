@@ -7,6 +7,7 @@ import socket
 import time
 
 from gateway.engine import Engine
+from matching.records import LoginRejectReason
 from protocol.messages import Login
 from protocol.session import LoginDecision, LogoutReason, ServerSession, SessionCounters
 
@@ -27,6 +28,7 @@ class OrderEntryProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.session: ServerSession | None = None
         self.peer = ""
+        self.login_refusal: int | None = None  # LoginRejectReason of a refused login
 
     # -- asyncio.Protocol --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -64,11 +66,17 @@ class OrderEntryProtocol(asyncio.Protocol):
         if s is not None and s.session_id:
             self.engine.detach(s.session_id, s.cancel_on_disconnect)
             log.info("session %d (%s) disconnected%s", s.session_id, self.peer,
-                     f": {exc}" if exc else "")
+                     f": {exc}" if exc else "",
+                     extra={"event": "session.disconnect", "session_id": s.session_id,
+                            "account": self.engine.account(s.session_id), "peer": self.peer,
+                            "error": str(exc) if exc else "",
+                            "cancel_on_disconnect": s.cancel_on_disconnect})
 
     # -- engine side -------------------------------------------------------------------------
     def _login(self, msg: Login) -> LoginDecision:
-        return self.engine.login(msg, self)
+        decision = self.engine.login(msg, self)
+        self.login_refusal = None if decision.accepted else decision.reason
+        return decision
 
     def deliver(self, data: bytes, now_ns: int) -> None:
         """Responses for this session from the engine (one call per tick)."""
@@ -80,7 +88,10 @@ class OrderEntryProtocol(asyncio.Protocol):
         self.session.note_sent(now_ns)
         if t.get_write_buffer_size() > self.engine.cfg.max_write_buffer:
             log.warning("session %d (%s) too slow: %d bytes unread, disconnecting",
-                        self.session.session_id, self.peer, t.get_write_buffer_size())
+                        self.session.session_id, self.peer, t.get_write_buffer_size(),
+                        extra={"event": "session.slow_consumer", "peer": self.peer,
+                               "session_id": self.session.session_id,
+                               "unread_bytes": t.get_write_buffer_size()})
             self.session.shutdown(LogoutReason.SLOW_CONSUMER)
             self.counters.slow_consumers += 1
             self.session.data_to_send()  # the Logout cannot get past a full buffer anyway
@@ -97,6 +108,16 @@ class OrderEntryProtocol(asyncio.Protocol):
             self.session.shutdown()
             self._write_session_output()
 
+    def _close_reason(self) -> str:
+        s = self.session
+        assert s is not None
+        if self.login_refusal is not None and not s.session_id:
+            return "login_" + LoginRejectReason(self.login_refusal).name.removeprefix("LOGIN_").lower()
+        try:
+            return LogoutReason(-1 if s.close_reason is None else s.close_reason).name.lower()
+        except ValueError:
+            return str(s.close_reason)
+
     def _write_session_output(self) -> None:
         s = self.session
         t = self.transport
@@ -106,5 +127,8 @@ class OrderEntryProtocol(asyncio.Protocol):
         if out and not t.is_closing():
             t.write(out)
         if s.closed and not t.is_closing():
-            log.info("closing %s: reason %s", self.peer, s.close_reason)
+            reason = self._close_reason()
+            log.info("closing %s (session %d): %s", self.peer, s.session_id, reason,
+                     extra={"event": "session.closed", "peer": self.peer,
+                            "session_id": s.session_id, "reason": reason})
             t.close()

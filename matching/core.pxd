@@ -61,6 +61,7 @@ ctypedef struct Book:
 cdef class MatchingCore:
     cdef Book *books
     cdef uint32_t n_symbols
+    cdef uint32_t books_cap   # allocated Book slots (CMD_SYMBOL_ADD grows the array by doubling)
 
     cdef Order *pool          # 64-byte aligned view into _pool_mem
     cdef void *_pool_mem
@@ -105,6 +106,7 @@ cdef class MatchingCore:
     cdef int _on_replace(self, const Command *c) except -1 nogil
     cdef int _on_mass_cancel(self, const Command *c) except -1 nogil
     cdef int _on_book_query(self, const Command *c) except -1 nogil
+    cdef int _on_symbol_add(self, const Command *c) except -1 nogil
     cdef int _reject(self, const Command *c, uint16_t reason, uint64_t cl_ord_id) except -1 nogil
     cdef int _cancel_reject(self, const Command *c, uint16_t reason, Order *o) except -1 nogil
     cdef int _canceled(self, const Command *c, Order *o, uint64_t qty, uint16_t reason) except -1 nogil

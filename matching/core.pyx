@@ -28,6 +28,9 @@ Commands and their events (spec: hftgw issue 2 item 3; replace quantity as FIX O
   both, > 2 is EVT_REJECTED(REJ_INVALID_FIELD).
 * CMD_BOOK_QUERY -> EVT_BOOK_SNAPSHOT(count bids, count2 asks) then the EVT_BOOK_LEVEL records,
   bids then asks, best first, contiguous in the ring (depth 0 -> 10, at most 100 a side).
+* CMD_SYMBOL_ADD -> nothing when it defines the next free symbol id (a new, empty book) or
+  redefines an existing one (new tick and max_qty; resting orders stay as they are); a gap in
+  the ids or a tick / max_qty <= 0 is EVT_REJECTED(REJ_INVALID_FIELD) for session 0.
 * CMD_SESSION_OPEN -> nothing; any other type -> EVT_REJECTED(REJ_INVALID_FIELD).
 
 Memory: a resting order is one 64-byte pool struct plus one 8-byte hash slot (the table grows at
@@ -47,6 +50,7 @@ from matching.records cimport (
     CMD_NEW,
     CMD_REPLACE,
     CMD_SESSION_OPEN,
+    CMD_SYMBOL_ADD,
     CXL_DISCONNECT,
     CXL_FOK_UNFILLED,
     CXL_IOC_REMAINDER,
@@ -255,7 +259,8 @@ cdef class MatchingCore:
         if not 1 <= initial_orders <= (1 << 31):
             raise ValueError("initial_orders must be in [1, 2**31]")
         self.n_symbols = <uint32_t>n
-        self.books = <Book *>calloc(max(n, 1), sizeof(Book))
+        self.books_cap = <uint32_t>max(n, 1)
+        self.books = <Book *>calloc(self.books_cap, sizeof(Book))
         if self.books == NULL:
             raise MemoryError()
         for i in range(self.n_symbols):
@@ -820,6 +825,45 @@ cdef class MatchingCore:
             ev.flags = 1
         return 0
 
+    cdef int _on_symbol_add(self, const Command *c) except -1 nogil:
+        # Symbols arrive at run time (config reload) and on replay, always through the journal,
+        # so a symbol id means the same book before and after a restart whatever the config order.
+        cdef Book *bk
+        cdef Book *grown
+        cdef uint32_t new_cap
+        cdef int s
+        if c.price <= 0 or c.qty == 0 or c.symbol_id > self.n_symbols \
+                or c.symbol_id >= <uint32_t>UNKNOWN_SYMBOL_ID:
+            return self._reject(c, REJ_INVALID_FIELD, c.cl_ord_id)
+        if c.symbol_id < self.n_symbols:
+            bk = &self.books[c.symbol_id]
+            bk.tick = c.price
+            bk.max_qty = c.qty
+            return 0
+        if self.n_symbols == self.books_cap:
+            new_cap = self.books_cap * 2
+            grown = <Book *>realloc(self.books, <size_t>new_cap * sizeof(Book))
+            if grown == NULL:
+                with gil:
+                    raise MemoryError()
+            self.books = grown
+            self.books_cap = new_cap
+        bk = &self.books[self.n_symbols]
+        bk.tick = c.price
+        bk.max_qty = c.qty
+        for s in range(2):
+            bk.side[s].n = 0
+            bk.side[s].cap = _INITIAL_LEVELS
+            bk.side[s].lv = <Level *>malloc(_INITIAL_LEVELS * sizeof(Level))
+            if bk.side[s].lv == NULL:
+                bk.side[s].cap = 0
+                if s == 1:
+                    free(bk.side[0].lv)
+                with gil:
+                    raise MemoryError()
+        self.n_symbols += 1
+        return 0
+
     cdef uint64_t _bounded_events(self, const Command *c) noexcept nogil:
         # Events a command emits besides its fills / per-order cancels.
         cdef uint32_t depth, nb, na
@@ -872,6 +916,8 @@ cdef class MatchingCore:
                 self._on_mass_cancel(c)
             elif typ == CMD_BOOK_QUERY:
                 self._on_book_query(c)
+            elif typ == CMD_SYMBOL_ADD:
+                self._on_symbol_add(c)
             elif typ != CMD_SESSION_OPEN:
                 # the gateway keeps the session table; anything else is not a command we know
                 self._reject(c, REJ_INVALID_FIELD, c.cl_ord_id)

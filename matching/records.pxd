@@ -39,6 +39,7 @@ cpdef enum CommandType:
     CMD_MASS_CANCEL = 4
     CMD_BOOK_QUERY = 5
     CMD_SESSION_OPEN = 10
+    CMD_SYMBOL_ADD = 11
 
 cpdef enum EventType:
     EVT_ACCEPTED = 1
@@ -111,6 +112,9 @@ ctypedef struct Command:
     int64_t price             # 48  price units
     uint64_t qty              # 56  lots (replace: the new total order quantity)
 # CMD_SESSION_OPEN carries the account name, NUL-padded ASCII, in the 32 bytes from offset 32.
+# CMD_SYMBOL_ADD defines symbol id `symbol_id` (the next free id: a new book; an existing id: new
+# tick/max_qty for it): tick in `price`, max_qty in `qty`, the name's 8 NUL-padded bytes in the
+# place of `cl_ord_id`.  Journaled like any command, so replay rebuilds the same ids.
 # CMD_MASS_CANCEL: side 0 = both sides; symbol_id UNKNOWN_SYMBOL_ID with depth=1 = all symbols.
 
 # One event (core -> outbound ring -> session writers, market data, sink, metrics).  128 bytes.

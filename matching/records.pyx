@@ -9,7 +9,7 @@ import struct
 
 from libc.stdint cimport uint64_t
 
-from matching.records cimport Command, Event
+from matching.records cimport CMD_SYMBOL_ADD, Command, Event
 
 COMMAND_RECORD_SIZE = sizeof(Command)
 EVENT_RECORD_SIZE = sizeof(Event)
@@ -60,6 +60,30 @@ def unpack_command(data, offset: int = 0) -> dict:
 def command_account(data, offset: int = 0) -> str:
     """The account name carried by a CMD_SESSION_OPEN record."""
     return bytes(data[offset + 32:offset + 64]).rstrip(b"\0").decode("ascii")
+
+
+cdef Command _probe
+#: byte offset of the 8-byte symbol name in a CMD_SYMBOL_ADD record (the cl_ord_id field)
+SYMBOL_NAME_OFFSET = <Py_ssize_t>(<char *>&_probe.cl_ord_id - <char *>&_probe)
+
+
+def pack_symbol_add(symbol_id: int, name: str, tick: int, max_qty: int, ts: int = 0) -> bytes:
+    """Build one CMD_SYMBOL_ADD record: define symbol id ``symbol_id`` as ``name`` (1 to 8
+    ASCII characters) with ``tick`` (price units, > 0) and ``max_qty`` (lots, > 0); ``ts`` in ns.
+    Raises ValueError for a bad name, struct.error for values out of range."""
+    raw = name.encode("ascii")
+    if not 1 <= len(raw) <= 8 or b"\0" in raw:
+        raise ValueError(f"symbol name must be 1 to 8 ASCII characters, got {name!r}")
+    rec = bytearray(pack_command(type=CMD_SYMBOL_ADD, symbol_id=symbol_id, price=tick, qty=max_qty,
+                                 ts=ts))
+    rec[SYMBOL_NAME_OFFSET:SYMBOL_NAME_OFFSET + 8] = raw.ljust(8, b"\0")
+    return bytes(rec)
+
+
+def command_symbol_name(data, offset: int = 0) -> str:
+    """The symbol name carried by a CMD_SYMBOL_ADD record."""
+    start = offset + SYMBOL_NAME_OFFSET
+    return bytes(data[start:start + 8]).rstrip(b"\0").decode("ascii")
 
 
 def pack_event(**fields) -> bytes:

@@ -26,13 +26,15 @@ class SidePortServer:
     """HTTP on ``host:port`` in a daemon thread.
 
     health(): (ok, details) for /health; ready(): (ok, details) for /ready.  Each answers 200
-    with a JSON body when ok, 503 otherwise.
+    with a JSON body when ok, 503 otherwise.  routes: more GET paths, each a function returning
+    a JSON body (200), e.g. /directory; an exception in it answers 500 with its message.
     """
 
     def __init__(self, host: str, port: int, registry: CollectorRegistry, health: HealthFn,
-                 ready: HealthFn) -> None:
+                 ready: HealthFn, routes: dict[str, Callable[[], bytes]] | None = None) -> None:
         metrics_app = make_wsgi_app(registry)
         probes = {"/health": health, "/ready": ready}
+        json_routes = dict(routes or {})
 
         def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
             path = environ.get("PATH_INFO", "/")
@@ -40,8 +42,19 @@ class SidePortServer:
             if probe is None:
                 if path == "/metrics":
                     return metrics_app(environ, start_response)
+                route = json_routes.get(path)
+                if route is not None:
+                    try:
+                        body, status = route(), "200 OK"
+                    except Exception as exc:  # the side port must answer, whatever broke
+                        body = json.dumps({"error": str(exc)}).encode()
+                        status = "500 Internal Server Error"
+                    start_response(status, [("Content-Type", "application/json"),
+                                            ("Content-Length", str(len(body)))])
+                    return [body]
                 start_response("404 Not Found", [("Content-Type", "text/plain")])
-                return [b"not found: try /metrics, /health, /ready\n"]
+                paths = ", ".join(["/metrics", "/health", "/ready", *json_routes])
+                return [f"not found: try {paths}\n".encode()]
             ok, details = probe()
             body = json.dumps({"status": "ok" if ok else "unavailable", **details}).encode()
             start_response("200 OK" if ok else "503 Service Unavailable",

@@ -242,9 +242,11 @@ cdef class SymbolTable:
     cdef uint64_t *keys_by_id      # symbol id -> key, i.e. the NUL-padded wire bytes
     cdef uint64_t mask
     cdef int shift
+    cdef uint32_t id_cap           # ids keys_by_id has room for
     cdef readonly uint32_t count
     cdef list _names
 
+    cdef int _alloc(self, uint64_t cap, uint32_t id_cap) except -1
     cdef void _insert(self, uint64_t k, uint32_t symbol_id) noexcept
 
     cdef inline uint32_t lookup_key(self, uint64_t k) noexcept nogil:

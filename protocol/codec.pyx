@@ -409,37 +409,64 @@ cdef class SymbolTable:
 
     names: distinct ASCII names of 1 to 8 characters, without NUL and not ending in a space
     (on the wire they are NUL- or space-padded to 8 bytes).  Raises ValueError otherwise.
-    Lookups of the raw 8 wire bytes run in C (open addressing) without the GIL.
+    ``add`` appends a symbol at run time (the next id).  Lookups of the raw 8 wire bytes run in
+    C (open addressing) without the GIL.
     """
 
     def __cinit__(self, names):
-        cdef uint64_t cap = 16, k
-        cdef uint32_t i
-        cdef bytes raw
         names = list(names)
-        while cap < 2 * <uint64_t>len(names):
-            cap *= 2
+        self._names = []
+        self.count = 0
+        self._alloc(16, 16)
+        for name in names:
+            self.add(name)
+
+    cdef int _alloc(self, uint64_t cap, uint32_t id_cap) except -1:
+        # (Re)build the hash with ``cap`` slots (power of two) and room for ``id_cap`` ids.
+        cdef uint64_t *keys = <uint64_t *>calloc(cap, sizeof(uint64_t))
+        cdef uint32_t *ids = <uint32_t *>calloc(cap, sizeof(uint32_t))
+        cdef uint64_t *by_id = <uint64_t *>calloc(id_cap + 1, sizeof(uint64_t))
+        cdef uint32_t i
+        if keys == NULL or ids == NULL or by_id == NULL:
+            free(keys)
+            free(ids)
+            free(by_id)
+            raise MemoryError()
+        if self.keys_by_id != NULL:
+            memcpy(by_id, self.keys_by_id, self.count * sizeof(uint64_t))
+        free(self.slot_keys)
+        free(self.slot_ids)
+        free(self.keys_by_id)
+        self.slot_keys = keys
+        self.slot_ids = ids
+        self.keys_by_id = by_id
+        self.id_cap = id_cap
         self.mask = cap - 1
         self.shift = 64
         while (<uint64_t>1 << (64 - self.shift)) < cap:
             self.shift -= 1
-        self.slot_keys = <uint64_t *>calloc(cap, sizeof(uint64_t))
-        self.slot_ids = <uint32_t *>calloc(cap, sizeof(uint32_t))
-        self.keys_by_id = <uint64_t *>calloc(len(names) + 1, sizeof(uint64_t))
-        if self.slot_keys == NULL or self.slot_ids == NULL or self.keys_by_id == NULL:
-            raise MemoryError()
-        self.count = 0
-        for i, name in enumerate(names):
-            if not isinstance(name, str) or not name or "\0" in name or name.endswith(" "):
-                raise ValueError(f"bad symbol name {name!r}")
-            raw = _symbol_wire(name)
-            k = symbol_key(raw)
-            if self.lookup_key(k) != UNKNOWN_SYMBOL_ID:
-                raise ValueError(f"duplicate symbol {name!r}")
-            self._insert(k, i)
-            self.keys_by_id[i] = k
-            self.count += 1
-        self._names = names
+        for i in range(self.count):
+            self._insert(self.keys_by_id[i], i)
+        return 0
+
+    def add(self, name) -> int:
+        """Give ``name`` the next symbol id and return it.  Raises ValueError for a bad or
+        duplicate name, MemoryError."""
+        cdef uint64_t k
+        cdef bytes raw
+        if not isinstance(name, str) or not name or "\0" in name or name.endswith(" "):
+            raise ValueError(f"bad symbol name {name!r}")
+        raw = _symbol_wire(name)
+        k = symbol_key(raw)
+        if self.lookup_key(k) != UNKNOWN_SYMBOL_ID:
+            raise ValueError(f"duplicate symbol {name!r}")
+        if 2 * (<uint64_t>self.count + 1) > self.mask + 1 or self.count + 1 > self.id_cap:
+            self._alloc(2 * (self.mask + 1), 2 * self.id_cap)
+        self._insert(k, self.count)
+        self.keys_by_id[self.count] = k
+        self._names.append(name)
+        self.count += 1
+        return self.count - 1
 
     cdef void _insert(self, uint64_t k, uint32_t symbol_id) noexcept:
         cdef uint64_t i = (k * <uint64_t>0x9E3779B97F4A7C15) >> self.shift

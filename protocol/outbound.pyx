@@ -127,6 +127,11 @@ cdef class Outbound:
         free(self.dirty_ids)
         free(self.capture_buf)
 
+    def add_symbol(self, name) -> int:
+        """Name the next symbol id (a symbol added at run time); returns that id.  Raises
+        ValueError for a bad or duplicate name."""
+        return self.symbols.add(name)
+
     # -- sessions ---------------------------------------------------------------------------------
     cdef SessionOut *_session(self, sid) except NULL:
         if sid < 0 or sid >= self.max_sessions:
