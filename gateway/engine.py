@@ -80,6 +80,10 @@ class Engine:
         self.sink: FillSink | None = None  # set when PostgreSQL is configured
         self.accounts: dict[str, int] = {}       # account -> session id
         self.account_of_session: list[str] = [""]  # session id -> account (index 0 unused)
+        # account -> account id (uint32 from 1), stamped on every command for STP and mass
+        # cancel by account; journaled in the session-open record, so replay rebuilds it
+        self.account_ids: dict[str, int] = {}
+        self.account_id_of_session: list[int] = [0]
         self.writers: dict[int, SessionWriter] = {}
         self.ready = False
         self.pumps = 0
@@ -97,8 +101,8 @@ class Engine:
         self.journal.open()
         cap_bytes = self.cfg.ring_capacity * COMMAND_RECORD_SIZE
         for chunk in self.journal.replay():
-            for sid, account in self.sequencer.observe(chunk):
-                self._register_session(sid, account)
+            for sid, account, account_id in self.sequencer.observe(chunk):
+                self._register_session(sid, account, account_id)
                 stats.sessions += 1
             view = memoryview(chunk)
             for off in range(0, len(view), cap_bytes):
@@ -109,12 +113,14 @@ class Engine:
         stats.elapsed_s = time.perf_counter() - t0
         return stats
 
-    def _register_session(self, sid: int, account: str) -> None:
+    def _register_session(self, sid: int, account: str, account_id: int) -> None:
         if sid != len(self.account_of_session):
             raise ValueError(f"journal session ids out of order: {sid} after "
                              f"{len(self.account_of_session) - 1}")
         self.account_of_session.append(account)
+        self.account_id_of_session.append(account_id)
         self.accounts[account] = sid
+        self.account_ids.setdefault(account, account_id)
 
     # -- sessions ----------------------------------------------------------------------------
     def login(self, msg: Login, writer: SessionWriter) -> LoginDecision:
@@ -132,11 +138,12 @@ class Engine:
             if len(self.account_of_session) >= self.cfg.max_sessions:
                 return LoginDecision(False, reason=LoginRejectReason.LOGIN_NOT_AUTHORIZED)
             sid = len(self.account_of_session)
+            account_id = self.account_ids.get(ident.account, len(self.account_ids) + 1)
             # journaled like any command, so a restart assigns the same ids
-            self._register_session(sid, ident.account)
+            self._register_session(sid, ident.account, account_id)
             self.inbound_push(pack_command(type=CommandType.CMD_SESSION_OPEN, session_id=sid,
                                            ts=time.time_ns(), symbol_id=UNKNOWN_SYMBOL,
-                                           account=ident.account))
+                                           account=ident.account, account_id=account_id))
             self.pump()
         next_seq = self.outbound.next_seq(sid)
         if msg.next_expected_seq_num > next_seq:
@@ -144,7 +151,8 @@ class Engine:
         self.writers[sid] = writer
         self.outbound.set_session(sid, True, True)
         log.info("session %d (%s) logged in, next seq %d", sid, ident.account, next_seq)
-        return LoginDecision(True, session_id=sid, next_seq_num=next_seq)
+        return LoginDecision(True, session_id=sid, next_seq_num=next_seq,
+                             account_id=self.account_id_of_session[sid], role=ident.role)
 
     def detach(self, sid: int, cancel_on_disconnect: bool) -> None:
         """The session's connection is gone: stop buffering its messages; with
@@ -155,6 +163,7 @@ class Engine:
         if cancel_on_disconnect:
             self.inbound_push(pack_command(type=CommandType.CMD_MASS_CANCEL, session_id=sid,
                                            symbol_id=UNKNOWN_SYMBOL, depth=1, flags=1,
+                                           account_id=self.account_id_of_session[sid],
                                            ts=time.time_ns()))
             self.request_pump()
 

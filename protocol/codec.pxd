@@ -19,7 +19,7 @@ cdef enum:
     MIN_FRAME = 14                # SOFH + message header
     MAX_FRAME = 65535
     SBE_SCHEMA_ID = 1
-    SBE_SCHEMA_VERSION = 1
+    SBE_SCHEMA_VERSION = 2
 
     TPL_LOGIN = 1
     TPL_LOGIN_ACCEPTED = 2

@@ -16,7 +16,7 @@ Two levels:
 * Python: ``encode``, ``decode_message``, ``decode_frames``, ``decode_next``, ``message_length``
   work with the ``protocol.messages`` structs; they are for the session layer, clients and tests.
 * Hot paths, no Python object per message: ``decode_orders`` writes order-entry messages straight
-  into the inbound SpscRing as 64-byte Command records with the GIL released;
+  into the inbound SpscRing as 96-byte Command records with the GIL released;
   ``scan_responses`` is the load generator's batch scan of server frames.
 """
 import re
@@ -678,7 +678,8 @@ def message_length(buf, Py_ssize_t pos=0) -> int:
 
 # -- hot path: order-entry messages straight into the inbound ring ---------------------------------
 cdef inline void _to_command(Command *c, const char *m, uint16_t tid, uint32_t session_id,
-                             uint32_t symbol_id, bint blank_symbol, uint64_t recv_ts) noexcept nogil:
+                             uint32_t symbol_id, bint blank_symbol, uint64_t recv_ts,
+                             uint32_t account_id, uint8_t stp_default) noexcept nogil:
     # every field is written: ring slots are reused
     cdef const NewOrderBlock *no
     cdef const CancelOrderBlock *co
@@ -698,6 +699,13 @@ cdef inline void _to_command(Command *c, const char *m, uint16_t tid, uint32_t s
     c.orig_cl_ord_id = 0
     c.price = 0
     c.qty = 0
+    c.stop_price = 0
+    c.display_qty = 0
+    c.account_id = account_id
+    c.scope = 0
+    c.pad0 = 0
+    c.pad1 = 0
+    c.reserved = 0
     if tid == TPL_NEW_ORDER:
         no = <const NewOrderBlock *>m
         c.type = CMD_NEW
@@ -705,7 +713,7 @@ cdef inline void _to_command(Command *c, const char *m, uint16_t tid, uint32_t s
         c.ord_type = no.ord_type
         c.tif = no.time_in_force
         c.flags = no.flags
-        c.stp = no.stp_mode
+        c.stp = no.stp_mode if no.stp_mode != 0 else stp_default
         c.cl_ord_id = no.cl_ord_id
         c.price = no.price
         c.qty = no.order_qty
@@ -736,21 +744,25 @@ cdef inline void _to_command(Command *c, const char *m, uint16_t tid, uint32_t s
 
 
 def decode_orders(buffer, Py_ssize_t start, Py_ssize_t end, SpscRing ring not None,
-                  uint32_t session_id, SymbolTable symbols not None, uint64_t recv_ts, bint sofh=True):
-    """Decode complete order-entry frames of ``buffer[start:end]`` into 64-byte Command records
+                  uint32_t session_id, SymbolTable symbols not None, uint64_t recv_ts, bint sofh=True,
+                  uint32_t account_id=0, uint8_t stp_default=0):
+    """Decode complete order-entry frames of ``buffer[start:end]`` into 96-byte Command records
     (matching/records.pxd) written straight into ``ring`` and published once at the end.
 
     NewOrder -> CMD_NEW, CancelOrder -> CMD_CANCEL, ReplaceOrder -> CMD_REPLACE, MassCancel ->
     CMD_MASS_CANCEL (an all-blank symbol -> symbol_id UNKNOWN_SYMBOL and depth 1), BookQuery ->
     CMD_BOOK_QUERY (request id in orig_cl_ord_id and cl_ord_id).  symbol_id comes from
     ``symbols`` (UNKNOWN_SYMBOL when absent), ts = recv_ts (ns), seq = 0 (the sequencer stamps
-    it).  Business fields are not validated here (the matching core does that).
+    it), account_id = ``account_id`` (the session's account); a NewOrder with stpMode 0 gets
+    ``stp_default`` (the session's default StpMode: the order's own value wins when set).
+    Business fields are not validated here (the matching core does that).
 
     Returns (offset, commands written, status): status NEED_MORE (no complete frame left),
     SESSION_MESSAGE (offset is at a complete frame of another valid template, for the caller to
     handle before calling again), RING_FULL, MALFORMED or UNKNOWN_TEMPLATE (offset at the bad
     frame).  sofh=False: the buffer holds SBE messages back to back (a WebSocket message).
-    Raises ValueError for a start/end outside the buffer or a ring whose slots are not 64 bytes.
+    Raises ValueError for a start/end outside the buffer or a ring whose slots are not Command
+    records.
     The inner loop runs without the GIL.
     """
     cdef Py_buffer view
@@ -787,7 +799,7 @@ def decode_orders(buffer, Py_ssize_t start, Py_ssize_t end, SpscRing ring not No
                 m = <const char *>(base + off + fi.msg_offset + SBE_HEADER_SIZE)
                 key = symbol_key(m + SYMBOL_OFFSET[tid])
                 _to_command(<Command *>ring.slot(wpos + n), m, tid, session_id,
-                            symbols.lookup_key(key), key == 0, recv_ts)
+                            symbols.lookup_key(key), key == 0, recv_ts, account_id, stp_default)
                 n += 1
                 off += fi.frame_len
             if n:

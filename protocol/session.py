@@ -57,6 +57,8 @@ class LoginDecision:
     session_id: int = 0
     next_seq_num: int = 0
     reason: int = 0
+    account_id: int = 0      # stamped on every command of the session (STP, mass cancel)
+    role: str = "trader"     # the JWT role; "admin" may send EndOfSession
 
 
 @dataclass(slots=True)
@@ -90,6 +92,9 @@ class ServerSession:
         self.state = SessionState.AWAIT_LOGIN
         self.session_id = 0
         self.account = ""
+        self.account_id = 0
+        self.role = ""
+        self.stp_default = 0
         self.cancel_on_disconnect = False
         self.heartbeat_ms = heartbeat_ms
         self.timeout_factor = timeout_factor
@@ -177,7 +182,7 @@ class ServerSession:
             if self.state is SessionState.ACTIVE:
                 pos, n, status = codec.decode_orders(
                     self._buf, self._pos, len(self._buf), self.ring, self.session_id,
-                    self.symbols, now_ns, self.sofh)
+                    self.symbols, now_ns, self.sofh, self.account_id, self.stp_default)
                 self._pos = pos
                 self.commands_queued += n
                 if status == codec.NEED_MORE:
@@ -227,6 +232,8 @@ class ServerSession:
                 return
             self.state = SessionState.ACTIVE
             self.session_id = decision.session_id
+            self.account_id = decision.account_id
+            self.role = decision.role
             self.cancel_on_disconnect = bool(msg.cancel_on_disconnect)
             self.heartbeat_ms = hb
             self._send(LoginAccepted(session_id=decision.session_id,

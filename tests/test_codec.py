@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from matching.records import (
+    COMMAND_FIELDS,
     COMMAND_RECORD_SIZE,
     UNKNOWN_SYMBOL,
     CommandType,
@@ -174,9 +175,8 @@ def test_decode_frames_one_byte_at_a_time(sofh: bool) -> None:
 
 def expected_command(msg: Message, session_id: int, ts: int) -> dict[str, int]:
     """The Command record the brief specifies for an order-entry message."""
-    c = dict(seq=0, ts=ts, session_id=session_id, symbol_id=TABLE.lookup(msg.symbol), type=0,  # type: ignore[union-attr]
-             side=0, ord_type=0, tif=0, flags=0, stp=0, depth=0, cl_ord_id=0, orig_cl_ord_id=0,
-             price=0, qty=0)
+    c = dict.fromkeys(COMMAND_FIELDS, 0)
+    c.update(ts=ts, session_id=session_id, symbol_id=TABLE.lookup(msg.symbol))  # type: ignore[union-attr]
     if isinstance(msg, NewOrder):
         c.update(type=CommandType.CMD_NEW, side=msg.side, ord_type=msg.ord_type, tif=msg.time_in_force,
                  flags=msg.flags, stp=msg.stp_mode, cl_ord_id=msg.cl_ord_id, price=msg.price,
@@ -311,9 +311,9 @@ def test_decode_orders_argument_checks() -> None:
     with pytest.raises(ValueError):
         codec.decode_orders(b"", 0, 0, SpscRing(8, 128), 1, TABLE, 0)
     with pytest.raises(ValueError):
-        codec.decode_orders(b"abc", 2, 4, SpscRing(8, 64), 1, TABLE, 0)
+        codec.decode_orders(b"abc", 2, 4, SpscRing(8, COMMAND_RECORD_SIZE), 1, TABLE, 0)
     with pytest.raises(TypeError):
-        codec.decode_orders("abc", 0, 1, SpscRing(8, 64), 1, TABLE, 0)  # type: ignore[arg-type]
+        codec.decode_orders("abc", 0, 1, SpscRing(8, COMMAND_RECORD_SIZE), 1, TABLE, 0)  # type: ignore[arg-type]
 
 
 # -- malformed input ------------------------------------------------------------------------------

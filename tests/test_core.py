@@ -13,6 +13,7 @@ from reference_book import ReferenceCore
 from matching.core import MAX_BOOK_DEPTH, EventTally, MatchingCore
 from matching.records import (
     COMMAND_FIELDS,
+    COMMAND_RECORD_SIZE,
     EVENT_FIELDS,
     EVENT_STRUCT,
     UNKNOWN_SYMBOL,
@@ -28,6 +29,7 @@ NEW, CANCEL, REPLACE = CommandType.CMD_NEW, CommandType.CMD_CANCEL, CommandType.
 MASS, QUERY, OPEN = CommandType.CMD_MASS_CANCEL, CommandType.CMD_BOOK_QUERY, CommandType.CMD_SESSION_OPEN
 E = EventType
 R = RejectReason
+CMD_SIZE = COMMAND_RECORD_SIZE
 X = CancelReason
 BUY, SELL = 1, 2
 LIMIT, MARKET = 1, 2
@@ -47,7 +49,7 @@ class Harness:
                  initial_orders: int = 64) -> None:
         self.core = MatchingCore(symbols, initial_orders=initial_orders)
         self.ref = ReferenceCore(symbols)
-        self.commands = SpscRing(1 << 12, 64)
+        self.commands = SpscRing(1 << 12, CMD_SIZE)
         self.events = SpscRing(events_capacity, 128)
         self.seq = 0
         self.core.on_events_full = self._drain
@@ -495,7 +497,7 @@ def _rest_sells(core: MatchingCore, cq: SpscRing, eq: SpscRing, n: int) -> None:
 
 def test_events_full_without_owner_raises() -> None:
     core = MatchingCore(SYMBOLS)
-    cq, eq = SpscRing(16, 64), SpscRing(4, 128)
+    cq, eq = SpscRing(16, CMD_SIZE), SpscRing(4, 128)
     _rest_sells(core, cq, eq, 4)
     cq.push(pack_command(type=NEW, session_id=1, cl_ord_id=9, side=BUY, ord_type=LIMIT, tif=GTC,
                          price=10000, qty=4))        # ack + 4 fills > 4 slots
@@ -509,7 +511,7 @@ def test_events_full_without_owner_raises() -> None:
 
 def test_events_full_owner_frees_nothing_raises() -> None:
     core = MatchingCore(SYMBOLS)
-    cq, eq = SpscRing(16, 64), SpscRing(2, 128)
+    cq, eq = SpscRing(16, CMD_SIZE), SpscRing(2, 128)
     _rest_sells(core, cq, eq, 3)
     calls = []
     core.on_events_full = lambda: calls.append(1)
@@ -522,7 +524,7 @@ def test_events_full_owner_frees_nothing_raises() -> None:
 
 def test_stops_early_without_room_for_bounded_events() -> None:
     core = MatchingCore(SYMBOLS)
-    cq, eq = SpscRing(16, 64), SpscRing(4, 128)
+    cq, eq = SpscRing(16, CMD_SIZE), SpscRing(4, 128)
     for i in range(6):
         cq.push(pack_command(type=NEW, session_id=1, cl_ord_id=i + 1, side=BUY, ord_type=LIMIT,
                              tif=GTC, price=10000, qty=1))
@@ -541,7 +543,7 @@ def test_book_snapshot_needs_contiguous_room() -> None:
         h.new(i + 1, BUY, 10000 - 100 * i, 1)
     q = h.cmd(type=QUERY, orig_cl_ord_id=1, symbol_id=0, depth=3)
     h.commands.push(pack_command(**q))
-    h.events.push(pack_command(**q) * 2 * 6)              # 6 slots busy, snapshot needs 4
+    h.events.push(bytes(128) * 6)                         # 6 slots busy, snapshot needs 4
     assert h.core.process(h.commands, h.events) == 0
     h.events.pop(3)
     assert h.core.process(h.commands, h.events) == 1
@@ -591,7 +593,7 @@ def test_wrong_ring_shapes_and_symbol_table() -> None:
     with pytest.raises(ValueError):
         core.process(SpscRing(4, 128), SpscRing(4, 128))
     with pytest.raises(ValueError):
-        core.process(SpscRing(4, 64), SpscRing(4, 64))
+        core.process(SpscRing(4, CMD_SIZE), SpscRing(4, CMD_SIZE))
     with pytest.raises(ValueError):
         MatchingCore([(0, 10)])
     with pytest.raises(ValueError):
@@ -674,7 +676,7 @@ def test_determinism_byte_identical() -> None:
     outs = []
     for _ in range(2):
         core = MatchingCore(SYMBOLS, initial_orders=16)
-        cq, eq = SpscRing(1 << 12, 64), SpscRing(1 << 10, 128)
+        cq, eq = SpscRing(1 << 12, CMD_SIZE), SpscRing(1 << 10, 128)
         out = bytearray()
         core.on_events_full = lambda eq=eq, out=out: out.extend(eq.pop())
         assert cq.push(blob) == 3000

@@ -16,6 +16,7 @@ from reference_book import ReferenceCore
 from matching.core import MatchingCore
 from matching.records import (
     COMMAND_FIELDS,
+    COMMAND_RECORD_SIZE,
     EVENT_STRUCT,
     UNKNOWN_SYMBOL,
     CommandType,
@@ -111,7 +112,7 @@ def run_both(cmds: list[dict[str, int]], events_capacity: int, batch: int,
     expected = []
     for c in cmds:
         expected.extend(ref.process(c))
-    commands = SpscRing(1 << 16, 64)
+    commands = SpscRing(1 << 16, COMMAND_RECORD_SIZE)
     events = SpscRing(events_capacity, 128)
     got: list[tuple[int, ...]] = []
     core.on_events_full = lambda: got.extend(EVENT_STRUCT.iter_unpack(events.pop()))
@@ -119,7 +120,7 @@ def run_both(cmds: list[dict[str, int]], events_capacity: int, batch: int,
     done = pos = 0
     while done < len(cmds):
         if pos < len(blob):
-            pos += commands.push(blob[pos:pos + 64 * batch]) * 64
+            pos += commands.push(blob[pos:pos + COMMAND_RECORD_SIZE * batch]) * COMMAND_RECORD_SIZE
         done += core.process(commands, events, batch)
         got.extend(EVENT_STRUCT.iter_unpack(events.pop()))
     assert len(got) == len(expected)

@@ -28,7 +28,7 @@ def snake(name: str) -> str:
 def test_schema_is_a_valid_sbe_1_0_document() -> None:
     assert SCHEMA.root.tag == f"{{{SBE_NS}}}messageSchema"
     assert SCHEMA.problems == []
-    assert (SCHEMA.package, SCHEMA.id, SCHEMA.version, SCHEMA.byte_order) == ("hftgw", 1, 1, "littleEndian")
+    assert (SCHEMA.package, SCHEMA.id, SCHEMA.version, SCHEMA.byte_order) == ("hftgw", 1, 2, "littleEndian")
     header = [(m.name, off, m.primitive) for m, off in SCHEMA.header.members]
     assert header == [("blockLength", 0, "uint16"), ("templateId", 2, "uint16"),
                       ("schemaId", 4, "uint16"), ("version", 6, "uint16")]
@@ -52,6 +52,7 @@ ENUM_PREFIXES = {"Side": (records.Side, "SIDE_", "uint8"), "OrdType": (records.O
                  "RejectReason": (records.RejectReason, "REJ_", "uint16"),
                  "CancelReason": (records.CancelReason, "CXL_", "uint16"),
                  "LoginRejectReason": (records.LoginRejectReason, "LOGIN_", "uint16"),
+                 "MassCancelScope": (records.MassCancelScope, "SCOPE_", "uint8"),
                  "Liquidity": (records.Liquidity, "LIQ_", "uint8")}
 
 
