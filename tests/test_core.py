@@ -113,12 +113,12 @@ def h() -> Harness:
     (dict(side=0), R.REJ_INVALID_FIELD),
     (dict(side=3), R.REJ_INVALID_FIELD),
     (dict(ord_type=0), R.REJ_INVALID_FIELD),
-    (dict(ord_type=3), R.REJ_INVALID_FIELD),
+    (dict(ord_type=5), R.REJ_INVALID_FIELD),
     (dict(tif=2), R.REJ_INVALID_FIELD),
-    (dict(tif=0), R.REJ_INVALID_FIELD),
+    (dict(tif=5), R.REJ_INVALID_FIELD),
     (dict(flags=2), R.REJ_INVALID_FIELD),
     (dict(flags=3), R.REJ_INVALID_FIELD),
-    (dict(stp=1), R.REJ_UNSUPPORTED),
+    (dict(stp=5), R.REJ_INVALID_FIELD),
     (dict(qty=0), R.REJ_INVALID_QUANTITY),
     (dict(qty=1001), R.REJ_INVALID_QUANTITY),
     (dict(price=0), R.REJ_INVALID_PRICE),
@@ -130,7 +130,7 @@ def h() -> Harness:
     # validation order: the first failing rule wins
     (dict(symbol_id=7, side=9, qty=0), R.REJ_UNKNOWN_SYMBOL),
     (dict(side=9, stp=1, qty=0), R.REJ_INVALID_FIELD),
-    (dict(stp=2, qty=0, price=1), R.REJ_UNSUPPORTED),
+    (dict(stp=7, qty=0, price=1), R.REJ_INVALID_FIELD),
     (dict(qty=0, price=1), R.REJ_INVALID_QUANTITY),
 ])
 def test_new_reject(h: Harness, fields: dict[str, int], reason: int) -> None:
@@ -182,7 +182,8 @@ def test_accept_fields_and_ids(h: Harness) -> None:
         tif=GTC)}[k] for k in EVENT_FIELDS))
     assert h.core.next_order_id == 2 and h.core.next_trade_id == 1
     assert h.core.lookup(9, 11) == {"order_id": 1, "side": BUY, "price": 10005, "qty": 3,
-                                    "leaves": 3, "symbol_id": 1}
+                                    "leaves": 3, "symbol_id": 1, "account_id": 0, "ord_type": LIMIT,
+                                    "tif": GTC, "visible": 3, "stop_price": 0}
 
 
 def test_price_time_priority_and_fill_fields(h: Harness) -> None:
