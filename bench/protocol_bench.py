@@ -111,15 +111,18 @@ def bench_struct_baseline(data: bytes, n: int, repeat: int) -> list[float]:
             b = pos + 14
             if tid == 10:
                 cl, px, qty, sym, side, ot, tif, fl, stp = new_order.unpack_from(data, b)
-                pack(out, k * COMMAND_RECORD_SIZE, 0, 123, 1, ids.get(sym, 0xFFFFFFFF), CommandType.CMD_NEW, side, ot,
+                pack(out, k * COMMAND_RECORD_SIZE, 0, 123, 1, ids.get(sym, 0xFFFFFFFF), CommandType.CMD_NEW,
+                     side, ot,
                      tif, fl, stp, 0, cl, 0, px, qty, *tail)
             elif tid == 11:
                 cl, orig, sym = cancel.unpack_from(data, b)
-                pack(out, k * COMMAND_RECORD_SIZE, 0, 123, 1, ids.get(sym, 0xFFFFFFFF), CommandType.CMD_CANCEL,
+                pack(out, k * COMMAND_RECORD_SIZE, 0, 123, 1, ids.get(sym, 0xFFFFFFFF),
+                     CommandType.CMD_CANCEL,
                      0, 0, 0, 0, 0, 0, cl, orig, 0, 0, *tail)
             else:
                 cl, orig, px, qty, sym = replace.unpack_from(data, b)
-                pack(out, k * COMMAND_RECORD_SIZE, 0, 123, 1, ids.get(sym, 0xFFFFFFFF), CommandType.CMD_REPLACE,
+                pack(out, k * COMMAND_RECORD_SIZE, 0, 123, 1, ids.get(sym, 0xFFFFFFFF),
+                     CommandType.CMD_REPLACE,
                      0, 0, 0, 0, 0, 0, cl, orig, px, qty, *tail)
             k = (k + 1) & 4095
             total += 1

@@ -523,7 +523,10 @@ class ReferenceCore:
             return self._reject(c, RejectReason.REJ_INVALID_FIELD)
         disconnect = c["flags"] == 1
         reason = X.CXL_DISCONNECT if disconnect else X.CXL_MASS_CANCEL
-        symbols = range(len(self.books)) if disconnect and c["symbol_id"] == UNKNOWN_SYMBOL else self._symbols(c)
+        if disconnect and c["symbol_id"] == UNKNOWN_SYMBOL:
+            symbols: range | None = range(len(self.books))
+        else:
+            symbols = self._symbols(c)
         if symbols is None:
             return self._reject(c, RejectReason.REJ_UNKNOWN_SYMBOL)
         if c["scope"] == MassCancelScope.SCOPE_ACCOUNT:
