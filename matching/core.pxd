@@ -56,9 +56,12 @@ ctypedef struct Level:
     uint32_t _pad
 
 ctypedef struct BookSide:
-    Level *lv                 # sorted so that lv[n - 1] is the best price
+    Level *lv                 # sorted so that lv[n - 1] is the best price, never an empty one
     uint32_t n
     uint32_t cap
+    uint32_t empty            # levels below the best with no order left: kept in place, so that
+    uint32_t _pad             # an order moving back to that price costs no memmove; compacted
+                              # away when they are half the array
 
 ctypedef struct StopEntry:
     int64_t stop_px
@@ -145,6 +148,7 @@ cdef class MatchingCore:
     cdef inline void _drop_head(self, Level *L, Order *m, uint32_t mi) noexcept nogil
     cdef int _stop_insert(self, StopSide *ss, uint8_t side, int64_t px, uint32_t idx) except -1 nogil
     cdef void _stop_remove(self, StopSide *ss, uint8_t side, int64_t px, uint32_t idx) noexcept nogil
+    cdef void _level_emptied(self, BookSide *bs, uint32_t pos) noexcept nogil
     cdef int _rest(self, Book *bk, uint32_t idx, uint64_t hidden) except -1 nogil
     cdef int _rest_split(self, Book *bk, uint32_t idx, uint64_t peak) except -1 nogil
     cdef void _unlink(self, Book *bk, Order *o, uint32_t idx) noexcept nogil

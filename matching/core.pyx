@@ -71,7 +71,9 @@ prevention as Binance spot, https://developers.binance.com/docs/binance-spot-api
 Memory: a live order is one 64-byte pool struct plus one 8-byte hash slot (the table grows at
 50 % load, so 16-32 bytes per order) plus its share of a 40-byte price level; the pool grows in
 chunks of max(64 Ki orders, 1/8 of the pool).  An iceberg adds a 24-byte reserve slot, a pending
-stop a 16-byte stop-list entry.
+stop a 16-byte stop-list entry.  A price level that empties below the best one stays in its
+sorted array (so an order moving back to that price costs no memmove) until empty levels are
+half the array and a new level is inserted, which squeezes them out.
 
 ``snapshot()`` / ``MatchingCore.restore()`` save and rebuild the whole state (format in
 ``snapshot``'s docstring).
@@ -84,6 +86,7 @@ from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memmove, memset
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from matching.records cimport (
     CMD_BOOK_QUERY,
@@ -314,6 +317,37 @@ cdef inline void _copy_order(Order *d, const Order *o) noexcept nogil:
     d.ord_type = o.ord_type
     d.tif = o.tif
     d.flags = o.flags
+
+
+cdef inline void _pop_empty_top(BookSide *bs) noexcept nogil:
+    # keep lv[n - 1] a level with orders: drop the empty ones that surface at the top
+    while bs.n > 0 and bs.lv[bs.n - 1].count == 0:
+        bs.n -= 1
+        bs.empty -= 1
+
+
+cdef inline void _compact(BookSide *bs) noexcept nogil:
+    # drop the kept empty levels (their indices change: level hints are checked before use)
+    cdef uint32_t i, j = 0
+    for i in range(bs.n):
+        if bs.lv[i].count:
+            if i != j:
+                bs.lv[j] = bs.lv[i]
+            j += 1
+    bs.n = j
+    bs.empty = 0
+
+
+cdef inline uint32_t _top_levels(const BookSide *bs, uint32_t depth, uint32_t *scan) noexcept nogil:
+    # how many non-empty levels the best `depth` are (at most), and how many array slots from
+    # the top hold them
+    cdef uint32_t k = bs.n, got = 0
+    while k > 0 and got < depth:
+        k -= 1
+        if bs.lv[k].count:
+            got += 1
+    scan[0] = bs.n - k
+    return got
 
 
 cdef inline bint _crosses(uint8_t taker_side, int64_t limit, int64_t level_price) noexcept nogil:
@@ -732,6 +766,16 @@ cdef class MatchingCore:
         o.level_hint = <uint16_t>pos
         if pos < bs.n and bs.lv[pos].price == o.price:
             L = &bs.lv[pos]
+            if L.count == 0:                  # a kept empty level comes back to life
+                bs.empty -= 1
+                L.qty = o.leaves
+                L.hidden = hidden
+                L.head = idx
+                L.tail = idx
+                L.count = 1
+                o.prev = NIL
+                o.next = NIL
+                return 0
             o.prev = L.tail
             o.next = NIL
             self.pool[L.tail].next = idx
@@ -740,6 +784,12 @@ cdef class MatchingCore:
             L.qty += o.leaves
             L.hidden += hidden
             return 0
+        if bs.empty and (bs.n == bs.cap or (bs.empty > 16 and bs.empty * 2 > bs.n)):
+            # a new level would move memory anyway: first squeeze out the empty ones (only
+            # here, never while a caller walks the levels)
+            _compact(bs)
+            pos = _level_pos(bs, o.side, o.price)
+            o.level_hint = <uint16_t>pos
         if bs.n == bs.cap:
             self._grow_levels(bs)
         L = &bs.lv[pos]
@@ -770,8 +820,17 @@ cdef class MatchingCore:
             self._ice_put(idx, peak, hidden)
         return self._rest(bk, idx, hidden)
 
+    cdef void _level_emptied(self, BookSide *bs, uint32_t pos) noexcept nogil:
+        # The level at pos has no order left: the best one goes (with any empty ones under
+        # it), another stays in place, empty, until it is reused or compacted away.
+        if pos == bs.n - 1:
+            bs.n -= 1
+            _pop_empty_top(bs)
+        else:
+            bs.empty += 1
+
     cdef void _unlink(self, Book *bk, Order *o, uint32_t idx) noexcept nogil:
-        # Take a resting order out of its level (dropping the level when it empties).
+        # Take a resting order out of its level (an emptied level: see _level_emptied).
         cdef BookSide *bs = &bk.side[o.side - 1]
         cdef Level *L = _order_level(bs, o)
         cdef uint32_t pos = L - bs.lv
@@ -788,9 +847,7 @@ cdef class MatchingCore:
         if o.flags & OF_ICEBERG:
             L.hidden -= self._ice(idx).hidden
         if L.count == 0:
-            bs.n -= 1
-            if pos < bs.n:
-                memmove(L, L + 1, (bs.n - pos) * sizeof(Level))
+            self._level_emptied(bs, pos)
 
     # --------------------------------------------------------------------------- matching
 
@@ -921,6 +978,7 @@ cdef class MatchingCore:
                     ev.contra_leaves = m.leaves + self._ice(mi).hidden
             if L.count == 0:
                 opp.n -= 1
+                _pop_empty_top(opp)
         if traded:
             bk.last_px = px
             bk.has_last = 1
@@ -1391,7 +1449,7 @@ cdef class MatchingCore:
 
     cdef int _on_book_query(self, const Command *c) except -1 nogil:
         # The room for all records was reserved by _run, so they are contiguous in the ring.
-        cdef uint32_t depth, nb, na, k
+        cdef uint32_t depth, nb, na, k, sb, sa
         cdef Book *bk
         cdef Level *L
         cdef Event *ev
@@ -1401,15 +1459,17 @@ cdef class MatchingCore:
         depth = c.depth if c.depth != 0 else _DEF_DEPTH
         if depth > _MAX_DEPTH:
             depth = _MAX_DEPTH
-        nb = bk.side[0].n if bk.side[0].n < depth else depth
-        na = bk.side[1].n if bk.side[1].n < depth else depth
+        nb = _top_levels(&bk.side[0], depth, &sb)
+        na = _top_levels(&bk.side[1], depth, &sa)
         ev = _emit(self, c, EVT_BOOK_SNAPSHOT)
         ev.cl_ord_id = c.cl_ord_id
         ev.ref = c.orig_cl_ord_id
         ev.count = nb
         ev.count2 = na
-        for k in range(nb):
+        for k in range(sb):
             L = &bk.side[0].lv[bk.side[0].n - 1 - k]
+            if L.count == 0:
+                continue
             ev = _emit(self, c, EVT_BOOK_LEVEL)
             ev.cl_ord_id = c.cl_ord_id
             ev.ref = c.orig_cl_ord_id
@@ -1417,8 +1477,10 @@ cdef class MatchingCore:
             ev.qty = L.qty
             ev.count = L.count
             ev.flags = 0
-        for k in range(na):
+        for k in range(sa):
             L = &bk.side[1].lv[bk.side[1].n - 1 - k]
+            if L.count == 0:
+                continue
             ev = _emit(self, c, EVT_BOOK_LEVEL)
             ev.cl_ord_id = c.cl_ord_id
             ev.ref = c.orig_cl_ord_id
@@ -1430,7 +1492,7 @@ cdef class MatchingCore:
 
     cdef uint64_t _bounded_events(self, const Command *c) noexcept nogil:
         # Events a command emits besides its fills / per-order cancels / triggers.
-        cdef uint32_t depth, nb, na
+        cdef uint32_t depth, nb, na, scan
         cdef Book *bk
         if c.type == CMD_NEW:
             return 2                      # ACCEPTED + CANCELED, or one REJECTED
@@ -1441,8 +1503,8 @@ cdef class MatchingCore:
             depth = c.depth if c.depth != 0 else _DEF_DEPTH
             if depth > _MAX_DEPTH:
                 depth = _MAX_DEPTH
-            nb = bk.side[0].n if bk.side[0].n < depth else depth
-            na = bk.side[1].n if bk.side[1].n < depth else depth
+            nb = _top_levels(&bk.side[0], depth, &scan)
+            na = _top_levels(&bk.side[1], depth, &scan)
             return 1 + <uint64_t>nb + na
         if c.type == CMD_SESSION_OPEN:
             return 0
@@ -1529,6 +1591,51 @@ cdef class MatchingCore:
             self._busy = False
         return done
 
+    def process_timed(self, SpscRing commands not None, SpscRing events not None, uint64_t batch,
+                      uint64_t[::1] out not None) -> tuple:
+        """``process`` in batches of ``batch`` commands, each timed with CLOCK_MONOTONIC (ns)
+        into ``out[i]``, for latency measurement (bench/matching_bench.py).  Stops when no
+        command is left, ``out`` is full, or a batch cannot start (events ring full).
+
+        Returns (commands consumed, batches timed).  Raises ValueError for batch 0, and as
+        ``process``.
+        """
+        cdef uint64_t done = 0, k = 0, n, cap = out.shape[0]
+        cdef timespec t0, t1
+        if batch == 0:
+            raise ValueError("batch must be positive")
+        if commands.slot_size != sizeof(Command) or events.slot_size != sizeof(Event):
+            raise ValueError(f"need a {sizeof(Command)}-byte command ring and a {sizeof(Event)}-byte "
+                             "event ring")
+        if self._busy:
+            raise RuntimeError("MatchingCore.process is not reentrant")
+        cdef bint in_run = False
+        self._busy = True
+        self._evq = events
+        try:
+            with nogil:
+                while k < cap and commands.available() > 0:
+                    self._cmd_started = 0
+                    in_run = True
+                    clock_gettime(CLOCK_MONOTONIC, &t0)
+                    n = <uint64_t>self._run(commands, events, batch)
+                    events.publish(self._ev_pos - events.write_pos())
+                    commands.consume(n)
+                    clock_gettime(CLOCK_MONOTONIC, &t1)
+                    in_run = False
+                    if n == 0:
+                        break
+                    out[k] = <uint64_t>((t1.tv_sec - t0.tv_sec) * 1000000000 + (t1.tv_nsec - t0.tv_nsec))
+                    k += 1
+                    done += n
+        finally:
+            if in_run:           # an exception out of a batch: as in process()
+                events.publish(self._ev_pos - events.write_pos())
+                commands.consume(self._cmd_started)
+            self._evq = None
+            self._busy = False
+        return done, k
+
     def add_symbol(self, int64_t tick, uint64_t max_qty) -> int:
         """Add an empty book (what a journaled CMD_SYMBOL_ADD does); returns its symbol id.
 
@@ -1552,7 +1659,7 @@ cdef class MatchingCore:
         Raises ValueError for an unknown symbol or side.
         """
         cdef BookSide *bs
-        cdef uint32_t k, n
+        cdef uint32_t k
         if symbol_id >= self.n_symbols:
             raise ValueError(f"unknown symbol id {symbol_id}")
         if side != SIDE_BUY and side != SIDE_SELL:
@@ -1560,9 +1667,13 @@ cdef class MatchingCore:
         if depth < 0:
             raise ValueError("depth must be >= 0")
         bs = &self.books[symbol_id].side[side - 1]
-        n = bs.n if bs.n < <uint32_t>depth else <uint32_t>depth
-        return [(bs.lv[bs.n - 1 - k].price, bs.lv[bs.n - 1 - k].qty, bs.lv[bs.n - 1 - k].count)
-                for k in range(n)]
+        out = []
+        k = bs.n
+        while k > 0 and len(out) < depth:
+            k -= 1
+            if bs.lv[k].count:
+                out.append((bs.lv[k].price, bs.lv[k].qty, bs.lv[k].count))
+        return out
 
     def level_orders(self, uint32_t symbol_id, int side, int64_t price) -> list:
         """Order ids resting at one price level in time priority (next to match first); empty
@@ -1638,7 +1749,7 @@ cdef class MatchingCore:
         for i in range(self.n_symbols):
             for s in range(2):
                 level_bytes += self.books[i].side[s].cap * sizeof(Level)
-                levels += self.books[i].side[s].n
+                levels += self.books[i].side[s].n - self.books[i].side[s].empty
                 stop_bytes += self.books[i].stops[s].cap * sizeof(StopEntry)
         pool_bytes = self.pool_cap * sizeof(Order) + 64
         hash_bytes = self.hcap * sizeof(HSlot)
@@ -1704,7 +1815,8 @@ cdef class MatchingCore:
         if self._busy:
             raise RuntimeError("snapshot while process() runs")
         for i in range(self.n_symbols):
-            nlev += self.books[i].side[0].n + self.books[i].side[1].n
+            for s in range(2):
+                nlev += self.books[i].side[s].n - self.books[i].side[s].empty
         body = (<uint64_t>self.n_symbols * _SNAP_SYMBOL + nlev * _SNAP_LEVEL
                 + self.resting * _SNAP_ORDER)
         size = _SNAP_HEADER + body + _SNAP_TRAILER
@@ -1726,8 +1838,8 @@ cdef class MatchingCore:
             _st64(p + 8, bk.max_qty)
             _st64(p + 16, <uint64_t>bk.last_px)
             _st32(p + 24, bk.has_last)
-            _st32(p + 28, bk.side[0].n)
-            _st32(p + 32, bk.side[1].n)
+            _st32(p + 28, bk.side[0].n - bk.side[0].empty)
+            _st32(p + 32, bk.side[1].n - bk.side[1].empty)
             _st32(p + 36, bk.stops[0].n)
             _st32(p + 40, bk.stops[1].n)
             _st32(p + 44, 0)
@@ -1740,6 +1852,8 @@ cdef class MatchingCore:
                 while k > 0:
                     k -= 1
                     L = &bs.lv[k]
+                    if L.count == 0:
+                        continue
                     _st64(p, <uint64_t>L.price)
                     _st32(p + 8, L.count)
                     _st32(p + 12, 0)
