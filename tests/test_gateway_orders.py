@@ -325,6 +325,7 @@ async def test_restart_keeps_stops_icebergs_and_day_orders(tmp_path: Path) -> No
         await a.logout()
     async with running_gateway(cfg) as gw:
         assert gw.engine.core.stop_orders(0, BUY) == [(PX, 2)]
+        assert gw.engine.account_ids == {"keeper": 1}               # rebuilt from the journal
         a = await login(cfg, "keeper")
         b = await login(cfg, "buyer")
         b.send(order(1, BUY, 1))                    # trades at 150.00: the stop fires and takes 3
@@ -333,6 +334,7 @@ async def test_restart_keeps_stops_icebergs_and_day_orders(tmp_path: Path) -> No
         assert "OrderTriggered" in names(got)
         assert [(lv.size, lv.order_count) for lv in (await book(a)).asks] == [(1, 1)]     # 20 - 1 - 3 shown 1
         lk = gw.engine.core.lookup(a.session_id, 1)
-        assert lk is not None and lk["leaves"] == 16 and lk["visible"] == 1
+        assert lk is not None and lk["leaves"] == 16 and lk["visible"] == 1 and lk["account_id"] == 1
+        assert gw.engine.account_ids == {"keeper": 1, "buyer": 2}
         await a.logout()
         await b.logout()
