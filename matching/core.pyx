@@ -1028,11 +1028,12 @@ cdef class MatchingCore:
         # Run t as the taker: FOK check, match, then rest or cancel the remainder.  idx: t's
         # pool index (a replaced order or a triggered stop, t is then &pool[idx]) or NIL (a
         # new order on the stack, given a slot only if it rests); peak: iceberg display qty.
+        cdef BookSide *opp = &bk.side[2 - t.side]
         if t.tif == TIF_FOK and not self._fok_fillable(bk, t):
             self._canceled(c, t, t.leaves, CXL_FOK_UNFILLED, t.cl_ord_id, 0)
             t.leaves = 0
-        elif bk.side[2 - t.side].n > 0:
-            self._match(bk, t, c)
+        elif opp.n > 0 and (_is_market(t.ord_type) or _crosses(t.side, t.price, opp.lv[opp.n - 1].price)):
+            self._match(bk, t, c)              # (a passive order does not pay for the call)
         if t.leaves > 0:
             if _is_market(t.ord_type):
                 self._canceled(c, t, t.leaves, CXL_NO_LIQUIDITY, t.cl_ord_id, 0)
@@ -1049,7 +1050,9 @@ cdef class MatchingCore:
             _copy_order(&self.pool[idx], t)
             self.pool[idx].flags &= ~(<uint8_t>OF_ICEBERG)   # _rest_split sets it with the reserve
             self._hput(idx)
-        return self._rest_split(bk, idx, peak)
+        if peak:
+            return self._rest_split(bk, idx, peak)
+        return self._rest(bk, idx, 0)
 
     cdef int _run_stops(self, Book *bk, const Command *c) except -1 nogil:
         # Fire the stops triggered by this command's trades, one at a time (see the module
