@@ -1701,7 +1701,6 @@ cdef class MatchingCore:
         """Pending stop orders of one side in trigger order: ``[(stop_price, order_id), ...]``.
         Raises ValueError for an unknown symbol or side."""
         cdef StopSide *ss
-        cdef uint32_t k
         if symbol_id >= self.n_symbols:
             raise ValueError(f"unknown symbol id {symbol_id}")
         if side != SIDE_BUY and side != SIDE_SELL:
