@@ -38,6 +38,7 @@ def describe(m: Any) -> str:
         CancelReason,
         Liquidity,
         LoginRejectReason,
+        MassCancelScope,
         OrdType,
         RejectReason,
         Side,
@@ -66,6 +67,8 @@ def describe(m: Any) -> str:
             v = enum_name(OrdType, v, "ORD_")
         elif f == "stp_mode":
             v = enum_name(StpMode, v, "STP_")
+        elif f == "scope":
+            v = enum_name(MassCancelScope, v, "SCOPE_")
         elif f == "flags":
             v = "POST_ONLY" if v & 1 else "-"
         elif f == "liquidity":
@@ -73,7 +76,7 @@ def describe(m: Any) -> str:
         elif f == "reason":
             cls = {"OrderCanceled": CancelReason, "LoginRejected": LoginRejectReason}.get(name, RejectReason)
             v = enum_name(cls, v, {CancelReason: "CXL_", LoginRejectReason: "LOGIN_"}.get(cls, "REJ_"))
-        elif f in ("price", "last_px"):
+        elif f in ("price", "last_px", "stop_px"):
             v = _fmt_price(v)
         elif f in ("bids", "asks"):
             v = "[" + ", ".join(f"{_fmt_price(lv.price)} x {lv.size} ({lv.order_count})" for lv in v) + "]"
@@ -240,10 +243,13 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 # -- client -----------------------------------------------------------------------------------
+STP_CHOICES = ("none", "cancel-newest", "cancel-oldest", "cancel-both", "decrement")  # StpMode order
+
+
 async def _client_main(args: argparse.Namespace) -> int:
     from gateway.auth import mint_token
 
-    token = args.token or mint_token(_secret(args.config), args.account)
+    token = args.token or mint_token(_secret(args.config), args.account, args.role)
     directory = _directory(args.directory)
     endpoints = [args.connect]
     if directory is not None:
@@ -259,30 +265,39 @@ async def _client_main(args: argparse.Namespace) -> int:
 
 async def _client_request(args: argparse.Namespace, endpoint: str, token: str, say_where: bool) -> int:
     from gateway.client import OrderClient
-    from matching.records import OrdType, Side, StpMode, TimeInForce
-    from protocol.messages import BookQuery, CancelOrder, MassCancel, NewOrder, ReplaceOrder
+    from matching.records import OrdType, Side, TimeInForce
+    from protocol.messages import BookQuery, CancelOrder, EndOfSession, MassCancel, NewOrder, ReplaceOrder
 
     host, port = parse_hostport(endpoint, "--connect")
-    client = await OrderClient.connect(host, port, token)
+    client = await OrderClient.connect(host, port, token,
+                                       default_stp_mode=STP_CHOICES.index(args.stp_default))
     print(f"logged in{f' to {endpoint}' if say_where else ''}: session {client.session_id}, "
           f"next seq {client.next_seq_num}")
     cl = args.cl_ord_id or time.time_ns() // 1000
     if args.action == "new":
         side = Side.SIDE_BUY if args.side == "buy" else Side.SIDE_SELL
         market = args.price is None
+        if args.stop is not None:
+            ord_type = OrdType.ORD_STOP if market else OrdType.ORD_STOP_LIMIT
+        else:
+            ord_type = OrdType.ORD_MARKET if market else OrdType.ORD_LIMIT
         msg: Any = NewOrder(cl_ord_id=cl, price=0 if market else args.price, order_qty=args.qty,
-                            symbol=args.symbol, side=side,
-                            ord_type=OrdType.ORD_MARKET if market else OrdType.ORD_LIMIT,
+                            symbol=args.symbol, side=side, ord_type=ord_type,
                             time_in_force={"gtc": TimeInForce.TIF_GTC, "ioc": TimeInForce.TIF_IOC,
-                                           "fok": TimeInForce.TIF_FOK}[args.tif],
-                            flags=1 if args.post_only else 0, stp_mode=StpMode.STP_NONE)
+                                           "fok": TimeInForce.TIF_FOK, "day": TimeInForce.TIF_DAY}[args.tif],
+                            flags=1 if args.post_only else 0, stp_mode=STP_CHOICES.index(args.stp),
+                            stop_px=args.stop or 0, display_qty=args.display)
     elif args.action == "cancel":
         msg = CancelOrder(cl_ord_id=cl, orig_cl_ord_id=args.orig, symbol=args.symbol)
     elif args.action == "replace":
         msg = ReplaceOrder(cl_ord_id=args.new_cl_ord_id or args.orig, orig_cl_ord_id=args.orig,
                            price=args.price, order_qty=args.qty, symbol=args.symbol)
     elif args.action == "mass-cancel":
-        msg = MassCancel(cl_ord_id=cl, symbol=args.symbol or "", side=0)
+        msg = MassCancel(cl_ord_id=cl, symbol=args.symbol or "",
+                         side=("both", "buy", "sell").index(args.side),
+                         scope=("session", "account").index(args.scope))
+    elif args.action == "end-of-session":
+        msg = EndOfSession(cl_ord_id=cl, symbol=args.symbol or "")
     else:
         msg = BookQuery(request_id=cl, symbol=args.symbol, depth=args.depth)
     print(f"> {describe(msg)}")
@@ -410,6 +425,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("client", help="log in, send one request, print the responses")
     conn_args(c, "demo")
+    c.add_argument("--role", default="trader", choices=["trader", "admin"],
+                   help="role of the token minted for --account (admin may send end-of-session)")
+    c.add_argument("--stp-default", choices=STP_CHOICES, default="none",
+                   help="the session's default self-trade prevention, for orders sent without --stp")
     c.add_argument("--wait", type=float, default=0.5,
                    help="stop after this many seconds with no new message")
     c.add_argument("--cl-ord-id", type=int, default=None)
@@ -419,8 +438,14 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("side", choices=["buy", "sell"])
     n.add_argument("qty", type=int)
     n.add_argument("price", type=_price_units, nargs="?", default=None, help="e.g. 150.25")
-    n.add_argument("--tif", choices=["gtc", "ioc", "fok"], default="gtc")
+    n.add_argument("--tif", choices=["gtc", "ioc", "fok", "day"], default="gtc")
     n.add_argument("--post-only", action="store_true")
+    n.add_argument("--stop", type=_price_units, default=None, metavar="PRICE",
+                   help="stop trigger price: a stop (no PRICE) or stop-limit (with PRICE) order")
+    n.add_argument("--display", type=int, default=0, metavar="QTY",
+                   help="iceberg: lots shown at a time")
+    n.add_argument("--stp", choices=STP_CHOICES, default="none",
+                   help="self-trade prevention (none = the session default)")
     x = csub.add_parser("cancel", help="cancel: SYMBOL ORIG_CL_ORD_ID")
     x.add_argument("symbol")
     x.add_argument("orig", type=int)
@@ -432,6 +457,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--new-cl-ord-id", type=int, default=None)
     m = csub.add_parser("mass-cancel", help="cancel this session's orders [on SYMBOL]")
     m.add_argument("symbol", nargs="?", default="")
+    m.add_argument("--side", choices=["both", "buy", "sell"], default="both")
+    m.add_argument("--scope", choices=["session", "account"], default="session",
+                   help="account: every order of the account, whichever session sent it")
+    e = csub.add_parser("end-of-session", help="expire DAY orders [of SYMBOL] (needs --role admin)")
+    e.add_argument("symbol", nargs="?", default="")
     b = csub.add_parser("book", help="in-sequence book query: SYMBOL")
     b.add_argument("symbol")
     b.add_argument("--depth", type=int, default=5)

@@ -100,6 +100,10 @@ class Engine:
         self.sink: FillSink | None = None  # set when PostgreSQL is configured
         self.accounts: dict[str, int] = {}       # account -> session id
         self.account_of_session: list[str] = [""]  # session id -> account (index 0 unused)
+        # account -> account id (uint32 from 1), stamped on every command for STP and mass
+        # cancel by account; journaled in the session-open record, so replay rebuilds it
+        self.account_ids: dict[str, int] = {}
+        self.account_id_of_session: list[int] = [0]
         self.writers: dict[int, SessionWriter] = {}
         self.ready = False
         self.pumps = 0
@@ -127,8 +131,8 @@ class Engine:
                     "away (the books start empty) or replay it with the hftgw version that wrote it")
             first = False
             defs: list[tuple[int, str, int, int]] = []
-            for sid, account in self.sequencer.observe(chunk, defs):
-                self._register_session(sid, account)
+            for sid, account, account_id in self.sequencer.observe(chunk, defs):
+                self._register_session(sid, account, account_id)
                 stats.sessions += 1
             for sym_id, name, tick, max_qty in defs:
                 self._register_symbol(sym_id, name, tick, max_qty)
@@ -176,12 +180,14 @@ class Engine:
         changes.unlisted = [n for n in self.symbol_names if n not in listed]
         return changes
 
-    def _register_session(self, sid: int, account: str) -> None:
+    def _register_session(self, sid: int, account: str, account_id: int) -> None:
         if sid != len(self.account_of_session):
             raise ValueError(f"journal session ids out of order: {sid} after "
                              f"{len(self.account_of_session) - 1}")
         self.account_of_session.append(account)
+        self.account_id_of_session.append(account_id)
         self.accounts[account] = sid
+        self.account_ids.setdefault(account, account_id)
 
     # -- sessions ----------------------------------------------------------------------------
     def login(self, msg: Login, writer: SessionWriter) -> LoginDecision:
@@ -202,11 +208,12 @@ class Engine:
                 return self._refuse(LoginRejectReason.LOGIN_NOT_AUTHORIZED, peer, ident.account,
                                     f"max_sessions ({self.cfg.max_sessions}) reached")
             sid = len(self.account_of_session)
+            account_id = self.account_ids.get(ident.account, len(self.account_ids) + 1)
             # journaled like any command, so a restart assigns the same ids
-            self._register_session(sid, ident.account)
+            self._register_session(sid, ident.account, account_id)
             self.inbound_push(pack_command(type=CommandType.CMD_SESSION_OPEN, session_id=sid,
                                            ts=time.time_ns(), symbol_id=UNKNOWN_SYMBOL,
-                                           account=ident.account))
+                                           account=ident.account, account_id=account_id))
             self.pump()
         next_seq = self.outbound.next_seq(sid)
         if msg.next_expected_seq_num > next_seq:
@@ -217,7 +224,8 @@ class Engine:
         log.info("session %d (%s) logged in from %s, next seq %d", sid, ident.account, peer, next_seq,
                  extra={"event": "session.login", "session_id": sid, "account": ident.account,
                         "peer": peer, "next_seq": next_seq})
-        return LoginDecision(True, session_id=sid, next_seq_num=next_seq)
+        return LoginDecision(True, session_id=sid, next_seq_num=next_seq,
+                             account_id=self.account_id_of_session[sid], role=ident.role)
 
     def _refuse(self, reason: int, peer: str, account: str, detail: str) -> LoginDecision:
         name = LoginRejectReason(reason).name.removeprefix("LOGIN_").lower()
@@ -235,6 +243,7 @@ class Engine:
         if cancel_on_disconnect:
             self.inbound_push(pack_command(type=CommandType.CMD_MASS_CANCEL, session_id=sid,
                                            symbol_id=UNKNOWN_SYMBOL, depth=1, flags=1,
+                                           account_id=self.account_id_of_session[sid],
                                            ts=time.time_ns()))
             self.request_pump()
 

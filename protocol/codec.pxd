@@ -19,7 +19,7 @@ cdef enum:
     MIN_FRAME = 14                # SOFH + message header
     MAX_FRAME = 65535
     SBE_SCHEMA_ID = 1
-    SBE_SCHEMA_VERSION = 1
+    SBE_SCHEMA_VERSION = 2
 
     TPL_LOGIN = 1
     TPL_LOGIN_ACCEPTED = 2
@@ -32,6 +32,7 @@ cdef enum:
     TPL_REPLACE_ORDER = 12
     TPL_MASS_CANCEL = 13
     TPL_BOOK_QUERY = 14
+    TPL_END_OF_SESSION = 15
     TPL_ORDER_ACCEPTED = 20
     TPL_ORDER_REJECTED = 21
     TPL_EXECUTION = 22
@@ -40,7 +41,8 @@ cdef enum:
     TPL_CANCEL_REJECTED = 25
     TPL_MASS_CANCEL_DONE = 26
     TPL_BOOK_SNAPSHOT = 27
-    MAX_TEMPLATE_ID = 27
+    TPL_ORDER_TRIGGERED = 28
+    MAX_TEMPLATE_ID = 28
 
 # Results of frame_at() and decode_orders() (Python: protocol.codec.DecodeStatus).
 cdef enum:
@@ -69,6 +71,7 @@ ctypedef packed struct LoginBlock:
     uint32_t heartbeat_interval_ms
     uint64_t next_expected_seq_num
     uint8_t cancel_on_disconnect
+    uint8_t default_stp_mode      # since version 2
 
 ctypedef packed struct LoginAcceptedBlock:
     uint32_t session_id
@@ -96,6 +99,8 @@ ctypedef packed struct NewOrderBlock:
     uint8_t time_in_force
     uint8_t flags
     uint8_t stp_mode
+    int64_t stop_px               # since version 2
+    uint64_t display_qty          # since version 2
 
 ctypedef packed struct CancelOrderBlock:
     uint64_t cl_ord_id
@@ -113,6 +118,11 @@ ctypedef packed struct MassCancelBlock:
     uint64_t cl_ord_id
     char symbol[8]
     uint8_t side
+    uint8_t scope                 # since version 2
+
+ctypedef packed struct EndOfSessionBlock:    # template 15, since version 2
+    uint64_t cl_ord_id
+    char symbol[8]
 
 ctypedef packed struct BookQueryBlock:
     uint64_t request_id
@@ -164,6 +174,7 @@ ctypedef packed struct OrderCanceledBlock:
     char symbol[8]
     uint8_t side
     uint16_t reason
+    uint64_t leaves_qty           # since version 2
 
 ctypedef packed struct OrderReplacedBlock:
     uint64_t seq_num
@@ -196,6 +207,19 @@ ctypedef packed struct BookSnapshotBlock:
     uint64_t request_id
     char symbol[8]
 
+ctypedef packed struct OrderTriggeredBlock:  # template 28, since version 2
+    uint64_t seq_num
+    uint64_t transact_time
+    uint64_t cl_ord_id
+    uint64_t order_id
+    int64_t stop_px
+    int64_t price
+    uint64_t order_qty
+    uint64_t leaves_qty
+    char symbol[8]
+    uint8_t side
+    uint8_t ord_type
+
 ctypedef packed struct BookLevelEntry:   # one entry of BookSnapshot.bids / .asks
     int64_t price
     uint64_t size
@@ -212,6 +236,8 @@ ctypedef struct FrameInfo:
 # Per-template facts the framing walk needs; indexed by template id.
 ctypedef struct TemplateInfo:
     uint16_t block_length    # 0 with known=0: not a template of this schema
+    uint16_t min_block_length  # the shortest root block accepted: that of the template's first
+                               # version (fields added later read as 0 when absent)
     uint16_t entry_length    # root-level repeating groups: our entry blockLength
     uint8_t known
     uint8_t is_order         # decoded into a Command by decode_orders

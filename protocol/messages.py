@@ -1,4 +1,5 @@
-"""Messages of the hftgw order-entry protocol v1, one ``msgspec.Struct`` per SBE template.
+"""Messages of the hftgw order-entry protocol (schema version 2), one ``msgspec.Struct`` per SBE
+template.
 
 The wire format is ``protocol/schema/hftgw-v1.xml`` (FIX Simple Binary Encoding 1.0); encode and
 decode them with ``protocol.codec``.  Field order is the order of the fields in the SBE block
@@ -7,8 +8,10 @@ decode them with ``protocol.codec``.  Field order is the order of the fields in 
 Units: prices are int64 in 1e-4 currency units (a multiple of the symbol's tick), quantities are
 uint64 lots, times are uint64 ns since the Unix epoch, symbols are ASCII ``str`` of at most 8
 characters.  Enum-typed fields are plain ints carrying the values of ``matching.records`` (Side,
-OrdType, TimeInForce, StpMode, RejectReason, CancelReason, LoginRejectReason, Liquidity), so that a
-value outside the enum still decodes and is refused by the layer that owns the rule.
+OrdType, TimeInForce, StpMode, MassCancelScope, RejectReason, CancelReason, LoginRejectReason,
+Liquidity), so that a value outside the enum still decodes and is refused by the layer that owns
+the rule.  Fields added in version 2 have defaults (0), which is also what a version-1 message
+without them decodes to.
 """
 from __future__ import annotations
 
@@ -34,13 +37,15 @@ class ProtocolError(Exception):
 
 # -- session layer (unsequenced) ------------------------------------------------------------------
 class Login(msgspec.Struct):
-    """C->S, template 1.  token: the JWT (ASCII); cancel_on_disconnect: 0/1 (SBE BooleanType)."""
+    """C->S, template 1.  token: the JWT (ASCII); cancel_on_disconnect: 0/1 (SBE BooleanType);
+    default_stp_mode: StpMode applied to this session's NewOrders sent with stp_mode 0."""
 
     TEMPLATE_ID: ClassVar[int] = 1
     heartbeat_interval_ms: int
     next_expected_seq_num: int
     cancel_on_disconnect: int
-    token: str
+    default_stp_mode: int = 0
+    token: str = ""
 
 
 class LoginAccepted(msgspec.Struct):
@@ -82,7 +87,10 @@ class SessionReject(msgspec.Struct):
 
 # -- order entry, client to server -----------------------------------------------------------------
 class NewOrder(msgspec.Struct):
-    """C->S, template 10.  flags: bit 0 = post-only; stp_mode: StpMode."""
+    """C->S, template 10.  ord_type: OrdType (LIMIT, MARKET, STOP, STOP_LIMIT); time_in_force:
+    DAY, GTC, IOC, FOK; flags: bit 0 = post-only; stp_mode: StpMode (0 = the session default);
+    stop_px: trigger price of STOP / STOP_LIMIT (else 0); display_qty: iceberg lots shown at a
+    time (0 = all)."""
 
     TEMPLATE_ID: ClassVar[int] = 10
     cl_ord_id: int
@@ -94,6 +102,8 @@ class NewOrder(msgspec.Struct):
     time_in_force: int
     flags: int = 0
     stp_mode: int = 0
+    stop_px: int = 0
+    display_qty: int = 0
 
 
 class CancelOrder(msgspec.Struct):
@@ -117,12 +127,14 @@ class ReplaceOrder(msgspec.Struct):
 
 
 class MassCancel(msgspec.Struct):
-    """C->S, template 13.  symbol "" = every symbol; side 0 = both."""
+    """C->S, template 13.  symbol "" = every symbol; side 0 = both; scope: MassCancelScope
+    (0 this session's orders, 1 every order of the session's account)."""
 
     TEMPLATE_ID: ClassVar[int] = 13
     cl_ord_id: int
     symbol: str = ""
     side: int = 0
+    scope: int = 0
 
 
 class BookQuery(msgspec.Struct):
@@ -132,6 +144,15 @@ class BookQuery(msgspec.Struct):
     request_id: int
     symbol: str
     depth: int = 0
+
+
+class EndOfSession(msgspec.Struct):
+    """C->S, template 15 (admin role only): expire the DAY orders of ``symbol`` ("" = every
+    symbol); answered by MassCancelDone."""
+
+    TEMPLATE_ID: ClassVar[int] = 15
+    cl_ord_id: int
+    symbol: str = ""
 
 
 # -- order entry, server to client (sequenced) -----------------------------------------------------
@@ -181,7 +202,9 @@ class Execution(msgspec.Struct):
 
 
 class OrderCanceled(msgspec.Struct):
-    """S->C, template 23.  cl_ord_id: the request that caused it; reason: CancelReason."""
+    """S->C, template 23.  cl_ord_id: the request that caused it (the order's own ClOrdID when
+    its session did not ask); reason: CancelReason; leaves_qty > 0: a partial cancel (self-trade
+    prevention DECREMENT), the order lives on with that quantity."""
 
     TEMPLATE_ID: ClassVar[int] = 23
     seq_num: int
@@ -194,6 +217,7 @@ class OrderCanceled(msgspec.Struct):
     symbol: str
     side: int
     reason: int
+    leaves_qty: int = 0
 
 
 class OrderReplaced(msgspec.Struct):
@@ -253,16 +277,34 @@ class BookSnapshot(msgspec.Struct):
     asks: list[BookLevel] = msgspec.field(default_factory=list)
 
 
+class OrderTriggered(msgspec.Struct):
+    """S->C, template 28: a stop order's trigger price traded; it now executes (Executions and
+    an OrderCanceled for a remainder that cannot rest follow).  price: its limit (0 for STOP)."""
+
+    TEMPLATE_ID: ClassVar[int] = 28
+    seq_num: int
+    transact_time: int
+    cl_ord_id: int
+    order_id: int
+    stop_px: int
+    price: int
+    order_qty: int
+    leaves_qty: int
+    symbol: str
+    side: int
+    ord_type: int
+
+
 Message = (Login | LoginAccepted | LoginRejected | Heartbeat | Logout | SessionReject | NewOrder
-           | CancelOrder | ReplaceOrder | MassCancel | BookQuery | OrderAccepted | OrderRejected
-           | Execution | OrderCanceled | OrderReplaced | CancelRejected | MassCancelDone
-           | BookSnapshot)
+           | CancelOrder | ReplaceOrder | MassCancel | BookQuery | EndOfSession | OrderAccepted
+           | OrderRejected | Execution | OrderCanceled | OrderReplaced | CancelRejected
+           | MassCancelDone | BookSnapshot | OrderTriggered)
 
 #: template id -> message class, every template of the schema
 MESSAGE_TYPES: dict[int, type[Message]] = {
     cls.TEMPLATE_ID: cls
     for cls in (Login, LoginAccepted, LoginRejected, Heartbeat, Logout, SessionReject, NewOrder,
-                CancelOrder, ReplaceOrder, MassCancel, BookQuery, OrderAccepted, OrderRejected,
-                Execution, OrderCanceled, OrderReplaced, CancelRejected, MassCancelDone,
-                BookSnapshot)
+                CancelOrder, ReplaceOrder, MassCancel, BookQuery, EndOfSession, OrderAccepted,
+                OrderRejected, Execution, OrderCanceled, OrderReplaced, CancelRejected,
+                MassCancelDone, BookSnapshot, OrderTriggered)
 }

@@ -2,13 +2,13 @@
 """Outbound encoder: Event records from the matching core -> SBE messages per session (DESIGN §1).
 
 ``Outbound.drain`` consumes the events ring in one batch with the GIL released and appends the
-server->client business messages (templates 20-27 of protocol/schema/hftgw-v1.xml) to one C
+server->client business messages (templates 20-28 of protocol/schema/hftgw-v1.xml) to one C
 buffer per session, each message with its session sequence number and, for TCP sessions, its
 SOFH prefix.  The transport then ``take``s each ``dirty`` session's bytes and writes them with one
 call.  Counters and the order-to-ack latency histogram are kept in C and read at scrape time;
 fill records can be captured raw for the PostgreSQL sink.
 """
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, realloc
 from libc.string cimport memcpy
 
@@ -22,6 +22,7 @@ from matching.records cimport (
     EVT_MASS_CANCEL_DONE,
     EVT_REJECTED,
     EVT_REPLACED,
+    EVT_TRIGGERED,
     LIQ_MAKER,
     LIQ_TAKER,
     Event,
@@ -42,6 +43,7 @@ from protocol.codec cimport (
     TPL_ORDER_CANCELED,
     TPL_ORDER_REJECTED,
     TPL_ORDER_REPLACED,
+    TPL_ORDER_TRIGGERED,
     BookLevelEntry,
     BookSnapshotBlock,
     CancelRejectedBlock,
@@ -52,6 +54,7 @@ from protocol.codec cimport (
     OrderCanceledBlock,
     OrderRejectedBlock,
     OrderReplacedBlock,
+    OrderTriggeredBlock,
     SbeHeader,
     SymbolTable,
 )
@@ -195,7 +198,8 @@ cdef class Outbound:
         EVT_ACCEPTED -> OrderAccepted, EVT_REJECTED -> OrderRejected, EVT_FILL -> two Executions
         (taker: session_id/cl_ord_id/order_id/leaves, liquidity TAKER, side; maker: the contra_*
         fields, liquidity MAKER, the opposite side; both tradeId = ref, lastPx = price, lastQty =
-        qty), EVT_CANCELED -> OrderCanceled (origClOrdId = ref), EVT_REPLACED -> OrderReplaced
+        qty), EVT_CANCELED -> OrderCanceled (origClOrdId = ref, leavesQty = leaves),
+        EVT_TRIGGERED -> OrderTriggered (stopPx = ref), EVT_REPLACED -> OrderReplaced
         (origClOrdId = ref), EVT_CANCEL_REJECTED -> CancelRejected (origClOrdId = ref),
         EVT_MASS_CANCEL_DONE -> MassCancelDone (canceledCount = count), EVT_BOOK_SNAPSHOT and the
         count + count2 EVT_BOOK_LEVEL records after it -> one BookSnapshot (requestId = ref).
@@ -326,6 +330,7 @@ cdef class Outbound:
         cdef OrderReplacedBlock *orp
         cdef CancelRejectedBlock *cr
         cdef MassCancelDoneBlock *md
+        cdef OrderTriggeredBlock *ot
         cdef uint8_t t = ev.type
         self.events_by_type[t] += 1
         key = self.symbols.key_of(ev.symbol_id)
@@ -380,6 +385,23 @@ cdef class Outbound:
                 memcpy(oc.symbol, &key, 8)
                 oc.side = ev.side
                 oc.reason = ev.reason
+                oc.leaves_qty = ev.leaves
+        elif t == EVT_TRIGGERED:
+            seq = self._number(ev.session_id)
+            ot = <OrderTriggeredBlock *>self._reserve(ev.session_id, TPL_ORDER_TRIGGERED,
+                                                      sizeof(OrderTriggeredBlock), 0)
+            if ot != NULL:
+                ot.seq_num = seq
+                ot.transact_time = ev.ts
+                ot.cl_ord_id = ev.cl_ord_id
+                ot.order_id = ev.order_id
+                ot.stop_px = <int64_t>ev.ref
+                ot.price = ev.price
+                ot.order_qty = ev.qty
+                ot.leaves_qty = ev.leaves
+                memcpy(ot.symbol, &key, 8)
+                ot.side = ev.side
+                ot.ord_type = ev.ord_type
         elif t == EVT_REPLACED:
             seq = self._number(ev.session_id)
             orp = <OrderReplacedBlock *>self._reserve(ev.session_id, TPL_ORDER_REPLACED,

@@ -8,7 +8,8 @@ Session layer semantics follow SoupBinTCP 4.1 carried in SBE messages (DESIGN §
 Login -> LoginAccepted | LoginRejected; heartbeats both ways; a peer silent for
 ``heartbeat_timeout_factor`` intervals is logged out; Logout ends the session.  Order-entry
 messages are decoded in batches straight into fixed-size command records in the inbound ring
-(``protocol.codec.decode_orders``); only session messages are decoded one by one in Python.
+(``protocol.codec.decode_orders``), stamped with the session's account id and default StpMode;
+only session messages (and the rare admin EndOfSession) are decoded one by one in Python.
 """
 from __future__ import annotations
 
@@ -16,10 +17,17 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from matching.records import LoginRejectReason, RejectReason
+from matching.records import (
+    UNKNOWN_SYMBOL,
+    CommandType,
+    LoginRejectReason,
+    RejectReason,
+    pack_command,
+)
 from matching.ring import SpscRing
 from protocol import codec
 from protocol.messages import (
+    EndOfSession,
     Heartbeat,
     Login,
     LoginAccepted,
@@ -57,6 +65,8 @@ class LoginDecision:
     session_id: int = 0
     next_seq_num: int = 0
     reason: int = 0
+    account_id: int = 0      # stamped on every command of the session (STP, mass cancel)
+    role: str = "trader"     # the JWT role; "admin" may send EndOfSession
 
 
 @dataclass(slots=True)
@@ -90,6 +100,9 @@ class ServerSession:
         self.state = SessionState.AWAIT_LOGIN
         self.session_id = 0
         self.account = ""
+        self.account_id = 0
+        self.role = ""
+        self.stp_default = 0
         self.cancel_on_disconnect = False
         self.heartbeat_ms = heartbeat_ms
         self.timeout_factor = timeout_factor
@@ -177,7 +190,7 @@ class ServerSession:
             if self.state is SessionState.ACTIVE:
                 pos, n, status = codec.decode_orders(
                     self._buf, self._pos, len(self._buf), self.ring, self.session_id,
-                    self.symbols, now_ns, self.sofh)
+                    self.symbols, now_ns, self.sofh, self.account_id, self.stp_default)
                 self._pos = pos
                 self.commands_queued += n
                 if status == codec.NEED_MORE:
@@ -200,8 +213,29 @@ class ServerSession:
                 return
             if msg is None:
                 return
+            if isinstance(msg, EndOfSession) and self.state is SessionState.ACTIVE:
+                if not self._end_of_session(msg, now_ns):
+                    self.ring_full = True          # retried once the engine has drained
+                    return
+                self._pos = nxt
+                continue
             self._pos = nxt
             self._handle_session_message(msg, now_ns)
+
+    def _end_of_session(self, msg: EndOfSession, now_ns: int) -> bool:
+        """An admin session's EndOfSession becomes a journaled CMD_END_OF_SESSION in the ring
+        (False: the ring is full); any other role gets SessionReject NOT_AUTHORIZED."""
+        if self.role != "admin":
+            self._reject(RejectReason.REJ_NOT_AUTHORIZED, EndOfSession.TEMPLATE_ID, now_ns)
+            return True
+        symbol_id = self.symbols.lookup(msg.symbol) if msg.symbol else UNKNOWN_SYMBOL
+        record = pack_command(type=CommandType.CMD_END_OF_SESSION, ts=now_ns, session_id=self.session_id,
+                              account_id=self.account_id, symbol_id=symbol_id,
+                              depth=1 if not msg.symbol else 0, cl_ord_id=msg.cl_ord_id)
+        if self.ring.push(record) == 0:
+            return False
+        self.commands_queued += 1
+        return True
 
     def _template_at(self, pos: int) -> int:
         off = pos + (SOFH_SIZE if self.sofh else 0)
@@ -227,6 +261,11 @@ class ServerSession:
                 return
             self.state = SessionState.ACTIVE
             self.session_id = decision.session_id
+            self.account_id = decision.account_id
+            self.role = decision.role
+            # stamped on the NewOrders sent with stpMode NONE (an invalid value makes the core
+            # reject those orders with INVALID_FIELD, so the mistake is visible)
+            self.stp_default = msg.default_stp_mode
             self.cancel_on_disconnect = bool(msg.cancel_on_disconnect)
             self.heartbeat_ms = hb
             self._send(LoginAccepted(session_id=decision.session_id,

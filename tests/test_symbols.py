@@ -13,6 +13,7 @@ from gateway.engine import Engine, LegacyJournalError
 from matching.core import MatchingCore
 from matching.records import (
     COMMAND_RECORD_SIZE,
+    EVENT_RECORD_SIZE,
     CommandType,
     EventType,
     RejectReason,
@@ -38,7 +39,7 @@ def _events(ring: SpscRing) -> list[dict[str, int]]:
 
 def test_core_symbol_add_grows_updates_and_rejects() -> None:
     core = MatchingCore([])
-    cmds, evs = SpscRing(1024, 64), SpscRing(1024, 128)
+    cmds, evs = SpscRing(1024, COMMAND_RECORD_SIZE), SpscRing(1024, EVENT_RECORD_SIZE)
     for i in range(37):  # past several doublings of the books array
         cmds.push(pack_symbol_add(i, f"S{i}", 100 + i, 1000))
     cmds.push(pack_symbol_add(40, "GAP", 100, 1000))        # ids must be contiguous
