@@ -107,6 +107,10 @@ cdef CancelRejectedBlock _cr
 cdef MassCancelDoneBlock _md
 cdef BookSnapshotBlock _bs
 cdef BookLevelEntry _bl
+cdef BboBlock _bbo
+cdef TradeBlock _tr
+cdef DepthSnapshotBlock _ds
+cdef DepthUpdateBlock _du
 
 #: template id -> (name, blockLength, [(field name, offset, size, primitive type)]) of the root
 #: block, in schema order; names and primitive types as in the XML schema.
@@ -241,6 +245,36 @@ LAYOUT = {
         _f("requestId", &_bs, &_bs.request_id, sizeof(_bs.request_id), "uint64"),
         _f("symbol", &_bs, &_bs.symbol, sizeof(_bs.symbol), "char"),
     ]),
+    TPL_BBO: ("Bbo", sizeof(BboBlock), [
+        _f("symbol", &_bbo, &_bbo.symbol, sizeof(_bbo.symbol), "char"),
+        _f("transactTime", &_bbo, &_bbo.transact_time, sizeof(_bbo.transact_time), "uint64"),
+        _f("bookSeq", &_bbo, &_bbo.book_seq, sizeof(_bbo.book_seq), "uint64"),
+        _f("bidPrice", &_bbo, &_bbo.bid_price, sizeof(_bbo.bid_price), "int64"),
+        _f("bidSize", &_bbo, &_bbo.bid_size, sizeof(_bbo.bid_size), "uint64"),
+        _f("askPrice", &_bbo, &_bbo.ask_price, sizeof(_bbo.ask_price), "int64"),
+        _f("askSize", &_bbo, &_bbo.ask_size, sizeof(_bbo.ask_size), "uint64"),
+    ]),
+    TPL_TRADE: ("Trade", sizeof(TradeBlock), [
+        _f("symbol", &_tr, &_tr.symbol, sizeof(_tr.symbol), "char"),
+        _f("transactTime", &_tr, &_tr.transact_time, sizeof(_tr.transact_time), "uint64"),
+        _f("tradeId", &_tr, &_tr.trade_id, sizeof(_tr.trade_id), "uint64"),
+        _f("price", &_tr, &_tr.price, sizeof(_tr.price), "int64"),
+        _f("qty", &_tr, &_tr.qty, sizeof(_tr.qty), "uint64"),
+        _f("aggressorSide", &_tr, &_tr.aggressor_side, sizeof(_tr.aggressor_side), "uint8"),
+    ]),
+    TPL_DEPTH_SNAPSHOT: ("DepthSnapshot", sizeof(DepthSnapshotBlock), [
+        _f("symbol", &_ds, &_ds.symbol, sizeof(_ds.symbol), "char"),
+        _f("transactTime", &_ds, &_ds.transact_time, sizeof(_ds.transact_time), "uint64"),
+        _f("lastSeq", &_ds, &_ds.last_seq, sizeof(_ds.last_seq), "uint64"),
+        _f("levels", &_ds, &_ds.levels, sizeof(_ds.levels), "uint16"),
+    ]),
+    TPL_DEPTH_UPDATE: ("DepthUpdate", sizeof(DepthUpdateBlock), [
+        _f("symbol", &_du, &_du.symbol, sizeof(_du.symbol), "char"),
+        _f("transactTime", &_du, &_du.transact_time, sizeof(_du.transact_time), "uint64"),
+        _f("firstSeq", &_du, &_du.first_seq, sizeof(_du.first_seq), "uint64"),
+        _f("lastSeq", &_du, &_du.last_seq, sizeof(_du.last_seq), "uint64"),
+        _f("levels", &_du, &_du.levels, sizeof(_du.levels), "uint16"),
+    ]),
 }
 
 _BOOK_LEVEL_FIELDS = [
@@ -250,9 +284,12 @@ _BOOK_LEVEL_FIELDS = [
 ]
 #: template id -> [(group name, entry blockLength, [fields as in LAYOUT])], in schema order; every
 #: group uses groupSizeEncoding {blockLength uint16, numInGroup uint16}.
+_BOOK_SIDES = [("bids", sizeof(BookLevelEntry), _BOOK_LEVEL_FIELDS),
+               ("asks", sizeof(BookLevelEntry), _BOOK_LEVEL_FIELDS)]
 GROUPS = {
-    TPL_BOOK_SNAPSHOT: [("bids", sizeof(BookLevelEntry), _BOOK_LEVEL_FIELDS),
-                        ("asks", sizeof(BookLevelEntry), _BOOK_LEVEL_FIELDS)],
+    TPL_BOOK_SNAPSHOT: _BOOK_SIDES,
+    TPL_DEPTH_SNAPSHOT: _BOOK_SIDES,
+    TPL_DEPTH_UPDATE: _BOOK_SIDES,
 }
 #: template id -> [(varData name, primitive type of its length)] (varStringEncoding), in order.
 VAR_DATA = {TPL_LOGIN: [("token", "uint16")]}
@@ -567,7 +604,8 @@ cdef object _decode_at(object buf, Py_ssize_t off, FrameInfo *fi):
     for entry, _ in t.groups:
         entry_length, num = _GROUP_SIZE.unpack_from(buf, pos)
         pos += GROUP_SIZE_SIZE
-        # BookLevel is the entry type of the only repeating groups of v1 (BookSnapshot bids/asks)
+        # BookLevel is the entry type of every repeating group of v1 (bids/asks of BookSnapshot,
+        # DepthSnapshot, DepthUpdate)
         values.append([BookLevel(*entry.unpack_from(buf, pos + j * entry_length)) for j in range(num)])
         pos += entry_length * num
     for _ in range(t.n_var):
