@@ -1,9 +1,9 @@
 """Gateway configuration: typed, validated with msgspec, from TOML and ``HFTGW_*`` variables.
 
 Every key can be set from the environment as ``HFTGW_<KEY>`` (upper case), e.g. ``HFTGW_LISTEN``,
-``HFTGW_METRICS_LISTEN``, ``HFTGW_JOURNAL_DIR``, ``HFTGW_PG_DSN``, ``HFTGW_JWT_SECRET``; list and
-table values (``symbols``) take JSON there.  The environment wins over the file, the file over the
-embedded defaults.
+``HFTGW_METRICS_LISTEN``, ``HFTGW_WS_LISTEN``, ``HFTGW_JOURNAL_DIR``, ``HFTGW_PG_DSN``,
+``HFTGW_JWT_SECRET``; list and table values (``symbols``) take JSON there.  The environment wins
+over the file, the file over the embedded defaults.
 """
 from __future__ import annotations
 
@@ -55,11 +55,33 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_sessions: int = 4096
     max_write_buffer: int = 16 << 20
     log_level: str = "INFO"
+    # WebSocket port (market data on /md, order entry on /orders); "" = no WebSocket listener
+    ws_listen: str = "127.0.0.1:7002"
+    md_require_token: bool = False      # market data needs a JWT with role "md" (or "admin")
+    md_max_subscriptions: int = 100     # per connection, one per (channel, symbol)
+    md_max_control_per_s: int = 20      # control messages per connection per second
+    md_conflate_bytes: int = 256 << 10  # unsent bytes above which BBO/depth are conflated
+    md_max_buffer_bytes: int = 4 << 20  # unsent bytes above which a subscriber is disconnected
+    md_max_connections: int = 16384
+    ws_ping_interval_s: float = 20.0    # WebSocket keepalive ping; 0 = none
+    ws_ping_timeout_s: float = 20.0
     symbols: list[SymbolConfig] = msgspec.field(default_factory=lambda: list(DEFAULT_SYMBOLS))
 
     def __post_init__(self) -> None:
         for key in ("listen", "metrics_listen"):
             parse_hostport(getattr(self, key), key)
+        if self.ws_listen:
+            parse_hostport(self.ws_listen, "ws_listen")
+        if not (1 <= self.md_max_subscriptions <= 100_000):
+            raise ConfigError("md_max_subscriptions: 1 to 100000")
+        if self.md_max_control_per_s < 1:
+            raise ConfigError("md_max_control_per_s: at least 1")
+        if not (0 < self.md_conflate_bytes < self.md_max_buffer_bytes):
+            raise ConfigError("md_conflate_bytes: positive and below md_max_buffer_bytes")
+        if self.md_max_connections < 1:
+            raise ConfigError("md_max_connections: at least 1")
+        if self.ws_ping_interval_s < 0 or self.ws_ping_timeout_s <= 0:
+            raise ConfigError("ws_ping_interval_s >= 0 and ws_ping_timeout_s > 0")
         if not self.symbols:
             raise ConfigError("symbols: at least one symbol is required")
         names = set()

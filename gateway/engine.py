@@ -81,6 +81,8 @@ class Engine:
         self.accounts: dict[str, int] = {}       # account -> session id
         self.account_of_session: list[str] = [""]  # session id -> account (index 0 unused)
         self.writers: dict[int, SessionWriter] = {}
+        #: called after every pump, once the sessions' responses are written (market data)
+        self.post_pump: list[Callable[[], None]] = []
         self.ready = False
         self.pumps = 0
         self._pump_scheduled = False
@@ -117,9 +119,11 @@ class Engine:
         self.accounts[account] = sid
 
     # -- sessions ----------------------------------------------------------------------------
-    def login(self, msg: Login, writer: SessionWriter) -> LoginDecision:
+    def login(self, msg: Login, writer: SessionWriter, sofh: bool = True) -> LoginDecision:
         """Decide a Login: verify the JWT, find or create the account's session, check the
-        requested sequence number, attach ``writer``.  Never raises for bad input."""
+        requested sequence number, attach ``writer``.  sofh: the transport frames messages with
+        SOFH (TCP) or not (WebSocket: the writer gets bare SBE messages back to back).  Never
+        raises for bad input."""
         try:
             ident = verify_token(msg.token, self.cfg.jwt_secret)
         except LoginFailure as exc:
@@ -142,7 +146,7 @@ class Engine:
         if msg.next_expected_seq_num > next_seq:
             return LoginDecision(False, reason=LoginRejectReason.LOGIN_INVALID_SEQUENCE)
         self.writers[sid] = writer
-        self.outbound.set_session(sid, True, True)
+        self.outbound.set_session(sid, True, sofh)
         log.info("session %d (%s) logged in, next seq %d", sid, ident.account, next_seq)
         return LoginDecision(True, session_id=sid, next_seq_num=next_seq)
 
@@ -193,6 +197,11 @@ class Engine:
             total += n
         self.pumps += 1
         self._flush()
+        for hook in self.post_pump:
+            try:
+                hook()
+            except Exception:  # a market-data fault must never stop the order path
+                log.exception("post-pump hook %r failed", hook)
         return total
 
     def _match_all(self) -> None:

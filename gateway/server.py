@@ -12,9 +12,13 @@ from prometheus_client import CollectorRegistry
 
 from gateway.config import Config, parse_hostport
 from gateway.engine import Engine
+from gateway.marketdata import MarketData
 from gateway.tcp import OrderEntryProtocol
+from gateway.ws import WsGateway
+from monitoring.book_page import BookPages
 from monitoring.collector import GatewayCollector
 from monitoring.http import SidePortServer
+from monitoring.md_collector import MarketDataCollector
 from protocol.session import SessionCounters
 
 log = logging.getLogger("hftgw.server")
@@ -33,6 +37,10 @@ class Gateway:
         self.connections: set[OrderEntryProtocol] = set()
         self.registry = CollectorRegistry()
         self.registry.register(GatewayCollector(self.engine, self.session_counters))
+        self.md = MarketData(self.engine)
+        self.ws: WsGateway | None = None  # the WebSocket port, when ws_listen is set
+        self.registry.register(MarketDataCollector(
+            self.md, lambda: len(self.ws.order_sessions) if self.ws is not None else 0))
         self.side: SidePortServer | None = None
         self.server: asyncio.Server | None = None
         self._stop = asyncio.Event()
@@ -41,7 +49,8 @@ class Gateway:
     # -- probes ------------------------------------------------------------------------------
     def health(self) -> tuple[bool, dict[str, object]]:
         sink = self.engine.sink
-        details: dict[str, object] = {"sessions": self.engine.sessions_connected()}
+        details: dict[str, object] = {"sessions": self.engine.sessions_connected(),
+                                      "md_subscribers": len(self.md.conns)}
         if sink is None:
             details["sink"] = "off"
         else:
@@ -56,7 +65,8 @@ class Gateway:
     async def start(self) -> None:
         cfg = self.cfg
         mhost, mport = parse_hostport(cfg.metrics_listen, "metrics_listen")
-        self.side = SidePortServer(mhost, mport, self.registry, self.health, self.ready)
+        self.side = SidePortServer(mhost, mport, self.registry, self.health, self.ready,
+                                   pages=BookPages(self.engine.symbol_names, cfg.ws_listen))
         self.side.start()
         if cfg.pg_dsn:
             await self._start_sink()
@@ -73,13 +83,18 @@ class Gateway:
         self.server = await loop.create_server(
             lambda: OrderEntryProtocol(self.engine, self.connections, self.session_counters),
             host, port, reuse_address=True, backlog=1024)
+        if cfg.ws_listen:
+            self.ws = WsGateway(self.engine, self.md, self.session_counters)
+            await self.ws.start()
+            self.engine.post_pump.append(self.md.on_pump)
         self._tasks.append(asyncio.create_task(self._ticker(), name="hftgw-ticker"))
         # everything built so far lives as long as the process: move it out of the collector's
         # generations so a full collection does not rescan it in the middle of the order flow
         gc.collect()
         gc.freeze()
         self.engine.ready = True
-        log.info("order entry on %s, metrics on %s:%d", cfg.listen, mhost, self.side.port)
+        log.info("order entry on %s, metrics on %s:%d, WebSocket %s", cfg.listen, mhost,
+                 self.side.port, f"on {cfg.ws_listen} (/md, /orders)" if self.ws else "off")
 
     async def _start_sink(self) -> None:
         from persistence.pg_sink import FillSink
@@ -105,6 +120,8 @@ class Gateway:
             now = time.time_ns()
             for conn in list(self.connections):
                 conn.tick(now)
+            if self.ws is not None:
+                self.ws.tick(now)
 
     def stop(self) -> None:
         self._stop.set()
@@ -125,6 +142,8 @@ class Gateway:
         self.engine.pump()
         for conn in list(self.connections):
             conn.shutdown()
+        if self.ws is not None:
+            await self.ws.close()
         for t in self._tasks:
             if t.get_name() != "hftgw-sink":
                 t.cancel()

@@ -20,17 +20,20 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 HealthFn = Callable[[], tuple[bool, dict[str, object]]]
+#: (path, WSGI environ) -> (status line, headers, body), or None when the path is not a page
+PageFn = Callable[[str, dict], tuple[str, list[tuple[str, str]], bytes] | None]
 
 
 class SidePortServer:
     """HTTP on ``host:port`` in a daemon thread.
 
     health(): (ok, details) for /health; ready(): (ok, details) for /ready.  Each answers 200
-    with a JSON body when ok, 503 otherwise.
+    with a JSON body when ok, 503 otherwise.  pages: optional handler of other paths (the live
+    book page, monitoring/book_page.py).
     """
 
     def __init__(self, host: str, port: int, registry: CollectorRegistry, health: HealthFn,
-                 ready: HealthFn) -> None:
+                 ready: HealthFn, pages: PageFn | None = None) -> None:
         metrics_app = make_wsgi_app(registry)
         probes = {"/health": health, "/ready": ready}
 
@@ -40,8 +43,13 @@ class SidePortServer:
             if probe is None:
                 if path == "/metrics":
                     return metrics_app(environ, start_response)
+                page = pages(path, environ) if pages is not None else None
+                if page is not None:
+                    status, headers, body = page
+                    start_response(status, headers + [("Content-Length", str(len(body)))])
+                    return [body]
                 start_response("404 Not Found", [("Content-Type", "text/plain")])
-                return [b"not found: try /metrics, /health, /ready\n"]
+                return [b"not found: try /metrics, /health, /ready, /book/<SYMBOL>\n"]
             ok, details = probe()
             body = json.dumps({"status": "ok" if ok else "unavailable", **details}).encode()
             start_response("200 OK" if ok else "503 Service Unavailable",

@@ -30,6 +30,7 @@ def make_config(journal_dir: Path, **overrides: object) -> Config:
     env = {
         "HFTGW_LISTEN": f"127.0.0.1:{free_port()}",
         "HFTGW_METRICS_LISTEN": f"127.0.0.1:{free_port()}",
+        "HFTGW_WS_LISTEN": f"127.0.0.1:{free_port()}",
         "HFTGW_JOURNAL_DIR": str(journal_dir),
     }
     env.update({"HFTGW_" + k.upper(): str(v) for k, v in overrides.items()})
@@ -75,7 +76,7 @@ def serve_process(journal_dir: Path, extra_env: dict[str, str] | None = None
     cfg = make_config(journal_dir)
     env = dict(os.environ)
     env.update({"HFTGW_LISTEN": cfg.listen, "HFTGW_METRICS_LISTEN": cfg.metrics_listen,
-                "HFTGW_JOURNAL_DIR": cfg.journal_dir})
+                "HFTGW_WS_LISTEN": cfg.ws_listen, "HFTGW_JOURNAL_DIR": cfg.journal_dir})
     env.update(extra_env or {})
     cfg = load_config(None, env)
     proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], env=env,
