@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -254,6 +255,17 @@ class MdConnection:
             self.transport.abort()
 
 
+def _request_id(text: str) -> int | None:
+    """The integer ``id`` of a control message that is JSON but not a valid request, for the
+    error reply; None when there is none."""
+    try:
+        doc = msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        return None
+    rid = doc.get("id") if isinstance(doc, dict) else None
+    return rid if isinstance(rid, int) and not isinstance(rid, bool) else None
+
+
 class MarketData:
     """The market-data publisher and the ``/md`` WebSocket endpoint (see the module docstring).
 
@@ -415,6 +427,11 @@ class MarketData:
     async def serve(self, ws: ServerConnection) -> None:
         """The handler of one ``/md`` connection: control messages until it closes."""
         conn = MdConnection(self, ws)
+        sock = conn.transport.get_extra_info("socket")
+        if self.cfg.md_socket_sndbuf and sock is not None:
+            # bounded kernel memory per subscriber, and a reader that stalls shows up in the
+            # transport's buffer (where conflation and the byte limit act) after this much
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.cfg.md_socket_sndbuf)
         self.conns.add(conn)
         self.counters.connections_total += 1
         if self._service is None:
@@ -475,7 +492,7 @@ class MarketData:
             try:
                 req = request_decoder.decode(msg)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                self._error(conn, None, MdError.BAD_REQUEST, str(exc))
+                self._error(conn, _request_id(msg), MdError.BAD_REQUEST, str(exc))
             else:
                 self._request(conn, req)
         self.flush()
