@@ -58,6 +58,7 @@ class WsOrderSession:
             heartbeat_ms=cfg.heartbeat_interval_ms, timeout_factor=cfg.heartbeat_timeout_factor,
             max_heartbeat_ms=cfg.max_heartbeat_interval_ms, counters=counters)
         self._closing = False
+        self._close_task: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
         s = self.session
@@ -76,7 +77,8 @@ class WsOrderSession:
                     s.commands_queued = 0
                     self.engine.request_pump()
                 self._write_session_output()
-                if s.closed:
+                if self._close_task is not None:
+                    await self._close_task  # the handler must not end (close 1000) before it
                     break
         except ConnectionClosed:
             pass
@@ -131,7 +133,7 @@ class WsOrderSession:
             else:  # LoginRejected (its reason) or a protocol error before login
                 code, text = 1008, f"closed before login, reason {reason}"
             log.info("closing %s (WebSocket): %s", self.peer, text)
-            asyncio.get_running_loop().create_task(self.ws.close(code, text))
+            self._close_task = asyncio.get_running_loop().create_task(self.ws.close(code, text))
 
 
 class WsGateway:

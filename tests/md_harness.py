@@ -7,7 +7,6 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from gateway.client import OrderClient
 from gateway.mdclient import DepthBook, GapError, MdClient
 from matching.records import Liquidity, OrdType, Side, TimeInForce
 from protocol.mdjson import JsonBbo, JsonDepthSnapshot, JsonDepthUpdate, JsonTrades
@@ -110,7 +109,7 @@ class OrderStream:
     sides (so that about half cross), IOC and market orders, cancels and replaces of the
     session's live orders.  Every response is kept; ``taker_fills`` are the TAKER Executions."""
 
-    def __init__(self, clients: list[OrderClient], symbols: list[str], seed: int) -> None:
+    def __init__(self, clients: list[Any], symbols: list[str], seed: int) -> None:
         self.clients = clients
         self.symbols = symbols
         self.rnd = random.Random(seed)
@@ -119,12 +118,20 @@ class OrderStream:
         self.responses: list[list[Any]] = [[] for _ in clients]
         self.requests = 0
         self.snapshots: dict[int, BookSnapshot] = {}  # (request ids are unique across sessions)
+        self.answered: set[int] = set()  # cl_ord_ids with a response
+        self._waiting: dict[int, asyncio.Future[None]] = {}
         for i, c in enumerate(clients):
             c.on_message = self._receiver(i)
 
     def _receiver(self, i: int) -> Callable[[Any], None]:
         def on_message(m: Any) -> None:
             self.responses[i].append(m)
+            cl = getattr(m, "cl_ord_id", None)
+            if cl is not None:
+                self.answered.add(cl)
+                w = self._waiting.pop(cl, None)
+                if w is not None and not w.done():
+                    w.set_result(None)
             if isinstance(m, BookSnapshot):
                 self.snapshots[m.request_id] = m
         return on_message
@@ -173,6 +180,15 @@ class OrderStream:
             self.requests += len(burst)
             marks.append(rid)
         await until(lambda: all(rid in self.snapshots for rid in marks), what="the round's book queries")
+
+    async def step(self, i: int) -> None:
+        """Session i sends one request and waits for its first answer, so that every request is
+        sequenced after the previous one (a deterministic global order)."""
+        req = self.one(i)
+        answered = self._waiting[req.cl_ord_id] = asyncio.get_running_loop().create_future()
+        self.clients[i].send(req)
+        self.requests += 1
+        await asyncio.wait_for(answered, 10)
 
     async def book(self, symbol: str, depth: int = 20) -> BookSnapshot:
         """The in-sequence book query, from the first session."""
