@@ -45,11 +45,13 @@ setup(
         "prometheus-client>=0.20", # /metrics exposition (owner's choice)
         "pyjwt>=2.8",              # JWT login tokens (owner's choice)
         "hdrhistogram>=0.10",      # latency percentiles in bench/ and the client (no own histogram)
+        "websockets>=13",          # WebSocket port: market data and order entry (asyncio server API)
     ],
     extras_require={
         "test": [
             "pytest>=8", "pytest-asyncio>=0.23", "hypothesis>=6.100", "pytest-timeout>=2.2",
             "ruff>=0.4", "mypy>=1.10",
+            "selenium>=4.15",      # drives Debian's chromium in the book page test
         ],
     },
     entry_points={"console_scripts": ["hftgw=gateway.cli:main"]},
