@@ -1,14 +1,21 @@
 """Market data for WebSocket price subscribers (DESIGN §1): BBO, trades and L2 depth with book
 sequence numbers, binary (SBE templates 40-43) or JSON, conflated for slow readers.
 
-Source, per engine pump and never per order: the outbound encoder notes in C which symbols'
+Publishing, per engine pump and never per order: the outbound encoder notes in C which symbols'
 books the pump's events changed and copies the fill records (``Outbound.md_tap``); after the
 session writes of the pump (``Engine.post_pump``) the publisher reads the top 20 levels of each
 changed book that has BBO or depth subscribers (``MatchingCore.book_levels``, C), compares them
-with what it last published, and encodes each resulting message once per (symbol, stream,
-encoding): the WebSocket frame is built once and the same bytes are written to every
-subscriber, one ``writelines`` per connection per pump.  Trades are encoded in C
-(``protocol.mdfeed``).
+with what it last published, and encodes each resulting message ONCE per encoding: a WebSocket
+frame built once is written to every subscriber.  Trades are encoded in C (``protocol.mdfeed``).
+Publishing costs the same with 1 or 10 000 subscribers: it only appends to the topic's log (trades,
+depth updates) or bumps its version (BBO).
+
+Fan-out: a sweep visits the subscribed connections and writes to each, in one ``writelines``,
+its pending control replies and snapshots, the log entries past its cursor and the newest BBO if
+it has not sent that version.  The sweep runs in slices of at most ``SLICE_NS`` of event-loop time
+(the first one right after the pump, the next ones as ready callbacks), so the order path is
+never held up for longer than one slice, however many subscribers there are; BBOs published
+between two visits of a connection are conflated (the newest one is sent).
 
 Sequence numbers: each symbol has a book sequence number (``bookSeq``), counting the changes of
 its top 20 levels a side since the gateway started.  A depth stream (symbol, levels 5/10/20)
@@ -18,11 +25,11 @@ change; so a client keeps an exact copy of the top levels and sees a gap as firs
 lastSeq + 1 (docs/protocol.md, "Market data feed").
 
 Slow consumers: a connection whose unsent bytes (the transport's write buffer) pass
-``md_conflate_bytes`` is "congested": its BBO is conflated (the newest replaces an unsent older
-one), its depth updates are dropped and replaced by a fresh snapshot once it has caught up,
-its trades are queued (never conflated); when the unsent bytes plus the queued trades pass
-``md_max_buffer_bytes`` it is closed with code 1008 and reason "slow consumer".  Everything runs
-on the event-loop thread; nothing here blocks.
+``md_conflate_bytes`` is "congested": it gets no BBO (the newest is sent once it has caught up)
+and no depth updates (a fresh snapshot replaces them once it has caught up); trades are never
+conflated, so they keep going into its buffer, and past ``md_max_buffer_bytes`` unsent the
+connection is closed with code 1008 and reason "slow consumer".  Everything runs on the
+event-loop thread; nothing here blocks.
 """
 from __future__ import annotations
 
@@ -68,11 +75,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("hftgw.md")
 
 MAX_CONTROL_BYTES = 4096
-CLOSE_GRACE_S = 2.0       # a closing subscriber that does not finish the handshake is aborted
-SERVICE_INTERVAL_S = 0.05  # how often congested connections are checked when nothing trades
+CLOSE_GRACE_S = 2.0        # a closing subscriber that does not finish the handshake is aborted
+SERVICE_INTERVAL_S = 0.05  # how often congested connections are looked at when nothing changes
+SLICE_NS = 1_000_000       # event-loop time one fan-out slice may take
+CHECK_EVERY = 16           # connections visited between two looks at the clock
 
-# what an offered frame is, for the conflation rules
-TRADE, BBO, DEPTH, CONTROL = 0, 1, 2, 3
+TRADES, BBO, DEPTH = 0, 1, 2
+KINDS = {"trades": TRADES, "bbo": BBO, "depth": DEPTH}
 
 Levels = list[tuple[int, int, int]]  # (price, size in lots, order count), best first
 
@@ -100,33 +109,59 @@ class MdCounters:
     """Market-data outcomes, read by the metrics collector at scrape time."""
 
     messages_sent: int = 0       # WebSocket messages written to subscribers
+    writes: int = 0              # writes to subscribers' sockets (one per connection visited with news)
     bytes_sent: int = 0
-    dropped: int = 0             # BBO / depth messages conflated away for slow subscribers
+    dropped: int = 0             # BBO / depth messages conflated away (never sent to someone)
     slow_disconnects: int = 0
     connections_total: int = 0
     refused_connections: int = 0  # over md_max_connections
     auth_failures: int = 0
+    sweeps: int = 0              # complete fan-out sweeps
+    fanout_ns: int = 0           # event-loop time spent in fan-out slices
     control_errors: dict[int, int] = field(default_factory=dict)  # MdError -> count
 
 
-class DepthStream:
-    """One (symbol, levels) depth stream: the state last published and its subscribers."""
+class Topic:
+    """One published stream of one symbol, in both encodings, and its subscribers.
 
-    __slots__ = ("levels", "last_seq", "bids", "asks", "subs")
+    BBO: ``version`` of the newest state (the feed's ``bbo``), its frames built on demand.
+    TRADES, DEPTH: ``log`` of (json frame, binary frame) entries, the first at absolute index
+    ``base``; a frame is None when nobody took that encoding when it was published.  DEPTH also
+    holds the stream's state after its last update (``levels``, ``last_seq``, ``bids``, ``asks``).
+    """
 
-    def __init__(self, levels: int, last_seq: int, bids: Levels, asks: Levels) -> None:
+    __slots__ = ("kind", "feed", "levels", "subs", "n_binary", "version", "frames", "log", "base",
+                 "mark", "last_seq", "bids", "asks")
+
+    def __init__(self, kind: int, feed: SymbolFeed, levels: int = 0) -> None:
+        self.kind = kind
+        self.feed = feed
         self.levels = levels
-        self.last_seq = last_seq
-        self.bids = bids
-        self.asks = asks
-        self.subs: dict[MdConnection, bool] = {}  # connection -> binary
+        self.subs: dict[MdConnection, bool] = {}   # connection -> binary
+        self.n_binary = 0
+        self.version = 0
+        self.frames: list[bytes | None] = [None, None]
+        self.log: list[tuple[bytes | None, bytes | None]] = []
+        self.base = 0
+        self.mark = 0
+        self.last_seq = feed.book_seq
+        self.bids: Levels = feed.bids[:levels]
+        self.asks: Levels = feed.asks[:levels]
+
+    @property
+    def end(self) -> int:
+        return self.base + len(self.log)
+
+    def encodings(self) -> tuple[bool, bool]:
+        """(somebody takes JSON, somebody takes binary)."""
+        return len(self.subs) > self.n_binary, self.n_binary > 0
 
 
 class SymbolFeed:
-    """One symbol's published state and subscribers."""
+    """One symbol's published book state and topics."""
 
     __slots__ = ("sid", "name", "json_prefix", "book_seq", "ts", "bids", "asks", "bbo",
-                 "bbo_subs", "trade_subs", "streams")
+                 "bbo_topic", "trades", "streams")
 
     def __init__(self, sid: int, name: str) -> None:
         self.sid = sid
@@ -137,18 +172,17 @@ class SymbolFeed:
         self.bids: Levels = []
         self.asks: Levels = []
         self.bbo = (0, 0, 0, 0)
-        self.bbo_subs: dict[MdConnection, bool] = {}
-        self.trade_subs: dict[MdConnection, bool] = {}
-        self.streams: dict[int, DepthStream] = {}
+        self.bbo_topic: Topic | None = None
+        self.trades: Topic | None = None
+        self.streams: dict[int, Topic] = {}  # depth topics by levels
 
 
 class MdConnection:
-    """One market-data WebSocket connection: subscriptions, this pump's frames, and the
-    conflation state while it is congested."""
+    """One market-data WebSocket connection: its subscriptions with their cursors, the control
+    frames to send, and the depth streams it owes a fresh snapshot (after conflation)."""
 
-    __slots__ = ("md", "ws", "transport", "peer", "subs", "out", "congested", "pending_trades",
-                 "pending_bytes", "pending_bbo", "resync", "tokens", "refill_at", "strikes",
-                 "closing")
+    __slots__ = ("md", "ws", "transport", "peer", "subs", "topics", "control", "resync", "tokens",
+                 "refill_at", "strikes", "closing")
 
     def __init__(self, md: MarketData, ws: ServerConnection) -> None:
         self.md = md
@@ -157,83 +191,14 @@ class MdConnection:
         peer = ws.remote_address
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self.subs: dict[tuple[str, int], tuple[bool, int]] = {}  # (channel, sid) -> (binary, levels)
-        self.out: list[bytes] = []
-        self.congested = False
-        self.pending_trades: list[bytes] = []
-        self.pending_bytes = 0
-        self.pending_bbo: dict[int, bytes] = {}
-        self.resync: set[tuple[int, int]] = set()  # (sid, levels) owed a fresh snapshot
+        # topic -> [binary, cursor]: BBO the version sent last (-1 none), else the next log index
+        self.topics: dict[Topic, list[Any]] = {}
+        self.control: list[bytes] = []
+        self.resync: set[Topic] = set()
         self.tokens = float(md.cfg.md_max_control_per_s)
         self.refill_at = time.monotonic()
         self.strikes = 0
         self.closing = False
-
-    def offer(self, kind: int, key: Any, frame: bytes) -> None:
-        """Queue a frame for this pump's write, or conflate it while congested."""
-        if self.closing:
-            return
-        if not self.congested:
-            if not self.out:
-                self.md.dirty.append(self)
-            self.out.append(frame)
-            return
-        if kind == BBO:
-            if key in self.pending_bbo:
-                self.md.counters.dropped += 1
-            self.pending_bbo[key] = frame
-        elif kind == DEPTH:
-            self.md.counters.dropped += 1
-            self.resync.add(key)
-        else:  # trades and control replies are never conflated
-            self.pending_trades.append(frame)
-            self.pending_bytes += len(frame)
-            if self.pending_bytes + self.transport.get_write_buffer_size() > self.md.cfg.md_max_buffer_bytes:
-                self.disconnect_slow()
-
-    def write_out(self) -> None:
-        out = self.out
-        self.out = []
-        if self.closing or self.ws.protocol.state is not State.OPEN or self.transport.is_closing():
-            return
-        self.transport.writelines(out)
-        c = self.md.counters
-        c.messages_sent += len(out)
-        c.bytes_sent += sum(map(len, out))
-        unsent = self.transport.get_write_buffer_size()
-        if unsent > self.md.cfg.md_conflate_bytes:
-            if unsent > self.md.cfg.md_max_buffer_bytes:
-                self.disconnect_slow()
-            elif not self.congested:
-                self.congested = True
-                self.md.congested.add(self)
-
-    def catch_up(self) -> None:
-        """The client has read enough: send what was held back, fresh snapshots for the
-        conflated depth streams, and go back to live delivery."""
-        self.congested = False
-        frames = self.pending_trades
-        frames.extend(self.pending_bbo.values())
-        for sid, levels in sorted(self.resync):
-            stream = self.md.feeds[sid].streams.get(levels)
-            if stream is not None and self in stream.subs:
-                frames.append(self.md.snapshot_frame(self.md.feeds[sid], stream, stream.subs[self]))
-        self.pending_trades = []
-        self.pending_bytes = 0
-        self.pending_bbo = {}
-        self.resync = set()
-        if frames:
-            self.out.extend(frames)
-            if len(self.out) == len(frames):
-                self.md.dirty.append(self)
-
-    def disconnect_slow(self) -> None:
-        if self.closing:
-            return
-        unsent = self.transport.get_write_buffer_size() + self.pending_bytes
-        log.warning("market-data subscriber %s too slow: %d bytes unsent, disconnecting",
-                    self.peer, unsent)
-        self.md.counters.slow_disconnects += 1
-        self.close(1008, f"slow consumer: {unsent} bytes unsent")
 
     def close(self, code: int, reason: str) -> None:
         """Close with a WebSocket close code and reason; aborted if the peer does not answer in
@@ -241,10 +206,7 @@ class MdConnection:
         if self.closing:
             return
         self.closing = True
-        self.out = []
-        self.pending_trades = []
-        self.pending_bytes = 0
-        self.pending_bbo = {}
+        self.control = []
         self.resync = set()
         self.md.congested.discard(self)
         self.md.spawn(self.ws.close(code, reason))
@@ -281,11 +243,16 @@ class MarketData:
         self.feeds = [SymbolFeed(i, name) for i, name in enumerate(engine.symbol_names)]
         self.sid_by_name = {name: i for i, name in enumerate(engine.symbol_names)}
         self.conns: set[MdConnection] = set()
-        self.dirty: list[MdConnection] = []
+        self.active: dict[MdConnection, None] = {}  # connections with subscriptions, in order
         self.congested: set[MdConnection] = set()
+        self.log_topics: set[Topic] = set()
         self.counters = MdCounters()
         self.n_subs = 0
         self.n_trade_subs = 0
+        self.sub_counts = dict.fromkeys(CHANNELS, 0)
+        self.changed = False       # something was published since the current sweep began
+        self._sweep: list[MdConnection] | None = None
+        self._sweep_pos = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._service: asyncio.Task[None] | None = None
 
@@ -295,21 +262,18 @@ class MarketData:
         return self.feeds[self.sid_by_name[symbol]].book_seq
 
     def subscriptions_by_channel(self) -> dict[str, int]:
-        out = dict.fromkeys(CHANNELS, 0)
-        for conn in self.conns:
-            for ch, _ in conn.subs:
-                out[ch] += 1
-        return out
+        """Subscriptions per channel (a copy: safe to call from the metrics thread)."""
+        return dict(self.sub_counts)
 
     def spawn(self, coro: Any) -> None:
         t = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
 
-    # -- the publisher -----------------------------------------------------------------------
+    # -- publishing --------------------------------------------------------------------------
     def on_pump(self) -> None:
         """After each engine pump: publish trades, then the changed books' depth updates and
-        BBOs, then write every connection's frames."""
+        BBOs; then fan out (the first slice of a sweep, if none is under way)."""
         if self.n_subs:
             ob = self.engine.outbound
             if self.n_trade_subs:
@@ -318,48 +282,22 @@ class MarketData:
                     self._publish_trades(fills)
             for sid, ts in ob.take_md_touched():
                 f = self.feeds[sid]
-                if f.bbo_subs or f.streams:
+                if f.bbo_topic is not None or f.streams:
                     self._refresh(f, ts)
-        self.flush()
-
-    def flush(self) -> None:
-        dirty = self.dirty
-        if dirty:
-            self.dirty = []
-            for conn in dirty:
-                conn.write_out()
-        if self.congested:
-            self._service_congested()
-
-    def _service_congested(self) -> None:
-        low = self.cfg.md_conflate_bytes // 2
-        caught_up = [c for c in self.congested if c.transport.get_write_buffer_size() <= low]
-        for conn in caught_up:
-            self.congested.discard(conn)
-            conn.catch_up()
-        if caught_up:
-            self.flush()
-
-    async def service_loop(self) -> None:
-        """Let congested subscribers catch up even when nothing is published."""
-        while True:
-            await asyncio.sleep(SERVICE_INTERVAL_S)
-            if self.congested or self.dirty:
-                self.flush()
+        if self.changed and self._sweep is None:
+            self._start_sweep()
+            self._slice()
 
     def _publish_trades(self, fills: bytes) -> None:
         for sid, (sbe, js) in encode_trades(fills, self.symbols).items():
-            f = self.feeds[sid]
-            if not f.trade_subs:
+            topic = self.feeds[sid].trades
+            if topic is None:
                 continue
-            frames: dict[bool, bytes] = {}
-            for conn, binary in f.trade_subs.items():
-                fr = frames.get(binary)
-                if fr is None:
-                    assert sbe is not None and js is not None
-                    fr = frames[binary] = (ws_frame(sbe, False) if binary
-                                           else ws_frame(f.json_prefix + js + b"]}", True))
-                conn.offer(TRADE, None, fr)
+            want_json, want_binary = topic.encodings()
+            assert sbe is not None and js is not None
+            topic.log.append((ws_frame(topic.feed.json_prefix + js + b"]}", True) if want_json else None,
+                              ws_frame(sbe, False) if want_binary else None))
+            self.changed = True
 
     def _refresh(self, f: SymbolFeed, ts: int) -> None:
         """Re-read the symbol's top levels; on a change number it and publish the depth updates
@@ -372,56 +310,165 @@ class MarketData:
         f.ts = ts
         f.bids = bids
         f.asks = asks
-        for stream in f.streams.values():
-            nb = bids[:stream.levels]
-            na = asks[:stream.levels]
-            db = diff_levels(stream.bids, nb)
-            da = diff_levels(stream.asks, na)
+        for topic in f.streams.values():
+            nb = bids[:topic.levels]
+            na = asks[:topic.levels]
+            db = diff_levels(topic.bids, nb)
+            da = diff_levels(topic.asks, na)
             if not db and not da:
                 continue
-            first = stream.last_seq + 1
-            stream.bids = nb
-            stream.asks = na
-            stream.last_seq = f.book_seq
-            frames: dict[bool, bytes] = {}
-            key = (f.sid, stream.levels)
-            for conn, binary in stream.subs.items():
-                fr = frames.get(binary)
-                if fr is None:
-                    fr = frames[binary] = self._update_frame(f, stream.levels, first, db, da, binary)
-                conn.offer(DEPTH, key, fr)
+            first = topic.last_seq + 1
+            topic.bids = nb
+            topic.asks = na
+            topic.last_seq = f.book_seq
+            want_json, want_binary = topic.encodings()
+            js = bs = None
+            if want_json:
+                js = ws_frame(encoder.encode(JsonDepthUpdate(f.name, ts, first, f.book_seq, topic.levels,
+                                                             db, da)), True)
+            if want_binary:
+                msg = DepthUpdate(f.name, ts, first, f.book_seq, topic.levels, db, da)  # type: ignore[arg-type]
+                bs = ws_frame(codec.encode(msg, sofh=False), False)
+            topic.log.append((js, bs))
+            self.changed = True
         bbo = ((bids[0][0], bids[0][1]) if bids else (0, 0)) + ((asks[0][0], asks[0][1]) if asks else (0, 0))
         if bbo != f.bbo:
             f.bbo = bbo
-            frames = {}
-            for conn, binary in f.bbo_subs.items():
-                fr = frames.get(binary)
-                if fr is None:
-                    fr = frames[binary] = self.bbo_frame(f, binary)
-                conn.offer(BBO, f.sid, fr)
+            if f.bbo_topic is not None:
+                f.bbo_topic.version += 1
+                f.bbo_topic.frames = [None, None]
+                self.changed = True
 
     # -- encoders (once per message, whatever the number of subscribers) ---------------------
-    def bbo_frame(self, f: SymbolFeed, binary: bool) -> bytes:
-        bp, bs, ap, asz = f.bbo
-        if binary:
-            return ws_frame(codec.encode(Bbo(f.name, f.ts, f.book_seq, bp, bs, ap, asz), sofh=False), False)
-        return ws_frame(encoder.encode(JsonBbo(f.name, f.ts, f.book_seq, bp, bs, ap, asz)), True)
+    def bbo_frame(self, topic: Topic, binary: bool) -> bytes:
+        fr = topic.frames[binary]
+        if fr is None:
+            f = topic.feed
+            bp, bs, ap, asz = f.bbo
+            if binary:
+                fr = ws_frame(codec.encode(Bbo(f.name, f.ts, f.book_seq, bp, bs, ap, asz), sofh=False), False)
+            else:
+                fr = ws_frame(encoder.encode(JsonBbo(f.name, f.ts, f.book_seq, bp, bs, ap, asz)), True)
+            topic.frames[binary] = fr
+        return fr
 
-    def snapshot_frame(self, f: SymbolFeed, stream: DepthStream, binary: bool) -> bytes:
+    def snapshot_frame(self, topic: Topic, binary: bool) -> bytes:
+        f = topic.feed
         if binary:
-            msg = DepthSnapshot(f.name, f.ts, stream.last_seq, stream.levels,
-                                stream.bids, stream.asks)  # type: ignore[arg-type]
+            msg = DepthSnapshot(f.name, f.ts, topic.last_seq, topic.levels,
+                                topic.bids, topic.asks)  # type: ignore[arg-type]
             return ws_frame(codec.encode(msg, sofh=False), False)
-        return ws_frame(encoder.encode(JsonDepthSnapshot(f.name, f.ts, stream.last_seq, stream.levels,
-                                                         stream.bids, stream.asks)), True)
+        return ws_frame(encoder.encode(JsonDepthSnapshot(f.name, f.ts, topic.last_seq, topic.levels,
+                                                         topic.bids, topic.asks)), True)
 
-    def _update_frame(self, f: SymbolFeed, levels: int, first: int, bids: Levels, asks: Levels,
-                      binary: bool) -> bytes:
-        if binary:
-            msg = DepthUpdate(f.name, f.ts, first, f.book_seq, levels, bids, asks)  # type: ignore[arg-type]
-            return ws_frame(codec.encode(msg, sofh=False), False)
-        return ws_frame(encoder.encode(JsonDepthUpdate(f.name, f.ts, first, f.book_seq, levels,
-                                                       bids, asks)), True)
+    # -- fan-out -----------------------------------------------------------------------------
+    def _start_sweep(self) -> None:
+        self.changed = False
+        self._sweep = list(self.active)
+        self._sweep_pos = 0
+        for topic in self.log_topics:
+            topic.mark = topic.end
+
+    def _slice(self) -> None:
+        """Visit connections of the current sweep for at most SLICE_NS; schedule the rest."""
+        sweep = self._sweep
+        if sweep is None:
+            return
+        t0 = time.perf_counter_ns()
+        deadline = t0 + SLICE_NS
+        pos = self._sweep_pos
+        n = len(sweep)
+        visit = self.visit
+        while pos < n:
+            conn = sweep[pos]
+            pos += 1
+            if not conn.closing:
+                visit(conn)
+            if pos % CHECK_EVERY == 0:
+                now = time.perf_counter_ns()
+                if now > deadline:
+                    self.counters.fanout_ns += now - t0
+                    self._sweep_pos = pos
+                    asyncio.get_running_loop().call_soon(self._slice)
+                    return
+        # every connection has read each log up to the mark: drop those entries
+        for topic in self.log_topics:
+            if topic.mark > topic.base:
+                del topic.log[:topic.mark - topic.base]
+                topic.base = topic.mark
+        self._sweep = None
+        self.counters.sweeps += 1
+        self.counters.fanout_ns += time.perf_counter_ns() - t0
+        if self.changed:
+            self._start_sweep()
+            asyncio.get_running_loop().call_soon(self._slice)
+
+    def visit(self, conn: MdConnection) -> None:
+        """Write to one connection everything it has not had yet, as its state allows."""
+        if conn.closing or self.ws_closed(conn):
+            return
+        t = conn.transport
+        congested = t.get_write_buffer_size() > self.cfg.md_conflate_bytes
+        frames = conn.control
+        conn.control = []
+        c = self.counters
+        for topic, st in conn.topics.items():
+            kind = topic.kind
+            if kind == BBO:
+                if topic.version != st[1] and not congested:
+                    if st[1] >= 0:
+                        c.dropped += topic.version - st[1] - 1
+                    frames.append(self.bbo_frame(topic, st[0]))
+                    st[1] = topic.version
+                continue
+            end = topic.base + len(topic.log)
+            if kind == DEPTH and (congested or topic in conn.resync):
+                # what is skipped is covered by the snapshot the connection gets once it has
+                # caught up (the stream's state at its end)
+                c.dropped += end - st[1]
+                st[1] = end
+                if congested:
+                    conn.resync.add(topic)
+                else:
+                    conn.resync.discard(topic)
+                    frames.append(self.snapshot_frame(topic, st[0]))
+                continue
+            if st[1] < end:
+                b = st[0]
+                frames.extend(e[b] for e in topic.log[st[1] - topic.base:])  # type: ignore[misc]
+                st[1] = end
+        if frames:
+            t.writelines(frames)
+            c.writes += 1
+            c.messages_sent += len(frames)
+            c.bytes_sent += sum(map(len, frames))
+            unsent = t.get_write_buffer_size()
+            if unsent > self.cfg.md_max_buffer_bytes:
+                self.disconnect_slow(conn, unsent)
+                return
+            congested = congested or unsent > self.cfg.md_conflate_bytes
+        if congested or conn.resync:
+            self.congested.add(conn)
+        else:
+            self.congested.discard(conn)
+
+    @staticmethod
+    def ws_closed(conn: MdConnection) -> bool:
+        return conn.ws.protocol.state is not State.OPEN or conn.transport.is_closing()
+
+    def disconnect_slow(self, conn: MdConnection, unsent: int) -> None:
+        log.warning("market-data subscriber %s too slow: %d bytes unsent, disconnecting",
+                    conn.peer, unsent)
+        self.counters.slow_disconnects += 1
+        conn.close(1008, f"slow consumer: {unsent} bytes unsent")
+
+    async def service_loop(self) -> None:
+        """Look at congested subscribers even when nothing is published, so that one that
+        has caught up gets its snapshots and the newest BBO."""
+        while True:
+            await asyncio.sleep(SERVICE_INTERVAL_S)
+            for conn in list(self.congested):
+                self.visit(conn)
 
     # -- connections -------------------------------------------------------------------------
     async def serve(self, ws: ServerConnection) -> None:
@@ -476,11 +523,11 @@ class MarketData:
             conn.strikes += 1
             if conn.strikes > rate:
                 self._error(conn, None, MdError.RATE_LIMITED, "too many control messages: closing")
-                self.flush()
+                self.visit(conn)
                 conn.close(1008, "too many control messages")
                 return
             self._error(conn, None, MdError.RATE_LIMITED, f"more than {rate} control messages per second")
-            self.flush()
+            self.visit(conn)
             return
         conn.tokens -= 1.0
         conn.strikes = 0
@@ -495,10 +542,10 @@ class MarketData:
                 self._error(conn, _request_id(msg), MdError.BAD_REQUEST, str(exc))
             else:
                 self._request(conn, req)
-        self.flush()
+        self.visit(conn)  # the reply (and a new subscription's first data) right away
 
     def _reply(self, conn: MdConnection, msg: Response | ErrorReply) -> None:
-        conn.offer(CONTROL, None, ws_frame(encoder.encode(msg), True))
+        conn.control.append(ws_frame(encoder.encode(msg), True))
 
     def _error(self, conn: MdConnection, rid: int | None, code: MdError, message: str) -> None:
         self.counters.control_errors[code] = self.counters.control_errors.get(code, 0) + 1
@@ -572,52 +619,70 @@ class MarketData:
         now = time.time_ns()
         for sid in dict.fromkeys(sid for ch, sid in keys if ch != "trades"):
             self._refresh(self.feeds[sid], now)
+        snapshots = []
+        congested = conn.transport.get_write_buffer_size() > self.cfg.md_conflate_bytes
         for ch, sid in keys:
             f = self.feeds[sid]
             levels = req.levels if ch == "depth" else 0
             conn.subs[(ch, sid)] = (binary, levels)
             self.n_subs += 1
-            if ch == "trades":
-                f.trade_subs[conn] = binary
+            self.sub_counts[ch] += 1
+            kind = KINDS[ch]
+            if kind == TRADES:
+                topic = f.trades = f.trades or self._new_topic(TRADES, f)
                 self.n_trade_subs += 1
-            elif ch == "bbo":
-                f.bbo_subs[conn] = binary
+            elif kind == BBO:
+                topic = f.bbo_topic = f.bbo_topic or Topic(BBO, f)
             else:
-                stream = f.streams.get(levels)
-                if stream is None:
-                    stream = f.streams[levels] = DepthStream(levels, f.book_seq, f.bids[:levels],
-                                                             f.asks[:levels])
-                stream.subs[conn] = binary
+                topic = f.streams.get(levels) or self._new_topic(DEPTH, f, levels)
+                f.streams[levels] = topic
+            topic.subs[conn] = binary
+            topic.n_binary += binary
+            # BBO: -1 = the newest state is due; logs: from their end on
+            conn.topics[topic] = [binary, -1 if kind == BBO else topic.end]
+            if kind == DEPTH:
+                if congested:
+                    conn.resync.add(topic)
+                else:
+                    snapshots.append(self.snapshot_frame(topic, binary))
+        self.active[conn] = None
         self._update_tap()
         self._reply(conn, Response(req.id, "subscribed", self._subscriptions(conn)))
-        # the initial state: a snapshot per depth stream, the current BBO
-        for ch, sid in keys:
-            f = self.feeds[sid]
-            if ch == "depth":
-                stream = f.streams[req.levels]
-                if conn.congested:
-                    conn.resync.add((sid, req.levels))
-                else:
-                    conn.offer(DEPTH, (sid, req.levels), self.snapshot_frame(f, stream, binary))
-            elif ch == "bbo":
-                conn.offer(BBO, sid, self.bbo_frame(f, binary))
+        conn.control.extend(snapshots)  # the reply, then each depth stream's snapshot
+
+    def _new_topic(self, kind: int, f: SymbolFeed, levels: int = 0) -> Topic:
+        topic = Topic(kind, f, levels)
+        self.log_topics.add(topic)
+        return topic
 
     def _remove(self, conn: MdConnection, key: tuple[str, int]) -> None:
         _, levels = conn.subs.pop(key)
         ch, sid = key
         f = self.feeds[sid]
         self.n_subs -= 1
-        if ch == "trades":
-            del f.trade_subs[conn]
+        self.sub_counts[ch] -= 1
+        kind = KINDS[ch]
+        if kind == TRADES:
+            topic = f.trades
             self.n_trade_subs -= 1
-        elif ch == "bbo":
-            del f.bbo_subs[conn]
-            conn.pending_bbo.pop(sid, None)
+        elif kind == BBO:
+            topic = f.bbo_topic
         else:
-            stream = f.streams[levels]
-            del stream.subs[conn]
-            conn.resync.discard((sid, levels))
-            if not stream.subs:
+            topic = f.streams[levels]
+        assert topic is not None
+        binary = topic.subs.pop(conn)
+        topic.n_binary -= binary
+        del conn.topics[topic]
+        conn.resync.discard(topic)
+        if not conn.topics:
+            self.active.pop(conn, None)
+        if not topic.subs:
+            self.log_topics.discard(topic)
+            if kind == TRADES:
+                f.trades = None
+            elif kind == BBO:
+                f.bbo_topic = None
+            else:
                 del f.streams[levels]
 
     def _update_tap(self) -> None:

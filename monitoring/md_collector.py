@@ -39,6 +39,8 @@ class MarketDataCollector(Collector):
         yield CounterMetricFamily("hftgw_md_messages_sent",
                                   "WebSocket messages written to market-data subscribers",
                                   value=c.messages_sent)
+        yield CounterMetricFamily("hftgw_md_writes", "Socket writes to market-data subscribers",
+                                  value=c.writes)
         yield CounterMetricFamily("hftgw_md_bytes_sent", "Bytes written to market-data subscribers",
                                   value=c.bytes_sent)
         yield CounterMetricFamily("hftgw_md_messages_dropped",
@@ -47,6 +49,12 @@ class MarketDataCollector(Collector):
         yield CounterMetricFamily("hftgw_md_slow_disconnects",
                                   "Subscribers closed for unread data past md_max_buffer_bytes",
                                   value=c.slow_disconnects)
+        yield CounterMetricFamily("hftgw_md_fanout_sweeps",
+                                  "Complete fan-out passes over the subscribed connections",
+                                  value=c.sweeps)
+        yield CounterMetricFamily("hftgw_md_fanout_seconds",
+                                  "Event-loop time spent writing market data to subscribers",
+                                  value=c.fanout_ns / 1e9)
         yield CounterMetricFamily("hftgw_md_connections", "Market-data connections accepted",
                                   value=c.connections_total)
         yield CounterMetricFamily("hftgw_md_connections_refused",
@@ -56,7 +64,7 @@ class MarketDataCollector(Collector):
                                   value=c.auth_failures)
         err = CounterMetricFamily("hftgw_md_control_errors", "Refused market-data control messages",
                                   labels=["error"])
-        for code, n in sorted(c.control_errors.items()):
+        for code, n in sorted(dict(c.control_errors).items()):
             err.add_metric([MdError(code).name.lower()], n)
         yield err
         yield GaugeMetricFamily("hftgw_ws_order_connections", "Order-entry WebSocket connections",
