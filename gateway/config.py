@@ -64,6 +64,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     md_max_buffer_bytes: int = 4 << 20  # unsent bytes above which a subscriber is disconnected
     md_max_connections: int = 16384
     md_socket_sndbuf: int = 256 << 10   # kernel send buffer per subscriber (SO_SNDBUF); 0 = OS default
+    md_slice_us: int = 1000             # event-loop time one market-data fan-out slice may take
     ws_ping_interval_s: float = 20.0    # WebSocket keepalive ping; 0 = none
     ws_ping_timeout_s: float = 20.0
     symbols: list[SymbolConfig] = msgspec.field(default_factory=lambda: list(DEFAULT_SYMBOLS))
@@ -79,6 +80,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             raise ConfigError("md_max_control_per_s: at least 1")
         if not (0 < self.md_conflate_bytes < self.md_max_buffer_bytes):
             raise ConfigError("md_conflate_bytes: positive and below md_max_buffer_bytes")
+        if not (1 <= self.md_slice_us <= 1_000_000):
+            raise ConfigError("md_slice_us: 1 to 1000000")
         if self.md_socket_sndbuf < 0:
             raise ConfigError("md_socket_sndbuf: 0 (OS default) or a size in bytes")
         if self.md_max_connections < 1:

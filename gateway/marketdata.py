@@ -12,8 +12,8 @@ depth updates) or bumps its version (BBO).
 
 Fan-out: a sweep visits the subscribed connections and writes to each, in one ``writelines``,
 its pending control replies and snapshots, the log entries past its cursor and the newest BBO if
-it has not sent that version.  The sweep runs in slices of at most ``SLICE_NS`` of event-loop time
-(the first one right after the pump, the next ones as ready callbacks), so the order path is
+it has not sent that version.  The sweep runs in slices of at most ``md_slice_us`` of event-loop
+time (the first one right after the pump, the next ones as ready callbacks), so the order path is
 never held up for longer than one slice, however many subscribers there are; BBOs published
 between two visits of a connection are conflated (the newest one is sent).
 
@@ -77,7 +77,6 @@ log = logging.getLogger("hftgw.md")
 MAX_CONTROL_BYTES = 4096
 CLOSE_GRACE_S = 2.0        # a closing subscriber that does not finish the handshake is aborted
 SERVICE_INTERVAL_S = 0.05  # how often congested connections are looked at when nothing changes
-SLICE_NS = 1_000_000       # event-loop time one fan-out slice may take
 CHECK_EVERY = 16           # connections visited between two looks at the clock
 
 TRADES, BBO, DEPTH = 0, 1, 2
@@ -117,6 +116,7 @@ class MdCounters:
     refused_connections: int = 0  # over md_max_connections
     auth_failures: int = 0
     sweeps: int = 0              # complete fan-out sweeps
+    slices: int = 0              # fan-out slices (a sweep takes one or more)
     fanout_ns: int = 0           # event-loop time spent in fan-out slices
     control_errors: dict[int, int] = field(default_factory=dict)  # MdError -> count
 
@@ -370,12 +370,13 @@ class MarketData:
             topic.mark = topic.end
 
     def _slice(self) -> None:
-        """Visit connections of the current sweep for at most SLICE_NS; schedule the rest."""
+        """Visit connections of the current sweep for at most md_slice_us; schedule the rest."""
         sweep = self._sweep
         if sweep is None:
             return
+        self.counters.slices += 1
         t0 = time.perf_counter_ns()
-        deadline = t0 + SLICE_NS
+        deadline = t0 + self.cfg.md_slice_us * 1000
         pos = self._sweep_pos
         n = len(sweep)
         visit = self.visit

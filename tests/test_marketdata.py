@@ -395,3 +395,37 @@ async def test_connection_limit(tmp_path: Path) -> None:
         _, text = scrape(cfg)
         assert metric_value(text, "hftgw_md_connections_refused_total") == 1
         assert metric_value(text, "hftgw_md_connections_total") == 3
+
+
+async def test_many_subscribers_across_fanout_slices(tmp_path: Path) -> None:
+    """A 1 us slice budget: every sweep takes many slices, with orders matched in between;
+    every subscriber still gets every trade once and ends on the core's BBO and book."""
+    cfg = make_config(tmp_path, md_slice_us=1)
+    async with running_gateway(cfg) as gw:
+        followers = []
+        for i in range(60):
+            encoding = "binary" if i % 2 else "json"
+            followers.append(await follow(cfg, ["bbo", "trades", "depth"], ["AAPL"], encoding, 5))
+        traders = [await login(cfg, f"t{i}") for i in range(2)]
+        stream = OrderStream(traders, ["AAPL"], seed=21)
+        for _ in range(15):
+            await stream.round()
+        fills = stream.taker_fills()
+        assert len(fills) > 20
+        await until(lambda: all(len(f.trades) == len(fills) for f in followers), what="all trades")
+        await caught_up(gw, [(f, 5) for f in followers], ["AAPL"])
+        top = (gw.engine.core.book_levels(0, 1, 1), gw.engine.core.book_levels(0, 2, 1))
+        want_bbo = ((top[0][0][0], top[0][0][1]) if top[0] else (0, 0)) + (
+            (top[1][0][0], top[1][0][1]) if top[1] else (0, 0))
+        await until(lambda: all(f.bbo["AAPL"][1:] == want_bbo for f in followers), what="the last BBO")
+        for f in followers:
+            assert same_trades(f.trades, fills)
+            assert_follows_core(gw, f, "AAPL", 5)
+        c = gw.md.counters
+        assert c.slices > 2 * c.sweeps > 0  # sweeps were cut into slices
+        # once quiet, every log has been read by everyone and trimmed
+        assert gw.md.log_topics and all(not t.log and t.base > 0 for t in gw.md.log_topics)
+        for f in followers:
+            await f.stop()
+        for t in traders:
+            await t.logout()
