@@ -317,6 +317,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def wait_subscribers(mport: int, n: int, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while metrics(mport).get("hftgw_md_subscribers", -1) != n:
@@ -388,13 +396,13 @@ class Run:
         Returns (messages/s delivered, throughput ratio, CPU-per-request ratio)."""
         base, base_cpu = self.order_path(f"a{n}-")
         print(f"\norder path, no subscribers        {base:>12,.0f} requests/s   gateway CPU "
-              f"{base_cpu:.2f} us/request")
+              f"{base_cpu:.2f} us/request; gateway RSS {rss_mb(self.gw.pid):,.0f} MB")
         t0 = time.perf_counter()
         fleet = SubscriberFleet(self.url, n, self.args.probes, self.client_cpus)
         try:
             wait_subscribers(self.mport, n)
             print(f"{n:,} subscribers connected and subscribed in {time.perf_counter() - t0:.1f} s "
-                  f"({len(fleet.procs)} client processes)")
+                  f"({len(fleet.procs)} client processes); gateway RSS {rss_mb(self.gw.pid):,.0f} MB")
             fleet.reset()
             m0 = metrics(self.mport)
             cpu0 = cpu_seconds(self.gw.pid)
