@@ -384,7 +384,11 @@ class MarketData:
             conn = sweep[pos]
             pos += 1
             if not conn.closing:
-                visit(conn)
+                try:
+                    visit(conn)
+                except Exception:  # one broken connection must not stop the fan-out
+                    log.exception("market-data subscriber %s: write failed", conn.peer)
+                    conn.close(1011, "internal error")
             if pos % CHECK_EVERY == 0:
                 now = time.perf_counter_ns()
                 if now > deadline:

@@ -429,3 +429,23 @@ async def test_many_subscribers_across_fanout_slices(tmp_path: Path) -> None:
             await f.stop()
         for t in traders:
             await t.logout()
+
+
+async def test_keepalive_pings_drop_a_silent_peer(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, ws_ping_interval_s=0.2, ws_ping_timeout_s=0.3)
+    async with running_gateway(cfg) as gw:
+        live = await MdClient.connect(md_url(cfg))  # the library answers pings by itself
+        host, port = cfg.ws_listen.split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET /md HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 101")
+        await until(lambda: len(gw.md.conns) == 2, what="both connections")
+        # this one never answers: a ping arrives, then the server gives up on it
+        data = await asyncio.wait_for(reader.read(2), 5)
+        assert data[0] & 0x0F == 0x9  # a ping frame
+        await until(lambda: len(gw.md.conns) == 1, timeout=5, what="the silent peer to be dropped")
+        assert isinstance(await live.request("ping"), Response)  # the other one is still there
+        await live.close()
+        writer.close()
