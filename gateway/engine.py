@@ -105,6 +105,8 @@ class Engine:
         self.account_ids: dict[str, int] = {}
         self.account_id_of_session: list[int] = [0]
         self.writers: dict[int, SessionWriter] = {}
+        #: called after every pump, once the sessions' responses are written (market data)
+        self.post_pump: list[Callable[[], None]] = []
         self.ready = False
         self.pumps = 0
         self._pump_scheduled = False
@@ -190,10 +192,12 @@ class Engine:
         self.account_ids.setdefault(account, account_id)
 
     # -- sessions ----------------------------------------------------------------------------
-    def login(self, msg: Login, writer: SessionWriter) -> LoginDecision:
+    def login(self, msg: Login, writer: SessionWriter, sofh: bool = True) -> LoginDecision:
         """Decide a Login: verify the JWT, find or create the account's session, check the
-        requested sequence number, attach ``writer``.  Never raises for bad input.  Logs one
-        ``session.login`` or ``session.login_refused`` event (the writer's ``peer`` if any)."""
+        requested sequence number, attach ``writer``.  sofh: the transport frames messages with
+        SOFH (TCP) or not (WebSocket: the writer gets bare SBE messages back to back).  Never
+        raises for bad input.  Logs one ``session.login`` or ``session.login_refused`` event (the
+        writer's ``peer`` if any)."""
         peer = str(getattr(writer, "peer", ""))
         try:
             ident = verify_token(msg.token, self.cfg.jwt_secret)
@@ -220,7 +224,7 @@ class Engine:
             return self._refuse(LoginRejectReason.LOGIN_INVALID_SEQUENCE, peer, ident.account,
                                 f"asked for seq {msg.next_expected_seq_num}, next is {next_seq}")
         self.writers[sid] = writer
-        self.outbound.set_session(sid, True, True)
+        self.outbound.set_session(sid, True, sofh)
         log.info("session %d (%s) logged in from %s, next seq %d", sid, ident.account, peer, next_seq,
                  extra={"event": "session.login", "session_id": sid, "account": ident.account,
                         "peer": peer, "next_seq": next_seq})
@@ -282,6 +286,11 @@ class Engine:
             total += n
         self.pumps += 1
         self._flush()
+        for hook in self.post_pump:
+            try:
+                hook()
+            except Exception:  # a market-data fault must never stop the order path
+                log.exception("post-pump hook %r failed", hook)
         return total
 
     def _match_all(self) -> None:

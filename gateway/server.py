@@ -15,10 +15,14 @@ from gateway import logs
 from gateway.config import Config, parse_hostport, warnings_for
 from gateway.directory import Directory, DirectoryError, PartitionEntry, load_directory, with_entry
 from gateway.engine import Engine
+from gateway.marketdata import MarketData
 from gateway.reload import Applier, Reloader
 from gateway.tcp import OrderEntryProtocol
+from gateway.ws import WsGateway
+from monitoring.book_page import BookPages
 from monitoring.collector import GatewayCollector, reason_totals
 from monitoring.http import SidePortServer
+from monitoring.md_collector import MarketDataCollector
 from protocol.session import SessionCounters
 
 log = logging.getLogger("hftgw.server")
@@ -43,6 +47,10 @@ class Gateway:
         self.directory_base: Directory | None = None  # directory_file as last loaded
         self.registry = CollectorRegistry()
         self.registry.register(GatewayCollector(self.engine, self.session_counters, self.reloader))
+        self.md = MarketData(self.engine)
+        self.ws: WsGateway | None = None  # the WebSocket port, when ws_listen is set
+        self.registry.register(MarketDataCollector(
+            self.md, lambda: len(self.ws.order_sessions) if self.ws is not None else 0))
         self.side: SidePortServer | None = None
         self.server: asyncio.Server | None = None
         self._stop = asyncio.Event()
@@ -123,7 +131,8 @@ class Gateway:
     # -- probes ------------------------------------------------------------------------------
     def health(self) -> tuple[bool, dict[str, object]]:
         sink = self.engine.sink
-        details: dict[str, object] = {"sessions": self.engine.sessions_connected()}
+        details: dict[str, object] = {"sessions": self.engine.sessions_connected(),
+                                      "md_subscribers": len(self.md.conns)}
         if sink is None:
             details["sink"] = "off"
         else:
@@ -143,7 +152,8 @@ class Gateway:
             self.directory_base = load_directory(cfg.directory_file)
         mhost, mport = parse_hostport(cfg.metrics_listen, "metrics_listen")
         self.side = SidePortServer(mhost, mport, self.registry, self.health, self.ready,
-                                   routes={"/directory": lambda: self.directory().encode()})
+                                   routes={"/directory": lambda: self.directory().encode()},
+                                   pages=BookPages(self.engine.symbol_names, cfg.ws_listen))
         self.side.start()
         if cfg.pg_dsn:
             await self._start_sink()
@@ -168,6 +178,10 @@ class Gateway:
             lambda: OrderEntryProtocol(self.engine, self.connections, self.session_counters),
             host, port, reuse_address=True, backlog=1024)
         self._bound_port = int(self.server.sockets[0].getsockname()[1])
+        if cfg.ws_listen:
+            self.ws = WsGateway(self.engine, self.md, self.session_counters)
+            await self.ws.start()
+            self.engine.post_pump.append(self.md.on_pump)
         self._tasks.append(asyncio.create_task(self._ticker(), name="hftgw-ticker"))
         self._tasks.append(asyncio.create_task(self.summaries.run(), name="hftgw-log-summaries"))
         # everything built so far lives as long as the process: move it out of the collector's
@@ -175,8 +189,10 @@ class Gateway:
         gc.collect()
         gc.freeze()
         self.engine.ready = True
-        log.info("partition %s ready: order entry on %s, metrics on %s:%d, symbols %s",
-                 cfg.partition, cfg.listen, mhost, self.side.port, " ".join(self.engine.symbol_names),
+        log.info("partition %s ready: order entry on %s, metrics on %s:%d, WebSocket %s, symbols %s",
+                 cfg.partition, cfg.listen, mhost, self.side.port,
+                 f"on {cfg.ws_listen} (/md, /orders)" if self.ws else "off",
+                 " ".join(self.engine.symbol_names),
                  extra={"event": "gateway.ready", "partition": cfg.partition})
 
     async def _start_sink(self) -> None:
@@ -203,6 +219,8 @@ class Gateway:
             now = time.time_ns()
             for conn in list(self.connections):
                 conn.tick(now)
+            if self.ws is not None:
+                self.ws.tick(now)
 
     def stop(self) -> None:
         self._stop.set()
@@ -227,6 +245,8 @@ class Gateway:
         self.engine.pump()
         for conn in list(self.connections):
             conn.shutdown()
+        if self.ws is not None:
+            await self.ws.close()
         for t in self._tasks:
             if t.get_name() != "hftgw-sink":
                 t.cancel()

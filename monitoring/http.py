@@ -20,6 +20,8 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 HealthFn = Callable[[], tuple[bool, dict[str, object]]]
+#: (path, WSGI environ) -> (status line, headers, body), or None when the path is not a page
+PageFn = Callable[[str, dict], tuple[str, list[tuple[str, str]], bytes] | None]
 
 
 class SidePortServer:
@@ -27,11 +29,13 @@ class SidePortServer:
 
     health(): (ok, details) for /health; ready(): (ok, details) for /ready.  Each answers 200
     with a JSON body when ok, 503 otherwise.  routes: more GET paths, each a function returning
-    a JSON body (200), e.g. /directory; an exception in it answers 500 with its message.
+    a JSON body (200), e.g. /directory; an exception in it answers 500 with its message.  pages:
+    optional handler of other paths (the live book page, monitoring/book_page.py).
     """
 
     def __init__(self, host: str, port: int, registry: CollectorRegistry, health: HealthFn,
-                 ready: HealthFn, routes: dict[str, Callable[[], bytes]] | None = None) -> None:
+                 ready: HealthFn, routes: dict[str, Callable[[], bytes]] | None = None,
+                 pages: PageFn | None = None) -> None:
         metrics_app = make_wsgi_app(registry)
         probes = {"/health": health, "/ready": ready}
         json_routes = dict(routes or {})
@@ -52,8 +56,13 @@ class SidePortServer:
                     start_response(status, [("Content-Type", "application/json"),
                                             ("Content-Length", str(len(body)))])
                     return [body]
+                page = pages(path, environ) if pages is not None else None
+                if page is not None:
+                    status, headers, body = page
+                    start_response(status, headers + [("Content-Length", str(len(body)))])
+                    return [body]
                 start_response("404 Not Found", [("Content-Type", "text/plain")])
-                paths = ", ".join(["/metrics", "/health", "/ready", *json_routes])
+                paths = ", ".join(["/metrics", "/health", "/ready", *json_routes, "/book/<SYMBOL>"])
                 return [f"not found: try {paths}\n".encode()]
             ok, details = probe()
             body = json.dumps({"status": "ok" if ok else "unavailable", **details}).encode()

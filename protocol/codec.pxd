@@ -42,7 +42,11 @@ cdef enum:
     TPL_MASS_CANCEL_DONE = 26
     TPL_BOOK_SNAPSHOT = 27
     TPL_ORDER_TRIGGERED = 28
-    MAX_TEMPLATE_ID = 28
+    TPL_BBO = 40                  # market data (WebSocket subscribers)
+    TPL_TRADE = 41
+    TPL_DEPTH_SNAPSHOT = 42
+    TPL_DEPTH_UPDATE = 43
+    MAX_TEMPLATE_ID = 43
 
 # Results of frame_at() and decode_orders() (Python: protocol.codec.DecodeStatus).
 cdef enum:
@@ -220,10 +224,41 @@ ctypedef packed struct OrderTriggeredBlock:  # template 28, since version 2
     uint8_t side
     uint8_t ord_type
 
-ctypedef packed struct BookLevelEntry:   # one entry of BookSnapshot.bids / .asks
+ctypedef packed struct BookLevelEntry:   # one entry of BookSnapshot / DepthSnapshot / DepthUpdate groups
     int64_t price
     uint64_t size
     uint32_t order_count
+
+# -- market data, server to WebSocket subscribers ---------------------------------------------------
+ctypedef packed struct BboBlock:
+    char symbol[8]
+    uint64_t transact_time
+    uint64_t book_seq
+    int64_t bid_price
+    uint64_t bid_size
+    int64_t ask_price
+    uint64_t ask_size
+
+ctypedef packed struct TradeBlock:
+    char symbol[8]
+    uint64_t transact_time
+    uint64_t trade_id
+    int64_t price
+    uint64_t qty
+    uint8_t aggressor_side
+
+ctypedef packed struct DepthSnapshotBlock:
+    char symbol[8]
+    uint64_t transact_time
+    uint64_t last_seq
+    uint16_t levels
+
+ctypedef packed struct DepthUpdateBlock:
+    char symbol[8]
+    uint64_t transact_time
+    uint64_t first_seq
+    uint64_t last_seq
+    uint16_t levels
 
 # What frame_at() found at an offset.
 ctypedef struct FrameInfo:

@@ -110,6 +110,10 @@ cdef BookSnapshotBlock _bs
 cdef BookLevelEntry _bl
 cdef EndOfSessionBlock _eo
 cdef OrderTriggeredBlock _ot
+cdef BboBlock _bbo
+cdef TradeBlock _tr
+cdef DepthSnapshotBlock _ds
+cdef DepthUpdateBlock _du
 
 #: template id -> (name, blockLength, [(field name, offset, size, primitive type)]) of the root
 #: block, in schema order; names and primitive types as in the XML schema.
@@ -266,6 +270,36 @@ LAYOUT = {
         _f("side", &_ot, &_ot.side, sizeof(_ot.side), "uint8"),
         _f("ordType", &_ot, &_ot.ord_type, sizeof(_ot.ord_type), "uint8"),
     ]),
+    TPL_BBO: ("Bbo", sizeof(BboBlock), [
+        _f("symbol", &_bbo, &_bbo.symbol, sizeof(_bbo.symbol), "char"),
+        _f("transactTime", &_bbo, &_bbo.transact_time, sizeof(_bbo.transact_time), "uint64"),
+        _f("bookSeq", &_bbo, &_bbo.book_seq, sizeof(_bbo.book_seq), "uint64"),
+        _f("bidPrice", &_bbo, &_bbo.bid_price, sizeof(_bbo.bid_price), "int64"),
+        _f("bidSize", &_bbo, &_bbo.bid_size, sizeof(_bbo.bid_size), "uint64"),
+        _f("askPrice", &_bbo, &_bbo.ask_price, sizeof(_bbo.ask_price), "int64"),
+        _f("askSize", &_bbo, &_bbo.ask_size, sizeof(_bbo.ask_size), "uint64"),
+    ]),
+    TPL_TRADE: ("Trade", sizeof(TradeBlock), [
+        _f("symbol", &_tr, &_tr.symbol, sizeof(_tr.symbol), "char"),
+        _f("transactTime", &_tr, &_tr.transact_time, sizeof(_tr.transact_time), "uint64"),
+        _f("tradeId", &_tr, &_tr.trade_id, sizeof(_tr.trade_id), "uint64"),
+        _f("price", &_tr, &_tr.price, sizeof(_tr.price), "int64"),
+        _f("qty", &_tr, &_tr.qty, sizeof(_tr.qty), "uint64"),
+        _f("aggressorSide", &_tr, &_tr.aggressor_side, sizeof(_tr.aggressor_side), "uint8"),
+    ]),
+    TPL_DEPTH_SNAPSHOT: ("DepthSnapshot", sizeof(DepthSnapshotBlock), [
+        _f("symbol", &_ds, &_ds.symbol, sizeof(_ds.symbol), "char"),
+        _f("transactTime", &_ds, &_ds.transact_time, sizeof(_ds.transact_time), "uint64"),
+        _f("lastSeq", &_ds, &_ds.last_seq, sizeof(_ds.last_seq), "uint64"),
+        _f("levels", &_ds, &_ds.levels, sizeof(_ds.levels), "uint16"),
+    ]),
+    TPL_DEPTH_UPDATE: ("DepthUpdate", sizeof(DepthUpdateBlock), [
+        _f("symbol", &_du, &_du.symbol, sizeof(_du.symbol), "char"),
+        _f("transactTime", &_du, &_du.transact_time, sizeof(_du.transact_time), "uint64"),
+        _f("firstSeq", &_du, &_du.first_seq, sizeof(_du.first_seq), "uint64"),
+        _f("lastSeq", &_du, &_du.last_seq, sizeof(_du.last_seq), "uint64"),
+        _f("levels", &_du, &_du.levels, sizeof(_du.levels), "uint16"),
+    ]),
 }
 
 _BOOK_LEVEL_FIELDS = [
@@ -275,9 +309,12 @@ _BOOK_LEVEL_FIELDS = [
 ]
 #: template id -> [(group name, entry blockLength, [fields as in LAYOUT])], in schema order; every
 #: group uses groupSizeEncoding {blockLength uint16, numInGroup uint16}.
+_BOOK_SIDES = [("bids", sizeof(BookLevelEntry), _BOOK_LEVEL_FIELDS),
+               ("asks", sizeof(BookLevelEntry), _BOOK_LEVEL_FIELDS)]
 GROUPS = {
-    TPL_BOOK_SNAPSHOT: [("bids", sizeof(BookLevelEntry), _BOOK_LEVEL_FIELDS),
-                        ("asks", sizeof(BookLevelEntry), _BOOK_LEVEL_FIELDS)],
+    TPL_BOOK_SNAPSHOT: _BOOK_SIDES,
+    TPL_DEPTH_SNAPSHOT: _BOOK_SIDES,
+    TPL_DEPTH_UPDATE: _BOOK_SIDES,
 }
 #: template id -> [(varData name, primitive type of its length)] (varStringEncoding), in order.
 VAR_DATA = {TPL_LOGIN: [("token", "uint16")]}
@@ -285,7 +322,8 @@ VAR_DATA = {TPL_LOGIN: [("token", "uint16")]}
 #: the XML's sinceVersion); everything not listed is from version 1.  A block as short as the
 #: template's first version is accepted; fields it lacks decode as 0.
 SINCE_VERSION = {
-    "templates": {TPL_END_OF_SESSION: 2, TPL_ORDER_TRIGGERED: 2},
+    "templates": {TPL_END_OF_SESSION: 2, TPL_ORDER_TRIGGERED: 2, TPL_BBO: 2, TPL_TRADE: 2,
+                  TPL_DEPTH_SNAPSHOT: 2, TPL_DEPTH_UPDATE: 2},
     "fields": {TPL_LOGIN: {"defaultStpMode": 2}, TPL_NEW_ORDER: {"stopPx": 2, "displayQty": 2},
                TPL_MASS_CANCEL: {"scope": 2}, TPL_ORDER_CANCELED: {"leavesQty": 2}},
 }
@@ -635,7 +673,8 @@ cdef object _decode_at(object buf, Py_ssize_t off, FrameInfo *fi):
     for entry, _ in t.groups:
         entry_length, num = _GROUP_SIZE.unpack_from(buf, pos)
         pos += GROUP_SIZE_SIZE
-        # BookLevel is the entry type of the only repeating groups of v1 (BookSnapshot bids/asks)
+        # BookLevel is the entry type of every repeating group of v1 (bids/asks of BookSnapshot,
+        # DepthSnapshot, DepthUpdate)
         values.append([BookLevel(*entry.unpack_from(buf, pos + j * entry_length)) for j in range(num)])
         pos += entry_length * num
     for _ in range(t.n_var):

@@ -1,5 +1,5 @@
-"""Messages of the hftgw order-entry protocol (schema version 2), one ``msgspec.Struct`` per SBE
-template.
+"""Messages of the hftgw protocol (schema version 2: session layer, order entry, market data),
+one ``msgspec.Struct`` per SBE template.
 
 The wire format is ``protocol/schema/hftgw-v1.xml`` (FIX Simple Binary Encoding 1.0); encode and
 decode them with ``protocol.codec``.  Field order is the order of the fields in the SBE block
@@ -295,10 +295,67 @@ class OrderTriggered(msgspec.Struct):
     ord_type: int
 
 
+
+# -- market data, server to WebSocket subscribers ----------------------------------------------------
+class Bbo(msgspec.Struct):
+    """S->C market data, template 40: best bid and offer.  A side without orders has price 0 and
+    size 0; book_seq: the symbol's book sequence number this state reflects."""
+
+    TEMPLATE_ID: ClassVar[int] = 40
+    symbol: str
+    transact_time: int
+    book_seq: int
+    bid_price: int
+    bid_size: int
+    ask_price: int
+    ask_size: int
+
+
+class Trade(msgspec.Struct):
+    """S->C market data, template 41: one trade.  aggressor_side: Side of the taker."""
+
+    TEMPLATE_ID: ClassVar[int] = 41
+    symbol: str
+    transact_time: int
+    trade_id: int
+    price: int
+    qty: int
+    aggressor_side: int
+
+
+class DepthSnapshot(msgspec.Struct):
+    """S->C market data, template 42: the top ``levels`` levels per side at book sequence
+    ``last_seq``; bids and asks best first."""
+
+    TEMPLATE_ID: ClassVar[int] = 42
+    symbol: str
+    transact_time: int
+    last_seq: int
+    levels: int
+    bids: list[BookLevel] = msgspec.field(default_factory=list)
+    asks: list[BookLevel] = msgspec.field(default_factory=list)
+
+
+class DepthUpdate(msgspec.Struct):
+    """S->C market data, template 43: the levels that changed over book sequence numbers
+    first_seq..last_seq; an entry with size 0 removes its price level."""
+
+    TEMPLATE_ID: ClassVar[int] = 43
+    symbol: str
+    transact_time: int
+    first_seq: int
+    last_seq: int
+    levels: int
+    bids: list[BookLevel] = msgspec.field(default_factory=list)
+    asks: list[BookLevel] = msgspec.field(default_factory=list)
+
+
+
 Message = (Login | LoginAccepted | LoginRejected | Heartbeat | Logout | SessionReject | NewOrder
            | CancelOrder | ReplaceOrder | MassCancel | BookQuery | EndOfSession | OrderAccepted
            | OrderRejected | Execution | OrderCanceled | OrderReplaced | CancelRejected
-           | MassCancelDone | BookSnapshot | OrderTriggered)
+           | MassCancelDone | BookSnapshot | OrderTriggered | Bbo | Trade | DepthSnapshot
+           | DepthUpdate)
 
 #: template id -> message class, every template of the schema
 MESSAGE_TYPES: dict[int, type[Message]] = {
@@ -306,5 +363,5 @@ MESSAGE_TYPES: dict[int, type[Message]] = {
     for cls in (Login, LoginAccepted, LoginRejected, Heartbeat, Logout, SessionReject, NewOrder,
                 CancelOrder, ReplaceOrder, MassCancel, BookQuery, EndOfSession, OrderAccepted,
                 OrderRejected, Execution, OrderCanceled, OrderReplaced, CancelRejected,
-                MassCancelDone, BookSnapshot, OrderTriggered)
+                MassCancelDone, BookSnapshot, OrderTriggered, Bbo, Trade, DepthSnapshot, DepthUpdate)
 }

@@ -138,6 +138,22 @@ class ServerSession:
             del self._buf[:self._pos]
             self._pos = 0
 
+    def end_of_message(self, now_ns: int) -> None:
+        """For transports that delimit messages (WebSocket, ``sofh=False``): call after the
+        bytes of one transport message were fed.  Bytes left over then are a truncated SBE
+        message: SessionReject MALFORMED, then Logout PROTOCOL_ERROR."""
+        if self.state is SessionState.CLOSED or self.ring_full or self._pos >= len(self._buf):
+            return
+        self._reject(RejectReason.REJ_MALFORMED, self._template_at(self._pos), now_ns)
+        self._close(LogoutReason.PROTOCOL_ERROR, logout=True)
+
+    def protocol_error(self, now_ns: int, template_id: int = 0) -> None:
+        """The transport got something that is not this protocol at all (a WebSocket text
+        message): SessionReject MALFORMED, then Logout PROTOCOL_ERROR."""
+        if self.state is not SessionState.CLOSED:
+            self._reject(RejectReason.REJ_MALFORMED, template_id, now_ns)
+            self._close(LogoutReason.PROTOCOL_ERROR, logout=True)
+
     def tick(self, now_ns: int) -> None:
         """Timers: send a Heartbeat after an interval with nothing sent; log out a silent peer."""
         if self.state is SessionState.CLOSED:

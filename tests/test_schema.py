@@ -69,7 +69,8 @@ def test_template_ids_and_names() -> None:
                 6: "SessionReject", 10: "NewOrder", 11: "CancelOrder", 12: "ReplaceOrder",
                 13: "MassCancel", 14: "BookQuery", 15: "EndOfSession", 20: "OrderAccepted",
                 21: "OrderRejected", 22: "Execution", 23: "OrderCanceled", 24: "OrderReplaced",
-                25: "CancelRejected", 26: "MassCancelDone", 27: "BookSnapshot", 28: "OrderTriggered"}
+                25: "CancelRejected", 26: "MassCancelDone", 27: "BookSnapshot", 28: "OrderTriggered",
+                40: "Bbo", 41: "Trade", 42: "DepthSnapshot", 43: "DepthUpdate"}
     assert {tid: m.name for tid, m in SCHEMA.messages.items()} == expected
     assert {tid: cls.__name__ for tid, cls in MESSAGE_TYPES.items()} == expected
 
@@ -77,7 +78,8 @@ def test_template_ids_and_names() -> None:
 def test_block_lengths_from_the_brief() -> None:
     # sums of the field sizes listed in the protocol brief, computed by hand
     expected = {1: 14, 2: 16, 3: 2, 4: 0, 5: 2, 6: 4, 10: 53, 11: 24, 12: 40, 13: 18, 14: 18, 15: 16,
-                20: 67, 21: 34, 22: 74, 23: 75, 24: 73, 25: 34, 26: 28, 27: 32, 28: 74}
+                20: 67, 21: 34, 22: 74, 23: 75, 24: 73, 25: 34, 26: 28, 27: 32, 28: 74,
+                40: 56, 41: 41, 42: 26, 43: 34}
     assert {tid: SCHEMA.layout(tid)[1] for tid in SCHEMA.messages} == expected
 
 
