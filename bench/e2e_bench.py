@@ -295,7 +295,7 @@ def main() -> int:
     env = dict(os.environ, HFTGW_LISTEN=f"127.0.0.1:{gw_port}",
                HFTGW_METRICS_LISTEN=f"127.0.0.1:{m_port}", HFTGW_JOURNAL_DIR=jdir,
                HFTGW_DURABILITY=args.durability, HFTGW_LOG_LEVEL="WARNING",
-               HFTGW_RING_CAPACITY=str(1 << 16))
+               HFTGW_RING_CAPACITY=str(1 << 16), HFTGW_WS_LISTEN=f"127.0.0.1:{free_port()}")
     echo = subprocess.Popen([sys.executable, str(ROOT / "bench" / "echo_server.py"), "--listen",
                              f"127.0.0.1:{echo_port}"], stdout=subprocess.DEVNULL)
     gw = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], env=env, cwd=ROOT)

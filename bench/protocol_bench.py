@@ -99,6 +99,7 @@ def bench_struct_baseline(data: bytes, n: int, repeat: int) -> list[float]:
     ids = {s.encode().ljust(8, b"\0"): i for i, s in enumerate(SYMBOLS)}
     out = bytearray(COMMAND_RECORD_SIZE * 4096)
     pack = COMMAND_STRUCT.pack_into
+    tail = (0, 0, 0, 0, 0, 0, 0)   # stop_price, display_qty, account_id, scope, pad0, pad1, reserved
     runs = []
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -110,16 +111,19 @@ def bench_struct_baseline(data: bytes, n: int, repeat: int) -> list[float]:
             b = pos + 14
             if tid == 10:
                 cl, px, qty, sym, side, ot, tif, fl, stp = new_order.unpack_from(data, b)
-                pack(out, k * 64, 0, 123, 1, ids.get(sym, 0xFFFFFFFF), CommandType.CMD_NEW, side, ot,
-                     tif, fl, stp, 0, cl, 0, px, qty)
+                pack(out, k * COMMAND_RECORD_SIZE, 0, 123, 1, ids.get(sym, 0xFFFFFFFF), CommandType.CMD_NEW,
+                     side, ot,
+                     tif, fl, stp, 0, cl, 0, px, qty, *tail)
             elif tid == 11:
                 cl, orig, sym = cancel.unpack_from(data, b)
-                pack(out, k * 64, 0, 123, 1, ids.get(sym, 0xFFFFFFFF), CommandType.CMD_CANCEL,
-                     0, 0, 0, 0, 0, 0, cl, orig, 0, 0)
+                pack(out, k * COMMAND_RECORD_SIZE, 0, 123, 1, ids.get(sym, 0xFFFFFFFF),
+                     CommandType.CMD_CANCEL,
+                     0, 0, 0, 0, 0, 0, cl, orig, 0, 0, *tail)
             else:
                 cl, orig, px, qty, sym = replace.unpack_from(data, b)
-                pack(out, k * 64, 0, 123, 1, ids.get(sym, 0xFFFFFFFF), CommandType.CMD_REPLACE,
-                     0, 0, 0, 0, 0, 0, cl, orig, px, qty)
+                pack(out, k * COMMAND_RECORD_SIZE, 0, 123, 1, ids.get(sym, 0xFFFFFFFF),
+                     CommandType.CMD_REPLACE,
+                     0, 0, 0, 0, 0, 0, cl, orig, px, qty, *tail)
             k = (k + 1) & 4095
             total += 1
             pos += length

@@ -15,7 +15,8 @@ Roles (README "Security"):
 * ``dropcopy``: a read-only copy of the account's messages on an order-entry connection
   (PositionQuery only);
 * ``md``: market data (no order entry);
-* ``admin``: the admin API on the side port (no order entry unless the token is also trader).
+* ``admin``: the admin API on the side port, and EndOfSession on an order-entry session (no
+  other order entry unless the token is also trader).
 """
 from __future__ import annotations
 
@@ -32,16 +33,18 @@ MAX_ACCOUNT_LEN = 32  # the account travels in a 32-byte field of the session-op
 
 #: template ids an order-entry session may send, by role (Login, Heartbeat, Logout always)
 TPL_NEW_ORDER, TPL_CANCEL, TPL_REPLACE, TPL_MASS_CANCEL, TPL_BOOK_QUERY = 10, 11, 12, 13, 14
-TPL_POSITION_QUERY = 15
+TPL_END_OF_SESSION, TPL_POSITION_QUERY = 15, 16
 ROLE_TEMPLATES: dict[str, frozenset[int]] = {
     "trader": frozenset({TPL_NEW_ORDER, TPL_CANCEL, TPL_REPLACE, TPL_MASS_CANCEL, TPL_BOOK_QUERY,
                          TPL_POSITION_QUERY}),
     "dropcopy": frozenset({TPL_POSITION_QUERY}),
     "md": frozenset(),
-    "admin": frozenset(),
+    # an admin-only token's order-entry session may only expire DAY orders (EndOfSession); a
+    # token that is also trader trades too (see Identity.session_role)
+    "admin": frozenset({TPL_END_OF_SESSION}),
 }
 #: roles that may log in to an order-entry session, in order of preference
-SESSION_ROLES = ("trader", "dropcopy")
+SESSION_ROLES = ("trader", "admin", "dropcopy")
 
 
 @dataclass(frozen=True, slots=True)

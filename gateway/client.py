@@ -46,15 +46,17 @@ class OrderClient:
     @classmethod
     async def connect(cls, host: str, port: int, token: str, *, next_expected_seq_num: int = 0,
                       heartbeat_ms: int = 1000, cancel_on_disconnect: bool = False,
-                      timeout: float = 5.0) -> OrderClient:
-        """Open a TCP connection and log in.  Raises LoginError when refused, OSError when the
-        connection fails, asyncio.TimeoutError when no answer comes in ``timeout`` seconds."""
+                      default_stp_mode: int = 0, timeout: float = 5.0) -> OrderClient:
+        """Open a TCP connection and log in.  default_stp_mode: the StpMode the server applies
+        to this session's NewOrders sent with stp_mode 0.  Raises LoginError when refused,
+        OSError when the connection fails, asyncio.TimeoutError when no answer comes in
+        ``timeout`` seconds."""
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
         self = cls(reader, writer)
         writer.write(codec.encode(Login(heartbeat_interval_ms=heartbeat_ms,
                                         next_expected_seq_num=next_expected_seq_num,
                                         cancel_on_disconnect=int(cancel_on_disconnect),
-                                        token=token)))
+                                        default_stp_mode=default_stp_mode, token=token)))
         self._tasks.append(asyncio.create_task(self._read_loop()))
         first = await asyncio.wait_for(self.messages.get(), timeout)
         if isinstance(first, LoginRejected):

@@ -1,65 +1,86 @@
 """Gateway configuration: typed, validated with msgspec, from TOML and ``HFTGW_*`` variables.
 
-Every key can be set from the environment as ``HFTGW_<KEY>`` (upper case), e.g. ``HFTGW_LISTEN``,
-``HFTGW_METRICS_LISTEN``, ``HFTGW_JOURNAL_DIR``, ``HFTGW_PG_DSN``, ``HFTGW_JWT_SECRET``; list and
-table values (``symbols``, ``throttle``, ``risk``) take JSON there.  The environment wins over the
-file, the file over the embedded defaults.
+Precedence: embedded defaults < the TOML file < the environment.  Every key can be set from the
+environment as ``HFTGW_<KEY>`` (upper case), e.g. ``HFTGW_LISTEN``, ``HFTGW_WS_LISTEN``,
+``HFTGW_PG_DSN``; list and table values (``symbols``, ``throttle``, ``risk``) take JSON there.
+Unknown keys are errors (``forbid_unknown_fields``), and every error names the key path
+(``symbols[1].tick``), where the value came from (the file or the variable) and the reason.
+
+Each key's documentation lives in its ``msgspec.Meta(description=...)``: ``hftgw config
+reference`` renders the README's key table from it.  ``Meta(extra={"live": True})`` marks a key
+that a SIGHUP reload applies to the running gateway (gateway/reload.py); ``{"secret": True}``
+one that ``hftgw config show`` masks.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import tomllib
+import typing
 from collections.abc import Mapping
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
+from msgspec import Meta
 
 ENV_PREFIX = "HFTGW_"
 PRICE_UNITS_PER_CURRENCY = 10_000   # prices are integers in 1e-4 currency units
-JSON_ENV_KEYS = ("symbols", "throttle", "risk")
 DEV_JWT_SECRET = "hftgw-development-secret-change-me-now"
+MASK = "********"
 
 
 class ConfigError(ValueError):
-    """A configuration value is missing, of the wrong type or out of range; the message names the key."""
+    """The configuration is invalid.  ``errors``: one line per problem, each starting with the
+    key path (and its source); ``str()`` joins them with newlines."""
+
+    def __init__(self, errors: str | list[str]) -> None:
+        self.errors = [errors] if isinstance(errors, str) else list(errors)
+        super().__init__("\n".join(self.errors))
+
+
+def _live(description: str, **constraints: Any) -> Meta:
+    return Meta(description=description, extra={"live": True}, **constraints)
 
 
 class SymbolConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """One tradable symbol.
+    """One tradable symbol of this partition."""
 
-    name: up to 8 ASCII characters; tick: minimum price increment in price units (1e-4 currency,
-    so 100 = $0.01); max_qty: largest order quantity in lots (a protocol limit: INVALID_QUANTITY).
+    name: Annotated[str, Meta(pattern=r"^[!-~]{1,8}$", description=(
+        "1 to 8 printable ASCII characters without spaces (the wire's char[8])"))]
+    tick: Annotated[int, Meta(gt=0, description=(
+        "minimum price increment in price units of 1e-4 currency (100 = $0.01)"))] = 100
+    max_qty: Annotated[int, Meta(gt=0, le=(1 << 63) - 1,
+                                 description="largest order quantity, lots")] = 10_000_000
+    # -- pre-trade risk of the symbol (gateway/risk.pyx; 0 = no limit) --
+    max_order_qty: Annotated[int, Meta(ge=0, description=(
+        "pre-trade risk: largest order quantity, lots (MAX_ORDER_QTY); 0 = no limit"))] = 0
+    max_notional: Annotated[int, Meta(ge=0, description=(
+        "pre-trade risk: largest price x quantity, whole currency units (MAX_NOTIONAL); "
+        "0 = no limit"))] = 0
+    reference_price: Annotated[int, Meta(ge=0, description=(
+        "price units; the centre of the price band until the first trade; 0 = none"))] = 0
+    price_band_ticks: Annotated[int, Meta(ge=0, description=(
+        "a limit price more ticks than this from the reference is PRICE_BAND; 0 = none"))] = 0
+    price_band_pct: Annotated[float, Meta(ge=0, le=100, description=(
+        "a limit price more percent than this from the reference is PRICE_BAND (the narrower "
+        "band applies when both are set); 0 = none"))] = 0.0
 
-    Pre-trade risk (gateway/risk.pyx; 0 = no limit): max_order_qty (lots, MAX_ORDER_QTY);
-    max_notional (whole currency units of price x quantity, MAX_NOTIONAL); reference_price (price
-    units, the centre of the price band until the first trade); price_band_ticks and
-    price_band_pct (a limit price further than this from the reference is PRICE_BAND; when both
-    are set the narrower applies).
-    """
 
-    name: str
-    tick: int = 100
-    max_qty: int = 10_000_000
-    max_order_qty: int = 0
-    max_notional: int = 0
-    reference_price: int = 0
-    price_band_ticks: int = 0
-    price_band_pct: float = 0.0
-
-
-class PositionLimits(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+class PositionLimits(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
     """One account's position limits in one symbol, lots (None = the account's value)."""
 
-    max_position_net: int | None = None
-    max_position_gross: int | None = None
+    max_position_net: Annotated[int | None, Meta(description="lots, worst case")] = None
+    max_position_gross: Annotated[int | None, Meta(description="lots, worst case")] = None
 
 
-class AccountLimits(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+class AccountLimits(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
     """Pre-trade risk limits of an account (None = the [risk] default; 0 = no limit).
 
     max_order_qty: lots; max_notional: whole currency units; max_open_orders: live orders;
     max_position_net / max_position_gross: lots per symbol, worst case (open orders count as
-    filled; gross = |net| + open buys + open sells); symbols: per-symbol position limits.
+    filled; gross = |net| + open buys + open sells); symbols: per-symbol position limits, by
+    symbol name.
     """
 
     max_order_qty: int | None = None
@@ -70,7 +91,7 @@ class AccountLimits(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     symbols: dict[str, PositionLimits] = msgspec.field(default_factory=dict)
 
 
-class RiskConfig(AccountLimits, forbid_unknown_fields=True, frozen=True):
+class RiskConfig(AccountLimits, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
     """``[risk]``: the limits of every account, and ``[risk.accounts.NAME]`` overrides."""
 
     accounts: dict[str, AccountLimits] = msgspec.field(default_factory=dict)
@@ -94,133 +115,305 @@ DEFAULT_SYMBOLS = [SymbolConfig(n) for n in ("AAPL", "AMZN", "GOOG", "INTC", "MS
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """The whole gateway configuration (see configs/hftgw.toml for the documented default)."""
+    """The whole gateway configuration (configs/hftgw.toml is the documented default)."""
 
-    listen: str = "127.0.0.1:7001"
-    metrics_listen: str = "127.0.0.1:9090"
-    journal_dir: str = "./var"
-    durability: Literal["os", "fsync"] = "os"
-    pg_dsn: str = ""
-    partition: str = "p0"
-    jwt_secret: str = DEV_JWT_SECRET
-    # -- access control (issue 6; README "Security") --------------------------------------------
-    jwt_algorithm: Literal["HS256", "RS256", "ES256"] = "HS256"
-    jwt_public_key_file: str = ""      # PEM public key, required for RS256 / ES256
-    jwt_issuer: str = ""               # when set, tokens must carry this `iss`
-    jwt_audience: str = ""             # when set, tokens must carry this `aud`
-    jwt_leeway_s: float = 30.0         # clock skew allowed on exp / nbf / iat
-    jwt_roles_claim: str = "roles"     # claim with the role or list of roles (`role` also read)
-    audit_log: str = ""                # JSON lines file; "" = <journal_dir>/audit.log
-    max_connections: int = 10_000
-    max_connections_per_address: int = 256
-    max_sessions_per_account: int = 4  # logged-in connections of one account (trader + drop copies)
-    login_rate_per_address: float = 5.0
-    login_burst_per_address: float = 20.0
-    login_timeout_ms: int = 5000       # a connection that has not logged in by then is closed
-    max_role_violations: int = 3       # refused messages before the session is logged out
-    write_buffer_high: int = 1 << 20   # unread bytes above which the server stops reading
-    slow_consumer_timeout_ms: int = 5000  # reading paused this long: disconnect
-    # false turns the whole risk layer off (no throttles, checks, halt or kill-switch blocking,
-    # positions): for simulators and benchmarks only
-    pre_trade_risk: bool = True
-    throttle: dict[str, ThrottleConfig] = msgspec.field(default_factory=dict)
-    risk: RiskConfig = msgspec.field(default_factory=RiskConfig)
-    heartbeat_interval_ms: int = 1000
-    heartbeat_timeout_factor: float = 3.0
-    max_heartbeat_interval_ms: int = 60_000
-    ring_capacity: int = 1 << 16
-    max_sessions: int = 4096
-    max_write_buffer: int = 16 << 20
-    log_level: str = "INFO"
-    symbols: list[SymbolConfig] = msgspec.field(default_factory=lambda: list(DEFAULT_SYMBOLS))
+    listen: Annotated[str, Meta(description=(
+        "order entry, host:port (TCP, SBE messages in SOFH frames)"))] = "127.0.0.1:7001"
+    metrics_listen: Annotated[str, Meta(description=(
+        "side port, host:port: /metrics, /health, /ready, /directory"))] = "127.0.0.1:9090"
+    journal_dir: Annotated[str, Meta(description=(
+        "directory of the command journal, replayed on start (a persistent volume in "
+        "production)"))] = "./var"
+    durability: Annotated[Literal["os", "fsync"], Meta(description=(
+        "`os`: acknowledge once the journal write returned (survives a process crash); "
+        "`fsync`: after fdatasync of each group (survives power loss)"))] = "os"
+    pg_dsn: Annotated[str, Meta(description=(
+        "PostgreSQL DSN of the fills sink; empty = sink off"), extra={"secret": True})] = ""
+    partition: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]{1,63}$", description=(
+        "name of this symbol partition (fills rows and the sink checkpoint are keyed by it; "
+        "the directory lists it)"))] = "p0"
+    advertise_host: Annotated[str, Meta(description=(
+        "host name clients use to reach this process, published in the directory; empty = "
+        "the host of `listen`"))] = ""
+    directory_file: Annotated[str, _live(
+        "JSON directory of every partition (symbol -> endpoints), served on /directory with "
+        "this partition's entry kept live; empty = this partition only")] = ""
+    jwt_secret: Annotated[str, Meta(min_length=32, description=(
+        "HS256 secret of login tokens, at least 32 characters (RFC 7518 §3.2); `hftgw token` "
+        "mints tokens with it; change it outside development"), extra={"secret": True})] = DEV_JWT_SECRET
+    # -- access control (issue 6; README "Security") --
+    jwt_algorithm: Annotated[Literal["HS256", "RS256", "ES256"], Meta(description=(
+        "JWT signature algorithm, the only one accepted: HS256 with `jwt_secret`, or RS256 / "
+        "ES256 with `jwt_public_key_file`"))] = "HS256"
+    jwt_public_key_file: Annotated[str, Meta(description=(
+        "PEM public key of the token issuer, required for RS256 / ES256"))] = ""
+    jwt_issuer: Annotated[str, Meta(description=(
+        "when set, tokens must carry this `iss`"))] = ""
+    jwt_audience: Annotated[str, Meta(description=(
+        "when set, tokens must carry this `aud`"))] = ""
+    jwt_leeway_s: Annotated[float, Meta(ge=0, description=(
+        "clock skew allowed on `exp` / `nbf` / `iat`, s"))] = 30.0
+    jwt_roles_claim: Annotated[str, Meta(description=(
+        "claim with the role or list of roles (`role` is read too); trader, dropcopy, md, "
+        "admin"))] = "roles"
+    audit_log: Annotated[str, Meta(description=(
+        "JSON-lines audit log of logins and admin actions; empty = <journal_dir>/audit.log"))] = ""
+    max_connections: Annotated[int, Meta(ge=1, description=(
+        "open order-entry connections at once (TCP and WebSocket)"))] = 10_000
+    max_connections_per_address: Annotated[int, Meta(ge=1, description=(
+        "open order-entry connections from one IP address"))] = 256
+    max_sessions_per_account: Annotated[int, Meta(ge=1, description=(
+        "logged-in connections of one account (its trading session and drop copies)"))] = 4
+    login_rate_per_address: Annotated[float, Meta(ge=0, description=(
+        "login attempts per second from one IP address (token bucket)"))] = 5.0
+    login_burst_per_address: Annotated[float, Meta(ge=0, description=(
+        "burst of login attempts from one IP address"))] = 20.0
+    login_timeout_ms: Annotated[int, Meta(ge=1, description=(
+        "a connection that has not logged in by then is logged out (LOGIN_TIMEOUT)"))] = 5000
+    max_role_violations: Annotated[int, Meta(ge=1, description=(
+        "messages refused as NOT_AUTHORIZED / NOT_LOGGED_IN before the session is logged out "
+        "(POLICY_VIOLATION)"))] = 3
+    write_buffer_high: Annotated[int, Meta(ge=1, description=(
+        "unread bytes to one client above which the server stops reading from it"))] = 1 << 20
+    slow_consumer_timeout_ms: Annotated[int, Meta(ge=1, description=(
+        "reading paused this long for unread output: disconnected as a slow consumer"))] = 5000
+    pre_trade_risk: Annotated[bool, Meta(description=(
+        "false turns the whole risk layer off (throttles, checks, halts, kill switch, "
+        "positions): for simulators and benchmarks only"))] = True
+    throttle: Annotated[dict[str, ThrottleConfig], _live(
+        "token buckets by role, `[throttle.ROLE]` tables (`session_rate`, `session_burst`, "
+        "`account_rate`, `account_burst`; 0 = off); a reload applies to sessions that log in "
+        "afterwards")] = msgspec.field(default_factory=dict)
+    risk: Annotated[RiskConfig, _live(
+        "pre-trade risk limits of every account and `[risk.accounts.NAME]` overrides "
+        "(`max_order_qty`, `max_notional`, `max_open_orders`, `max_position_net`, "
+        "`max_position_gross`, `symbols.SYMBOL`); a reload applies to accounts seen "
+        "afterwards")] = msgspec.field(default_factory=RiskConfig)
+    heartbeat_interval_ms: Annotated[int, Meta(ge=100, description=(
+        "server heartbeat after this many ms without other traffic; a client may ask for its "
+        "own interval at login"))] = 1000
+    heartbeat_timeout_factor: Annotated[float, Meta(ge=1.5, description=(
+        "a peer silent for this many of its intervals is logged out"))] = 3.0
+    max_heartbeat_interval_ms: Annotated[int, Meta(ge=100, description=(
+        "the longest heartbeat interval a client may ask for, ms"))] = 60_000
+    ring_capacity: Annotated[int, Meta(ge=1024, le=1 << 24, description=(
+        "slots in each of the inbound (64 B) and events (128 B) rings, a power of two"))] = 1 << 16
+    max_sessions: Annotated[int, Meta(ge=1, le=1 << 20, description=(
+        "most sessions (accounts) ever, journal included"))] = 4096
+    max_write_buffer: Annotated[int, Meta(ge=65536, description=(
+        "bytes queued to one client before it is disconnected as too slow"))] = 16 << 20
+    drain_timeout_s: Annotated[float, Meta(ge=0, le=600, description=(
+        "on SIGTERM, how long to wait for the fills sink to commit what is queued, s "
+        "(Kubernetes: keep terminationGracePeriodSeconds above preStop + this + 5)"))] = 10.0
+    log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], _live(
+        "root log level")] = "INFO"
+    log_format: Annotated[Literal["auto", "json", "text"], _live(
+        "`json`: one JSON object per line; `text`: for people; `auto`: text on a terminal, "
+        "JSON otherwise")] = "auto"
+    log_event_burst: Annotated[int, _live(
+        "per kind of session event (login, logout, refusal...), lines logged per "
+        "`log_summary_interval_s` before the rest are only counted in the summary", ge=1)] = 100
+    log_summary_interval_s: Annotated[float, _live(
+        "seconds between reject summary lines (rejects by reason since the last line) and "
+        "the rate-limit window of session event lines", gt=0, le=3600)] = 10.0
+    ws_listen: Annotated[str, Meta(description=(
+        "WebSocket port, host:port: market data for price subscribers on /md, order entry on "
+        "/orders (SBE messages without SOFH); empty = off"))] = "127.0.0.1:7002"
+    md_require_token: Annotated[bool, Meta(description=(
+        "market data needs a JWT of role `md` (or `admin`), as ?token= or a Bearer header"))] = False
+    md_max_subscriptions: Annotated[int, Meta(ge=1, le=100_000, description=(
+        "subscriptions per market-data connection, one per (channel, symbol)"))] = 100
+    md_max_control_per_s: Annotated[int, Meta(ge=1, description=(
+        "control messages per market-data connection per second; more closes it"))] = 20
+    md_conflate_bytes: Annotated[int, Meta(gt=0, description=(
+        "unsent bytes to a subscriber above which its BBO and depth are conflated (latest "
+        "state wins; trades never)"))] = 256 << 10
+    md_max_buffer_bytes: Annotated[int, Meta(gt=0, description=(
+        "unsent bytes to a subscriber above which it is closed (1008 slow consumer)"))] = 4 << 20
+    md_max_connections: Annotated[int, Meta(ge=1, description=(
+        "market-data connections at once"))] = 16384
+    md_socket_sndbuf: Annotated[int, Meta(ge=0, description=(
+        "kernel send buffer per subscriber (SO_SNDBUF), bytes; 0 = OS default"))] = 256 << 10
+    md_slice_us: Annotated[int, Meta(ge=1, le=1_000_000, description=(
+        "event-loop time one market-data fan-out slice may take, µs (bounds the order path's "
+        "wait)"))] = 1000
+    ws_ping_interval_s: Annotated[float, Meta(ge=0, description=(
+        "WebSocket keepalive ping interval, s; 0 = none"))] = 20.0
+    ws_ping_timeout_s: Annotated[float, Meta(gt=0, description=(
+        "how long a WebSocket pong may take, s"))] = 20.0
+    symbols: Annotated[list[SymbolConfig], _live(
+        "this partition's symbols, `[[symbols]]` tables (`name`, `tick`, `max_qty`); ids are "
+        "journaled, so order does not matter and symbols are never removed, only added or "
+        "redefined")] = msgspec.field(default_factory=lambda: list(DEFAULT_SYMBOLS))
 
     def __post_init__(self) -> None:
+        problems: list[str] = []
         for key in ("listen", "metrics_listen"):
-            parse_hostport(getattr(self, key), key)
+            try:
+                parse_hostport(getattr(self, key), key)
+            except ConfigError as exc:
+                problems.append(str(exc))
+        if self.ws_listen:
+            try:
+                parse_hostport(self.ws_listen, "ws_listen")
+            except ConfigError as exc:
+                problems.append(str(exc))
+        if self.md_conflate_bytes >= self.md_max_buffer_bytes:
+            problems.append("md_conflate_bytes: must be below md_max_buffer_bytes "
+                            f"({self.md_conflate_bytes} >= {self.md_max_buffer_bytes})")
         if not self.symbols:
-            raise ConfigError("symbols: at least one symbol is required")
-        names = set()
+            problems.append("symbols: at least one symbol is required")
+        seen: set[str] = set()
         for i, s in enumerate(self.symbols):
-            if not (1 <= len(s.name) <= 8) or not s.name.isascii():
-                raise ConfigError(f"symbols[{i}].name: 1 to 8 ASCII characters, got {s.name!r}")
-            if s.name in names:
-                raise ConfigError(f"symbols[{i}].name: duplicate symbol {s.name!r}")
-            names.add(s.name)
-            if s.tick <= 0 or s.max_qty <= 0:
-                raise ConfigError(f"symbols[{i}]: tick and max_qty must be positive")
-            if min(s.max_order_qty, s.max_notional, s.reference_price, s.price_band_ticks) < 0 \
-                    or not (0 <= s.price_band_pct <= 100):
-                raise ConfigError(f"symbols[{i}]: risk limits must be >= 0 (price_band_pct 0-100)")
+            if s.name in seen:
+                problems.append(f"symbols[{i}].name: duplicate symbol {s.name!r}")
+            seen.add(s.name)
             if s.reference_price % s.tick:
-                raise ConfigError(f"symbols[{i}].reference_price: not a multiple of the tick {s.tick}")
-        self._check_access(names)
-        if self.ring_capacity < 1024 or self.ring_capacity & (self.ring_capacity - 1):
-            raise ConfigError("ring_capacity: a power of two >= 1024")
-        if not (100 <= self.heartbeat_interval_ms <= self.max_heartbeat_interval_ms):
-            raise ConfigError("heartbeat_interval_ms: between 100 and max_heartbeat_interval_ms")
-        if self.heartbeat_timeout_factor < 1.5:
-            raise ConfigError("heartbeat_timeout_factor: at least 1.5")
-        if not (1 <= self.max_sessions <= 1 << 20):
-            raise ConfigError("max_sessions: 1 to 1048576")
+                problems.append(f"symbols[{i}].reference_price: not a multiple of the tick {s.tick}")
+        problems.extend(self._access_problems(seen))
+        if self.ring_capacity & (self.ring_capacity - 1):
+            problems.append(f"ring_capacity: must be a power of two, got {self.ring_capacity}")
+        if self.heartbeat_interval_ms > self.max_heartbeat_interval_ms:
+            problems.append("heartbeat_interval_ms: must not exceed max_heartbeat_interval_ms "
+                            f"({self.heartbeat_interval_ms} > {self.max_heartbeat_interval_ms})")
+        if problems:
+            # one ValueError per struct: msgspec adds the position, _format_error splits it again
+            raise ValueError("\n".join(problems))
 
-
-    def _check_access(self, names: set[str]) -> None:
+    def _access_problems(self, names: set[str]) -> list[str]:
+        problems = []
         if self.jwt_algorithm != "HS256":
             if not self.jwt_public_key_file:
-                raise ConfigError(f"jwt_public_key_file: required with jwt_algorithm {self.jwt_algorithm}")
-            if not os.path.isfile(self.jwt_public_key_file):
-                raise ConfigError(f"jwt_public_key_file: no such file {self.jwt_public_key_file!r}")
-        if self.jwt_leeway_s < 0:
-            raise ConfigError("jwt_leeway_s: must be >= 0")
-        for key in ("max_connections", "max_connections_per_address", "max_sessions_per_account",
-                    "login_timeout_ms", "max_role_violations", "write_buffer_high",
-                    "slow_consumer_timeout_ms"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key}: must be >= 1")
-        if self.login_rate_per_address < 0 or self.login_burst_per_address < 0:
-            raise ConfigError("login_rate_per_address / login_burst_per_address: must be >= 0")
+                problems.append(f"jwt_public_key_file: required with jwt_algorithm {self.jwt_algorithm}")
+            elif not os.path.isfile(self.jwt_public_key_file):
+                problems.append(f"jwt_public_key_file: no such file {self.jwt_public_key_file!r}")
         if self.write_buffer_high > self.max_write_buffer:
-            raise ConfigError("write_buffer_high: must not exceed max_write_buffer")
+            problems.append("write_buffer_high: must not exceed max_write_buffer "
+                            f"({self.write_buffer_high} > {self.max_write_buffer})")
         for role, t in self.throttle.items():
             if role not in ("trader", "dropcopy", "md", "admin"):
-                raise ConfigError(f"throttle.{role}: unknown role (trader, dropcopy, md, admin)")
+                problems.append(f"throttle.{role}: unknown role (trader, dropcopy, md, admin)")
             if min(t.session_rate, t.session_burst, t.account_rate, t.account_burst) < 0:
-                raise ConfigError(f"throttle.{role}: rates and bursts must be >= 0")
+                problems.append(f"throttle.{role}: rates and bursts must be >= 0")
         for where, lim in [("risk", self.risk)] + [(f"risk.accounts.{a}", v)
                                                   for a, v in self.risk.accounts.items()]:
-            _check_limits(where, lim, names)
+            problems.extend(_limit_problems(where, lim, names))
+        return problems
 
 
-def _check_limits(where: str, lim: AccountLimits, names: set[str]) -> None:
+# -- field metadata ------------------------------------------------------------------------------
+class FieldDoc(msgspec.Struct, frozen=True):
+    """One key as the reference documents it."""
+
+    name: str
+    env: str
+    type: str
+    default: object
+    description: str
+    live: bool
+    secret: bool
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Annotated:
+        return _type_name(typing.get_args(tp)[0])
+    if origin is Literal:
+        return " \\| ".join(f'"{a}"' for a in typing.get_args(tp))
+    if origin is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+        return "table"
+    return getattr(tp, "__name__", str(tp))
+
+
+def field_docs(struct: type[msgspec.Struct] = Config, prefix: str = "") -> list[FieldDoc]:
+    """Every key of ``struct`` with its environment variable, type, default and description,
+    in declaration order (tables of SymbolConfig are documented under ``symbols[].``)."""
+    hints = typing.get_type_hints(struct, include_extras=True)
+    out: list[FieldDoc] = []
+    for f in msgspec.structs.fields(struct):
+        tp = hints[f.name]
+        meta = [m for m in typing.get_args(tp)[1:] if isinstance(m, Meta)] \
+            if typing.get_origin(tp) is Annotated else []
+        desc = next((m.description for m in meta if m.description), "")
+        extra: dict[str, Any] = {}
+        for m in meta:
+            extra.update(m.extra or {})
+        if f.default is not msgspec.NODEFAULT:
+            default: object = f.default
+        elif f.default_factory is not msgspec.NODEFAULT:
+            default = f.default_factory()
+        else:
+            default = None
+        key = prefix + f.name
+        out.append(FieldDoc(key, ENV_PREFIX + key.upper() if not prefix else "", _type_name(tp),
+                            default, desc, bool(extra.get("live")), bool(extra.get("secret"))))
+    return out
+
+
+def live_keys() -> frozenset[str]:
+    """Top-level keys a SIGHUP reload may change in the running gateway."""
+    return frozenset(d.name for d in field_docs() if d.live)
+
+
+def secret_keys() -> frozenset[str]:
+    return frozenset(d.name for d in field_docs() if d.secret)
+
+
+def reference_markdown() -> str:
+    """The README's table of every key with its default (``hftgw config reference``)."""
+
+    def fmt(v: object) -> str:
+        if isinstance(v, list):
+            return ", ".join(s.name for s in v) if v and isinstance(v[0], SymbolConfig) else str(v)
+        return f"`{v!r}`".replace("'", '"') if isinstance(v, str) else f"`{v}`"
+
+    rows = ["| key | environment | type | default | live | meaning |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    for d in field_docs():
+        rows.append(f"| `{d.name}` | `{d.env}` | {d.type} | {fmt(d.default)} | "
+                    f"{'yes' if d.live else ''} | {d.description} |")
+        if d.name == "symbols":
+            for s in field_docs(SymbolConfig, "symbols[]."):
+                rows.append(f"| `{s.name}` | (in `{d.env}` JSON) | {s.type} | "
+                            f"{fmt(s.default) if s.default is not None else 'required'} | "
+                            f"yes | {s.description} |")
+    return "\n".join(rows) + "\n"
+
+
+# -- helpers -------------------------------------------------------------------------------------
+def _limit_problems(where: str, lim: AccountLimits, names: set[str]) -> list[str]:
+    problems = []
     for f in ("max_order_qty", "max_notional", "max_open_orders", "max_position_net",
               "max_position_gross"):
         v = getattr(lim, f)
         if v is not None and v < 0:
-            raise ConfigError(f"{where}.{f}: must be >= 0 (0 = no limit)")
+            problems.append(f"{where}.{f}: must be >= 0 (0 = no limit)")
     for sym, pl in lim.symbols.items():
         if sym not in names:
-            raise ConfigError(f"{where}.symbols.{sym}: not a configured symbol")
+            problems.append(f"{where}.symbols.{sym}: not a configured symbol")
         for f in ("max_position_net", "max_position_gross"):
             v = getattr(pl, f)
             if v is not None and v < 0:
-                raise ConfigError(f"{where}.symbols.{sym}.{f}: must be >= 0")
+                problems.append(f"{where}.symbols.{sym}.{f}: must be >= 0")
+    return problems
 
 
 def account_limits(cfg: Config, account: str) -> dict[str, object]:
     """The effective limits of ``account`` for gateway.risk.RiskEngine: the [risk] defaults
     overridden by [risk.accounts.ACCOUNT]; max_notional converted to price units x lots;
-    ``symbols`` keyed by symbol id."""
+    ``symbols`` keyed by symbol name (ids are the journal's, not the config order)."""
     base, over = cfg.risk, cfg.risk.accounts.get(account)
     out: dict[str, object] = {}
     for f in ("max_order_qty", "max_notional", "max_open_orders", "max_position_net",
               "max_position_gross"):
         v = getattr(over, f) if over is not None and getattr(over, f) is not None else getattr(base, f)
         out[f] = (v or 0) * (PRICE_UNITS_PER_CURRENCY if f == "max_notional" else 1)
-    ids = {s.name: i for i, s in enumerate(cfg.symbols)}
-    per: dict[int, dict[str, int]] = {}
+    per: dict[str, dict[str, int]] = {}
     for table in (base.symbols, over.symbols if over is not None else {}):
         for sym, pl in table.items():
-            d = per.setdefault(ids[sym], {})
+            d = per.setdefault(sym, {})
             for f in ("max_position_net", "max_position_gross"):
                 if getattr(pl, f) is not None:
                     d[f] = getattr(pl, f)
@@ -244,41 +437,157 @@ def parse_hostport(value: str, key: str = "address") -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def _env_overrides(environ: Mapping[str, str]) -> dict[str, object]:
-    out: dict[str, object] = {}
-    fields = {f.name: f.type for f in msgspec.structs.fields(Config)}
-    for name in fields:
-        raw = environ.get(ENV_PREFIX + name.upper())
-        if raw is None:
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def mask_dsn(dsn: str) -> str:
+    """A PostgreSQL DSN with its password replaced by ``********`` (URL and key=value forms)."""
+    dsn = re.sub(r"(://[^:/@]*:)[^@]*@", rf"\g<1>{MASK}@", dsn)
+    return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", rf"\g<1>{MASK}", dsn)
+
+
+def masked(cfg: Config) -> dict[str, Any]:
+    """The config as plain data with secrets masked (``hftgw config show``)."""
+    data: dict[str, Any] = msgspec.to_builtins(cfg)
+    for key in secret_keys():
+        value = data.get(key)
+        if not value:
             continue
-        if name in JSON_ENV_KEYS:
-            try:
-                out[name] = msgspec.json.decode(raw)
-            except msgspec.DecodeError as exc:
-                raise ConfigError(f"{ENV_PREFIX}{name.upper()}: not JSON: {exc}") from None
+        if key == "pg_dsn":
+            data[key] = mask_dsn(str(value))
+        elif key == "jwt_secret" and value == DEV_JWT_SECRET:
+            data[key] = value  # the published development default is no secret
         else:
-            out[name] = raw
+            data[key] = MASK
+    return data
+
+
+def warnings_for(cfg: Config) -> list[str]:
+    """Valid but risky settings, logged at start and printed by ``hftgw config check``."""
+    out = []
+    host, _ = parse_hostport(cfg.listen, "listen")
+    if cfg.jwt_secret == DEV_JWT_SECRET and not is_loopback(host):
+        out.append("jwt_secret: the published development secret while order entry listens on "
+                   f"{cfg.listen}; anyone can mint tokens (set HFTGW_JWT_SECRET)")
     return out
 
 
-def load_config(path: str | None = None, environ: Mapping[str, str] | None = None) -> Config:
-    """Build the effective config: embedded defaults < TOML file at ``path`` < environment.
+def changed_keys(old: Config, new: Config) -> list[str]:
+    """Top-level keys whose values differ, in declaration order."""
+    return [f for f in old.__struct_fields__ if getattr(old, f) != getattr(new, f)]
 
-    Raises ConfigError with the key path and the reason for any invalid value, and for a file that
-    cannot be read or parsed.
+
+# -- loading -------------------------------------------------------------------------------------
+def _struct_type(tp: Any) -> type[msgspec.Struct] | None:
+    if typing.get_origin(tp) is Annotated:
+        tp = typing.get_args(tp)[0]
+    return tp if isinstance(tp, type) and issubclass(tp, msgspec.Struct) else None
+
+
+def _json_valued(tp: Any) -> bool:
+    if typing.get_origin(tp) is Annotated:
+        tp = typing.get_args(tp)[0]
+    return typing.get_origin(tp) in (list, dict) or _struct_type(tp) is not None
+
+
+def _env_overrides(environ: Mapping[str, str], origin: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
+    out: dict[str, Any] = {}
+    errors: list[str] = []
+    hints = typing.get_type_hints(Config, include_extras=True)
+    for name in Config.__struct_fields__:
+        var = ENV_PREFIX + name.upper()
+        raw = environ.get(var)
+        if raw is not None:
+            origin[name] = var
+            if _json_valued(hints[name]):
+                try:
+                    out[name] = msgspec.json.decode(raw)
+                except msgspec.DecodeError as exc:
+                    errors.append(f"{name} (from {var}): not JSON: {exc}")
+            else:
+                out[name] = raw
+    return out, errors
+
+
+_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+
+
+def _format_error(exc: msgspec.ValidationError, origin: Mapping[str, str]) -> tuple[str | None, list[str]]:
+    """(top-level key or None, messages) from a msgspec error, each message prefixed with the
+    key path and its source."""
+    m = _AT.match(str(exc))
+    assert m is not None
+    msg, path = m.group("msg"), (m.group("path") or "").lstrip(".")
+    unknown = re.match(r"Object contains unknown field `([^`]*)`", msg)
+    if unknown:
+        path = f"{path}.{unknown.group(1)}" if path else unknown.group(1)
+        msg = "unknown key (see `hftgw config reference` for the keys)"
+    top = re.split(r"[.\[]", path, maxsplit=1)[0] if path else None
+    if msg.startswith("Invalid enum value") and top in Config.__struct_fields__:
+        tp = typing.get_type_hints(Config, include_extras=True)[top]
+        choices = typing.get_args(typing.get_args(tp)[0] if typing.get_origin(tp) is Annotated else tp)
+        msg = f"{msg}, expected one of: {', '.join(map(str, choices))}"
+    lines = []
+    for line in msg.split("\n"):
+        key, sep, rest = line.partition(": ")
+        if path:
+            full, text = path, line
+        elif sep and re.fullmatch(r"[a-z_]+(\[\d+\])?(\.[a-z_]+)?", key):
+            full, text = key, rest  # a __post_init__ problem naming its own key
+        else:
+            full, text = "(config)", line
+        head = full.split(".")[0].split("[")[0]
+        src = origin.get(full) or origin.get(head)
+        text = text[0].lower() + text[1:] if text[:1].isupper() and text[1:2].islower() else text
+        if src and src.startswith(ENV_PREFIX):
+            lines.append(f"{full} (from {src}): {text}")
+        elif src:
+            lines.append(f"{src}: {full}: {text}")
+        else:
+            lines.append(f"{full}: {text}")
+    return top, lines
+
+
+def load_config(path: str | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Build the effective config: embedded defaults < TOML file at ``path`` < environment
+    (``os.environ`` when ``environ`` is None).
+
+    Raises ConfigError listing every problem found, each with the key path, the source (file
+    or variable) and the reason; a file that cannot be read or parsed is one such problem.
     """
-    data: dict[str, object] = {}
+    data: dict[str, Any] = {}
+    origin: dict[str, str] = {}
     if path:
         try:
             with open(path, "rb") as f:
                 data = tomllib.load(f)
         except OSError as exc:
-            raise ConfigError(f"{path}: {exc.strerror}") from None
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
-    data.update(_env_overrides(os.environ if environ is None else environ))
-    try:
-        # strict=False lets environment strings convert to ints/floats
-        return msgspec.convert(data, Config, strict=False)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(str(exc)) from None
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        origin.update({k: path for k in data})
+    env, errors = _env_overrides(os.environ if environ is None else environ, origin)
+    data.update(env)
+    # One msgspec error at a time: report it, drop its key and try again, so that one run
+    # lists every broken key (semantic checks in __post_init__ run once the types are right).
+    for _ in range(len(data) + 1):
+        try:
+            # strict=False lets environment strings convert to ints/floats
+            cfg = msgspec.convert(data, Config, strict=False)
+        except msgspec.ValidationError as exc:
+            top, lines = _format_error(exc, origin)
+            errors.extend(lines)
+            if top is None or top not in data:
+                break
+            del data[top]
+        else:
+            if errors:
+                break
+            return cfg
+    raise ConfigError(errors)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.access import AccessCounters, AddressLimits, AuditLog, peer_host
 from gateway.auth import ROLE_TEMPLATES, Identity, LoginFailure, TokenVerifier, unverified_subject
-from gateway.config import Config, ThrottleConfig, account_limits, symbol_risk
+from gateway.config import Config, SymbolConfig, ThrottleConfig, account_limits, symbol_risk
 from gateway.risk import AdminAction, RiskEngine, admin_record
 from matching.core import MatchingCore
 from matching.records import (
@@ -38,8 +38,11 @@ from matching.records import (
     UNKNOWN_SYMBOL,
     CommandType,
     LoginRejectReason,
+    MassCancelScope,
     RejectReason,
     pack_command,
+    pack_symbol_add,
+    unpack_command,
 )
 from matching.ring import SpscRing
 from matching.sequencer import Sequencer
@@ -69,7 +72,22 @@ class RecoveryStats:
 
     commands: int = 0
     sessions: int = 0
+    symbols: int = 0
     elapsed_s: float = 0.0
+
+
+@dataclass(slots=True)
+class SymbolChanges:
+    """What ``Engine.apply_symbols`` did: names added (new ids), names whose tick or max_qty
+    changed, and names served (ids are permanent) that the config no longer lists."""
+
+    added: list[str]
+    updated: list[str]
+    unlisted: list[str]
+
+
+class LegacyJournalError(ValueError):
+    """The journal predates journaled symbol definitions, so its symbol ids cannot be trusted."""
 
 
 class Engine:
@@ -81,23 +99,30 @@ class Engine:
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.symbol_names = [s.name for s in cfg.symbols]
-        self.symbols = SymbolTable(self.symbol_names)
-        self.core = MatchingCore([(s.tick, s.max_qty) for s in cfg.symbols])
+        # Symbol ids come from the journal (CMD_SYMBOL_ADD records), never from the config
+        # order: ``recover`` replays them, then ``apply_symbols`` journals the config's new ones.
+        self.symbol_names: list[str] = []  # by symbol id; shared with the fills sink
+        self.symbol_params: dict[str, tuple[int, int]] = {}  # name -> (tick, max_qty)
+        self.symbols = SymbolTable([])
+        self.core = MatchingCore([])
         self.inbound = SpscRing(cfg.ring_capacity, COMMAND_RECORD_SIZE)
         self.events = SpscRing(cfg.ring_capacity, EVENT_RECORD_SIZE)
         self.sequencer = Sequencer()
         self.journal = Journal(cfg.journal_dir, cfg.durability)
-        self.outbound = Outbound(self.symbol_names, cfg.max_sessions)
+        self.outbound = Outbound([], cfg.max_sessions)
         self.core.on_events_full = self._drain_events
         self.sink: FillSink | None = None  # set when PostgreSQL is configured
         self.accounts: dict[str, int] = {}       # account -> session id
         self.account_of_session: list[str] = [""]  # session id -> account (index 0 unused)
+        # account -> account id (uint32 from 1), stamped on every command for STP and mass
+        # cancel by account; journaled in the session-open record, so replay rebuilds it
+        self.account_ids: dict[str, int] = {}
+        self.account_id_of_session: list[int] = [0]
         self.writers: dict[int, SessionWriter] = {}
         # -- access control and risk (issue 6) --
         self.verifier = TokenVerifier.from_config(cfg)
-        self.risk = RiskEngine([symbol_risk(s) for s in cfg.symbols], self.core, cfg.max_sessions,
-                               lambda name: account_limits(cfg, name))
+        # symbols are defined in it as in the core, from the journal (``_register_symbol``)
+        self.risk = RiskEngine([], self.core, cfg.max_sessions, lambda name: account_limits(self.cfg, name))
         self.risk.enabled = cfg.pre_trade_risk
         if cfg.pre_trade_risk:
             # open quantities, positions and last prices follow every event in the encoder's pass
@@ -110,6 +135,8 @@ class Engine:
         self.dropcopy: dict[str, set[SessionWriter]] = {}   # account -> drop-copy connections
         self.logins: dict[SessionWriter, tuple[str, str, int]] = {}  # writer -> (role, account, sid)
         self._throttled: set[int] = set()      # session ids whose buckets are configured
+        #: called after every pump, once the sessions' responses are written (market data)
+        self.post_pump: list[Callable[[], None]] = []
         self.ready = False
         self.pumps = 0
         self._pump_scheduled = False
@@ -118,17 +145,31 @@ class Engine:
 
     # -- start-up ----------------------------------------------------------------------------
     def recover(self) -> RecoveryStats:
-        """Replay the journal into the core so books, session ids and every session's next
-        sequence number are those before the restart.  Raises persistence.journal.JournalCorrupt
-        for damage before the tail, ValueError for a sequence gap."""
+        """Replay the journal into the core so symbols, books, session ids and every session's
+        next sequence number are those before the restart, then define the config's symbols
+        that the journal does not have yet (``apply_symbols``).  Raises
+        persistence.journal.JournalCorrupt for damage before the tail, ValueError for a
+        sequence gap, LegacyJournalError for a journal without symbol definitions."""
         t0 = time.perf_counter()
         stats = RecoveryStats()
         self.journal.open()
         cap_bytes = self.cfg.ring_capacity * COMMAND_RECORD_SIZE
+        first = True
         for chunk in self.journal.replay():
-            for sid, account in self.sequencer.observe(chunk):
-                self._register_session(sid, account)
+            if first and len(chunk) and unpack_command(chunk)["type"] != CommandType.CMD_SYMBOL_ADD:
+                raise LegacyJournalError(
+                    f"journal {self.journal.path} was written before symbol definitions were "
+                    "journaled, so its symbol ids are the config order of that time; move it "
+                    "away (the books start empty) or replay it with the hftgw version that wrote it")
+            first = False
+            defs: list[tuple[int, str, int, int]] = []
+            for sid, account, account_id in self.sequencer.observe(chunk, defs):
+                self._register_session(sid, account, account_id)
                 stats.sessions += 1
+            for sym_id, name, tick, max_qty in defs:
+                self._register_symbol(sym_id, name, tick, max_qty)
+                stats.symbols += 1
+            # after the chunk's symbol definitions, which its admin records may name
             self.risk.observe_commands(chunk)
             view = memoryview(chunk)
             for off in range(0, len(view), cap_bytes):
@@ -137,20 +178,95 @@ class Engine:
                 self._match_all()
             stats.commands += len(chunk) // COMMAND_RECORD_SIZE
         self.risk.clear_pending()
+        self.apply_symbols(self.cfg.symbols)
         stats.elapsed_s = time.perf_counter() - t0
         return stats
 
-    def _register_session(self, sid: int, account: str) -> None:
+    # -- symbols -----------------------------------------------------------------------------
+    def _register_symbol(self, sym_id: int, name: str, tick: int, max_qty: int) -> None:
+        if sym_id == len(self.symbol_names):
+            self.symbols.add(name)
+            self.outbound.add_symbol(name)
+            self.symbol_names.append(name)
+        elif sym_id > len(self.symbol_names) or self.symbol_names[sym_id] != name:
+            raise ValueError(f"journal symbol definition out of order: id {sym_id} {name!r} "
+                             f"with {len(self.symbol_names)} symbols known")
+        self.symbol_params[name] = (tick, max_qty)
+        # the risk state's per-symbol arrays follow the core's books (the configured risk
+        # settings of a new symbol; a redefinition changes its tick only)
+        conf = next((s for s in self.cfg.symbols if s.name == name), None)
+        settings: dict[str, Any] = symbol_risk(conf) if conf is not None else {}
+        self.risk.define_symbol(sym_id, {**settings, "name": name, "tick": tick})
+
+    def apply_symbols(self, symbols: list[SymbolConfig]) -> SymbolChanges:
+        """Make the served symbols match ``symbols``: a new name gets the next symbol id and an
+        existing one with another tick or max_qty is redefined, each through a journaled
+        CMD_SYMBOL_ADD, so ids survive restarts whatever the config order.  Symbols served but
+        no longer listed stay (ids and resting orders are permanent); they are returned in
+        ``unlisted``.  Raises OSError when the journal cannot be written."""
+        changes = SymbolChanges([], [], [])
+        listed = set()
+        for s in symbols:
+            listed.add(s.name)
+            old = self.symbol_params.get(s.name)
+            if old == (s.tick, s.max_qty):
+                continue
+            sym_id = self.symbols.lookup(s.name) if old is not None else len(self.symbol_names)
+            self._register_symbol(sym_id, s.name, s.tick, s.max_qty)
+            self.inbound_push(pack_symbol_add(sym_id, s.name, s.tick, s.max_qty, time.time_ns()))
+            (changes.updated if old is not None else changes.added).append(s.name)
+        if changes.added or changes.updated:
+            self.pump()
+        changes.unlisted = [n for n in self.symbol_names if n not in listed]
+        return changes
+
+    def apply_symbol_risk(self, old: list[SymbolConfig], new: list[SymbolConfig]) -> list[str]:
+        """A config reload: symbols served whose risk settings (max_order_qty, max_notional,
+        reference_price, price bands) differ between ``old`` and ``new`` get the new ones (an
+        admin change of the same limit is replaced).  Returns their names."""
+        before = {s.name: symbol_risk(s) for s in old}
+        out = []
+        for s in new:
+            settings = symbol_risk(s)
+            sym_id = self.symbols.lookup(s.name)
+            if sym_id != UNKNOWN_SYMBOL and s.name in before and before[s.name] != settings:
+                self.risk.configure_symbol(sym_id, settings)
+                out.append(s.name)
+        return out
+
+    def apply_throttles(self, throttle: dict[str, ThrottleConfig]) -> int:
+        """A config reload: the token buckets of the logged-in sessions and their accounts
+        become the new ones of their role (full buckets); sessions not connected get theirs at
+        their next login.  Returns how many sessions were updated."""
+        n = 0
+        for role, account, sid in list(self.logins.values()):
+            if role == "dropcopy":
+                continue
+            t = throttle.get(role) or ThrottleConfig()
+            self.risk.set_session_throttle(sid, t.session_rate, t.session_burst)
+            self.risk.set_account_throttle(account, t.account_rate, t.account_burst)
+            n += 1
+        connected = {sid for role, _, sid in self.logins.values() if role != "dropcopy"}
+        self._throttled &= connected
+        return n
+
+    def _register_session(self, sid: int, account: str, account_id: int) -> None:
         if sid != len(self.account_of_session):
             raise ValueError(f"journal session ids out of order: {sid} after "
                              f"{len(self.account_of_session) - 1}")
         self.account_of_session.append(account)
+        self.account_id_of_session.append(account_id)
         self.accounts[account] = sid
+        self.account_ids.setdefault(account, account_id)
         self.risk.bind_session(sid, account)
 
     # -- sessions ----------------------------------------------------------------------------
-    def _refuse(self, peer: str, account: str, reason: int, code: str, role: str = "") -> LoginDecision:
-        log.info("login from %s refused: %s%s", peer, code, f" (account {account})" if account else "")
+    def _refuse(self, reason: int, peer: str, account: str, detail: str, code: str,
+                role: str = "") -> LoginDecision:
+        name = LoginRejectReason(reason).name.removeprefix("LOGIN_").lower()
+        log.info("login from %s%s refused (%s): %s", peer, f" ({account})" if account else "", name,
+                 detail, extra={"event": "session.login_refused", "peer": peer, "account": account,
+                                "reason": name, "detail": detail})
         self.audit.write("login", address=peer, account=account, role=role, outcome="rejected",
                          reason=code)
         return LoginDecision(False, reason=reason)
@@ -160,71 +276,93 @@ class Engine:
         sid = self.accounts.get(account)
         return (1 if sid is not None and sid in self.writers else 0) + len(self.dropcopy.get(account, ()))
 
-    def login(self, msg: Login, writer: SessionWriter, peer: str = "") -> LoginDecision:
-        """Decide a Login from ``peer`` (host:port): rate-limit per address, verify the JWT,
-        check the role and the account's session limit, find or create the account's session,
-        check the requested sequence number, attach ``writer``.  Every outcome goes to the
-        audit log (never the token).  Never raises for bad input."""
+    def login(self, msg: Login, writer: SessionWriter, peer: str | None = None, *,
+              sofh: bool = True) -> LoginDecision:
+        """Decide a Login from ``peer`` (host:port; default: the writer's ``peer``): rate-limit
+        per address, verify the JWT, check the role and the account's session limit, find or
+        create the account's session, check the requested sequence number, attach ``writer``.
+        sofh: the transport frames messages with SOFH (TCP) or not (WebSocket: the writer gets
+        bare SBE messages back to back).  Every outcome goes to the audit log (never the token)
+        and to one ``session.login`` or ``session.login_refused`` log event.  Never raises for
+        bad input."""
+        if peer is None:
+            peer = str(getattr(writer, "peer", ""))
         if not self.addresses.login_attempt(peer_host(peer), time.monotonic()):
-            return self._refuse(peer, unverified_subject(msg.token), LoginRejectReason.LOGIN_RATE_LIMITED,
-                                "rate_limited")
+            return self._refuse(LoginRejectReason.LOGIN_RATE_LIMITED, peer, unverified_subject(msg.token),
+                                "too many login attempts from the address", "rate_limited")
         try:
             ident = self.verifier.verify(msg.token)
         except LoginFailure as exc:
-            return self._refuse(peer, unverified_subject(msg.token), exc.reason, exc.code)
+            return self._refuse(exc.reason, peer, unverified_subject(msg.token), str(exc), exc.code)
         role = ident.role
         if not role:
-            return self._refuse(peer, ident.account, LoginRejectReason.LOGIN_NOT_AUTHORIZED,
-                                "role_not_allowed", ",".join(sorted(ident.roles)))
+            return self._refuse(LoginRejectReason.LOGIN_NOT_AUTHORIZED, peer, ident.account,
+                                f"no order-entry role in {sorted(ident.roles)}", "role_not_allowed",
+                                ",".join(sorted(ident.roles)))
         if self.open_sessions(ident.account) >= self.cfg.max_sessions_per_account:
-            return self._refuse(peer, ident.account, LoginRejectReason.LOGIN_SESSION_LIMIT,
-                                "session_limit", role)
+            return self._refuse(LoginRejectReason.LOGIN_SESSION_LIMIT, peer, ident.account,
+                                f"max_sessions_per_account ({self.cfg.max_sessions_per_account}) "
+                                "reached", "session_limit", role)
         if role == "dropcopy":
-            return self._login_dropcopy(ident, writer, peer)
+            return self._login_dropcopy(ident, writer, peer, sofh)
         sid = self.accounts.get(ident.account)
         if sid is not None and sid in self.writers:
-            return self._refuse(peer, ident.account, LoginRejectReason.LOGIN_SESSION_IN_USE,
+            return self._refuse(LoginRejectReason.LOGIN_SESSION_IN_USE, peer, ident.account,
+                                "the account's session is logged in on another connection",
                                 "session_in_use", role)
         if sid is None:
             if len(self.account_of_session) >= self.cfg.max_sessions:
-                return self._refuse(peer, ident.account, LoginRejectReason.LOGIN_NOT_AUTHORIZED,
-                                    "max_sessions", role)
+                return self._refuse(LoginRejectReason.LOGIN_NOT_AUTHORIZED, peer, ident.account,
+                                    f"max_sessions ({self.cfg.max_sessions}) reached", "max_sessions",
+                                    role)
             sid = len(self.account_of_session)
+            account_id = self.account_ids.get(ident.account, len(self.account_ids) + 1)
             # journaled like any command, so a restart assigns the same ids
-            self._register_session(sid, ident.account)
+            self._register_session(sid, ident.account, account_id)
             self.inbound_push(pack_command(type=CommandType.CMD_SESSION_OPEN, session_id=sid,
                                            ts=time.time_ns(), symbol_id=UNKNOWN_SYMBOL,
-                                           account=ident.account))
+                                           account=ident.account, account_id=account_id))
             self.pump()
         next_seq = self.outbound.next_seq(sid)
         if msg.next_expected_seq_num > next_seq:
-            return self._refuse(peer, ident.account, LoginRejectReason.LOGIN_INVALID_SEQUENCE,
+            return self._refuse(LoginRejectReason.LOGIN_INVALID_SEQUENCE, peer, ident.account,
+                                f"asked for seq {msg.next_expected_seq_num}, next is {next_seq}",
                                 "invalid_sequence", role)
         self.writers[sid] = writer
         self.logins[writer] = (role, ident.account, sid)
-        self.outbound.set_session(sid, True, True)
+        self.outbound.set_session(sid, True, sofh)
         if sid not in self._throttled:
             # configured once per session and account, so that reconnecting does not refill them
             t = self._throttle(role)
             self.risk.set_session_throttle(sid, t.session_rate, t.session_burst)
             self.risk.set_account_throttle(ident.account, t.account_rate, t.account_burst)
             self._throttled.add(sid)
-        log.info("session %d (%s) logged in from %s, next seq %d", sid, ident.account, peer, next_seq)
+        log.info("session %d (%s) logged in from %s, next seq %d", sid, ident.account, peer, next_seq,
+                 extra={"event": "session.login", "session_id": sid, "account": ident.account,
+                        "peer": peer, "next_seq": next_seq})
         self.audit.write("login", address=peer, account=ident.account, role=role, outcome="accepted",
                          session_id=sid)
+        # a trader takes the batch path (allowed None); an admin-only token may only send
+        # EndOfSession; "admin" among the roles is what lets a session send EndOfSession
         return LoginDecision(True, session_id=sid, next_seq_num=next_seq,
-                             positions=self._positions_answer(ident, role))
+                             account_id=self.account_id_of_session[sid],
+                             role="admin" if "admin" in ident.roles else role,
+                             allowed=None if role == "trader" else ROLE_TEMPLATES[role],
+                             positions=self._positions_answer(ident, role)
+                             if role == "trader" else None)
 
     def _throttle(self, role: str) -> ThrottleConfig:
         return self.cfg.throttle.get(role) or ThrottleConfig()
 
-    def _login_dropcopy(self, ident: Identity, writer: SessionWriter, peer: str) -> LoginDecision:
-        # read-only: a copy of every business message of the account's trading session
+    def _login_dropcopy(self, ident: Identity, writer: SessionWriter, peer: str,
+                        sofh: bool) -> LoginDecision:
+        # read-only: a copy of every business message of the account's trading session, in
+        # the trading session's framing while it is connected (see README "Security")
         sid = self.accounts.get(ident.account, 0)
         self.dropcopy.setdefault(ident.account, set()).add(writer)
         self.logins[writer] = ("dropcopy", ident.account, sid)
-        if sid:
-            self.outbound.set_session(sid, True, True)
+        if sid and sid not in self.writers:
+            self.outbound.set_session(sid, True, sofh)
         next_seq = self.outbound.next_seq(sid) if sid else 1
         log.info("drop copy of %s (session %d) logged in from %s", ident.account, sid, peer)
         self.audit.write("login", address=peer, account=ident.account, role="dropcopy",
@@ -307,6 +445,7 @@ class Engine:
         if cancel_on_disconnect:
             self.inbound_push(pack_command(type=CommandType.CMD_MASS_CANCEL, session_id=sid,
                                            symbol_id=UNKNOWN_SYMBOL, depth=1, flags=1,
+                                           account_id=self.account_id_of_session[sid],
                                            ts=time.time_ns()))
             self.request_pump()
 
@@ -348,6 +487,11 @@ class Engine:
         self.risk.clear_pending()
         self.pumps += 1
         self._flush()
+        for hook in self.post_pump:
+            try:
+                hook()
+            except Exception:  # a market-data fault must never stop the order path
+                log.exception("post-pump hook %r failed", hook)
         return total
 
     def _match_all(self) -> None:
@@ -391,8 +535,11 @@ class Engine:
         if action == AdminAction.BLOCK:
             sid = self.accounts.get(account)
             if sid is not None:
+                # every order of the account, in any session (scope ACCOUNT), reason KILL_SWITCH
                 self.inbound_push(pack_command(type=CommandType.CMD_MASS_CANCEL, session_id=sid,
                                                symbol_id=UNKNOWN_SYMBOL, depth=1, flags=2,
+                                               account_id=self.account_ids[account],
+                                               scope=MassCancelScope.SCOPE_ACCOUNT,
                                                ts=time.time_ns()))
         self.pump()
         return applied

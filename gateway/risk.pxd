@@ -46,7 +46,7 @@ ctypedef struct Position:
     uint64_t max_gross
 
 ctypedef struct AccountRisk:
-    Position *pos                # n_symbols entries
+    Position *pos                # RiskEngine.sym_cap entries
     uint64_t open_orders         # live orders (committed by the core)
     uint64_t pend_orders         # new orders checked here, not yet processed (pend_gen as above)
     uint64_t pend_gen
@@ -71,8 +71,9 @@ ctypedef struct EventView:
 
 @cython.final      # direct (inlinable) calls of the cdef methods, no vtable on the order path
 cdef class RiskEngine:
-    cdef SymbolRisk *sym
+    cdef SymbolRisk *sym         # sym_cap entries (symbols are defined at run time, journaled)
     cdef readonly uint32_t n_symbols
+    cdef uint32_t sym_cap        # entries allocated in sym and in every account's pos
     cdef AccountRisk **acc       # by account index
     cdef uint32_t n_acc
     cdef uint32_t acc_cap
@@ -93,8 +94,12 @@ cdef class RiskEngine:
     cdef dict _index             # account name -> index
     cdef list _names             # index -> account name
     cdef object _account_limits  # callable(name) -> dict of the configured limits
+    cdef dict _limits            # account name -> its limits (for symbols defined later)
+    cdef list _sym_names         # symbol id -> name (per-symbol limits are keyed by name)
 
     cdef AccountRisk *_account(self, str name) except NULL
+    cdef int _grow_symbols(self, uint32_t need) except -1
+    cdef void _symbol_limits(self, AccountRisk *a, dict lim, uint32_t s)
     cdef uint16_t _check_new(self, AccountRisk *ar, const Command *c) noexcept nogil
     cdef uint16_t _check_replace(self, AccountRisk *ar, const Command *c) noexcept nogil
     cdef uint64_t _check(self, SpscRing ring, uint64_t first, uint64_t n) noexcept nogil

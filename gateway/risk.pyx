@@ -70,6 +70,7 @@ from matching.records cimport (
     EVT_REJECTED,
     EVT_REPLACED,
     ORD_MARKET,
+    ORD_STOP,
     REJ_ACCOUNT_BLOCKED,
     REJ_MAX_NOTIONAL,
     REJ_MAX_OPEN_ORDERS,
@@ -130,12 +131,13 @@ SYMBOL_FIELDS = frozenset({RiskField.MAX_ORDER_QTY, RiskField.MAX_NOTIONAL, Risk
                            RiskField.PRICE_BAND_PPM, RiskField.REFERENCE_PRICE})
 ACCOUNT_FIELDS = frozenset({RiskField.MAX_ORDER_QTY, RiskField.MAX_NOTIONAL, RiskField.MAX_OPEN_ORDERS,
                             RiskField.MAX_POSITION_NET, RiskField.MAX_POSITION_GROSS})
-_ADMIN = struct.Struct("<QQqBBBBBBH32s")   # seq, ts, value, type, action, field, 0, 0, 0, symbol+1, account
+# seq, ts, value, type, action, field, 0, 0, 0, symbol+1, account, then zeros to the 96-byte record
+_ADMIN = struct.Struct("<QQqBBBBBBH32s32x")
 
 
 def admin_record(action: int, *, account: str = "", symbol_id: int | None = None, field: int = 0,
                  value: int = 0, ts: int = 0) -> bytes:
-    """One 64-byte CMD_ADMIN record (layout in matching/records.pxd).
+    """One 96-byte CMD_ADMIN record (COMMAND_RECORD_SIZE; layout in matching/records.pxd).
 
     Raises ValueError for an account that is not 1-32 ASCII bytes when given, a symbol id over
     65534, or a value outside int64.
@@ -284,7 +286,8 @@ cdef void _on_event(void *ctx, const Event *ev) noexcept nogil:
         ar.open_orders += 1
         op[0] += ev.qty
     elif typ == EVT_CANCELED:
-        ar.open_orders -= ar.open_orders != 0
+        # leaves > 0: a partial cancel (self-trade prevention DECREMENT), the order lives on
+        ar.open_orders -= ev.leaves == 0 and ar.open_orders != 0
         op[0] = op[0] - ev.qty if op[0] > ev.qty else 0
     else:  # EVT_REPLACED: leaves went from contra_leaves to leaves
         op[0] = op[0] + ev.leaves - ev.contra_leaves if op[0] + ev.leaves > ev.contra_leaves else 0
@@ -294,47 +297,42 @@ cdef void _on_event(void *ctx, const Event *ev) noexcept nogil:
 cdef class RiskEngine:
     """Per-symbol and per-account risk state for one gateway.
 
-    symbols: one dict per symbol id with keys tick, reference_price, band_ticks, band_ppm,
-    max_order_qty, max_notional (price units x lots) (missing keys = 0 = none).  core: the
+    symbols: one dict per symbol id with keys name, tick, reference_price, band_ticks, band_ppm,
+    max_order_qty, max_notional (price units x lots) (missing keys = 0 = none); more are
+    defined at run time with ``define_symbol`` (the per-symbol arrays grow).  core: the
     engine's MatchingCore (read, never changed, for a replace's current quantity).  max_sessions:
     session ids are below it.  account_limits: a callable name -> dict with max_order_qty,
     max_notional, max_open_orders, max_position_net, max_position_gross and ``symbols``
-    ({symbol_id: {max_position_net, max_position_gross}}), giving an account's configured
+    ({symbol name: {max_position_net, max_position_gross}}), giving an account's configured
     limits when it is first seen.  Raises ValueError for a non-positive tick, MemoryError.
     """
 
     def __cinit__(self, symbols, MatchingCore core not None, uint32_t max_sessions, account_limits):
         cdef uint32_t i
         symbols = list(symbols)
-        self.n_symbols = len(symbols)
         self.core = core
         self.max_sessions = max_sessions
-        self.sym = <SymbolRisk *>calloc(self.n_symbols + 1, sizeof(SymbolRisk))
+        self.sym_cap = 16
+        self.sym = <SymbolRisk *>calloc(self.sym_cap, sizeof(SymbolRisk))
         self.ses = <SessionRisk *>calloc(max_sessions, sizeof(SessionRisk))
         self.acc_cap = 16
         self.acc = <AccountRisk **>calloc(self.acc_cap, sizeof(AccountRisk *))
         if self.sym == NULL or self.ses == NULL or self.acc == NULL:
             raise MemoryError()
-        for i, s in enumerate(symbols):
-            if s.get("tick", 0) <= 0:
-                raise ValueError(f"symbol {i}: tick must be positive")
-            self.sym[i].tick = s["tick"]
-            self.sym[i].ref_price = s.get("reference_price", 0)
-            self.sym[i].band_ticks = s.get("band_ticks", 0)
-            self.sym[i].band_ppm = s.get("band_ppm", 0)
-            self.sym[i].max_order_qty = s.get("max_order_qty", 0)
-            self.sym[i].max_notional = s.get("max_notional", 0)
         self.view.ses = self.ses
         self.view.sym = self.sym
         self.view.max_sessions = max_sessions
-        self.view.n_symbols = self.n_symbols
         self.obs.fn = _on_event
         self.obs.ctx = &self.view
         self.gen = 1
         self.enabled = True
         self._index = {}
         self._names = []
+        self._limits = {}
+        self._sym_names = []
         self._account_limits = account_limits
+        for i, s in enumerate(symbols):
+            self.define_symbol(i, s)
 
     def __dealloc__(self):
         cdef uint32_t i
@@ -363,24 +361,102 @@ cdef class RiskEngine:
         a = <AccountRisk *>calloc(1, sizeof(AccountRisk))
         if a == NULL:
             raise MemoryError()
-        a.pos = <Position *>calloc(self.n_symbols + 1, sizeof(Position))
+        a.pos = <Position *>calloc(self.sym_cap, sizeof(Position))
         if a.pos == NULL:
             free(a)
             raise MemoryError()
-        lim = self._account_limits(name) if self._account_limits is not None else {}
+        lim = dict(self._account_limits(name)) if self._account_limits is not None else {}
         a.max_order_qty = lim.get("max_order_qty", 0)
         a.max_notional = lim.get("max_notional", 0)
         a.max_open_orders = lim.get("max_open_orders", 0)
-        per_symbol = lim.get("symbols", {})
         for s in range(self.n_symbols):
-            over = per_symbol.get(s, {})
-            a.pos[s].max_net = over.get("max_position_net", lim.get("max_position_net", 0))
-            a.pos[s].max_gross = over.get("max_position_gross", lim.get("max_position_gross", 0))
+            self._symbol_limits(a, lim, s)
+        self._limits[name] = lim
         self.acc[self.n_acc] = a
         self._index[name] = self.n_acc
         self._names.append(name)
         self.n_acc += 1
         return a
+
+    cdef void _symbol_limits(self, AccountRisk *a, dict lim, uint32_t s):
+        # an account's position limits in symbol s: the per-symbol override, else its own
+        over = lim.get("symbols", {}).get(self._sym_names[s], {})
+        a.pos[s].max_net = over.get("max_position_net", lim.get("max_position_net", 0))
+        a.pos[s].max_gross = over.get("max_position_gross", lim.get("max_position_gross", 0))
+
+    cdef int _grow_symbols(self, uint32_t need) except -1:
+        # room for `need` symbols in the symbol array and in every account's positions; the
+        # encoder's observer reads them through self.view, updated here
+        cdef uint32_t cap = self.sym_cap, i
+        cdef SymbolRisk *sym
+        cdef Position *pos
+        if need <= cap:
+            return 0
+        while cap < need:
+            cap *= 2
+        sym = <SymbolRisk *>realloc(self.sym, cap * sizeof(SymbolRisk))
+        if sym == NULL:
+            raise MemoryError()
+        memset(&sym[self.sym_cap], 0, (cap - self.sym_cap) * sizeof(SymbolRisk))
+        self.sym = sym
+        self.view.sym = sym
+        for i in range(self.n_acc):
+            pos = <Position *>realloc(self.acc[i].pos, cap * sizeof(Position))
+            if pos == NULL:
+                raise MemoryError()
+            memset(&pos[self.sym_cap], 0, (cap - self.sym_cap) * sizeof(Position))
+            self.acc[i].pos = pos
+        self.sym_cap = cap
+        return 0
+
+    def define_symbol(self, uint32_t symbol_id, dict settings) -> None:
+        """Symbol ``symbol_id`` is defined (the engine's CMD_SYMBOL_ADD, live or replayed):
+        the next id adds a symbol with ``settings`` (keys as in the constructor's ``symbols``)
+        and every known account's position limits in it; an existing id gets the new tick only
+        (its limits, halt and prices stay).  Raises ValueError for a gap in the ids or a
+        non-positive tick, MemoryError."""
+        cdef SymbolRisk *sy
+        cdef uint32_t a
+        tick = settings.get("tick", 0)
+        if tick <= 0:
+            raise ValueError(f"symbol {symbol_id}: tick must be positive")
+        if symbol_id < self.n_symbols:
+            self.sym[symbol_id].tick = tick
+            return
+        if symbol_id != self.n_symbols:
+            raise ValueError(f"symbol id {symbol_id} with {self.n_symbols} symbols defined")
+        self._grow_symbols(self.n_symbols + 1)
+        sy = &self.sym[symbol_id]
+        sy.tick = tick
+        sy.ref_price = settings.get("reference_price", 0)
+        sy.band_ticks = settings.get("band_ticks", 0)
+        sy.band_ppm = settings.get("band_ppm", 0)
+        sy.max_order_qty = settings.get("max_order_qty", 0)
+        sy.max_notional = settings.get("max_notional", 0)
+        self._sym_names.append(settings.get("name", str(symbol_id)))
+        self.n_symbols += 1
+        self.view.n_symbols = self.n_symbols
+        for a in range(self.n_acc):
+            self._symbol_limits(self.acc[a], self._limits[self._names[a]], symbol_id)
+
+    def configure_symbol(self, uint32_t symbol_id, dict settings) -> None:
+        """Replace the configured risk settings of a defined symbol (a config reload): reference
+        price, bands, max_order_qty, max_notional; halt and trade prices stay.  Raises
+        ValueError for an unknown symbol."""
+        cdef SymbolRisk *sy
+        if symbol_id >= self.n_symbols:
+            raise ValueError(f"unknown symbol id {symbol_id}")
+        sy = &self.sym[symbol_id]
+        sy.ref_price = settings.get("reference_price", 0)
+        sy.band_ticks = settings.get("band_ticks", 0)
+        sy.band_ppm = settings.get("band_ppm", 0)
+        sy.max_order_qty = settings.get("max_order_qty", 0)
+        sy.max_notional = settings.get("max_notional", 0)
+
+    def set_account_limits_source(self, account_limits) -> None:
+        """Where the limits of accounts seen from now on come from (a config reload); accounts
+        already known keep theirs (admin changes included)."""
+        self._account_limits = account_limits
 
     def account_index(self, str name) -> int:
         """The index of an account, created with its configured limits on first use."""
@@ -424,6 +500,10 @@ cdef class RiskEngine:
         ref = sy.last_px if sy.last_px > 0 else sy.ref_price
         if c.ord_type == ORD_MARKET:
             px = ref
+        elif c.ord_type == ORD_STOP:
+            # a stop becomes a market order at its trigger: its notional is counted at the stop
+            # price (no limit price to hold to the band)
+            px = c.stop_price if c.stop_price > 0 else ref
         else:
             px = c.price
             if ref > 0 and px > 0 and _outside_band(sy, px, ref):
@@ -696,6 +776,11 @@ cdef class RiskEngine:
             elif field == RiskField.MAX_OPEN_ORDERS:
                 ar.max_open_orders = value
             else:
+                if symbol_id is None:
+                    # symbols defined later inherit it too
+                    self._limits[account] = dict(self._limits[account])
+                    self._limits[account]["max_position_net" if field == RiskField.MAX_POSITION_NET
+                                          else "max_position_gross"] = value
                 for s in range(self.n_symbols):
                     if symbol_id is None or s == symbol_id:
                         if field == RiskField.MAX_POSITION_NET:

@@ -6,16 +6,24 @@ import contextlib
 import gc
 import logging
 import signal
+import socket
 import time
 
 from prometheus_client import CollectorRegistry
 
+from gateway import logs
 from gateway.admin import AdminApi
-from gateway.config import Config, parse_hostport
+from gateway.config import Config, parse_hostport, warnings_for
+from gateway.directory import Directory, DirectoryError, PartitionEntry, load_directory, with_entry
 from gateway.engine import Engine
+from gateway.marketdata import MarketData
+from gateway.reload import Applier, Reloader
 from gateway.tcp import OrderEntryProtocol
-from monitoring.collector import GatewayCollector
+from gateway.ws import WsGateway
+from monitoring.book_page import BookPages
+from monitoring.collector import GatewayCollector, reason_totals
 from monitoring.http import SidePortServer
+from monitoring.md_collector import MarketDataCollector
 from protocol.session import SessionCounters
 
 log = logging.getLogger("hftgw.server")
@@ -25,24 +33,120 @@ TICK_S = 0.1  # heartbeat timer resolution
 
 class Gateway:
     """One gateway process's servers.  ``start`` returns once the journal is replayed and every
-    listener is up (ready); ``serve_until_stopped`` runs until SIGTERM/SIGINT or ``stop``."""
+    listener is up (ready); ``serve_until_stopped`` runs until SIGTERM/SIGINT or ``stop`` and
+    reloads the config on SIGHUP (``config_path``: the file to re-read; the environment is
+    read again too).  Raises gateway.directory.DirectoryError from ``start`` when
+    ``directory_file`` is unreadable or gives this partition's symbols to another."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, config_path: str | None = None) -> None:
         self.cfg = cfg
         self.engine = Engine(cfg)
         self.session_counters = SessionCounters()
         self.connections: set[OrderEntryProtocol] = set()
+        self.summaries = logs.Summaries(self.reject_counts, cfg.log_summary_interval_s)
+        self.reloader = Reloader(cfg, config_path, self._appliers())
+        self.directory_base: Directory | None = None  # directory_file as last loaded
         self.registry = CollectorRegistry()
-        self.registry.register(GatewayCollector(self.engine, self.session_counters))
+        self.registry.register(GatewayCollector(self.engine, self.session_counters, self.reloader))
+        self.md = MarketData(self.engine)
+        self.ws: WsGateway | None = None  # the WebSocket port, when ws_listen is set
+        self.registry.register(MarketDataCollector(
+            self.md, lambda: len(self.ws.order_sessions) if self.ws is not None else 0))
         self.side: SidePortServer | None = None
         self.server: asyncio.Server | None = None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._bound_port = 0  # order entry's port once listening (own_entry runs on the side port's thread)
+
+    # -- live configuration (SIGHUP) -----------------------------------------------------------
+    def _appliers(self) -> dict[str, Applier]:
+        def apply_logging(new: Config) -> str:
+            logs.configure(new.log_level, new.log_format, new.log_event_burst,
+                           new.log_summary_interval_s)
+            self.summaries.interval_s = new.log_summary_interval_s
+            return (f"level {new.log_level}, format {new.log_format}, burst "
+                    f"{new.log_event_burst} per {new.log_summary_interval_s:g} s")
+
+        def apply_symbols(new: Config) -> str:
+            ch = self.engine.apply_symbols(new.symbols)
+            risk = self.engine.apply_symbol_risk(self.cfg.symbols, new.symbols)
+            return (f"added {ch.added or 'none'}, redefined {ch.updated or 'none'}"
+                    + (f", risk settings of {risk}" if risk else "")
+                    + (f"; not in the file but still served (ids are permanent): {ch.unlisted}"
+                       if ch.unlisted else ""))
+
+        def apply_throttle(new: Config) -> str:
+            n = self.engine.apply_throttles(new.throttle)
+            return f"roles {sorted(new.throttle) or 'none'}; {n} logged-in sessions updated"
+
+        def apply_risk(new: Config) -> str:
+            # the engine reads self.cfg.risk (updated by the reloader after this) when it
+            # first sees an account; accounts already known keep their limits, which admin
+            # actions may have changed (journaled, so they hold across restarts too)
+            return f"{len(new.risk.accounts)} account overrides; for accounts seen from now on"
+
+        def check_directory(new: Config) -> None:
+            # against the symbols this partition will serve after the reload
+            self._load_directory(new.directory_file, dry_run=True,
+                                 extra_symbols=[s.name for s in new.symbols])
+
+        def apply_directory(new: Config) -> str:
+            self._load_directory(new.directory_file)
+            if not new.directory_file:
+                return ""
+            return f"{new.directory_file}: {len(self.directory().partitions)} partitions"
+
+        logging_applier = Applier(apply_logging)
+        return {"log_level": logging_applier, "log_format": logging_applier,
+                "log_event_burst": logging_applier, "log_summary_interval_s": logging_applier,
+                "symbols": Applier(apply_symbols),
+                "throttle": Applier(apply_throttle), "risk": Applier(apply_risk),
+                "directory_file": Applier(apply_directory, check_directory, always=True)}
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the config file and apply the live keys (gateway/reload.py)."""
+        self.reloader.reload()
+
+    # -- directory -----------------------------------------------------------------------------
+    def _load_directory(self, path: str, dry_run: bool = False,
+                        extra_symbols: list[str] | None = None) -> None:
+        base = load_directory(path) if path else None
+        own = self.own_entry()
+        own.symbols += [s for s in extra_symbols or [] if s not in own.symbols]
+        with_entry(base, own)  # raises DirectoryError on a conflict
+        if not dry_run:
+            self.directory_base = base
+
+    def own_entry(self) -> PartitionEntry:
+        """This partition as the directory lists it: advertised host, bound ports, live symbols."""
+        cfg = self.cfg
+        host, port = parse_hostport(cfg.listen, "listen")
+        mhost, mport = parse_hostport(cfg.metrics_listen, "metrics_listen")
+        port = self._bound_port or port
+        if self.side is not None:
+            mport = self.side.port
+        adv = cfg.advertise_host
+        if not adv:
+            adv = host if host not in ("0.0.0.0", "::", "") else socket.getfqdn()
+        madv = cfg.advertise_host or (mhost if mhost not in ("0.0.0.0", "::", "") else socket.getfqdn())
+        return PartitionEntry(cfg.partition, f"{adv}:{port}", list(self.engine.symbol_names),
+                              f"{madv}:{mport}")
+
+    def directory(self) -> Directory:
+        """The directory served on /directory: the file's partitions, this one kept live."""
+        return with_entry(self.directory_base, self.own_entry())
+
+    # -- metrics helpers -----------------------------------------------------------------------
+    def reject_counts(self) -> dict[str, int]:
+        """Cumulative rejects by reason name for the log's summaries: order and cancel rejects
+        (C counters), session-level rejects, refused logins as ``login_<reason>``."""
+        return reason_totals(self.engine, self.session_counters, with_logins=True)
 
     # -- probes ------------------------------------------------------------------------------
     def health(self) -> tuple[bool, dict[str, object]]:
         sink = self.engine.sink
-        details: dict[str, object] = {"sessions": self.engine.sessions_connected()}
+        details: dict[str, object] = {"sessions": self.engine.sessions_connected(),
+                                      "md_subscribers": len(self.md.conns)}
         if sink is None:
             details["sink"] = "off"
         else:
@@ -56,9 +160,15 @@ class Gateway:
     # -- life cycle --------------------------------------------------------------------------
     async def start(self) -> None:
         cfg = self.cfg
+        for w in warnings_for(cfg):
+            log.warning("config: %s", w, extra={"event": "config.warning"})
+        if cfg.directory_file:  # fail before binding anything when the file is unusable
+            self.directory_base = load_directory(cfg.directory_file)
         mhost, mport = parse_hostport(cfg.metrics_listen, "metrics_listen")
         self.admin = AdminApi(self, asyncio.get_running_loop())
         self.side = SidePortServer(mhost, mport, self.registry, self.health, self.ready,
+                                   routes={"/directory": lambda: self.directory().encode()},
+                                   pages=BookPages(self.engine.symbol_names, cfg.ws_listen),
                                    apps={"/admin": self.admin})
         self.side.start()
         if cfg.pg_dsn:
@@ -67,8 +177,15 @@ class Gateway:
             log.info("PostgreSQL fills sink is off; set HFTGW_PG_DSN (or pg_dsn in the config), "
                      "e.g. HFTGW_PG_DSN=postgresql://postgres@127.0.0.1:5432/postgres")
         stats = self.engine.recover()
-        log.info("journal %s replayed: %d commands, %d sessions in %.3f s",
-                 self.engine.journal.path, stats.commands, stats.sessions, stats.elapsed_s)
+        log.info("journal %s replayed: %d commands, %d sessions, %d symbol definitions in %.3f s",
+                 self.engine.journal.path, stats.commands, stats.sessions, stats.symbols,
+                 stats.elapsed_s)
+        try:
+            self.directory()
+        except DirectoryError:
+            self.engine.journal.close()
+            self.side.stop()
+            raise
         if self.engine.sink is not None:
             self.engine._flush()  # hand the sink what the replay found past its checkpoint
         host, port = parse_hostport(cfg.listen, "listen")
@@ -76,13 +193,23 @@ class Gateway:
         self.server = await loop.create_server(
             lambda: OrderEntryProtocol(self.engine, self.connections, self.session_counters),
             host, port, reuse_address=True, backlog=1024)
+        self._bound_port = int(self.server.sockets[0].getsockname()[1])
+        if cfg.ws_listen:
+            self.ws = WsGateway(self.engine, self.md, self.session_counters)
+            await self.ws.start()
+            self.engine.post_pump.append(self.md.on_pump)
         self._tasks.append(asyncio.create_task(self._ticker(), name="hftgw-ticker"))
+        self._tasks.append(asyncio.create_task(self.summaries.run(), name="hftgw-log-summaries"))
         # everything built so far lives as long as the process: move it out of the collector's
         # generations so a full collection does not rescan it in the middle of the order flow
         gc.collect()
         gc.freeze()
         self.engine.ready = True
-        log.info("order entry on %s, metrics on %s:%d", cfg.listen, mhost, self.side.port)
+        log.info("partition %s ready: order entry on %s, metrics on %s:%d, WebSocket %s, symbols %s",
+                 cfg.partition, cfg.listen, mhost, self.side.port,
+                 f"on {cfg.ws_listen} (/md, /orders)" if self.ws else "off",
+                 " ".join(self.engine.symbol_names),
+                 extra={"event": "gateway.ready", "partition": cfg.partition})
 
     async def _start_sink(self) -> None:
         from persistence.pg_sink import FillSink
@@ -109,6 +236,8 @@ class Gateway:
             now = time.time_ns()
             for conn in list(self.connections):
                 conn.tick(now)
+            if self.ws is not None:
+                self.ws.tick(now)
             mono = time.monotonic()
             if mono >= prune_at:
                 self.engine.addresses.prune(mono)
@@ -122,23 +251,29 @@ class Gateway:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
+        with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
+            loop.add_signal_handler(signal.SIGHUP, self.reload)
         await self._stop.wait()
         await self.close()
 
     async def close(self) -> None:
-        """Stop accepting, answer what is queued, log every session out, flush the sink."""
-        log.info("shutting down")
+        """Stop accepting (and report not ready), answer what is queued, log every session
+        out, give the sink ``drain_timeout_s`` to commit what is queued."""
+        log.info("shutting down", extra={"event": "gateway.stopping"})
+        self.engine.ready = False
         if self.server is not None:
             self.server.close()
         self.engine.pump()
         for conn in list(self.connections):
             conn.shutdown()
+        if self.ws is not None:
+            await self.ws.close()
         for t in self._tasks:
             if t.get_name() != "hftgw-sink":
                 t.cancel()
         sink = self.engine.sink
         if sink is not None:
-            await sink.close(flush_timeout=5.0)
+            await sink.close(flush_timeout=self.cfg.drain_timeout_s)
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
@@ -151,7 +286,7 @@ class Gateway:
         self.engine.audit.close()
 
 
-async def serve(cfg: Config) -> None:
-    gw = Gateway(cfg)
+async def serve(cfg: Config, config_path: str | None = None) -> None:
+    gw = Gateway(cfg, config_path)
     await gw.start()
     await gw.serve_until_stopped()

@@ -8,6 +8,7 @@ import time
 
 from gateway.access import peer_host
 from gateway.engine import Engine
+from matching.records import LoginRejectReason
 from protocol import codec
 from protocol.messages import Login, Logout
 from protocol.session import LoginDecision, LogoutReason, ServerSession, SessionCounters, SessionState
@@ -40,6 +41,7 @@ class OrderEntryProtocol(asyncio.Protocol):
         self.counted = False           # counted in the engine's per-address limits
         self.paused_at_ns = 0          # reading paused for unread output since (0 = reading)
         self.linger_since_ns = 0       # session over, FIN sent, waiting for the peer's close
+        self.login_refusal: int | None = None  # LoginRejectReason of a refused login
 
     # -- asyncio.Protocol --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -103,7 +105,11 @@ class OrderEntryProtocol(asyncio.Protocol):
                 and self in self.engine.logins:
             self.engine.disconnect(self, s.cancel_on_disconnect)
             log.info("session %d (%s) disconnected%s", s.session_id, self.peer,
-                     f": {exc}" if exc else "")
+                     f": {exc}" if exc else "",
+                     extra={"event": "session.disconnect", "session_id": s.session_id,
+                            "account": self.engine.account(s.session_id), "peer": self.peer,
+                            "error": str(exc) if exc else "",
+                            "cancel_on_disconnect": s.cancel_on_disconnect})
 
     def pause_writing(self) -> None:
         # the client leaves output unread: stop reading its input, which is what makes output
@@ -121,7 +127,9 @@ class OrderEntryProtocol(asyncio.Protocol):
 
     # -- engine side -------------------------------------------------------------------------
     def _login(self, msg: Login) -> LoginDecision:
-        return self.engine.login(msg, self, self.peer)
+        decision = self.engine.login(msg, self, self.peer)
+        self.login_refusal = None if decision.accepted else decision.reason
+        return decision
 
     def deliver(self, data: bytes, now_ns: int) -> None:
         """Responses for this session from the engine (one call per tick)."""
@@ -138,7 +146,10 @@ class OrderEntryProtocol(asyncio.Protocol):
         t = self.transport
         assert self.session is not None and t is not None
         log.warning("session %d (%s) too slow: %s, disconnecting", self.session.session_id,
-                    self.peer, why)
+                    self.peer, why,
+                    extra={"event": "session.slow_consumer", "peer": self.peer,
+                           "session_id": self.session.session_id,
+                           "unread_bytes": t.get_write_buffer_size()})
         self.session.shutdown(LogoutReason.SLOW_CONSUMER)
         self.counters.slow_consumers += 1
         self.session.data_to_send()  # the Logout cannot get past a full buffer anyway
@@ -168,6 +179,16 @@ class OrderEntryProtocol(asyncio.Protocol):
             self.session.shutdown()
             self._write_session_output()
 
+    def _close_reason(self) -> str:
+        s = self.session
+        assert s is not None
+        if self.login_refusal is not None and not s.session_id:
+            return "login_" + LoginRejectReason(self.login_refusal).name.removeprefix("LOGIN_").lower()
+        try:
+            return LogoutReason(-1 if s.close_reason is None else s.close_reason).name.lower()
+        except ValueError:
+            return str(s.close_reason)
+
     def _write_session_output(self) -> None:
         s = self.session
         t = self.transport
@@ -177,15 +198,21 @@ class OrderEntryProtocol(asyncio.Protocol):
         if out and not t.is_closing():
             t.write(out)
         if s.closed and not t.is_closing() and not self.linger_since_ns:
-            log.info("closing %s: reason %s", self.peer, s.close_reason)
+            reason = self._close_reason()
+            log.info("closing %s (session %d): %s", self.peer, s.session_id, reason,
+                     extra={"event": "session.closed", "peer": self.peer,
+                            "session_id": s.session_id, "reason": reason})
             self._detach()
             # lingering close: FIN after the Logout, then read and drop what the peer still
             # sends until it closes (or LINGER_NS); closing with unread input would send a
             # RST that can destroy the Logout before the peer reads it
-            if t.can_write_eof():
+            try:
+                if not t.can_write_eof():
+                    raise OSError("no half-close on this transport")
                 t.write_eof()
-                self.linger_since_ns = time.time_ns()
-                if self.paused_at_ns:
-                    self.resume_writing()
-            else:
+            except OSError:  # the peer is already gone (reset): nothing to drain
                 t.close()
+                return
+            self.linger_since_ns = time.time_ns()
+            if self.paused_at_ns:
+                self.resume_writing()

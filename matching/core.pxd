@@ -1,9 +1,12 @@
-# Matching core: C layouts of the book (DESIGN §1, hftgw issue 2 item 3).
+# Matching core: C layouts of the book (DESIGN §1, hftgw issues 2 and 3).
 #
 # Resting orders live in one pool of 64-byte structs addressed by uint32 index (not pointer) so
 # the pool can grow with realloc; a price level is a FIFO doubly-linked list of pool indices.
 # Each book side is a sorted array of levels with the best price at the END, so inserting or
-# removing near the touch moves few bytes and the best level is lv[n - 1].
+# removing near the touch moves few bytes and the best level is lv[n - 1].  Pending stop orders
+# are pool orders too (in the hash, not in a level), listed per side in a sorted array with the
+# next one to trigger at the END.  Iceberg reserves are in a small side table keyed by pool index,
+# so that plain orders pay nothing for them.
 cimport cython
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
@@ -12,24 +15,29 @@ from matching.ring cimport SpscRing
 
 cdef enum:
     NIL = 0xFFFFFFFF          # "no order" in the linked lists and the free list
+    OF_ICEBERG = 2            # Order.flags: has an IceSlot (bit 0 is FLAG_POST_ONLY, as on the wire)
+    OF_STOP = 4               # Order.flags: a stop order waiting for its trigger (not in a level)
+    STP_SHIFT = 4             # Order.flags bits 4-6: the order's StpMode
+    MAX_SYMBOLS = 0xFFFF      # symbol ids are uint16 in the order struct
 
-# One resting order, 64 bytes (one cache line when the pool is 64-byte aligned).
+# One live order, 64 bytes (one cache line when the pool is 64-byte aligned).
 ctypedef struct Order:
     uint64_t order_id
     uint64_t cl_ord_id
-    int64_t price
-    uint64_t qty              # total order quantity (FIX OrderQty); cum qty = qty - leaves
-    uint64_t leaves
-    uint32_t prev             # FIFO neighbours in the level (pool indices or NIL)
-    uint32_t next             # also the free-list link while the slot is free
+    int64_t price             # limit price; 0 for market and stop (market) orders
+    uint64_t qty              # total order quantity (FIX OrderQty); cum qty = qty - total leaves
+    uint64_t leaves           # lots shown in the book; total leaves = leaves + IceSlot.hidden
+    uint32_t prev             # FIFO neighbours in the level (pool indices or NIL); also the
+    uint32_t next             # free-list link; a pending stop keeps its stop price in these 8 bytes
     uint32_t session_id
-    uint32_t symbol_id
+    uint32_t account_id
+    uint16_t symbol_id
+    uint16_t level_hint       # index of its level when it last rested; checked before use, as
+                              # levels shift only when a worse level is added or removed
     uint8_t side
     uint8_t ord_type
     uint8_t tif
-    uint8_t flags
-    uint32_t level_hint       # index of its level when it last rested; checked before use, as
-                              # levels shift only when a worse level is added or removed
+    uint8_t flags             # FLAG_POST_ONLY | OF_ICEBERG | OF_STOP | stp << STP_SHIFT
 
 # Hash slot: (session_id, cl_ord_id) -> pool index.  The key itself is read from the pool on a
 # fingerprint match, so a slot is 8 bytes; h is the full 32-bit hash, which gives the home
@@ -40,21 +48,46 @@ ctypedef struct HSlot:
 
 ctypedef struct Level:
     int64_t price
-    uint64_t qty              # sum of leaves at this level
+    uint64_t qty              # sum of shown leaves at this level
+    uint64_t hidden           # sum of iceberg reserves at this level (FOK needs them)
     uint32_t head             # oldest order (matched first)
     uint32_t tail
     uint32_t count
     uint32_t _pad
 
 ctypedef struct BookSide:
-    Level *lv                 # sorted so that lv[n - 1] is the best price
+    Level *lv                 # sorted so that lv[n - 1] is the best price, never an empty one
     uint32_t n
+    uint32_t cap
+    uint32_t empty            # levels below the best with no order left: kept in place, so that
+    uint32_t _pad             # an order moving back to that price costs no memmove; compacted
+                              # away when they are half the array
+
+ctypedef struct StopEntry:
+    int64_t stop_px
+    uint32_t idx              # pool index of the pending stop order
+    uint32_t _pad
+
+ctypedef struct StopSide:
+    StopEntry *e              # sorted so that e[n - 1] triggers first (buy: lowest stop price,
+    uint32_t n                # sell: highest; equal prices in arrival order)
     uint32_t cap
 
 ctypedef struct Book:
     BookSide side[2]          # 0 bids (ascending price), 1 asks (descending price)
+    StopSide stops[2]         # 0 buy stops, 1 sell stops
     int64_t tick
     uint64_t max_qty
+    int64_t last_px           # last trade price (valid when has_last)
+    uint32_t has_last
+    uint32_t _pad
+
+# Iceberg reserve of one resting order, keyed by pool index (open addressing, linear probing).
+ctypedef struct IceSlot:
+    uint32_t key1             # pool index + 1; 0 = empty
+    uint32_t _pad
+    uint64_t peak             # display quantity: lots shown at a time
+    uint64_t hidden           # lots not shown yet
 
 
 @cython.final
@@ -67,14 +100,22 @@ cdef class MatchingCore:
     cdef uint32_t pool_cap
     cdef uint32_t pool_used   # high-water mark: slots [0, pool_used) have been handed out once
     cdef uint32_t free_head
-    cdef uint64_t resting
+    cdef uint64_t resting     # live orders: in a level or pending stops
 
     cdef HSlot *htab
     cdef uint64_t hcap        # power of two
     cdef uint64_t hcount
 
+    cdef IceSlot *ice
+    cdef uint64_t ice_cap     # power of two
+    cdef uint64_t ice_count
+
     cdef uint64_t _next_order_id
     cdef uint64_t _next_trade_id
+
+    # prices traded by the current command: stops with a trigger in [_win_lo, _win_hi] fire
+    cdef int64_t _win_lo
+    cdef int64_t _win_hi
 
     # emission state, valid during process() only
     cdef SpscRing _evq
@@ -85,9 +126,12 @@ cdef class MatchingCore:
 
     cdef public object on_events_full
 
+    cdef int _init_book(self, Book *bk, int64_t tick, uint64_t max_qty) except -1
+    cdef int _add_book(self, int64_t tick, uint64_t max_qty) except -1 nogil
     cdef int _grow_pool(self) except -1 nogil
     cdef int _grow_hash(self) except -1 nogil
     cdef int _grow_levels(self, BookSide *bs) except -1 nogil
+    cdef int _grow_ice(self) except -1 nogil
     cdef inline uint32_t _alloc(self) except? NIL nogil
     cdef inline void _release(self, uint32_t idx) noexcept nogil
     cdef int _refill(self) except -1 nogil
@@ -96,19 +140,43 @@ cdef class MatchingCore:
     cdef void _hdel_at(self, uint64_t pos) noexcept nogil
     cdef void _hdel(self, uint32_t idx) noexcept nogil
     cdef int _hput(self, uint32_t idx) except -1 nogil
-    cdef int _rest(self, Book *bk, uint32_t idx) except -1 nogil
+    cdef IceSlot *_ice(self, uint32_t idx) noexcept nogil
+    cdef int _ice_put(self, uint32_t idx, uint64_t peak, uint64_t hidden) except -1 nogil
+    cdef void _ice_del(self, uint32_t idx) noexcept nogil
+    cdef inline uint64_t _hidden(self, uint32_t idx, const Order *o) noexcept nogil
+    cdef void _forget(self, uint32_t idx) noexcept nogil
+    cdef inline void _drop_head(self, Level *L, Order *m, uint32_t mi) noexcept nogil
+    cdef int _stop_insert(self, StopSide *ss, uint8_t side, int64_t px, uint32_t idx) except -1 nogil
+    cdef void _stop_remove(self, StopSide *ss, uint8_t side, int64_t px, uint32_t idx) noexcept nogil
+    cdef void _level_emptied(self, BookSide *bs, uint32_t pos) noexcept nogil
+    cdef int _rest(self, Book *bk, uint32_t idx, uint64_t hidden) except -1 nogil
+    cdef int _rest_split(self, Book *bk, uint32_t idx, uint64_t peak) except -1 nogil
     cdef void _unlink(self, Book *bk, Order *o, uint32_t idx) noexcept nogil
+    cdef int _self_trade(self, Level *L, Order *t, Order *m, uint32_t mi, uint8_t stp,
+                         const Command *c) except -1 nogil
     cdef int _match(self, Book *bk, Order *t, const Command *c) except -1 nogil
+    cdef bint _fok_fillable(self, Book *bk, const Order *t) noexcept nogil
+    cdef int _execute(self, Book *bk, Order *t, uint32_t idx, uint64_t peak,
+                      const Command *c) except -1 nogil
+    cdef int _run_stops(self, Book *bk, const Command *c) except -1 nogil
     cdef uint64_t _bounded_events(self, const Command *c) noexcept nogil
     cdef int _on_new(self, const Command *c) except -1 nogil
     cdef int _on_cancel(self, const Command *c) except -1 nogil
     cdef int _on_replace(self, const Command *c) except -1 nogil
+    cdef int64_t _cancel_many(self, const Command *c, uint32_t sym, uint32_t sym_end, int mode,
+                              uint16_t reason, bint own_request) except -1 nogil
     cdef int _on_mass_cancel(self, const Command *c) except -1 nogil
+    cdef int _on_end_of_session(self, const Command *c) except -1 nogil
+    cdef int _on_symbol_add(self, const Command *c) except -1 nogil
     cdef int _on_book_query(self, const Command *c) except -1 nogil
     cdef int _reject(self, const Command *c, uint16_t reason, uint64_t cl_ord_id) except -1 nogil
     cdef int _cancel_reject(self, const Command *c, uint16_t reason, Order *o) except -1 nogil
-    cdef int _canceled(self, const Command *c, Order *o, uint64_t qty, uint16_t reason) except -1 nogil
+    cdef int _canceled(self, const Command *c, const Order *o, uint64_t qty, uint16_t reason,
+                       uint64_t cl_ord_id, uint64_t leaves) except -1 nogil
     cdef int64_t _run(self, SpscRing commands, SpscRing events, uint64_t max_commands) except -1 nogil
     # for the gateway's pre-trade risk pass (gateway/risk.pyx): a live order's side, qty, leaves
     cdef bint live_order(self, uint32_t session_id, uint64_t cl_ord_id, uint8_t *side,
                          uint64_t *qty, uint64_t *leaves) noexcept nogil
+    cdef char *_snap_order(self, char *p, uint32_t idx) noexcept
+    cdef uint32_t _restore_order(self, const char *q, uint32_t symbol_id, uint8_t side,
+                                 bint stop) except? NIL

@@ -13,17 +13,25 @@ cpdef enum Side:
     SIDE_SELL = 2
 
 cpdef enum OrdType:
+    # FIX tag 40 values
     ORD_LIMIT = 1
     ORD_MARKET = 2
+    ORD_STOP = 3              # stop (market when triggered)
+    ORD_STOP_LIMIT = 4        # stop-limit (limit when triggered)
 
 cpdef enum TimeInForce:
     # FIX tag 59 values
+    TIF_DAY = 0               # expires at the end-of-session command
     TIF_GTC = 1
     TIF_IOC = 3
     TIF_FOK = 4
 
 cpdef enum OrderFlags:
     FLAG_POST_ONLY = 1
+
+cpdef enum MassCancelScope:
+    SCOPE_SESSION = 0         # the requesting session's orders
+    SCOPE_ACCOUNT = 1         # every order of the requesting session's account, any session
 
 cpdef enum StpMode:
     STP_NONE = 0
@@ -38,7 +46,9 @@ cpdef enum CommandType:
     CMD_REPLACE = 3
     CMD_MASS_CANCEL = 4
     CMD_BOOK_QUERY = 5
+    CMD_END_OF_SESSION = 6    # expire DAY orders (admin)
     CMD_SESSION_OPEN = 10
+    CMD_SYMBOL_ADD = 11       # define a symbol at run time (new book, or new tick/max_qty)
     # 20-29: gateway access control and pre-trade risk (gateway/risk.pyx)
     CMD_RISK_REJECT = 20      # refused before the ring: the core answers EVT_REJECTED or
                               # EVT_CANCEL_REJECTED with reason = depth; stp = the original type
@@ -54,6 +64,7 @@ cpdef enum EventType:
     EVT_MASS_CANCEL_DONE = 7
     EVT_BOOK_SNAPSHOT = 8
     EVT_BOOK_LEVEL = 9
+    EVT_TRIGGERED = 10        # a stop order's trigger condition was met
 
 cpdef enum RejectReason:
     # order / cancel / replace rejects (OrderRejected.reason, CancelRejected.reason)
@@ -70,8 +81,7 @@ cpdef enum RejectReason:
     REJ_POST_ONLY_WOULD_TAKE = 10
     REJ_UNSUPPORTED = 11
     REJ_THROTTLED = 12
-    REJ_NOT_AUTHORIZED = 13          # the session's role may not send this message (the value
-                                     # main's issue 3 gave it for the same meaning)
+    REJ_NOT_AUTHORIZED = 13          # the session's role may not send this request
     # 33-63: gateway pre-trade risk (a block of its own, so that reasons appended to the core's
     # range cannot collide with these)
     REJ_PRICE_BAND = 33              # limit price too far from the reference price
@@ -91,6 +101,8 @@ cpdef enum CancelReason:
     CXL_MASS_CANCEL = 4
     CXL_FOK_UNFILLED = 5
     CXL_DISCONNECT = 6
+    CXL_SELF_TRADE = 7        # self-trade prevention (Binance EXPIRED_IN_MATCH)
+    CXL_EXPIRED = 8           # DAY order at the end-of-session command
     CXL_KILL_SWITCH = 32      # the account's kill switch was engaged by an admin
 
 cpdef enum LoginRejectReason:
@@ -110,30 +122,41 @@ cpdef enum Liquidity:
 # Symbol id for a symbol not in the table: the core answers REJ_UNKNOWN_SYMBOL.
 cdef enum:
     UNKNOWN_SYMBOL_ID = 0xFFFFFFFF
-    COMMAND_SIZE = 64
+    COMMAND_SIZE = 96
     EVENT_SIZE = 128
 
-# One sequenced command (gateway -> inbound ring -> journal -> core).  64 bytes.
+# One sequenced command (gateway -> inbound ring -> journal -> core).  96 bytes, naturally aligned.
 ctypedef struct Command:
     uint64_t seq              # 0   global command sequence number, stamped by the sequencer
     uint64_t ts               # 8   receive time, ns since epoch (monotonic per stream after stamping)
     uint32_t session_id       # 16
     uint32_t symbol_id        # 20  index into the symbol table, UNKNOWN_SYMBOL_ID if not found
     uint8_t type              # 24  CommandType
-    uint8_t side              # 25  Side
+    uint8_t side              # 25  Side (CMD_MASS_CANCEL: 0 = both)
     uint8_t ord_type          # 26  OrdType
     uint8_t tif               # 27  TimeInForce
-    uint8_t flags             # 28  OrderFlags
-    uint8_t stp               # 29  StpMode
-    uint16_t depth            # 30  levels per side, CMD_BOOK_QUERY
+    uint8_t flags             # 28  OrderFlags; CMD_MASS_CANCEL: 1 = cancel on disconnect
+    uint8_t stp               # 29  StpMode (the session default already applied)
+    uint16_t depth            # 30  levels per side, CMD_BOOK_QUERY; 1 = all symbols, mass cancel / EOS
     uint64_t cl_ord_id        # 32  ClOrdID of this request
     uint64_t orig_cl_ord_id   # 40  target ClOrdID (cancel/replace); request id (book query)
     int64_t price             # 48  price units
     uint64_t qty              # 56  lots (replace: the new total order quantity)
-# CMD_SESSION_OPEN carries the account name, NUL-padded ASCII, in the 32 bytes from offset 32.
-# CMD_MASS_CANCEL: side 0 = both sides; symbol_id UNKNOWN_SYMBOL_ID with depth=1 = all symbols;
-#   flags 1 = cancel on disconnect (all symbols, CXL_DISCONNECT), 2 = kill switch (all symbols,
-#   CXL_KILL_SWITCH).
+    int64_t stop_price        # 64  ORD_STOP / ORD_STOP_LIMIT trigger price, price units; else 0
+    uint64_t display_qty      # 72  iceberg: lots shown at a time; 0 = not an iceberg
+    uint32_t account_id       # 80  the session's account, stamped by the gateway (STP, mass cancel)
+    uint8_t scope             # 84  CMD_MASS_CANCEL: MassCancelScope
+    uint8_t pad0              # 85
+    uint16_t pad1             # 86
+    uint64_t reserved         # 88  0
+# CMD_SESSION_OPEN carries the account name, NUL-padded ASCII, in the 32 bytes from offset 32, and
+#   the account id the gateway gave it in account_id.
+# CMD_MASS_CANCEL, CMD_END_OF_SESSION: symbol_id UNKNOWN_SYMBOL_ID with depth=1 = all symbols.
+# CMD_SYMBOL_ADD defines symbol id `symbol_id` (the next free id: a new book; an existing id: new
+#   tick/max_qty for it): tick in `price`, max_qty in `qty`, the name's 8 NUL-padded bytes from
+#   offset 32 (the place of `cl_ord_id`).  Journaled like any command, so replay rebuilds the same ids.
+# CMD_MASS_CANCEL: flags 1 = cancel on disconnect (all symbols, CXL_DISCONNECT), 2 = kill switch
+#   (all symbols, CXL_KILL_SWITCH; the gateway sends it with scope ACCOUNT).
 # CMD_RISK_REJECT: the request's own fields as decoded, with type rewritten, depth = RejectReason
 #   and stp = the original CommandType (CMD_CANCEL/CMD_REPLACE -> EVT_CANCEL_REJECTED, else
 #   EVT_REJECTED; CMD_BOOK_QUERY echoes the request id).
@@ -154,16 +177,17 @@ ctypedef struct Event:
     uint64_t cl_ord_id        # 32  owner's ClOrdID (taker for a fill)
     uint64_t order_id         # 40  owner's exchange order id
     int64_t price             # 48  ACCEPTED/REPLACED: order price; FILL: trade price; BOOK_LEVEL: level price
-    uint64_t qty              # 56  ACCEPTED: order qty; FILL: traded qty; CANCELED: canceled qty;
+    uint64_t qty              # 56  ACCEPTED/TRIGGERED: order qty; FILL: traded qty; CANCELED: canceled qty;
                               #     REPLACED: new total qty; BOOK_LEVEL: level size
-    uint64_t leaves           # 64  owner's leaves qty after the event
+    uint64_t leaves           # 64  owner's leaves qty after the event (CANCELED: > 0 for the partial
+                              #     cancel of self-trade prevention DECREMENT; the order lives on)
     uint64_t ref              # 72  FILL: trade id; REPLACED/CANCEL_REJECTED/CANCELED: orig ClOrdID;
-                              #     BOOK_SNAPSHOT: request id
+                              #     BOOK_SNAPSHOT: request id; TRIGGERED: the stop price
     uint64_t contra_cl_ord_id # 80  FILL: maker ClOrdID
     uint64_t contra_order_id  # 88  FILL: maker order id
     uint64_t contra_leaves    # 96  FILL: maker leaves after the fill; REPLACED: leaves before
     uint32_t count            # 104 BOOK_LEVEL: orders at level; BOOK_SNAPSHOT: bid levels;
-                              #     MASS_CANCEL_DONE: orders canceled
+                              #     MASS_CANCEL_DONE: orders canceled (or expired, end of session)
     uint32_t count2           # 108 BOOK_SNAPSHOT: ask levels
     uint8_t ord_type          # 112
     uint8_t tif               # 113

@@ -9,7 +9,7 @@ import struct
 
 from libc.stdint cimport uint64_t
 
-from matching.records cimport Command, Event
+from matching.records cimport CMD_SYMBOL_ADD, Command, Event
 
 COMMAND_RECORD_SIZE = sizeof(Command)
 EVENT_RECORD_SIZE = sizeof(Event)
@@ -17,8 +17,9 @@ UNKNOWN_SYMBOL = 0xFFFFFFFF
 
 #: field names in record order, and the little-endian struct format of a Command
 COMMAND_FIELDS = ("seq", "ts", "session_id", "symbol_id", "type", "side", "ord_type", "tif",
-                  "flags", "stp", "depth", "cl_ord_id", "orig_cl_ord_id", "price", "qty")
-COMMAND_STRUCT = struct.Struct("<QQIIBBBBBBHQQqQ")
+                  "flags", "stp", "depth", "cl_ord_id", "orig_cl_ord_id", "price", "qty",
+                  "stop_price", "display_qty", "account_id", "scope", "pad0", "pad1", "reserved")
+COMMAND_STRUCT = struct.Struct("<QQIIBBBBBBHQQqQqQIBBHQ")
 #: field names in record order, and the little-endian struct format of an Event
 EVENT_FIELDS = ("seq", "ts", "session_id", "symbol_id", "type", "side", "reason",
                 "contra_session", "cl_ord_id", "order_id", "price", "qty", "leaves", "ref",
@@ -26,20 +27,22 @@ EVENT_FIELDS = ("seq", "ts", "session_id", "symbol_id", "type", "side", "reason"
                 "ord_type", "tif", "flags", "pad0", "pad1", "recv_ts")
 EVENT_STRUCT = struct.Struct("<QQIIBBHIQQqQQQQQQIIBBBBIQ")
 
-if COMMAND_STRUCT.size != sizeof(Command) or sizeof(Command) != 64:
+if COMMAND_STRUCT.size != sizeof(Command) or sizeof(Command) != 96:
     raise ImportError(f"Command record is {sizeof(Command)} bytes, struct says {COMMAND_STRUCT.size}")
 if EVENT_STRUCT.size != sizeof(Event) or sizeof(Event) != 128:
     raise ImportError(f"Event record is {sizeof(Event)} bytes, struct says {EVENT_STRUCT.size}")
 
 
 def pack_command(**fields) -> bytes:
-    """Build one 64-byte Command record; missing fields are 0.
+    """Build one 96-byte Command record; missing fields are 0.
 
     ``account`` (str, at most 32 ASCII bytes) may be given for CMD_SESSION_OPEN instead of
-    the order fields.  Raises KeyError for an unknown field name, struct.error for a value
-    out of range.
+    the order fields (bytes 32..64); ``symbol`` (str, at most 8 ASCII bytes) for CMD_SYMBOL_ADD
+    (bytes 32..40).  Raises KeyError for an unknown field name, struct.error for a value out of
+    range, ValueError for a name too long or not ASCII.
     """
     account = fields.pop("account", None)
+    symbol = fields.pop("symbol", None)
     for k in fields:
         if k not in COMMAND_FIELDS:
             raise KeyError(k)
@@ -49,6 +52,11 @@ def pack_command(**fields) -> bytes:
         if len(raw) > 32:
             raise ValueError("account longer than 32 bytes")
         rec[32:64] = raw.ljust(32, b"\0")
+    if symbol is not None:
+        raw = symbol.encode("ascii")
+        if len(raw) > 8:
+            raise ValueError("symbol longer than 8 bytes")
+        rec[32:40] = raw.ljust(8, b"\0")
     return bytes(rec)
 
 
@@ -60,6 +68,30 @@ def unpack_command(data, offset: int = 0) -> dict:
 def command_account(data, offset: int = 0) -> str:
     """The account name carried by a CMD_SESSION_OPEN record."""
     return bytes(data[offset + 32:offset + 64]).rstrip(b"\0").decode("ascii")
+
+
+cdef Command _probe
+#: byte offset of the 8-byte symbol name in a CMD_SYMBOL_ADD record (the cl_ord_id field)
+SYMBOL_NAME_OFFSET = <Py_ssize_t>(<char *>&_probe.cl_ord_id - <char *>&_probe)
+
+
+def pack_symbol_add(symbol_id: int, name: str, tick: int, max_qty: int, ts: int = 0) -> bytes:
+    """Build one CMD_SYMBOL_ADD record: define symbol id ``symbol_id`` as ``name`` (1 to 8
+    ASCII characters) with ``tick`` (price units, > 0) and ``max_qty`` (lots, > 0); ``ts`` in ns.
+    Raises ValueError for a bad name, struct.error for values out of range."""
+    raw = name.encode("ascii")
+    if not 1 <= len(raw) <= 8 or b"\0" in raw:
+        raise ValueError(f"symbol name must be 1 to 8 ASCII characters, got {name!r}")
+    rec = bytearray(pack_command(type=CMD_SYMBOL_ADD, symbol_id=symbol_id, price=tick, qty=max_qty,
+                                 ts=ts))
+    rec[SYMBOL_NAME_OFFSET:SYMBOL_NAME_OFFSET + 8] = raw.ljust(8, b"\0")
+    return bytes(rec)
+
+
+def command_symbol_name(data, offset: int = 0) -> str:
+    """The symbol name carried by a CMD_SYMBOL_ADD record."""
+    start = offset + SYMBOL_NAME_OFFSET
+    return bytes(data[start:start + 8]).rstrip(b"\0").decode("ascii")
 
 
 def pack_event(**fields) -> bytes:

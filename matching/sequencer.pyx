@@ -6,7 +6,7 @@ the sequenced stream, sees the same times on replay as it did live.
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.string cimport memset
 
-from matching.records cimport CMD_SESSION_OPEN, Command
+from matching.records cimport CMD_SESSION_OPEN, CMD_SYMBOL_ADD, Command
 from matching.ring cimport SpscRing
 
 
@@ -25,7 +25,7 @@ cdef class Sequencer:
         self.last_ts = last_ts
 
     def stamp(self, SpscRing ring, uint64_t n) -> int:
-        """Stamp the first ``n`` unconsumed records of ``ring`` (64-byte Commands): seq in order,
+        """Stamp the first ``n`` unconsumed records of ``ring`` (96-byte Commands): seq in order,
         ts = max(receive time, previous stamp).  Returns the first seq given."""
         cdef uint64_t first = self.next_seq, pos = ring.read_pos(), k
         cdef Command *c
@@ -47,10 +47,12 @@ cdef class Sequencer:
         """Commands stamped since start, by CommandType value (types never seen are absent)."""
         return {t: self.by_type[t] for t in range(256) if self.by_type[t]}
 
-    def observe(self, const uint8_t[:] records) -> list:
+    def observe(self, const uint8_t[:] records, list symbols=None) -> list:
         """Take the state from already sequenced records (journal replay): afterwards the next
-        command continues the sequence.  Returns the (session_id, account) of every
-        CMD_SESSION_OPEN among them, in order.  Raises ValueError if the sequence has a gap."""
+        command continues the sequence.  Returns the (session_id, account, account_id) of every
+        CMD_SESSION_OPEN among them, in order; when ``symbols`` is a list, appends to it the
+        (symbol_id, name, tick, max_qty) of every CMD_SYMBOL_ADD.  Raises ValueError if the
+        sequence has a gap."""
         cdef Py_ssize_t n = records.shape[0] // sizeof(Command), k
         cdef const Command *c
         opens = []
@@ -62,6 +64,10 @@ cdef class Sequencer:
             if c.ts > self.last_ts:
                 self.last_ts = c.ts
             if c.type == CMD_SESSION_OPEN:
-                raw = bytes(records[k * sizeof(Command) + 32:(k + 1) * sizeof(Command)])
-                opens.append((c.session_id, raw.rstrip(b"\0").decode("ascii")))
+                raw = bytes(records[k * sizeof(Command) + 32:k * sizeof(Command) + 64])
+                opens.append((c.session_id, raw.rstrip(b"\0").decode("ascii"), c.account_id))
+            elif c.type == CMD_SYMBOL_ADD and symbols is not None:
+                raw = (<const char *>&c.cl_ord_id)[:8]   # the name, NUL-padded (records.pxd)
+                symbols.append((c.symbol_id, raw.rstrip(b"\0").decode("ascii", "replace"),
+                                c.price, c.qty))
         return opens

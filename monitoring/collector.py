@@ -17,6 +17,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from gateway.logs import LIMITER
 from matching.records import (
     CancelReason,
     CommandType,
@@ -27,6 +28,7 @@ from matching.records import (
 
 if TYPE_CHECKING:
     from gateway.engine import Engine
+    from gateway.reload import Reloader
     from protocol.session import SessionCounters
 
 
@@ -37,12 +39,33 @@ def _name(enum_cls: type, value: int, prefix: str) -> str:
         return str(value)
 
 
-class GatewayCollector(Collector):
-    """Reads the engine's and the sessions' counters on each scrape."""
+def reason_totals(engine: Engine, sessions: SessionCounters, with_logins: bool = False) -> dict[str, int]:
+    """Rejects by reason name: order/cancel rejects (C counters) plus session-level rejects;
+    with_logins adds refused logins as ``login_<reason>`` (the log's reject summary)."""
+    totals: dict[str, int] = {}
+    for counts in (engine.outbound.counters()["rejects"], sessions.rejects):
+        for reason, n in counts.items():
+            key = _name(RejectReason, reason, "REJ_")
+            totals[key] = totals.get(key, 0) + n
+    if with_logins:
+        for reason, n in sessions.login_failures.items():
+            key = "login_" + _name(LoginRejectReason, reason, "LOGIN_")
+            totals[key] = totals.get(key, 0) + n
+    return totals
 
-    def __init__(self, engine: Engine, sessions: SessionCounters) -> None:
+
+#: the RejectReasons of the gateway's pre-trade risk checks (33-41)
+RISK_REASONS = tuple(r for r in RejectReason if 33 <= r <= 63)
+
+class GatewayCollector(Collector):
+    """Reads the engine's and the sessions' counters on each scrape (and the config
+    reloader's, when given)."""
+
+    def __init__(self, engine: Engine, sessions: SessionCounters,
+                 reloader: Reloader | None = None) -> None:
         self.engine = engine
         self.sessions = sessions
+        self.reloader = reloader
 
     def collect(self) -> Iterator[Metric]:
         e = self.engine
@@ -59,19 +82,18 @@ class GatewayCollector(Collector):
                                   value=oc["events"].get(int(EventType.EVT_ACCEPTED), 0))
         rej = CounterMetricFamily("hftgw_rejects", "Rejected requests by reason code",
                                   labels=["reason"])
-        totals: dict[str, int] = {}
-        for reason, n in oc["rejects"].items():
-            key = _name(RejectReason, reason, "REJ_")
-            totals[key] = totals.get(key, 0) + n
-        for reason, n in self.sessions.rejects.items():
-            key = _name(RejectReason, reason, "REJ_")
-            totals[key] = totals.get(key, 0) + n
+        # every reason is exported from the start (at 0), so rate() and alerts see the series
+        # before the first reject instead of "no data"
+        totals = {_name(RejectReason, r, "REJ_"): 0 for r in RejectReason if r != RejectReason.REJ_NONE}
+        totals.update(reason_totals(e, self.sessions))
         for key, n in sorted(totals.items()):
             rej.add_metric([key], n)
         yield rej
         cx = CounterMetricFamily("hftgw_cancels", "Orders canceled by reason", labels=["reason"])
-        for reason, n in sorted(oc["cancels"].items()):
-            cx.add_metric([_name(CancelReason, reason, "CXL_")], n)
+        cancels = {_name(CancelReason, r, "CXL_"): 0 for r in CancelReason}
+        cancels.update({_name(CancelReason, r, "CXL_"): n for r, n in oc["cancels"].items()})
+        for key, n in sorted(cancels.items()):
+            cx.add_metric([key], n)
         yield cx
         yield CounterMetricFamily("hftgw_fills", "Executions (one per maker/taker match)",
                                   value=oc["fills"])
@@ -81,8 +103,11 @@ class GatewayCollector(Collector):
                                   value=oc["messages_out"])
         lf = CounterMetricFamily("hftgw_login_failures", "Refused logins by reason",
                                  labels=["reason"])
-        for reason, n in sorted(self.sessions.login_failures.items()):
-            lf.add_metric([_name(LoginRejectReason, reason, "LOGIN_")], n)
+        failures = {_name(LoginRejectReason, r, "LOGIN_"): 0 for r in LoginRejectReason}
+        failures.update({_name(LoginRejectReason, r, "LOGIN_"): n
+                         for r, n in self.sessions.login_failures.items()})
+        for key, n in sorted(failures.items()):
+            lf.add_metric([key], n)
         yield lf
         yield CounterMetricFamily("hftgw_heartbeat_timeouts",
                                   "Sessions logged out for silence", value=self.sessions.heartbeat_timeouts)
@@ -130,6 +155,25 @@ class GatewayCollector(Collector):
         yield h
         yield GaugeMetricFamily("hftgw_ready", "1 once the journal is replayed and listeners are up",
                                 value=1 if e.ready else 0)
+        info = GaugeMetricFamily("hftgw_partition_info", "This process's symbol partition (always 1)",
+                                 labels=["partition"])
+        info.add_metric([e.cfg.partition], 1)
+        yield info
+        yield GaugeMetricFamily("hftgw_symbols", "Symbols this partition serves",
+                                value=len(e.symbol_names))
+        yield CounterMetricFamily("hftgw_log_lines_suppressed",
+                                  "Log lines dropped by the per-event rate limit",
+                                  value=LIMITER.suppressed_total)
+        r = self.reloader
+        if r is not None:
+            rl = CounterMetricFamily("hftgw_config_reloads", "SIGHUP config reloads by result",
+                                     labels=["result"])
+            rl.add_metric(["ok"], r.reloads_ok)
+            rl.add_metric(["refused"], r.reloads_refused)
+            yield rl
+            yield GaugeMetricFamily("hftgw_config_last_reload_successful",
+                                    "0 when the last config reload was refused, else 1",
+                                    value=1 if r.last_ok else 0)
         yield from self._access_and_risk()
 
     def _access_and_risk(self) -> Iterator[Metric]:
@@ -140,7 +184,10 @@ class GatewayCollector(Collector):
                                   value=rc["checked"])
         rr = CounterMetricFamily("hftgw_risk_rejects", "Requests refused by the gateway's checks "
                                  "before the book, by reason", labels=["reason"])
-        for reason, n in sorted(rc["rejected"].items()):
+        # every reason the checks give, 0 included, so that rate() has a series from the start
+        rejected = {int(r): 0 for r in (RejectReason.REJ_THROTTLED, *RISK_REASONS)}
+        rejected.update(rc["rejected"])
+        for reason, n in sorted(rejected.items()):
             rr.add_metric([_name(RejectReason, reason, "REJ_")], n)
         yield rr
         th = CounterMetricFamily("hftgw_throttled", "Requests refused by a token bucket",
@@ -154,8 +201,8 @@ class GatewayCollector(Collector):
                                 value=len(e.risk.blocked()))
         cr = CounterMetricFamily("hftgw_connections_refused", "Connections closed at once by a "
                                  "connection limit", labels=["limit"])
-        for reason, n in sorted(e.access.connections_refused.items()):
-            cr.add_metric([reason], n)
+        for limit, n in sorted({"total": 0, "per_address": 0, **e.access.connections_refused}.items()):
+            cr.add_metric([limit], n)
         yield cr
         yield GaugeMetricFamily("hftgw_connections_open", "Open order-entry connections",
                                 value=e.addresses.total)

@@ -22,20 +22,27 @@ class _QuietHandler(WSGIRequestHandler):
 
 HealthFn = Callable[[], tuple[bool, dict[str, object]]]
 WsgiApp = Callable[[dict, Callable], Iterable[bytes]]
+#: (path, WSGI environ) -> (status line, headers, body), or None when the path is not a page
+PageFn = Callable[[str, dict], tuple[str, list[tuple[str, str]], bytes] | None]
 
 
 class SidePortServer:
     """HTTP on ``host:port`` in a daemon thread.
 
     health(): (ok, details) for /health; ready(): (ok, details) for /ready.  Each answers 200
-    with a JSON body when ok, 503 otherwise.  apps: WSGI applications by path prefix (e.g.
-    "/admin"), each called for its prefix and every path below it.
+    with a JSON body when ok, 503 otherwise.  routes: more GET paths, each a function returning
+    a JSON body (200), e.g. /directory; an exception in it answers 500 with its message.  pages:
+    optional handler of other paths (the live book page, monitoring/book_page.py).  apps: WSGI
+    applications by path prefix (e.g. "/admin"), each called for its prefix and every path
+    below it.
     """
 
     def __init__(self, host: str, port: int, registry: CollectorRegistry, health: HealthFn,
-                 ready: HealthFn, apps: Mapping[str, WsgiApp] | None = None) -> None:
+                 ready: HealthFn, routes: dict[str, Callable[[], bytes]] | None = None,
+                 pages: PageFn | None = None, apps: Mapping[str, WsgiApp] | None = None) -> None:
         metrics_app = make_wsgi_app(registry)
         probes = {"/health": health, "/ready": ready}
+        json_routes = dict(routes or {})
         mounted = dict(apps or {})
 
         def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
@@ -47,8 +54,25 @@ class SidePortServer:
             if probe is None:
                 if path == "/metrics":
                     return metrics_app(environ, start_response)
+                route = json_routes.get(path)
+                if route is not None:
+                    try:
+                        body, status = route(), "200 OK"
+                    except Exception as exc:  # the side port must answer, whatever broke
+                        body = json.dumps({"error": str(exc)}).encode()
+                        status = "500 Internal Server Error"
+                    start_response(status, [("Content-Type", "application/json"),
+                                            ("Content-Length", str(len(body)))])
+                    return [body]
+                page = pages(path, environ) if pages is not None else None
+                if page is not None:
+                    status, headers, body = page
+                    start_response(status, headers + [("Content-Length", str(len(body)))])
+                    return [body]
                 start_response("404 Not Found", [("Content-Type", "text/plain")])
-                return [b"not found: try /metrics, /health, /ready\n"]
+                paths = ", ".join(["/metrics", "/health", "/ready", *json_routes, *mounted,
+                                   "/book/<SYMBOL>"])
+                return [f"not found: try {paths}\n".encode()]
             ok, details = probe()
             body = json.dumps({"status": "ok" if ok else "unavailable", **details}).encode()
             start_response("200 OK" if ok else "503 Service Unavailable",

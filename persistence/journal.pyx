@@ -1,9 +1,12 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Command journal: every sequenced 64-byte Command is on disk before its ack (DESIGN §1).
+"""Command journal: every sequenced 96-byte Command is on disk before its ack (DESIGN §1).
 
 On-disk framing, little-endian, one frame per Command record::
 
-    [u32 payload_len = 64][u32 CRC32C(payload)][64-byte Command payload]     (72 bytes)
+    [u32 payload_len = 96][u32 CRC32C(payload)][96-byte Command payload]     (104 bytes)
+
+(The payload length is ``sizeof(Command)`` from matching/records.pxd; a journal written with
+another record size reads as corrupt rather than as wrong commands.)
 
 CRC32C is Castagnoli as in iSCSI (RFC 3720 §B.4), see ``crc32c.h``.  There is one segment,
 ``<directory>/journal-00000001.log``; a later issue adds rotation and keeps that naming.
@@ -25,6 +28,7 @@ from libc.string cimport memcpy
 from posix.types cimport off_t
 from posix.unistd cimport fdatasync, ftruncate, pread, write
 
+from matching.records cimport COMMAND_SIZE
 from matching.ring cimport SpscRing
 
 
@@ -39,14 +43,14 @@ hftgw_crc32c_init(0)
 log = logging.getLogger(__name__)
 
 cdef enum:
-    PAYLOAD = 64
-    FRAME = 72
+    PAYLOAD = COMMAND_SIZE
+    FRAME = COMMAND_SIZE + 8
     # scan read size: a whole number of frames (~1.2 MB)
     SCAN_FRAMES = 16384
 
 #: file name of the (only, for now) segment
 SEGMENT_NAME = "journal-00000001.log"
-#: bytes per frame on disk (8-byte header + 64-byte Command)
+#: bytes per frame on disk (8-byte header + 96-byte Command)
 FRAME_SIZE = FRAME
 #: bytes per Command payload
 RECORD_SIZE = PAYLOAD
@@ -174,7 +178,7 @@ cdef int _pread_all(int fd, char *p, size_t n, off_t off) noexcept nogil:
 
 
 cdef class Journal:
-    """Append-only journal of 64-byte Command records in ``directory``.
+    """Append-only journal of 96-byte Command records in ``directory``.
 
     directory: created if missing.  durability: "os" (each group is handed to the OS with
     write(2) before the acks go out: survives a process kill, not a power loss) or "fsync"
@@ -341,7 +345,7 @@ cdef class Journal:
     # -- replay -------------------------------------------------------------------------------
     def replay(self, batch_records: int = 65536):
         """Yield the valid Command payloads in file order, as bytes of up to ``batch_records``
-        concatenated 64-byte records.  Call after open() and before appending (it replays the
+        concatenated 96-byte records.  Call after open() and before appending (it replays the
         frames present when iteration starts).  Raises RuntimeError if not open, JournalCorrupt
         if the file changed under it, OSError on read errors.
         """
@@ -423,16 +427,16 @@ cdef class Journal:
         """Journal the first n unconsumed records of ``ring`` (positions read_pos() .. +n, wrap
         handled) without consuming them, as one write (+fdatasync in "fsync" mode).
 
-        ring: the inbound SpscRing of 64-byte Commands (the consumer side belongs to the
+        ring: the inbound SpscRing of 96-byte Commands (the consumer side belongs to the
         caller).  Returns bytes written (72 per record).  Raises ValueError if the ring's slots
-        are not 64 bytes or n > ring.available(), RuntimeError if not open, OSError on a write
+        are not 96 bytes or n > ring.available(), RuntimeError if not open, OSError on a write
         or sync error (the file is then cut back to its size before the call).
         """
         cdef uint64_t pos, k
         if self.fd < 0:
             raise RuntimeError("journal not open")
         if ring.slot_size != PAYLOAD:
-            raise ValueError("ring slots must be 64-byte Command records")
+            raise ValueError(f"ring slots must be {PAYLOAD}-byte Command records")
         if n > ring.available():
             raise ValueError(f"{n} records requested, {ring.available()} available")
         if n == 0:
@@ -445,9 +449,9 @@ cdef class Journal:
         return self._commit(n)
 
     def append(self, const unsigned char[::1] records not None) -> int:
-        """Journal whole 64-byte Command records from a bytes-like object, as one write.
+        """Journal whole 96-byte Command records from a bytes-like object, as one write.
 
-        Returns bytes written.  Raises ValueError if the length is not a multiple of 64,
+        Returns bytes written.  Raises ValueError if the length is not a multiple of 96,
         RuntimeError if not open, OSError as append_ring.
         """
         cdef size_t n = records.shape[0] // PAYLOAD, k
@@ -455,7 +459,7 @@ cdef class Journal:
         if self.fd < 0:
             raise RuntimeError("journal not open")
         if <size_t>records.shape[0] != n * PAYLOAD:
-            raise ValueError("not a whole number of 64-byte records")
+            raise ValueError(f"not a whole number of {PAYLOAD}-byte records")
         if n == 0:
             return 0
         self._ensure_scratch(n)

@@ -111,7 +111,8 @@ class FillSink:
     """Writes fill Event records to the ``fills`` table of one partition, exactly once.
 
     dsn: asyncpg/libpq DSN.  partition: this gateway's partition name (part of the primary
-    key and the checkpoint key).  symbols: symbol names indexed by symbol_id.  account_of:
+    key and the checkpoint key).  symbols: symbol names indexed by symbol_id (kept by reference,
+    so the owner may append symbols added at run time).  account_of:
     session_id -> account name (or None), called on the event loop thread when a session is
     first seen by ``submit``.  batch_rows: most rows per COPY transaction.  retry_initial_s,
     retry_max_s: reconnect back-off, doubling from the first to the second.
@@ -129,7 +130,7 @@ class FillSink:
             raise ValueError("batch_rows must be positive")
         self._dsn = dsn
         self._partition = partition
-        self._symbols = list(symbols)
+        self._symbols = symbols  # not a copy: symbols the gateway adds at run time show up here
         self._account_of = account_of
         self._batch_rows = batch_rows
         self._retry_initial = retry_initial_s

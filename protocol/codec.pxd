@@ -19,7 +19,7 @@ cdef enum:
     MIN_FRAME = 14                # SOFH + message header
     MAX_FRAME = 65535
     SBE_SCHEMA_ID = 1
-    SBE_SCHEMA_VERSION = 1
+    SBE_SCHEMA_VERSION = 2
 
     TPL_LOGIN = 1
     TPL_LOGIN_ACCEPTED = 2
@@ -32,7 +32,8 @@ cdef enum:
     TPL_REPLACE_ORDER = 12
     TPL_MASS_CANCEL = 13
     TPL_BOOK_QUERY = 14
-    TPL_POSITION_QUERY = 15
+    TPL_END_OF_SESSION = 15
+    TPL_POSITION_QUERY = 16
     TPL_ORDER_ACCEPTED = 20
     TPL_ORDER_REJECTED = 21
     TPL_EXECUTION = 22
@@ -41,8 +42,13 @@ cdef enum:
     TPL_CANCEL_REJECTED = 25
     TPL_MASS_CANCEL_DONE = 26
     TPL_BOOK_SNAPSHOT = 27
-    TPL_POSITION_REPORT = 40
-    MAX_TEMPLATE_ID = 40
+    TPL_ORDER_TRIGGERED = 28
+    TPL_BBO = 40                  # market data (WebSocket subscribers)
+    TPL_TRADE = 41
+    TPL_DEPTH_SNAPSHOT = 42
+    TPL_DEPTH_UPDATE = 43
+    TPL_POSITION_REPORT = 44      # account reports (unsequenced)
+    MAX_TEMPLATE_ID = 44
 
 # Results of frame_at() and decode_orders() (Python: protocol.codec.DecodeStatus).
 cdef enum:
@@ -71,6 +77,7 @@ ctypedef packed struct LoginBlock:
     uint32_t heartbeat_interval_ms
     uint64_t next_expected_seq_num
     uint8_t cancel_on_disconnect
+    uint8_t default_stp_mode      # since version 2
 
 ctypedef packed struct LoginAcceptedBlock:
     uint32_t session_id
@@ -98,6 +105,8 @@ ctypedef packed struct NewOrderBlock:
     uint8_t time_in_force
     uint8_t flags
     uint8_t stp_mode
+    int64_t stop_px               # since version 2
+    uint64_t display_qty          # since version 2
 
 ctypedef packed struct CancelOrderBlock:
     uint64_t cl_ord_id
@@ -115,13 +124,18 @@ ctypedef packed struct MassCancelBlock:
     uint64_t cl_ord_id
     char symbol[8]
     uint8_t side
+    uint8_t scope                 # since version 2
+
+ctypedef packed struct EndOfSessionBlock:    # template 15, since version 2
+    uint64_t cl_ord_id
+    char symbol[8]
 
 ctypedef packed struct BookQueryBlock:
     uint64_t request_id
     char symbol[8]
     uint16_t depth
 
-ctypedef packed struct PositionQueryBlock:
+ctypedef packed struct PositionQueryBlock:    # template 16, since version 2
     uint64_t request_id
     char symbol[8]
 
@@ -170,6 +184,7 @@ ctypedef packed struct OrderCanceledBlock:
     char symbol[8]
     uint8_t side
     uint16_t reason
+    uint64_t leaves_qty           # since version 2
 
 ctypedef packed struct OrderReplacedBlock:
     uint64_t seq_num
@@ -202,7 +217,7 @@ ctypedef packed struct BookSnapshotBlock:
     uint64_t request_id
     char symbol[8]
 
-ctypedef packed struct PositionReportBlock:
+ctypedef packed struct PositionReportBlock:   # template 44, since version 2
     uint64_t request_id
     char symbol[8]
     int64_t net_position
@@ -215,10 +230,54 @@ ctypedef packed struct PositionReportBlock:
     uint16_t report_index
     uint16_t report_count
 
-ctypedef packed struct BookLevelEntry:   # one entry of BookSnapshot.bids / .asks
+ctypedef packed struct OrderTriggeredBlock:  # template 28, since version 2
+    uint64_t seq_num
+    uint64_t transact_time
+    uint64_t cl_ord_id
+    uint64_t order_id
+    int64_t stop_px
+    int64_t price
+    uint64_t order_qty
+    uint64_t leaves_qty
+    char symbol[8]
+    uint8_t side
+    uint8_t ord_type
+
+ctypedef packed struct BookLevelEntry:   # one entry of BookSnapshot / DepthSnapshot / DepthUpdate groups
     int64_t price
     uint64_t size
     uint32_t order_count
+
+# -- market data, server to WebSocket subscribers ---------------------------------------------------
+ctypedef packed struct BboBlock:
+    char symbol[8]
+    uint64_t transact_time
+    uint64_t book_seq
+    int64_t bid_price
+    uint64_t bid_size
+    int64_t ask_price
+    uint64_t ask_size
+
+ctypedef packed struct TradeBlock:
+    char symbol[8]
+    uint64_t transact_time
+    uint64_t trade_id
+    int64_t price
+    uint64_t qty
+    uint8_t aggressor_side
+
+ctypedef packed struct DepthSnapshotBlock:
+    char symbol[8]
+    uint64_t transact_time
+    uint64_t last_seq
+    uint16_t levels
+
+ctypedef packed struct DepthUpdateBlock:
+    char symbol[8]
+    uint64_t transact_time
+    uint64_t first_seq
+    uint64_t last_seq
+    uint16_t levels
 
 # What frame_at() found at an offset.
 ctypedef struct FrameInfo:
@@ -231,6 +290,8 @@ ctypedef struct FrameInfo:
 # Per-template facts the framing walk needs; indexed by template id.
 ctypedef struct TemplateInfo:
     uint16_t block_length    # 0 with known=0: not a template of this schema
+    uint16_t min_block_length  # the shortest root block accepted: that of the template's first
+                               # version (fields added later read as 0 when absent)
     uint16_t entry_length    # root-level repeating groups: our entry blockLength
     uint8_t known
     uint8_t is_order         # decoded into a Command by decode_orders
@@ -261,9 +322,11 @@ cdef class SymbolTable:
     cdef uint64_t *keys_by_id      # symbol id -> key, i.e. the NUL-padded wire bytes
     cdef uint64_t mask
     cdef int shift
+    cdef uint32_t id_cap           # ids keys_by_id has room for
     cdef readonly uint32_t count
     cdef list _names
 
+    cdef int _alloc(self, uint64_t cap, uint32_t id_cap) except -1
     cdef void _insert(self, uint64_t k, uint32_t symbol_id) noexcept
 
     cdef inline uint32_t lookup_key(self, uint64_t k) noexcept nogil:

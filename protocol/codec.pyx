@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""hftgw protocol v1 codec: FIX Simple Binary Encoding 1.0 framed by SOFH (DESIGN §2).
+"""hftgw protocol codec (schema version 2): FIX Simple Binary Encoding 1.0 framed by SOFH (DESIGN §2).
 
 The schema is ``protocol/schema/hftgw-v1.xml``; the C layout of every block is in ``codec.pxd``.
 
@@ -7,16 +7,17 @@ Framing: on TCP every SBE message is preceded by the Simple Open Framing Header 
 frame length counting its own 6 bytes, uint16 BIG-endian encoding type 0xEB50); a frame is 14 to
 65535 bytes.  With ``sofh=False`` (a WebSocket message) the buffer holds SBE messages back to back
 and each message's length follows from its header, groups and varData.  As SBE allows, a
-blockLength (or group entry blockLength) LONGER than ours is accepted and the extra bytes skipped,
-and bytes after the known parts of a SOFH frame are ignored (a newer schema version may add
-groups or varData there).
+blockLength as short as the template's first version is accepted (the fields added later read as
+0: ``SINCE_VERSION``), and a blockLength (or group entry blockLength) LONGER than ours is accepted
+and the extra bytes skipped, and bytes after the known parts of a SOFH frame are ignored (a newer
+schema version may add groups or varData there).
 
 Two levels:
 
 * Python: ``encode``, ``decode_message``, ``decode_frames``, ``decode_next``, ``message_length``
   work with the ``protocol.messages`` structs; they are for the session layer, clients and tests.
 * Hot paths, no Python object per message: ``decode_orders`` writes order-entry messages straight
-  into the inbound SpscRing as 64-byte Command records with the GIL released;
+  into the inbound SpscRing as 96-byte Command records with the GIL released;
   ``scan_responses`` is the load generator's batch scan of server frames.
 """
 import re
@@ -109,6 +110,12 @@ cdef CancelRejectedBlock _cr
 cdef MassCancelDoneBlock _md
 cdef BookSnapshotBlock _bs
 cdef BookLevelEntry _bl
+cdef EndOfSessionBlock _eo
+cdef OrderTriggeredBlock _ot
+cdef BboBlock _bbo
+cdef TradeBlock _tr
+cdef DepthSnapshotBlock _ds
+cdef DepthUpdateBlock _du
 cdef PositionQueryBlock _pq
 cdef PositionReportBlock _pr
 
@@ -119,6 +126,7 @@ LAYOUT = {
         _f("heartbeatIntervalMs", &_lg, &_lg.heartbeat_interval_ms, sizeof(_lg.heartbeat_interval_ms), "uint32"),
         _f("nextExpectedSeqNum", &_lg, &_lg.next_expected_seq_num, sizeof(_lg.next_expected_seq_num), "uint64"),
         _f("cancelOnDisconnect", &_lg, &_lg.cancel_on_disconnect, sizeof(_lg.cancel_on_disconnect), "uint8"),
+        _f("defaultStpMode", &_lg, &_lg.default_stp_mode, sizeof(_lg.default_stp_mode), "uint8"),
     ]),
     TPL_LOGIN_ACCEPTED: ("LoginAccepted", sizeof(LoginAcceptedBlock), [
         _f("sessionId", &_la, &_la.session_id, sizeof(_la.session_id), "uint32"),
@@ -146,6 +154,8 @@ LAYOUT = {
         _f("timeInForce", &_no, &_no.time_in_force, sizeof(_no.time_in_force), "uint8"),
         _f("flags", &_no, &_no.flags, sizeof(_no.flags), "uint8"),
         _f("stpMode", &_no, &_no.stp_mode, sizeof(_no.stp_mode), "uint8"),
+        _f("stopPx", &_no, &_no.stop_px, sizeof(_no.stop_px), "int64"),
+        _f("displayQty", &_no, &_no.display_qty, sizeof(_no.display_qty), "uint64"),
     ]),
     TPL_CANCEL_ORDER: ("CancelOrder", sizeof(CancelOrderBlock), [
         _f("clOrdId", &_co, &_co.cl_ord_id, sizeof(_co.cl_ord_id), "uint64"),
@@ -163,11 +173,16 @@ LAYOUT = {
         _f("clOrdId", &_mc, &_mc.cl_ord_id, sizeof(_mc.cl_ord_id), "uint64"),
         _f("symbol", &_mc, &_mc.symbol, sizeof(_mc.symbol), "char"),
         _f("side", &_mc, &_mc.side, sizeof(_mc.side), "uint8"),
+        _f("scope", &_mc, &_mc.scope, sizeof(_mc.scope), "uint8"),
     ]),
     TPL_BOOK_QUERY: ("BookQuery", sizeof(BookQueryBlock), [
         _f("requestId", &_bq, &_bq.request_id, sizeof(_bq.request_id), "uint64"),
         _f("symbol", &_bq, &_bq.symbol, sizeof(_bq.symbol), "char"),
         _f("depth", &_bq, &_bq.depth, sizeof(_bq.depth), "uint16"),
+    ]),
+    TPL_END_OF_SESSION: ("EndOfSession", sizeof(EndOfSessionBlock), [
+        _f("clOrdId", &_eo, &_eo.cl_ord_id, sizeof(_eo.cl_ord_id), "uint64"),
+        _f("symbol", &_eo, &_eo.symbol, sizeof(_eo.symbol), "char"),
     ]),
     TPL_ORDER_ACCEPTED: ("OrderAccepted", sizeof(OrderAcceptedBlock), [
         _f("seqNum", &_oa, &_oa.seq_num, sizeof(_oa.seq_num), "uint64"),
@@ -213,6 +228,7 @@ LAYOUT = {
         _f("symbol", &_oc, &_oc.symbol, sizeof(_oc.symbol), "char"),
         _f("side", &_oc, &_oc.side, sizeof(_oc.side), "uint8"),
         _f("reason", &_oc, &_oc.reason, sizeof(_oc.reason), "uint16"),
+        _f("leavesQty", &_oc, &_oc.leaves_qty, sizeof(_oc.leaves_qty), "uint64"),
     ]),
     TPL_ORDER_REPLACED: ("OrderReplaced", sizeof(OrderReplacedBlock), [
         _f("seqNum", &_orp, &_orp.seq_num, sizeof(_orp.seq_num), "uint64"),
@@ -245,6 +261,49 @@ LAYOUT = {
         _f("requestId", &_bs, &_bs.request_id, sizeof(_bs.request_id), "uint64"),
         _f("symbol", &_bs, &_bs.symbol, sizeof(_bs.symbol), "char"),
     ]),
+    TPL_ORDER_TRIGGERED: ("OrderTriggered", sizeof(OrderTriggeredBlock), [
+        _f("seqNum", &_ot, &_ot.seq_num, sizeof(_ot.seq_num), "uint64"),
+        _f("transactTime", &_ot, &_ot.transact_time, sizeof(_ot.transact_time), "uint64"),
+        _f("clOrdId", &_ot, &_ot.cl_ord_id, sizeof(_ot.cl_ord_id), "uint64"),
+        _f("orderId", &_ot, &_ot.order_id, sizeof(_ot.order_id), "uint64"),
+        _f("stopPx", &_ot, &_ot.stop_px, sizeof(_ot.stop_px), "int64"),
+        _f("price", &_ot, &_ot.price, sizeof(_ot.price), "int64"),
+        _f("orderQty", &_ot, &_ot.order_qty, sizeof(_ot.order_qty), "uint64"),
+        _f("leavesQty", &_ot, &_ot.leaves_qty, sizeof(_ot.leaves_qty), "uint64"),
+        _f("symbol", &_ot, &_ot.symbol, sizeof(_ot.symbol), "char"),
+        _f("side", &_ot, &_ot.side, sizeof(_ot.side), "uint8"),
+        _f("ordType", &_ot, &_ot.ord_type, sizeof(_ot.ord_type), "uint8"),
+    ]),
+    TPL_BBO: ("Bbo", sizeof(BboBlock), [
+        _f("symbol", &_bbo, &_bbo.symbol, sizeof(_bbo.symbol), "char"),
+        _f("transactTime", &_bbo, &_bbo.transact_time, sizeof(_bbo.transact_time), "uint64"),
+        _f("bookSeq", &_bbo, &_bbo.book_seq, sizeof(_bbo.book_seq), "uint64"),
+        _f("bidPrice", &_bbo, &_bbo.bid_price, sizeof(_bbo.bid_price), "int64"),
+        _f("bidSize", &_bbo, &_bbo.bid_size, sizeof(_bbo.bid_size), "uint64"),
+        _f("askPrice", &_bbo, &_bbo.ask_price, sizeof(_bbo.ask_price), "int64"),
+        _f("askSize", &_bbo, &_bbo.ask_size, sizeof(_bbo.ask_size), "uint64"),
+    ]),
+    TPL_TRADE: ("Trade", sizeof(TradeBlock), [
+        _f("symbol", &_tr, &_tr.symbol, sizeof(_tr.symbol), "char"),
+        _f("transactTime", &_tr, &_tr.transact_time, sizeof(_tr.transact_time), "uint64"),
+        _f("tradeId", &_tr, &_tr.trade_id, sizeof(_tr.trade_id), "uint64"),
+        _f("price", &_tr, &_tr.price, sizeof(_tr.price), "int64"),
+        _f("qty", &_tr, &_tr.qty, sizeof(_tr.qty), "uint64"),
+        _f("aggressorSide", &_tr, &_tr.aggressor_side, sizeof(_tr.aggressor_side), "uint8"),
+    ]),
+    TPL_DEPTH_SNAPSHOT: ("DepthSnapshot", sizeof(DepthSnapshotBlock), [
+        _f("symbol", &_ds, &_ds.symbol, sizeof(_ds.symbol), "char"),
+        _f("transactTime", &_ds, &_ds.transact_time, sizeof(_ds.transact_time), "uint64"),
+        _f("lastSeq", &_ds, &_ds.last_seq, sizeof(_ds.last_seq), "uint64"),
+        _f("levels", &_ds, &_ds.levels, sizeof(_ds.levels), "uint16"),
+    ]),
+    TPL_DEPTH_UPDATE: ("DepthUpdate", sizeof(DepthUpdateBlock), [
+        _f("symbol", &_du, &_du.symbol, sizeof(_du.symbol), "char"),
+        _f("transactTime", &_du, &_du.transact_time, sizeof(_du.transact_time), "uint64"),
+        _f("firstSeq", &_du, &_du.first_seq, sizeof(_du.first_seq), "uint64"),
+        _f("lastSeq", &_du, &_du.last_seq, sizeof(_du.last_seq), "uint64"),
+        _f("levels", &_du, &_du.levels, sizeof(_du.levels), "uint16"),
+    ]),
     TPL_POSITION_QUERY: ("PositionQuery", sizeof(PositionQueryBlock), [
         _f("requestId", &_pq, &_pq.request_id, sizeof(_pq.request_id), "uint64"),
         _f("symbol", &_pq, &_pq.symbol, sizeof(_pq.symbol), "char"),
@@ -271,12 +330,25 @@ _BOOK_LEVEL_FIELDS = [
 ]
 #: template id -> [(group name, entry blockLength, [fields as in LAYOUT])], in schema order; every
 #: group uses groupSizeEncoding {blockLength uint16, numInGroup uint16}.
+_BOOK_SIDES = [("bids", sizeof(BookLevelEntry), _BOOK_LEVEL_FIELDS),
+               ("asks", sizeof(BookLevelEntry), _BOOK_LEVEL_FIELDS)]
 GROUPS = {
-    TPL_BOOK_SNAPSHOT: [("bids", sizeof(BookLevelEntry), _BOOK_LEVEL_FIELDS),
-                        ("asks", sizeof(BookLevelEntry), _BOOK_LEVEL_FIELDS)],
+    TPL_BOOK_SNAPSHOT: _BOOK_SIDES,
+    TPL_DEPTH_SNAPSHOT: _BOOK_SIDES,
+    TPL_DEPTH_UPDATE: _BOOK_SIDES,
 }
 #: template id -> [(varData name, primitive type of its length)] (varStringEncoding), in order.
 VAR_DATA = {TPL_LOGIN: [("token", "uint16")]}
+#: schema version that added each template and each field appended to an older template (as
+#: the XML's sinceVersion); everything not listed is from version 1.  A block as short as the
+#: template's first version is accepted; fields it lacks decode as 0.
+SINCE_VERSION = {
+    "templates": {TPL_END_OF_SESSION: 2, TPL_ORDER_TRIGGERED: 2, TPL_BBO: 2, TPL_TRADE: 2,
+                  TPL_DEPTH_SNAPSHOT: 2, TPL_DEPTH_UPDATE: 2, TPL_POSITION_QUERY: 2,
+                  TPL_POSITION_REPORT: 2},
+    "fields": {TPL_LOGIN: {"defaultStpMode": 2}, TPL_NEW_ORDER: {"stopPx": 2, "displayQty": 2},
+               TPL_MASS_CANCEL: {"scope": 2}, TPL_ORDER_CANCELED: {"leavesQty": 2}},
+}
 
 _ORDER_TEMPLATES = (TPL_NEW_ORDER, TPL_CANCEL_ORDER, TPL_REPLACE_ORDER, TPL_MASS_CANCEL, TPL_BOOK_QUERY)
 
@@ -319,6 +391,10 @@ def _build_templates():
             raise ImportError(f"{name} fields {cls.__struct_fields__} != codec {expected}")
         TEMPLATES[tid].known = 1
         TEMPLATES[tid].block_length = block_length
+        later = SINCE_VERSION["fields"].get(tid, {})
+        TEMPLATES[tid].min_block_length = min([f[1] for f in fields if f[0] in later] + [block_length])
+        if any(f[0] in later for f in fields if f[1] < TEMPLATES[tid].min_block_length):
+            raise ImportError(f"{name}: a field of a later version before an older one")
         TEMPLATES[tid].is_order = tid in _ORDER_TEMPLATES
         TEMPLATES[tid].n_groups = len(groups)
         TEMPLATES[tid].entry_length = groups[0][1] if groups else 0
@@ -326,7 +402,7 @@ def _build_templates():
         if tid in _ORDER_TEMPLATES:
             SYMBOL_OFFSET[tid] = [f[1] for f in fields if f[0] == "symbol"][0]
     # scan_responses reads seqNum and clOrdId through OrderAcceptedBlock for every S->C template
-    for tid in range(TPL_ORDER_ACCEPTED, TPL_BOOK_SNAPSHOT + 1):
+    for tid in range(TPL_ORDER_ACCEPTED, TPL_ORDER_TRIGGERED + 1):
         fields = LAYOUT[tid][2]
         if fields[0][:2] != ("seqNum", 0) or (tid != TPL_BOOK_SNAPSHOT and fields[2][:2] != ("clOrdId", 16)):
             raise ImportError(f"{LAYOUT[tid][0]} does not start with seqNum, transactTime, clOrdId")
@@ -386,7 +462,7 @@ cdef int frame_at(const uint8_t *p, Py_ssize_t avail, bint sofh, FrameInfo *fi) 
     if h.template_id > MAX_TEMPLATE_ID or not TEMPLATES[h.template_id].known:
         return DEC_UNKNOWN_TEMPLATE
     t = &TEMPLATES[h.template_id]
-    if h.block_length < t.block_length:
+    if h.block_length < t.min_block_length:
         return DEC_MALFORMED
     need = SBE_HEADER_SIZE + h.block_length
     for i in range(t.n_groups):
@@ -435,37 +511,64 @@ cdef class SymbolTable:
 
     names: distinct ASCII names of 1 to 8 characters, without NUL and not ending in a space
     (on the wire they are NUL- or space-padded to 8 bytes).  Raises ValueError otherwise.
-    Lookups of the raw 8 wire bytes run in C (open addressing) without the GIL.
+    ``add`` appends a symbol at run time (the next id).  Lookups of the raw 8 wire bytes run in
+    C (open addressing) without the GIL.
     """
 
     def __cinit__(self, names):
-        cdef uint64_t cap = 16, k
-        cdef uint32_t i
-        cdef bytes raw
         names = list(names)
-        while cap < 2 * <uint64_t>len(names):
-            cap *= 2
+        self._names = []
+        self.count = 0
+        self._alloc(16, 16)
+        for name in names:
+            self.add(name)
+
+    cdef int _alloc(self, uint64_t cap, uint32_t id_cap) except -1:
+        # (Re)build the hash with ``cap`` slots (power of two) and room for ``id_cap`` ids.
+        cdef uint64_t *keys = <uint64_t *>calloc(cap, sizeof(uint64_t))
+        cdef uint32_t *ids = <uint32_t *>calloc(cap, sizeof(uint32_t))
+        cdef uint64_t *by_id = <uint64_t *>calloc(id_cap + 1, sizeof(uint64_t))
+        cdef uint32_t i
+        if keys == NULL or ids == NULL or by_id == NULL:
+            free(keys)
+            free(ids)
+            free(by_id)
+            raise MemoryError()
+        if self.keys_by_id != NULL:
+            memcpy(by_id, self.keys_by_id, self.count * sizeof(uint64_t))
+        free(self.slot_keys)
+        free(self.slot_ids)
+        free(self.keys_by_id)
+        self.slot_keys = keys
+        self.slot_ids = ids
+        self.keys_by_id = by_id
+        self.id_cap = id_cap
         self.mask = cap - 1
         self.shift = 64
         while (<uint64_t>1 << (64 - self.shift)) < cap:
             self.shift -= 1
-        self.slot_keys = <uint64_t *>calloc(cap, sizeof(uint64_t))
-        self.slot_ids = <uint32_t *>calloc(cap, sizeof(uint32_t))
-        self.keys_by_id = <uint64_t *>calloc(len(names) + 1, sizeof(uint64_t))
-        if self.slot_keys == NULL or self.slot_ids == NULL or self.keys_by_id == NULL:
-            raise MemoryError()
-        self.count = 0
-        for i, name in enumerate(names):
-            if not isinstance(name, str) or not name or "\0" in name or name.endswith(" "):
-                raise ValueError(f"bad symbol name {name!r}")
-            raw = _symbol_wire(name)
-            k = symbol_key(raw)
-            if self.lookup_key(k) != UNKNOWN_SYMBOL_ID:
-                raise ValueError(f"duplicate symbol {name!r}")
-            self._insert(k, i)
-            self.keys_by_id[i] = k
-            self.count += 1
-        self._names = names
+        for i in range(self.count):
+            self._insert(self.keys_by_id[i], i)
+        return 0
+
+    def add(self, name) -> int:
+        """Give ``name`` the next symbol id and return it.  Raises ValueError for a bad or
+        duplicate name, MemoryError."""
+        cdef uint64_t k
+        cdef bytes raw
+        if not isinstance(name, str) or not name or "\0" in name or name.endswith(" "):
+            raise ValueError(f"bad symbol name {name!r}")
+        raw = _symbol_wire(name)
+        k = symbol_key(raw)
+        if self.lookup_key(k) != UNKNOWN_SYMBOL_ID:
+            raise ValueError(f"duplicate symbol {name!r}")
+        if 2 * (<uint64_t>self.count + 1) > self.mask + 1 or self.count + 1 > self.id_cap:
+            self._alloc(2 * (self.mask + 1), 2 * self.id_cap)
+        self._insert(k, self.count)
+        self.keys_by_id[self.count] = k
+        self._names.append(name)
+        self.count += 1
+        return self.count - 1
 
     cdef void _insert(self, uint64_t k, uint32_t symbol_id) noexcept:
         cdef uint64_t i = (k * <uint64_t>0x9E3779B97F4A7C15) >> self.shift
@@ -585,7 +688,11 @@ def encode(msg, bint sofh=True) -> bytes:
 cdef object _decode_at(object buf, Py_ssize_t off, FrameInfo *fi):
     # off: start of a message frame_at() has validated, so every read below is in bounds
     t = _BY_TID[fi.template_id]
-    values = list(t.block.unpack_from(buf, off + SBE_HEADER_SIZE))
+    if fi.block_length >= t.block_length:
+        values = list(t.block.unpack_from(buf, off + SBE_HEADER_SIZE))
+    else:                      # an older version's block: the fields it lacks are 0
+        raw = bytes(buf[off + SBE_HEADER_SIZE:off + SBE_HEADER_SIZE + fi.block_length])
+        values = list(t.block.unpack(raw + bytes(t.block_length - fi.block_length)))
     for i in t.symbols:
         values[i] = values[i].rstrip(b"\0 ").decode("latin-1")
     cdef Py_ssize_t pos = off + SBE_HEADER_SIZE + fi.block_length, j
@@ -593,7 +700,8 @@ cdef object _decode_at(object buf, Py_ssize_t off, FrameInfo *fi):
     for entry, _ in t.groups:
         entry_length, num = _GROUP_SIZE.unpack_from(buf, pos)
         pos += GROUP_SIZE_SIZE
-        # BookLevel is the entry type of the only repeating groups of v1 (BookSnapshot bids/asks)
+        # BookLevel is the entry type of every repeating group of v1 (bids/asks of BookSnapshot,
+        # DepthSnapshot, DepthUpdate)
         values.append([BookLevel(*entry.unpack_from(buf, pos + j * entry_length)) for j in range(num)])
         pos += entry_length * num
     for _ in range(t.n_var):
@@ -704,7 +812,8 @@ def message_length(buf, Py_ssize_t pos=0) -> int:
 
 # -- hot path: order-entry messages straight into the inbound ring ---------------------------------
 cdef inline void _to_command(Command *c, const char *m, uint16_t tid, uint32_t session_id,
-                             uint32_t symbol_id, bint blank_symbol, uint64_t recv_ts) noexcept nogil:
+                             uint32_t symbol_id, bint blank_symbol, uint64_t recv_ts,
+                             uint32_t account_id, uint8_t stp_default) noexcept nogil:
     # every field is written: ring slots are reused
     cdef const NewOrderBlock *no
     cdef const CancelOrderBlock *co
@@ -724,6 +833,13 @@ cdef inline void _to_command(Command *c, const char *m, uint16_t tid, uint32_t s
     c.orig_cl_ord_id = 0
     c.price = 0
     c.qty = 0
+    c.stop_price = 0
+    c.display_qty = 0
+    c.account_id = account_id
+    c.scope = 0
+    c.pad0 = 0
+    c.pad1 = 0
+    c.reserved = 0
     if tid == TPL_NEW_ORDER:
         no = <const NewOrderBlock *>m
         c.type = CMD_NEW
@@ -731,10 +847,12 @@ cdef inline void _to_command(Command *c, const char *m, uint16_t tid, uint32_t s
         c.ord_type = no.ord_type
         c.tif = no.time_in_force
         c.flags = no.flags
-        c.stp = no.stp_mode
+        c.stp = no.stp_mode if no.stp_mode != 0 else stp_default
         c.cl_ord_id = no.cl_ord_id
         c.price = no.price
         c.qty = no.order_qty
+        c.stop_price = no.stop_px
+        c.display_qty = no.display_qty
     elif tid == TPL_CANCEL_ORDER:
         co = <const CancelOrderBlock *>m
         c.type = CMD_CANCEL
@@ -752,6 +870,7 @@ cdef inline void _to_command(Command *c, const char *m, uint16_t tid, uint32_t s
         c.type = CMD_MASS_CANCEL
         c.cl_ord_id = mc.cl_ord_id
         c.side = mc.side
+        c.scope = mc.scope
         c.depth = 1 if blank_symbol else 0   # records.pxd: UNKNOWN_SYMBOL_ID + depth 1 = all symbols
     else:  # TPL_BOOK_QUERY
         bq = <const BookQueryBlock *>m
@@ -762,21 +881,25 @@ cdef inline void _to_command(Command *c, const char *m, uint16_t tid, uint32_t s
 
 
 def decode_orders(buffer, Py_ssize_t start, Py_ssize_t end, SpscRing ring not None,
-                  uint32_t session_id, SymbolTable symbols not None, uint64_t recv_ts, bint sofh=True):
-    """Decode complete order-entry frames of ``buffer[start:end]`` into 64-byte Command records
+                  uint32_t session_id, SymbolTable symbols not None, uint64_t recv_ts, bint sofh=True,
+                  uint32_t account_id=0, uint8_t stp_default=0):
+    """Decode complete order-entry frames of ``buffer[start:end]`` into 96-byte Command records
     (matching/records.pxd) written straight into ``ring`` and published once at the end.
 
     NewOrder -> CMD_NEW, CancelOrder -> CMD_CANCEL, ReplaceOrder -> CMD_REPLACE, MassCancel ->
-    CMD_MASS_CANCEL (an all-blank symbol -> symbol_id UNKNOWN_SYMBOL and depth 1), BookQuery ->
+    CMD_MASS_CANCEL (an all-blank symbol -> symbol_id UNKNOWN_SYMBOL and depth 1; scope), BookQuery ->
     CMD_BOOK_QUERY (request id in orig_cl_ord_id and cl_ord_id).  symbol_id comes from
     ``symbols`` (UNKNOWN_SYMBOL when absent), ts = recv_ts (ns), seq = 0 (the sequencer stamps
-    it).  Business fields are not validated here (the matching core does that).
+    it), account_id = ``account_id`` (the session's account); a NewOrder with stpMode 0 gets
+    ``stp_default`` (the session's default StpMode: the order's own value wins when set).
+    Business fields are not validated here (the matching core does that).
 
     Returns (offset, commands written, status): status NEED_MORE (no complete frame left),
     SESSION_MESSAGE (offset is at a complete frame of another valid template, for the caller to
     handle before calling again), RING_FULL, MALFORMED or UNKNOWN_TEMPLATE (offset at the bad
     frame).  sofh=False: the buffer holds SBE messages back to back (a WebSocket message).
-    Raises ValueError for a start/end outside the buffer or a ring whose slots are not 64 bytes.
+    Raises ValueError for a start/end outside the buffer or a ring whose slots are not Command
+    records.
     The inner loop runs without the GIL.
     """
     cdef Py_buffer view
@@ -786,6 +909,7 @@ def decode_orders(buffer, Py_ssize_t start, Py_ssize_t end, SpscRing ring not No
     cdef uint64_t n = 0, free_n, wpos, key
     cdef const uint8_t *base
     cdef const char *m
+    cdef char short_block[64]   # an older version's shorter block, zero-extended
     cdef uint16_t tid
     if ring.slot_size != sizeof(Command):
         raise ValueError(f"ring slots are {ring.slot_size} bytes, Command records {sizeof(Command)}")
@@ -811,9 +935,13 @@ def decode_orders(buffer, Py_ssize_t start, Py_ssize_t end, SpscRing ring not No
                         st = DEC_RING_FULL
                         break
                 m = <const char *>(base + off + fi.msg_offset + SBE_HEADER_SIZE)
+                if fi.block_length < TEMPLATES[tid].block_length:
+                    memset(short_block, 0, sizeof(short_block))
+                    memcpy(short_block, m, fi.block_length)
+                    m = short_block
                 key = symbol_key(m + SYMBOL_OFFSET[tid])
                 _to_command(<Command *>ring.slot(wpos + n), m, tid, session_id,
-                            symbols.lookup_key(key), key == 0, recv_ts)
+                            symbols.lookup_key(key), key == 0, recv_ts, account_id, stp_default)
                 n += 1
                 off += fi.frame_len
             if n:
@@ -829,7 +957,7 @@ def scan_responses(buf, Py_ssize_t start=0):
     generators).
 
     Returns (array('Q') of (templateId, seqNum or 0, clOrdId or 0) triples, offset after the last
-    complete frame).  seqNum is set for templates 20-27, clOrdId for 20-26.  Raises ProtocolError
+    complete frame).  seqNum is set for templates 20-28, clOrdId for 20-26 and 28.  Raises ProtocolError
     as ``decode_frames``.
     """
     cdef Py_buffer view
@@ -857,8 +985,9 @@ def scan_responses(buf, Py_ssize_t start=0):
             m = <const uint8_t *>view.buf + off + fi.msg_offset + SBE_HEADER_SIZE
             b = <const OrderAcceptedBlock *>m
             out[k] = fi.template_id
-            out[k + 1] = b.seq_num if TPL_ORDER_ACCEPTED <= fi.template_id <= TPL_BOOK_SNAPSHOT else 0
-            out[k + 2] = b.cl_ord_id if TPL_ORDER_ACCEPTED <= fi.template_id <= TPL_MASS_CANCEL_DONE else 0
+            out[k + 1] = b.seq_num if TPL_ORDER_ACCEPTED <= fi.template_id <= TPL_ORDER_TRIGGERED else 0
+            out[k + 2] = (b.cl_ord_id if TPL_ORDER_ACCEPTED <= fi.template_id <= TPL_MASS_CANCEL_DONE
+                          or fi.template_id == TPL_ORDER_TRIGGERED else 0)
             k += 3
             off += fi.frame_len
     finally:

@@ -1,4 +1,5 @@
-"""Messages of the hftgw order-entry protocol v1, one ``msgspec.Struct`` per SBE template.
+"""Messages of the hftgw protocol (schema version 2: session layer, order entry, market data),
+one ``msgspec.Struct`` per SBE template.
 
 The wire format is ``protocol/schema/hftgw-v1.xml`` (FIX Simple Binary Encoding 1.0); encode and
 decode them with ``protocol.codec``.  Field order is the order of the fields in the SBE block
@@ -7,8 +8,10 @@ decode them with ``protocol.codec``.  Field order is the order of the fields in 
 Units: prices are int64 in 1e-4 currency units (a multiple of the symbol's tick), quantities are
 uint64 lots, times are uint64 ns since the Unix epoch, symbols are ASCII ``str`` of at most 8
 characters.  Enum-typed fields are plain ints carrying the values of ``matching.records`` (Side,
-OrdType, TimeInForce, StpMode, RejectReason, CancelReason, LoginRejectReason, Liquidity), so that a
-value outside the enum still decodes and is refused by the layer that owns the rule.
+OrdType, TimeInForce, StpMode, MassCancelScope, RejectReason, CancelReason, LoginRejectReason,
+Liquidity), so that a value outside the enum still decodes and is refused by the layer that owns
+the rule.  Fields added in version 2 have defaults (0), which is also what a version-1 message
+without them decodes to.
 """
 from __future__ import annotations
 
@@ -34,13 +37,15 @@ class ProtocolError(Exception):
 
 # -- session layer (unsequenced) ------------------------------------------------------------------
 class Login(msgspec.Struct):
-    """C->S, template 1.  token: the JWT (ASCII); cancel_on_disconnect: 0/1 (SBE BooleanType)."""
+    """C->S, template 1.  token: the JWT (ASCII); cancel_on_disconnect: 0/1 (SBE BooleanType);
+    default_stp_mode: StpMode applied to this session's NewOrders sent with stp_mode 0."""
 
     TEMPLATE_ID: ClassVar[int] = 1
     heartbeat_interval_ms: int
     next_expected_seq_num: int
     cancel_on_disconnect: int
-    token: str
+    default_stp_mode: int = 0
+    token: str = ""
 
 
 class LoginAccepted(msgspec.Struct):
@@ -82,7 +87,10 @@ class SessionReject(msgspec.Struct):
 
 # -- order entry, client to server -----------------------------------------------------------------
 class NewOrder(msgspec.Struct):
-    """C->S, template 10.  flags: bit 0 = post-only; stp_mode: StpMode."""
+    """C->S, template 10.  ord_type: OrdType (LIMIT, MARKET, STOP, STOP_LIMIT); time_in_force:
+    DAY, GTC, IOC, FOK; flags: bit 0 = post-only; stp_mode: StpMode (0 = the session default);
+    stop_px: trigger price of STOP / STOP_LIMIT (else 0); display_qty: iceberg lots shown at a
+    time (0 = all)."""
 
     TEMPLATE_ID: ClassVar[int] = 10
     cl_ord_id: int
@@ -94,6 +102,8 @@ class NewOrder(msgspec.Struct):
     time_in_force: int
     flags: int = 0
     stp_mode: int = 0
+    stop_px: int = 0
+    display_qty: int = 0
 
 
 class CancelOrder(msgspec.Struct):
@@ -117,12 +127,14 @@ class ReplaceOrder(msgspec.Struct):
 
 
 class MassCancel(msgspec.Struct):
-    """C->S, template 13.  symbol "" = every symbol; side 0 = both."""
+    """C->S, template 13.  symbol "" = every symbol; side 0 = both; scope: MassCancelScope
+    (0 this session's orders, 1 every order of the session's account)."""
 
     TEMPLATE_ID: ClassVar[int] = 13
     cl_ord_id: int
     symbol: str = ""
     side: int = 0
+    scope: int = 0
 
 
 class BookQuery(msgspec.Struct):
@@ -134,11 +146,20 @@ class BookQuery(msgspec.Struct):
     depth: int = 0
 
 
-class PositionQuery(msgspec.Struct):
-    """C->S, template 15: the session's account's positions.  symbol "" = every symbol.  Answered,
-    unsequenced, by one PositionReport per symbol that reflects every Execution sent before it."""
+class EndOfSession(msgspec.Struct):
+    """C->S, template 15 (admin role only): expire the DAY orders of ``symbol`` ("" = every
+    symbol); answered by MassCancelDone."""
 
     TEMPLATE_ID: ClassVar[int] = 15
+    cl_ord_id: int
+    symbol: str = ""
+
+
+class PositionQuery(msgspec.Struct):
+    """C->S, template 16: the session's account's positions.  symbol "" = every symbol.  Answered,
+    unsequenced, by one PositionReport per symbol that reflects every Execution sent before it."""
+
+    TEMPLATE_ID: ClassVar[int] = 16
     request_id: int
     symbol: str = ""
 
@@ -190,7 +211,9 @@ class Execution(msgspec.Struct):
 
 
 class OrderCanceled(msgspec.Struct):
-    """S->C, template 23.  cl_ord_id: the request that caused it; reason: CancelReason."""
+    """S->C, template 23.  cl_ord_id: the request that caused it (the order's own ClOrdID when
+    its session did not ask); reason: CancelReason; leaves_qty > 0: a partial cancel (self-trade
+    prevention DECREMENT), the order lives on with that quantity."""
 
     TEMPLATE_ID: ClassVar[int] = 23
     seq_num: int
@@ -203,6 +226,7 @@ class OrderCanceled(msgspec.Struct):
     symbol: str
     side: int
     reason: int
+    leaves_qty: int = 0
 
 
 class OrderReplaced(msgspec.Struct):
@@ -262,8 +286,82 @@ class BookSnapshot(msgspec.Struct):
     asks: list[BookLevel] = msgspec.field(default_factory=list)
 
 
+class OrderTriggered(msgspec.Struct):
+    """S->C, template 28: a stop order's trigger price traded; it now executes (Executions and
+    an OrderCanceled for a remainder that cannot rest follow).  price: its limit (0 for STOP)."""
+
+    TEMPLATE_ID: ClassVar[int] = 28
+    seq_num: int
+    transact_time: int
+    cl_ord_id: int
+    order_id: int
+    stop_px: int
+    price: int
+    order_qty: int
+    leaves_qty: int
+    symbol: str
+    side: int
+    ord_type: int
+
+
+
+# -- market data, server to WebSocket subscribers ----------------------------------------------------
+class Bbo(msgspec.Struct):
+    """S->C market data, template 40: best bid and offer.  A side without orders has price 0 and
+    size 0; book_seq: the symbol's book sequence number this state reflects."""
+
+    TEMPLATE_ID: ClassVar[int] = 40
+    symbol: str
+    transact_time: int
+    book_seq: int
+    bid_price: int
+    bid_size: int
+    ask_price: int
+    ask_size: int
+
+
+class Trade(msgspec.Struct):
+    """S->C market data, template 41: one trade.  aggressor_side: Side of the taker."""
+
+    TEMPLATE_ID: ClassVar[int] = 41
+    symbol: str
+    transact_time: int
+    trade_id: int
+    price: int
+    qty: int
+    aggressor_side: int
+
+
+class DepthSnapshot(msgspec.Struct):
+    """S->C market data, template 42: the top ``levels`` levels per side at book sequence
+    ``last_seq``; bids and asks best first."""
+
+    TEMPLATE_ID: ClassVar[int] = 42
+    symbol: str
+    transact_time: int
+    last_seq: int
+    levels: int
+    bids: list[BookLevel] = msgspec.field(default_factory=list)
+    asks: list[BookLevel] = msgspec.field(default_factory=list)
+
+
+class DepthUpdate(msgspec.Struct):
+    """S->C market data, template 43: the levels that changed over book sequence numbers
+    first_seq..last_seq; an entry with size 0 removes its price level."""
+
+    TEMPLATE_ID: ClassVar[int] = 43
+    symbol: str
+    transact_time: int
+    first_seq: int
+    last_seq: int
+    levels: int
+    bids: list[BookLevel] = msgspec.field(default_factory=list)
+    asks: list[BookLevel] = msgspec.field(default_factory=list)
+
+
+# -- account reports, server to client (unsequenced) -------------------------------------------------
 class PositionReport(msgspec.Struct):
-    """S->C, template 40, unsequenced: one symbol of the account's book-keeping.
+    """S->C, template 44, unsequenced: one symbol of the account's book-keeping.
 
     net_position: lots, > 0 long; avg_price: price units, average cost of the open position (0
     when flat); realized_pnl: price units x lots (1e-4 currency), average-cost method;
@@ -271,7 +369,7 @@ class PositionReport(msgspec.Struct):
     report_index: 1 .. report_count within the answer to one PositionQuery.
     """
 
-    TEMPLATE_ID: ClassVar[int] = 40
+    TEMPLATE_ID: ClassVar[int] = 44
     request_id: int
     symbol: str
     net_position: int
@@ -286,15 +384,17 @@ class PositionReport(msgspec.Struct):
 
 
 Message = (Login | LoginAccepted | LoginRejected | Heartbeat | Logout | SessionReject | NewOrder
-           | CancelOrder | ReplaceOrder | MassCancel | BookQuery | PositionQuery | OrderAccepted
-           | OrderRejected | Execution | OrderCanceled | OrderReplaced | CancelRejected
-           | MassCancelDone | BookSnapshot | PositionReport)
+           | CancelOrder | ReplaceOrder | MassCancel | BookQuery | EndOfSession | PositionQuery
+           | OrderAccepted | OrderRejected | Execution | OrderCanceled | OrderReplaced | CancelRejected
+           | MassCancelDone | BookSnapshot | OrderTriggered | Bbo | Trade | DepthSnapshot
+           | DepthUpdate | PositionReport)
 
 #: template id -> message class, every template of the schema
 MESSAGE_TYPES: dict[int, type[Message]] = {
     cls.TEMPLATE_ID: cls
     for cls in (Login, LoginAccepted, LoginRejected, Heartbeat, Logout, SessionReject, NewOrder,
-                CancelOrder, ReplaceOrder, MassCancel, BookQuery, PositionQuery, OrderAccepted,
-                OrderRejected, Execution, OrderCanceled, OrderReplaced, CancelRejected,
-                MassCancelDone, BookSnapshot, PositionReport)
+                CancelOrder, ReplaceOrder, MassCancel, BookQuery, EndOfSession, PositionQuery,
+                OrderAccepted, OrderRejected, Execution, OrderCanceled, OrderReplaced, CancelRejected,
+                MassCancelDone, BookSnapshot, OrderTriggered, Bbo, Trade, DepthSnapshot, DepthUpdate,
+                PositionReport)
 }

@@ -52,6 +52,18 @@ cdef class Outbound:
     cdef bint out_of_memory
     cdef EventObserver observer
     cdef object _observer_owner
+    # market-data tap (gateway/marketdata.py): symbols whose book an event changed since the last
+    # take_md_touched(), with the time stamp of the last such event, and raw EVT_FILL records
+    cdef bint md_touch_on
+    cdef bint md_trades_on
+    cdef uint8_t *md_touched         # per symbol id: 1 while listed in md_touched_ids
+    cdef uint32_t *md_touched_ids
+    cdef uint32_t n_md_touched
+    cdef uint32_t md_cap             # symbol slots allocated in the three md_* arrays
+    cdef uint64_t *md_last_ts        # per symbol id
+    cdef char *md_trades_buf
+    cdef size_t md_trades_len
+    cdef size_t md_trades_cap
 
     cdef SessionOut *_session(self, sid) except NULL
     cdef uint64_t _number(self, uint32_t sid) noexcept nogil
@@ -59,6 +71,8 @@ cdef class Outbound:
                         size_t extra) noexcept nogil
     cdef void _observe_latency(self, const Event *ev, uint64_t now_ns) noexcept nogil
     cdef void _capture(self, const Event *ev) noexcept nogil
+    cdef void _md_tap(self, const Event *ev) noexcept nogil
+    cdef int _grow_md(self, uint32_t cap) except -1
     cdef void _event(self, const Event *ev, uint64_t now_ns) noexcept nogil
     cdef void _execution(self, const Event *ev, bint maker) noexcept nogil
     cdef void _snapshot(self, SpscRing events, uint64_t pos, bint with_levels) noexcept nogil

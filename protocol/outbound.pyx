@@ -2,16 +2,18 @@
 """Outbound encoder: Event records from the matching core -> SBE messages per session (DESIGN §1).
 
 ``Outbound.drain`` consumes the events ring in one batch with the GIL released and appends the
-server->client business messages (templates 20-27 of protocol/schema/hftgw-v1.xml) to one C
+server->client business messages (templates 20-28 of protocol/schema/hftgw-v1.xml) to one C
 buffer per session, each message with its session sequence number and, for TCP sessions, its
 SOFH prefix.  The transport then ``take``s each ``dirty`` session's bytes and writes them with one
 call.  Counters and the order-to-ack latency histogram are kept in C and read at scrape time;
-fill records can be captured raw for the PostgreSQL sink.
+fill records can be captured raw for the PostgreSQL sink, and for market data (``md_tap``) the
+encoder notes which symbols' books changed and copies the fill records, so the market-data
+publisher works per symbol per tick, never per order.
 """
 from cpython.pycapsule cimport PyCapsule_GetPointer
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, realloc
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 from matching.records cimport (
     EVT_ACCEPTED,
@@ -23,6 +25,7 @@ from matching.records cimport (
     EVT_MASS_CANCEL_DONE,
     EVT_REJECTED,
     EVT_REPLACED,
+    EVT_TRIGGERED,
     LIQ_MAKER,
     LIQ_TAKER,
     Event,
@@ -43,6 +46,7 @@ from protocol.codec cimport (
     TPL_ORDER_CANCELED,
     TPL_ORDER_REJECTED,
     TPL_ORDER_REPLACED,
+    TPL_ORDER_TRIGGERED,
     BookLevelEntry,
     BookSnapshotBlock,
     CancelRejectedBlock,
@@ -53,6 +57,7 @@ from protocol.codec cimport (
     OrderCanceledBlock,
     OrderRejectedBlock,
     OrderReplacedBlock,
+    OrderTriggeredBlock,
     SbeHeader,
     SymbolTable,
 )
@@ -97,6 +102,22 @@ cdef char *_write_group(char *p, SpscRing events, uint64_t first, uint64_t n) no
     return p
 
 
+cdef int _append_record(char **buf, size_t *length, size_t *cap, const Event *ev) noexcept nogil:
+    # append one raw 128-byte event record to a growable buffer; -1 when it cannot grow
+    cdef size_t c
+    cdef char *p
+    if length[0] + sizeof(Event) > cap[0]:
+        c = cap[0] * 2 if cap[0] else 1024 * sizeof(Event)
+        p = <char *>realloc(buf[0], c)
+        if p == NULL:
+            return -1
+        buf[0] = p
+        cap[0] = c
+    memcpy(buf[0] + length[0], ev, sizeof(Event))
+    length[0] += sizeof(Event)
+    return 0
+
+
 cdef class Outbound:
     """Per-session SBE encoder of the matching core's events.
 
@@ -116,7 +137,13 @@ cdef class Outbound:
         self.max_sessions = max_sessions
         self.sessions = <SessionOut *>calloc(max_sessions, sizeof(SessionOut))
         self.dirty_ids = <uint32_t *>calloc(max_sessions, sizeof(uint32_t))
-        if self.sessions == NULL or self.dirty_ids == NULL:
+        cdef uint32_t n_sym = max(1, self.symbols.count)
+        self.md_cap = n_sym
+        self.md_touched = <uint8_t *>calloc(n_sym, sizeof(uint8_t))
+        self.md_touched_ids = <uint32_t *>calloc(n_sym, sizeof(uint32_t))
+        self.md_last_ts = <uint64_t *>calloc(n_sym, sizeof(uint64_t))
+        if (self.sessions == NULL or self.dirty_ids == NULL or self.md_touched == NULL
+                or self.md_touched_ids == NULL or self.md_last_ts == NULL):
             raise MemoryError()
 
     def __dealloc__(self):
@@ -127,6 +154,37 @@ cdef class Outbound:
         free(self.sessions)
         free(self.dirty_ids)
         free(self.capture_buf)
+        free(self.md_touched)
+        free(self.md_touched_ids)
+        free(self.md_last_ts)
+        free(self.md_trades_buf)
+
+    def add_symbol(self, name) -> int:
+        """Name the next symbol id (a symbol added at run time); returns that id.  Raises
+        ValueError for a bad or duplicate name, MemoryError."""
+        sym = self.symbols.add(name)
+        if self.symbols.count > self.md_cap:
+            self._grow_md(max(self.md_cap * 2, self.symbols.count))
+        return sym
+
+    cdef int _grow_md(self, uint32_t cap) except -1:
+        # the per-symbol market-data arrays are indexed by symbol id, so they follow the table
+        cdef uint8_t *touched = <uint8_t *>realloc(self.md_touched, cap * sizeof(uint8_t))
+        if touched == NULL:
+            raise MemoryError()
+        self.md_touched = touched
+        cdef uint32_t *ids = <uint32_t *>realloc(self.md_touched_ids, cap * sizeof(uint32_t))
+        if ids == NULL:
+            raise MemoryError()
+        self.md_touched_ids = ids
+        cdef uint64_t *last = <uint64_t *>realloc(self.md_last_ts, cap * sizeof(uint64_t))
+        if last == NULL:
+            raise MemoryError()
+        self.md_last_ts = last
+        memset(self.md_touched + self.md_cap, 0, (cap - self.md_cap) * sizeof(uint8_t))
+        memset(self.md_last_ts + self.md_cap, 0, (cap - self.md_cap) * sizeof(uint64_t))
+        self.md_cap = cap
+        return 0
 
     # -- sessions ---------------------------------------------------------------------------------
     cdef SessionOut *_session(self, sid) except NULL:
@@ -207,7 +265,8 @@ cdef class Outbound:
         EVT_ACCEPTED -> OrderAccepted, EVT_REJECTED -> OrderRejected, EVT_FILL -> two Executions
         (taker: session_id/cl_ord_id/order_id/leaves, liquidity TAKER, side; maker: the contra_*
         fields, liquidity MAKER, the opposite side; both tradeId = ref, lastPx = price, lastQty =
-        qty), EVT_CANCELED -> OrderCanceled (origClOrdId = ref), EVT_REPLACED -> OrderReplaced
+        qty), EVT_CANCELED -> OrderCanceled (origClOrdId = ref, leavesQty = leaves),
+        EVT_TRIGGERED -> OrderTriggered (stopPx = ref), EVT_REPLACED -> OrderReplaced
         (origClOrdId = ref), EVT_CANCEL_REJECTED -> CancelRejected (origClOrdId = ref),
         EVT_MASS_CANCEL_DONE -> MassCancelDone (canceledCount = count), EVT_BOOK_SNAPSHOT and the
         count + count2 EVT_BOOK_LEVEL records after it -> one BookSnapshot (requestId = ref).
@@ -315,20 +374,24 @@ cdef class Outbound:
         self.latency_sum_ns += d
 
     cdef void _capture(self, const Event *ev) noexcept nogil:
-        cdef size_t cap
-        cdef char *p
         if not self.capture_on or ev.ref <= self.capture_after:
             return
-        if self.capture_len + sizeof(Event) > self.capture_cap:
-            cap = self.capture_cap * 2 if self.capture_cap else 1024 * sizeof(Event)
-            p = <char *>realloc(self.capture_buf, cap)
-            if p == NULL:
+        if _append_record(&self.capture_buf, &self.capture_len, &self.capture_cap, ev) < 0:
+            self.out_of_memory = True
+
+    cdef void _md_tap(self, const Event *ev) noexcept nogil:
+        # ev changed (or may have changed) the book of ev.symbol_id
+        cdef uint32_t sym = ev.symbol_id
+        if sym >= self.symbols.count:
+            return
+        if not self.md_touched[sym]:
+            self.md_touched[sym] = 1
+            self.md_touched_ids[self.n_md_touched] = sym
+            self.n_md_touched += 1
+        self.md_last_ts[sym] = ev.ts
+        if ev.type == EVT_FILL and self.md_trades_on:
+            if _append_record(&self.md_trades_buf, &self.md_trades_len, &self.md_trades_cap, ev) < 0:
                 self.out_of_memory = True
-                return
-            self.capture_buf = p
-            self.capture_cap = cap
-        memcpy(self.capture_buf + self.capture_len, ev, sizeof(Event))
-        self.capture_len += sizeof(Event)
 
     cdef void _event(self, const Event *ev, uint64_t now_ns) noexcept nogil:
         cdef uint64_t seq, key
@@ -338,11 +401,15 @@ cdef class Outbound:
         cdef OrderReplacedBlock *orp
         cdef CancelRejectedBlock *cr
         cdef MassCancelDoneBlock *md
+        cdef OrderTriggeredBlock *ot
         cdef uint8_t t = ev.type
         if self.observer.fn != NULL:
             self.observer.fn(self.observer.ctx, ev)
         self.events_by_type[t] += 1
         key = self.symbols.key_of(ev.symbol_id)
+        if self.md_touch_on and (t == EVT_ACCEPTED or t == EVT_FILL or t == EVT_CANCELED
+                                 or t == EVT_REPLACED):
+            self._md_tap(ev)
         if t == EVT_ACCEPTED:
             self._observe_latency(ev, now_ns)
             seq = self._number(ev.session_id)
@@ -394,6 +461,23 @@ cdef class Outbound:
                 memcpy(oc.symbol, &key, 8)
                 oc.side = ev.side
                 oc.reason = ev.reason
+                oc.leaves_qty = ev.leaves
+        elif t == EVT_TRIGGERED:
+            seq = self._number(ev.session_id)
+            ot = <OrderTriggeredBlock *>self._reserve(ev.session_id, TPL_ORDER_TRIGGERED,
+                                                      sizeof(OrderTriggeredBlock), 0)
+            if ot != NULL:
+                ot.seq_num = seq
+                ot.transact_time = ev.ts
+                ot.cl_ord_id = ev.cl_ord_id
+                ot.order_id = ev.order_id
+                ot.stop_px = <int64_t>ev.ref
+                ot.price = ev.price
+                ot.order_qty = ev.qty
+                ot.leaves_qty = ev.leaves
+                memcpy(ot.symbol, &key, 8)
+                ot.side = ev.side
+                ot.ord_type = ev.ord_type
         elif t == EVT_REPLACED:
             seq = self._number(ev.session_id)
             orp = <OrderReplacedBlock *>self._reserve(ev.session_id, TPL_ORDER_REPLACED,
@@ -533,4 +617,42 @@ cdef class Outbound:
         """Return and clear the captured fill records (n * 128 bytes, in event order)."""
         out = self.capture_buf[:self.capture_len] if self.capture_len else b""
         self.capture_len = 0
+        return out
+
+    # -- market-data tap ----------------------------------------------------------------------------
+    def md_tap(self, bint touched, bint trades) -> None:
+        """touched: note the symbols whose book an EVT_ACCEPTED / EVT_FILL / EVT_CANCELED /
+        EVT_REPLACED may have changed (``take_md_touched``); trades: also copy every EVT_FILL record
+        (``take_md_trades``; needs touched).  Turning one off drops what it had collected."""
+        cdef uint32_t i
+        self.md_touch_on = touched
+        self.md_trades_on = touched and trades
+        if not touched:
+            for i in range(self.n_md_touched):
+                self.md_touched[self.md_touched_ids[i]] = 0
+            self.n_md_touched = 0
+        if not self.md_trades_on:
+            self.md_trades_len = 0
+
+    def take_md_touched(self) -> list:
+        """Return and clear the symbols touched since the last call: ``[(symbol_id, ts), ...]``
+        in the order they were first touched; ts is the time stamp (ns since epoch) of the last
+        event that touched the symbol."""
+        cdef uint32_t i, sym
+        out = []
+        for i in range(self.n_md_touched):
+            sym = self.md_touched_ids[i]
+            self.md_touched[sym] = 0
+            out.append((sym, self.md_last_ts[sym]))
+        self.n_md_touched = 0
+        return out
+
+    def take_md_trades(self) -> bytes:
+        """Return and clear the fill records copied by the tap (n * 128 bytes, in event order)."""
+        out = self.md_trades_buf[:self.md_trades_len] if self.md_trades_len else b""
+        self.md_trades_len = 0
+        if self.md_trades_cap > KEEP_BUFFER_BYTES:
+            free(self.md_trades_buf)
+            self.md_trades_buf = NULL
+            self.md_trades_cap = 0
         return out

@@ -8,15 +8,17 @@ Session layer semantics follow SoupBinTCP 4.1 carried in SBE messages (DESIGN §
 Login -> LoginAccepted | LoginRejected; heartbeats both ways; a peer silent for
 ``heartbeat_timeout_factor`` intervals is logged out; Logout ends the session.  Order-entry
 messages are decoded in batches straight into fixed-size command records in the inbound ring
-(``protocol.codec.decode_orders``); only session messages are decoded one by one in Python.
+(``protocol.codec.decode_orders``), stamped with the session's account id and default StpMode;
+only session messages (and the rare admin EndOfSession) are decoded one by one in Python.
 
 Access control (issue 6): the login decision says which order-entry templates the session may
 send.  A trading session (``allowed`` None) takes the batch path, and the gateway's risk gate
 checks each batch right after it is decoded, before the engine consumes the ring.  Any other
 role's session is decoded frame by frame: a message its role does not allow is answered with
-SessionReject NOT_AUTHORIZED, and after ``max_violations`` refused messages (those and orders
-sent before login) the session is logged out with POLICY_VIOLATION.  A connection that has not
-logged in after ``login_timeout_ms`` is logged out with LOGIN_TIMEOUT.
+SessionReject NOT_AUTHORIZED, and after ``max_violations`` refused messages (those, orders
+sent before login and an EndOfSession from a session without the admin role) the session is
+logged out with POLICY_VIOLATION.  A connection that has not logged in after
+``login_timeout_ms`` is logged out with LOGIN_TIMEOUT.
 """
 from __future__ import annotations
 
@@ -25,10 +27,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from matching.records import LoginRejectReason, RejectReason
+from matching.records import (
+    UNKNOWN_SYMBOL,
+    CommandType,
+    LoginRejectReason,
+    RejectReason,
+    pack_command,
+)
 from matching.ring import SpscRing
 from protocol import codec
 from protocol.messages import (
+    EndOfSession,
     Heartbeat,
     Login,
     LoginAccepted,
@@ -70,6 +79,8 @@ class LoginDecision:
     session_id: int = 0
     next_seq_num: int = 0
     reason: int = 0
+    account_id: int = 0      # stamped on every command of the session (STP, mass cancel)
+    role: str = "trader"     # the JWT role; "admin" may send EndOfSession
     #: order-entry templates the session may send; None = all of them (a trading session,
     #: decoded in batches into the ring)
     allowed: frozenset[int] | None = None
@@ -120,6 +131,9 @@ class ServerSession:
         self.state = SessionState.AWAIT_LOGIN
         self.session_id = 0
         self.account = ""
+        self.account_id = 0
+        self.role = ""
+        self.stp_default = 0
         self.cancel_on_disconnect = False
         self.heartbeat_ms = heartbeat_ms
         self.timeout_factor = timeout_factor
@@ -160,6 +174,22 @@ class ServerSession:
         if self._pos > 65536 and self._pos * 2 > len(self._buf):
             del self._buf[:self._pos]
             self._pos = 0
+
+    def end_of_message(self, now_ns: int) -> None:
+        """For transports that delimit messages (WebSocket, ``sofh=False``): call after the
+        bytes of one transport message were fed.  Bytes left over then are a truncated SBE
+        message: SessionReject MALFORMED, then Logout PROTOCOL_ERROR."""
+        if self.state is SessionState.CLOSED or self.ring_full or self._pos >= len(self._buf):
+            return
+        self._reject(RejectReason.REJ_MALFORMED, self._template_at(self._pos), now_ns)
+        self._close(LogoutReason.PROTOCOL_ERROR, logout=True)
+
+    def protocol_error(self, now_ns: int, template_id: int = 0) -> None:
+        """The transport got something that is not this protocol at all (a WebSocket text
+        message): SessionReject MALFORMED, then Logout PROTOCOL_ERROR."""
+        if self.state is not SessionState.CLOSED:
+            self._reject(RejectReason.REJ_MALFORMED, template_id, now_ns)
+            self._close(LogoutReason.PROTOCOL_ERROR, logout=True)
 
     def tick(self, now_ns: int) -> None:
         """Timers: send a Heartbeat after an interval with nothing sent; log out a silent peer."""
@@ -228,7 +258,7 @@ class ServerSession:
             if self.state is SessionState.ACTIVE and self.allowed is None:
                 pos, n, status = codec.decode_orders(
                     self._buf, self._pos, len(self._buf), self.ring, self.session_id,
-                    self.symbols, now_ns, self.sofh)
+                    self.symbols, now_ns, self.sofh, self.account_id, self.stp_default)
                 self._pos = pos
                 if n and self.gate is not None:
                     # before anything else runs on this thread, so before the engine's pump
@@ -259,6 +289,12 @@ class ServerSession:
                 if not self._order_by_role(type(msg).TEMPLATE_ID, nxt, now_ns):
                     return
                 continue
+            if isinstance(msg, EndOfSession) and self.state is SessionState.ACTIVE:
+                if not self._end_of_session(msg, now_ns):
+                    self.ring_full = True          # retried once the engine has drained
+                    return
+                self._pos = nxt
+                continue
             self._pos = nxt
             self._handle_session_message(msg, now_ns)
 
@@ -272,7 +308,8 @@ class ServerSession:
             self._violation(RejectReason.REJ_NOT_AUTHORIZED, template, now_ns)
             return True
         pos, n, status = codec.decode_orders(self._buf, self._pos, end, self.ring, self.session_id,
-                                             self.symbols, now_ns, self.sofh)
+                                             self.symbols, now_ns, self.sofh, self.account_id,
+                                             self.stp_default)
         if status == codec.RING_FULL:
             self.ring_full = True
             return False
@@ -280,6 +317,21 @@ class ServerSession:
         if n and self.gate is not None:
             self.gate.check_recent(self.ring, n)
         self.commands_queued += n
+        return True
+
+    def _end_of_session(self, msg: EndOfSession, now_ns: int) -> bool:
+        """An admin session's EndOfSession becomes a journaled CMD_END_OF_SESSION in the ring
+        (False: the ring is full); any other role gets SessionReject NOT_AUTHORIZED."""
+        if self.role != "admin":
+            self._violation(RejectReason.REJ_NOT_AUTHORIZED, EndOfSession.TEMPLATE_ID, now_ns)
+            return True
+        symbol_id = self.symbols.lookup(msg.symbol) if msg.symbol else UNKNOWN_SYMBOL
+        record = pack_command(type=CommandType.CMD_END_OF_SESSION, ts=now_ns, session_id=self.session_id,
+                              account_id=self.account_id, symbol_id=symbol_id,
+                              depth=1 if not msg.symbol else 0, cl_ord_id=msg.cl_ord_id)
+        if self.ring.push(record) == 0:
+            return False
+        self.commands_queued += 1
         return True
 
     def _template_at(self, pos: int) -> int:
@@ -319,6 +371,11 @@ class ServerSession:
             self.session_id = decision.session_id
             self.allowed = decision.allowed
             self._positions = decision.positions
+            self.account_id = decision.account_id
+            self.role = decision.role
+            # stamped on the NewOrders sent with stpMode NONE (an invalid value makes the core
+            # reject those orders with INVALID_FIELD, so the mistake is visible)
+            self.stp_default = msg.default_stp_mode
             self.cancel_on_disconnect = bool(msg.cancel_on_disconnect)
             self.heartbeat_ms = hb
             self._send(LoginAccepted(session_id=decision.session_id,
@@ -328,7 +385,7 @@ class ServerSession:
         # an order-entry or server-only message before login, or a server-only one after
         template = int(getattr(msg, "TEMPLATE_ID", 0))
         if self.state is SessionState.AWAIT_LOGIN:
-            if codec.is_order_template(template) or isinstance(msg, PositionQuery):
+            if codec.is_order_template(template) or isinstance(msg, (PositionQuery, EndOfSession)):
                 self._violation(RejectReason.REJ_NOT_LOGGED_IN, template, now_ns)
             else:
                 self._reject(RejectReason.REJ_NOT_LOGGED_IN, template, now_ns)

@@ -21,6 +21,7 @@ from protocol.messages import (
 
 GOOD_TOKEN = "good-token"
 DROPCOPY_TOKEN = "dropcopy-token"
+DROPCOPY_TEMPLATES = frozenset({PositionQuery.TEMPLATE_ID})   # what a drop copy may send
 BOOK_ONLY_TOKEN = "book-only-token"     # a role allowed BookQuery only: orders decoded one by one
 
 
@@ -91,7 +92,7 @@ class SessionHarness:
     def __init__(self, ring_capacity: int = 64, sofh: bool = True, max_violations: int = 3) -> None:
         from gateway.risk import RiskEngine
         from matching.core import MatchingCore
-        from matching.records import LoginRejectReason
+        from matching.records import COMMAND_RECORD_SIZE, LoginRejectReason
         from matching.ring import SpscRing
         from protocol.messages import PositionReport
         from protocol.session import LoginDecision, ServerSession
@@ -102,7 +103,7 @@ class SessionHarness:
                                 {"tick": 100}], self.core, 16,
                                lambda name: {"max_open_orders": 50, "max_position_net": 10_000})
         self.risk.bind_session(1, "fuzz")
-        self.ring = SpscRing(ring_capacity, 64)
+        self.ring = SpscRing(ring_capacity, COMMAND_RECORD_SIZE)
         self.events = SpscRing(1024, 128)
         self.core.on_events_full = lambda: self.events.pop()
         self.consumed = bytearray()
@@ -118,7 +119,7 @@ class SessionHarness:
             if msg.token == GOOD_TOKEN:
                 return LoginDecision(True, session_id=1, next_seq_num=1, positions=positions)
             if msg.token == DROPCOPY_TOKEN:
-                return LoginDecision(True, session_id=1, next_seq_num=1, allowed=frozenset({15}),
+                return LoginDecision(True, session_id=1, next_seq_num=1, allowed=DROPCOPY_TEMPLATES,
                                      positions=positions)
             if msg.token == BOOK_ONLY_TOKEN:
                 return LoginDecision(True, session_id=1, next_seq_num=1, allowed=frozenset({14}))

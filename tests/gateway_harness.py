@@ -26,10 +26,27 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports(n: int) -> list[int]:
+    """n distinct TCP ports on 127.0.0.1 that were free a moment ago (held open together, so
+    the OS cannot hand out one of them twice)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def make_config(journal_dir: Path, **overrides: object) -> Config:
+    order_port, metrics_port, ws_port = free_ports(3)
     env = {
-        "HFTGW_LISTEN": f"127.0.0.1:{free_port()}",
-        "HFTGW_METRICS_LISTEN": f"127.0.0.1:{free_port()}",
+        "HFTGW_LISTEN": f"127.0.0.1:{order_port}",
+        "HFTGW_METRICS_LISTEN": f"127.0.0.1:{metrics_port}",
+        "HFTGW_WS_LISTEN": f"127.0.0.1:{ws_port}",
         "HFTGW_JOURNAL_DIR": str(journal_dir),
     }
     env.update({"HFTGW_" + k.upper(): str(v) for k, v in overrides.items()})
@@ -75,7 +92,7 @@ def serve_process(journal_dir: Path, extra_env: dict[str, str] | None = None
     cfg = make_config(journal_dir)
     env = dict(os.environ)
     env.update({"HFTGW_LISTEN": cfg.listen, "HFTGW_METRICS_LISTEN": cfg.metrics_listen,
-                "HFTGW_JOURNAL_DIR": cfg.journal_dir})
+                "HFTGW_WS_LISTEN": cfg.ws_listen, "HFTGW_JOURNAL_DIR": cfg.journal_dir})
     env.update(extra_env or {})
     cfg = load_config(None, env)
     proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], env=env,

@@ -99,3 +99,77 @@ def test_full_amzn_day_through_replay_lobster(tmp_path: Path) -> None:
     assert {k: got[k] for k in expected} == expected
     assert got["rejects"] == 0
     assert got["skipped_other"] == 57515 - 27845 - 8974 - 11662 - 8 - 6581
+
+
+def client(cfg_listen: str, account: str, *args: str, role: str = "trader") -> str:
+    out = hftgw("client", "--connect", cfg_listen, "--account", account, "--role", role, "--wait", "0.3",
+                *args)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_client_every_order_type_and_stp_mode(tmp_path: Path) -> None:
+    """``hftgw client`` as a user types it, against a ``serve`` process: DAY, IOC, FOK, market,
+    post-only, iceberg, stop, stop-limit, replace, mass cancel by side and scope, every
+    self-trade prevention mode and the session default, end of session (admin only)."""
+    with serve_process(tmp_path) as (cfg, _):
+        L = cfg.listen
+        # DAY limit, then a trader's end-of-session is refused and an admin's expires it
+        out = client(L, "dana", "--cl-ord-id", "1", "new", "INTC", "buy", "10", "30.00", "--tif", "day")
+        assert "time_in_force=DAY" in out and "OrderAccepted" in out
+        out = client(L, "dana", "end-of-session", "INTC")
+        assert "SessionReject reason=NOT_AUTHORIZED ref_template_id=15" in out
+        out = client(L, "ops", "--cl-ord-id", "7", "end-of-session", role="admin")
+        assert "MassCancelDone cl_ord_id=7 canceled_count=1" in out
+        # iceberg: the book shows one slice; post-only that would take is rejected
+        out = client(L, "ivy", "--cl-ord-id", "2", "new", "GOOG", "sell", "100", "120.00", "--display", "10")
+        assert "OrderAccepted" in out
+        assert "asks=[120 x 10 (1)]" in client(L, "ivy", "book", "GOOG")
+        out = client(L, "pat", "--cl-ord-id", "3", "new", "GOOG", "buy", "5", "120.00", "--post-only")
+        assert "OrderRejected" in out and "reason=POST_ONLY_WOULD_TAKE" in out
+        # FOK too big, then IOC and market
+        out = client(L, "pat", "--cl-ord-id", "4", "new", "GOOG", "buy", "500", "120.00", "--tif", "fok")
+        assert "reason=FOK_UNFILLED" in out and "Execution" not in out
+        out = client(L, "pat", "--cl-ord-id", "5", "new", "GOOG", "buy", "15", "120.00", "--tif", "ioc")
+        assert out.count("Execution") == 2 and "reason=IOC_REMAINDER" not in out     # 10 + 5, filled
+        out = client(L, "pat", "--cl-ord-id", "6", "new", "GOOG", "buy", "90")
+        assert "ord_type=MARKET" in out and "reason=NO_LIQUIDITY" in out
+        # a buy stop at 121.00 and a sell stop-limit, fired by a trade at 121.00
+        out = client(L, "sam", "--cl-ord-id", "8", "new", "GOOG", "buy", "2", "--stop", "121.00")
+        assert "ord_type=STOP " in out
+        out = client(L, "sam", "--cl-ord-id", "9", "new", "GOOG", "sell", "1", "100.00", "--stop", "99.00")
+        assert "ord_type=STOP_LIMIT" in out
+        client(L, "ivy", "--cl-ord-id", "10", "new", "GOOG", "sell", "5", "121.00")
+        out = client(L, "pat", "--cl-ord-id", "11", "new", "GOOG", "buy", "1", "121.00")
+        assert "Execution" in out
+        out = client(L, "sam", "book", "GOOG")        # sam was away: the stop traded meanwhile
+        assert "asks=[121 x 2 (1)]" in out, out
+        # replace quantity down keeps the order; mass cancel by side and by account scope
+        out = client(L, "ivy", "replace", "GOOG", "10", "121.00", "4")
+        assert "OrderReplaced" in out and "leaves_qty=1" in out       # 3 of the 4 are filled
+        out = client(L, "ivy", "mass-cancel", "GOOG", "--side", "buy")
+        assert "canceled_count=0" in out
+        out = client(L, "ivy", "mass-cancel", "--scope", "account")
+        assert "canceled_count=1" in out and "reason=MASS_CANCEL" in out
+        # self-trade prevention: each mode against the account's own resting sell
+        client(L, "stp", "--cl-ord-id", "20", "new", "MSFT", "sell", "10", "300.00")
+        out = client(L, "stp", "--cl-ord-id", "21", "new", "MSFT", "buy", "4", "300.00",
+                     "--stp", "cancel-newest")
+        assert "orig_cl_ord_id=21" in out and "reason=SELF_TRADE" in out and "Execution" not in out
+        out = client(L, "stp", "--cl-ord-id", "22", "new", "MSFT", "buy", "4", "300.00",
+                     "--stp", "decrement")
+        assert "canceled_qty=4" in out and "leaves_qty=6" in out and "Execution" not in out
+        out = client(L, "stp", "--cl-ord-id", "23", "new", "MSFT", "buy", "4", "300.00",
+                     "--stp", "cancel-both")
+        assert "orig_cl_ord_id=20" in out and "orig_cl_ord_id=23" in out
+        client(L, "stp", "--cl-ord-id", "24", "new", "MSFT", "sell", "10", "300.00")
+        client(L, "mm", "--cl-ord-id", "1", "new", "MSFT", "sell", "3", "300.00")
+        out = client(L, "stp", "--cl-ord-id", "25", "new", "MSFT", "buy", "3", "300.00",
+                     "--stp", "cancel-oldest")
+        assert "orig_cl_ord_id=24" in out and "Execution" in out and "last_qty=3" in out
+        client(L, "stp", "--cl-ord-id", "26", "new", "MSFT", "sell", "5", "301.00")
+        out = client(L, "stp", "--stp-default", "cancel-newest", "--cl-ord-id", "27",
+                     "new", "MSFT", "buy", "5", "301.00")
+        assert "orig_cl_ord_id=27" in out and "reason=SELF_TRADE" in out
+        _, text = scrape(cfg)
+        assert metric_value(text, "hftgw_cancels_total", 'reason="self_trade"') == 7     # 1+2+2+1+1

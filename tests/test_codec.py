@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from matching.records import (
+    COMMAND_FIELDS,
     COMMAND_RECORD_SIZE,
     UNKNOWN_SYMBOL,
     CommandType,
@@ -26,6 +27,7 @@ from protocol.messages import (
     BookSnapshot,
     CancelOrder,
     CancelRejected,
+    EndOfSession,
     Execution,
     Heartbeat,
     Login,
@@ -39,6 +41,7 @@ from protocol.messages import (
     OrderCanceled,
     OrderRejected,
     OrderReplaced,
+    OrderTriggered,
     ProtocolError,
     ReplaceOrder,
     SessionReject,
@@ -124,7 +127,7 @@ def test_encode_rejects_values_that_do_not_fit() -> None:
     with pytest.raises(ValueError):
         codec.encode(NewOrder(1, 100, 2, "ÄB", 1, 1, 1))           # not ASCII
     with pytest.raises(ValueError):
-        codec.encode(Login(1000, 1, 0, "x" * 65536))                # token over uint16
+        codec.encode(Login(1000, 1, 0, 0, "x" * 65536))                # token over uint16
     with pytest.raises(ValueError):
         codec.encode(BookSnapshot(1, 1, 1, "A", [BookLevel(1, 1, 1)] * 3300))  # frame > 65535
     with pytest.raises(TypeError):
@@ -135,13 +138,17 @@ def test_encode_rejects_values_that_do_not_fit() -> None:
 
 # -- segmentation: split at every byte boundary, and one byte at a time ------------------------------
 def sample_stream() -> list[Message]:
-    msgs: list[Message] = [Login(1000, 1, 1, "eyJhbGciOi.J9.sig")]
+    msgs: list[Message] = [Login(1000, 1, 1, 0, "eyJhbGciOi.J9.sig")]
     for i in range(1, 9):
         msgs += [NewOrder(i, 1_000_000 + i * 100, i, SYMBOLS[i % 4], 1 + i % 2, 1, 1, i % 2, 0),
                  CancelOrder(100 + i, i, SYMBOLS[i % 4]),
                  ReplaceOrder(200 + i, i, 999_900, 3 * i, SYMBOLS[(i + 1) % 4])]
-    msgs += [Heartbeat(), MassCancel(300, "", 0), MassCancel(301, "MSFT", 2), BookQuery(7, "AAPL", 5),
+    msgs += [NewOrder(50, 1_000_000, 9, "AAPL", 1, 4, 0, 0, 3, stop_px=990_000),     # stop-limit DAY
+             NewOrder(51, 1_000_000, 90, "MSFT", 2, 1, 1, 1, 0, display_qty=10),     # iceberg
+             Heartbeat(), MassCancel(300, "", 0), MassCancel(301, "MSFT", 2, 1), BookQuery(7, "AAPL", 5),
+             EndOfSession(302, "AAPL"),
              OrderAccepted(1, 2, 3, 4, 5, 6, 7, "AAPL", 1, 1, 1),
+             OrderTriggered(2, 3, 50, 4, 990_000, 1_000_000, 9, 9, "AAPL", 1, 4),
              BookSnapshot(9, 9, 7, "AAPL", [BookLevel(1, 2, 3)], [BookLevel(4, 5, 6), BookLevel(7, 8, 9)]),
              Logout(0)]
     return msgs
@@ -174,13 +181,12 @@ def test_decode_frames_one_byte_at_a_time(sofh: bool) -> None:
 
 def expected_command(msg: Message, session_id: int, ts: int) -> dict[str, int]:
     """The Command record the brief specifies for an order-entry message."""
-    c = dict(seq=0, ts=ts, session_id=session_id, symbol_id=TABLE.lookup(msg.symbol), type=0,  # type: ignore[union-attr]
-             side=0, ord_type=0, tif=0, flags=0, stp=0, depth=0, cl_ord_id=0, orig_cl_ord_id=0,
-             price=0, qty=0)
+    c = dict.fromkeys(COMMAND_FIELDS, 0)
+    c.update(ts=ts, session_id=session_id, symbol_id=TABLE.lookup(msg.symbol))  # type: ignore[union-attr]
     if isinstance(msg, NewOrder):
         c.update(type=CommandType.CMD_NEW, side=msg.side, ord_type=msg.ord_type, tif=msg.time_in_force,
                  flags=msg.flags, stp=msg.stp_mode, cl_ord_id=msg.cl_ord_id, price=msg.price,
-                 qty=msg.order_qty)
+                 qty=msg.order_qty, stop_price=msg.stop_px, display_qty=msg.display_qty)
     elif isinstance(msg, CancelOrder):
         c.update(type=CommandType.CMD_CANCEL, cl_ord_id=msg.cl_ord_id, orig_cl_ord_id=msg.orig_cl_ord_id)
     elif isinstance(msg, ReplaceOrder):
@@ -188,7 +194,7 @@ def expected_command(msg: Message, session_id: int, ts: int) -> dict[str, int]:
                  orig_cl_ord_id=msg.orig_cl_ord_id, price=msg.price, qty=msg.order_qty)
     elif isinstance(msg, MassCancel):
         c.update(type=CommandType.CMD_MASS_CANCEL, cl_ord_id=msg.cl_ord_id, side=msg.side,
-                 depth=1 if msg.symbol == "" else 0)
+                 depth=1 if msg.symbol == "" else 0, scope=msg.scope)
     elif isinstance(msg, BookQuery):
         c.update(type=CommandType.CMD_BOOK_QUERY, cl_ord_id=msg.request_id,
                  orig_cl_ord_id=msg.request_id, depth=msg.depth)
@@ -311,9 +317,9 @@ def test_decode_orders_argument_checks() -> None:
     with pytest.raises(ValueError):
         codec.decode_orders(b"", 0, 0, SpscRing(8, 128), 1, TABLE, 0)
     with pytest.raises(ValueError):
-        codec.decode_orders(b"abc", 2, 4, SpscRing(8, 64), 1, TABLE, 0)
+        codec.decode_orders(b"abc", 2, 4, SpscRing(8, COMMAND_RECORD_SIZE), 1, TABLE, 0)
     with pytest.raises(TypeError):
-        codec.decode_orders("abc", 0, 1, SpscRing(8, 64), 1, TABLE, 0)  # type: ignore[arg-type]
+        codec.decode_orders("abc", 0, 1, SpscRing(8, COMMAND_RECORD_SIZE), 1, TABLE, 0)  # type: ignore[arg-type]
 
 
 # -- malformed input ------------------------------------------------------------------------------
@@ -338,7 +344,7 @@ MALFORMED_FRAMES = {
     # SOFH says 14 bytes: the header fits but the 37-byte block does not
     "frame shorter than block": (patch(GOOD, 0, ">I", 14)[:14], RejectReason.REJ_MALFORMED, codec.MALFORMED),
     # varData length running past the end of its frame
-    "token past frame": (patch(frame(Login(1, 1, 0, "abc")), 6 + 8 + 13, "<H", 4),
+    "token past frame": (patch(frame(Login(1, 1, 0, 0, "abc")), 6 + 8 + 14, "<H", 4),
                          RejectReason.REJ_MALFORMED, codec.MALFORMED),
     # group entry blockLength shorter than ours
     "short group entry": (patch(frame(BookSnapshot(1, 1, 1, "A", [BookLevel(1, 1, 1)], [])),
@@ -434,6 +440,39 @@ def test_longer_group_entries_and_trailing_frame_bytes() -> None:
     assert codec.decode_frames(framed) == ([snap], len(framed))
 
 
+# -- backward compatibility: a version-1 client's shorter blocks -----------------------------------
+def shorter_block(raw: bytes, v1_length: int) -> bytes:
+    """An unframed message cut back to its version-1 block, header version 1, as a v1 client
+    sends it."""
+    bl = struct.unpack_from("<H", raw, 0)[0]
+    head = struct.pack("<HHHH", v1_length, struct.unpack_from("<H", raw, 2)[0], 1, 1)
+    return head + raw[8:8 + v1_length] + raw[8 + bl:]
+
+
+@pytest.mark.parametrize("sofh", [True, False])
+def test_version_1_blocks_decode_with_the_new_fields_zero(sofh: bool) -> None:
+    v1: list[tuple[Message, int]] = [
+        (NewOrder(1, 100, 1, "AAPL", 1, 1, 1, 1, 2), 37),
+        (MassCancel(2, "MSFT", 1), 17),
+        (CancelOrder(3, 1, "AAPL"), 24),
+    ]
+    raws = [shorter_block(codec.encode(m, sofh=False), n) for m, n in v1]
+    login = shorter_block(codec.encode(Login(1000, 1, 1, 0, "tok"), sofh=False), 13)
+    assert codec.decode_message(login) == Login(1000, 1, 1, 0, "tok")
+    if sofh:
+        raws = [struct.pack(">IH", len(r) + 6, 0xEB50) + r for r in raws]
+    buf = b"".join(raws)
+    msgs = [m for m, _ in v1]
+    assert codec.decode_frames(buf, sofh=sofh) == (msgs, len(buf))
+    # the hot path reads no byte past a short block (the next message's bytes follow it)
+    ring = SpscRing(8, COMMAND_RECORD_SIZE)
+    assert run_orders(ring, buf, 0, sofh) == (len(buf), 3, codec.NEED_MORE)
+    assert pop_commands(ring) == [expected_command(m, 7, 123456789) for m in msgs]
+    # shorter than version 1 is still malformed
+    with pytest.raises(ProtocolError):
+        codec.decode_message(shorter_block(codec.encode(v1[0][0], sofh=False), 36))
+
+
 # -- symbols --------------------------------------------------------------------------------------
 def test_symbol_table() -> None:
     assert [TABLE.lookup(s) for s in SYMBOLS] == [0, 1, 2, 3]
@@ -470,12 +509,13 @@ def test_scan_responses() -> None:
         CancelRejected(6, 10, 505, 9, 8),
         MassCancelDone(7, 10, 506, 3),
         BookSnapshot(8, 10, 507, "AAPL", [BookLevel(1, 1, 1)], []),
+        OrderTriggered(9, 10, 508, 1, 90, 100, 5, 5, "AAPL", 1, 3),
         Heartbeat(),
         SessionReject(1, 10),
     ]
     buf = b"".join(frame(m) for m in msgs)
     want = array("Q", [2, 0, 0, 20, 1, 501, 21, 2, 502, 22, 3, 501, 23, 4, 503, 24, 5, 504, 25, 6, 505,
-                       26, 7, 506, 27, 8, 0, 4, 0, 0, 6, 0, 0])
+                       26, 7, 506, 27, 8, 0, 28, 9, 508, 4, 0, 0, 6, 0, 0])
     assert codec.scan_responses(buf) == (want, len(buf))
     many = buf * 40
     triples, end = codec.scan_responses(many + buf[:20])

@@ -13,6 +13,7 @@ from reference_book import ReferenceCore
 from matching.core import MAX_BOOK_DEPTH, EventTally, MatchingCore
 from matching.records import (
     COMMAND_FIELDS,
+    COMMAND_RECORD_SIZE,
     EVENT_FIELDS,
     EVENT_STRUCT,
     UNKNOWN_SYMBOL,
@@ -28,6 +29,7 @@ NEW, CANCEL, REPLACE = CommandType.CMD_NEW, CommandType.CMD_CANCEL, CommandType.
 MASS, QUERY, OPEN = CommandType.CMD_MASS_CANCEL, CommandType.CMD_BOOK_QUERY, CommandType.CMD_SESSION_OPEN
 E = EventType
 R = RejectReason
+CMD_SIZE = COMMAND_RECORD_SIZE
 X = CancelReason
 BUY, SELL = 1, 2
 LIMIT, MARKET = 1, 2
@@ -47,7 +49,7 @@ class Harness:
                  initial_orders: int = 64) -> None:
         self.core = MatchingCore(symbols, initial_orders=initial_orders)
         self.ref = ReferenceCore(symbols)
-        self.commands = SpscRing(1 << 12, 64)
+        self.commands = SpscRing(1 << 12, CMD_SIZE)
         self.events = SpscRing(events_capacity, 128)
         self.seq = 0
         self.core.on_events_full = self._drain
@@ -111,12 +113,12 @@ def h() -> Harness:
     (dict(side=0), R.REJ_INVALID_FIELD),
     (dict(side=3), R.REJ_INVALID_FIELD),
     (dict(ord_type=0), R.REJ_INVALID_FIELD),
-    (dict(ord_type=3), R.REJ_INVALID_FIELD),
+    (dict(ord_type=5), R.REJ_INVALID_FIELD),
     (dict(tif=2), R.REJ_INVALID_FIELD),
-    (dict(tif=0), R.REJ_INVALID_FIELD),
+    (dict(tif=5), R.REJ_INVALID_FIELD),
     (dict(flags=2), R.REJ_INVALID_FIELD),
     (dict(flags=3), R.REJ_INVALID_FIELD),
-    (dict(stp=1), R.REJ_UNSUPPORTED),
+    (dict(stp=5), R.REJ_INVALID_FIELD),
     (dict(qty=0), R.REJ_INVALID_QUANTITY),
     (dict(qty=1001), R.REJ_INVALID_QUANTITY),
     (dict(price=0), R.REJ_INVALID_PRICE),
@@ -128,7 +130,7 @@ def h() -> Harness:
     # validation order: the first failing rule wins
     (dict(symbol_id=7, side=9, qty=0), R.REJ_UNKNOWN_SYMBOL),
     (dict(side=9, stp=1, qty=0), R.REJ_INVALID_FIELD),
-    (dict(stp=2, qty=0, price=1), R.REJ_UNSUPPORTED),
+    (dict(stp=7, qty=0, price=1), R.REJ_INVALID_FIELD),
     (dict(qty=0, price=1), R.REJ_INVALID_QUANTITY),
 ])
 def test_new_reject(h: Harness, fields: dict[str, int], reason: int) -> None:
@@ -180,7 +182,8 @@ def test_accept_fields_and_ids(h: Harness) -> None:
         tif=GTC)}[k] for k in EVENT_FIELDS))
     assert h.core.next_order_id == 2 and h.core.next_trade_id == 1
     assert h.core.lookup(9, 11) == {"order_id": 1, "side": BUY, "price": 10005, "qty": 3,
-                                    "leaves": 3, "symbol_id": 1}
+                                    "leaves": 3, "symbol_id": 1, "account_id": 0, "ord_type": LIMIT,
+                                    "tif": GTC, "visible": 3, "stop_price": 0}
 
 
 def test_price_time_priority_and_fill_fields(h: Harness) -> None:
@@ -495,7 +498,7 @@ def _rest_sells(core: MatchingCore, cq: SpscRing, eq: SpscRing, n: int) -> None:
 
 def test_events_full_without_owner_raises() -> None:
     core = MatchingCore(SYMBOLS)
-    cq, eq = SpscRing(16, 64), SpscRing(4, 128)
+    cq, eq = SpscRing(16, CMD_SIZE), SpscRing(4, 128)
     _rest_sells(core, cq, eq, 4)
     cq.push(pack_command(type=NEW, session_id=1, cl_ord_id=9, side=BUY, ord_type=LIMIT, tif=GTC,
                          price=10000, qty=4))        # ack + 4 fills > 4 slots
@@ -509,7 +512,7 @@ def test_events_full_without_owner_raises() -> None:
 
 def test_events_full_owner_frees_nothing_raises() -> None:
     core = MatchingCore(SYMBOLS)
-    cq, eq = SpscRing(16, 64), SpscRing(2, 128)
+    cq, eq = SpscRing(16, CMD_SIZE), SpscRing(2, 128)
     _rest_sells(core, cq, eq, 3)
     calls = []
     core.on_events_full = lambda: calls.append(1)
@@ -522,7 +525,7 @@ def test_events_full_owner_frees_nothing_raises() -> None:
 
 def test_stops_early_without_room_for_bounded_events() -> None:
     core = MatchingCore(SYMBOLS)
-    cq, eq = SpscRing(16, 64), SpscRing(4, 128)
+    cq, eq = SpscRing(16, CMD_SIZE), SpscRing(4, 128)
     for i in range(6):
         cq.push(pack_command(type=NEW, session_id=1, cl_ord_id=i + 1, side=BUY, ord_type=LIMIT,
                              tif=GTC, price=10000, qty=1))
@@ -541,7 +544,7 @@ def test_book_snapshot_needs_contiguous_room() -> None:
         h.new(i + 1, BUY, 10000 - 100 * i, 1)
     q = h.cmd(type=QUERY, orig_cl_ord_id=1, symbol_id=0, depth=3)
     h.commands.push(pack_command(**q))
-    h.events.push(pack_command(**q) * 2 * 6)              # 6 slots busy, snapshot needs 4
+    h.events.push(bytes(128) * 6)                         # 6 slots busy, snapshot needs 4
     assert h.core.process(h.commands, h.events) == 0
     h.events.pop(3)
     assert h.core.process(h.commands, h.events) == 1
@@ -591,7 +594,7 @@ def test_wrong_ring_shapes_and_symbol_table() -> None:
     with pytest.raises(ValueError):
         core.process(SpscRing(4, 128), SpscRing(4, 128))
     with pytest.raises(ValueError):
-        core.process(SpscRing(4, 64), SpscRing(4, 64))
+        core.process(SpscRing(4, CMD_SIZE), SpscRing(4, CMD_SIZE))
     with pytest.raises(ValueError):
         MatchingCore([(0, 10)])
     with pytest.raises(ValueError):
@@ -674,7 +677,7 @@ def test_determinism_byte_identical() -> None:
     outs = []
     for _ in range(2):
         core = MatchingCore(SYMBOLS, initial_orders=16)
-        cq, eq = SpscRing(1 << 12, 64), SpscRing(1 << 10, 128)
+        cq, eq = SpscRing(1 << 12, CMD_SIZE), SpscRing(1 << 10, 128)
         out = bytearray()
         core.on_events_full = lambda eq=eq, out=out: out.extend(eq.pop())
         assert cq.push(blob) == 3000

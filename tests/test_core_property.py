@@ -1,155 +1,96 @@
-"""Differential tests: matching.core.MatchingCore against tests/reference_book.py.
+"""Differential tests: matching.core.MatchingCore against tests/reference_book.py (the oracle).
 
-Command streams over 3 sessions and 2 symbols (adds, cancels, replaces, IOC, FOK, market,
-post-only, mass cancels, book queries and invalid commands) go through both; the event tuples
-must be identical and the final books, live orders and id counters equal.  Hypothesis generates
-short streams; a seeded 50k-command stream runs the same check at scale.
+Command streams (tests/command_stream.py: every order type, cancels, replaces, stops, icebergs,
+self-trade prevention in every mode, accounts shared by sessions, mass cancels, end of session,
+book queries, a symbol added at run time, invalid commands) go through both; the event tuples must
+be identical, event by event, and the final state equal: books level by level and order by order,
+pending stops in trigger order, last trade prices, every order's fields, id counters.
+Hypothesis generates short adversarial streams; a seeded 50k-command stream runs in CI and a
+1M-command one behind ``-m slow``.
 """
 from __future__ import annotations
 
-import random
+import itertools
+from collections.abc import Iterable
 
+import pytest
+from command_stream import (
+    FIELD_RANGES,
+    HYP_SESSIONS,
+    HYP_SYMBOLS,
+    SESSIONS,
+    SYMBOLS,
+    iter_seeded_stream,
+    make_command,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reference_book import ReferenceCore
 
 from matching.core import MatchingCore
-from matching.records import (
-    COMMAND_FIELDS,
-    EVENT_STRUCT,
-    UNKNOWN_SYMBOL,
-    CommandType,
-    pack_command,
-)
+from matching.records import COMMAND_RECORD_SIZE, EVENT_STRUCT, CommandType, EventType, pack_command
 from matching.ring import SpscRing
 
-SYMBOLS = [(100, 40), (5, 25)]
-SESSIONS = 3
-CL_IDS = 12               # small ClOrdID space: duplicates, hits and misses are all common
-KINDS = 16
 
-# one command = a tuple of small ints, mapped to a record by make_command (so hypothesis can
-# shrink it field by field and a seeded Random can draw the same shape)
-FIELD_RANGES = (
-    (0, KINDS - 1),       # kind
-    (1, SESSIONS),        # session
-    (0, 2),               # symbol: 0, 0, 1
-    (1, CL_IDS),          # cl_ord_id
-    (1, CL_IDS),          # orig_cl_ord_id / second id
-    (1, 2),               # side
-    (-4, 4),              # price level around 100 ticks (buys lower, sells higher)
-    (1, 12),              # qty
-    (0, 15),              # extra: variant selector
-)
+class Differential:
+    """A core and a reference fed the same commands in batches; every event compared."""
 
+    def __init__(self, symbols: list[tuple[int, int]], events_capacity: int, batch: int,
+                 core: MatchingCore | None = None) -> None:
+        self.core = core if core is not None else MatchingCore(symbols, initial_orders=4)
+        self.ref = ReferenceCore(symbols)
+        self.commands = SpscRing(1 << 14, COMMAND_RECORD_SIZE)
+        self.events = SpscRing(events_capacity, 128)
+        self.batch = min(batch, self.commands.capacity)
+        self.got: list[tuple[int, ...]] = []
+        self.core.on_events_full = self._drain
+        self.n_events = 0
+        self.counts: dict[int, int] = {}
 
-def make_command(seq: int, t: tuple[int, ...]) -> dict[str, int]:
-    kind, session, sym, cl, cl2, side, plevel, qty, extra = t
-    symbol = 0 if sym < 2 else 1
-    tick = SYMBOLS[symbol][0]
-    c = dict.fromkeys(COMMAND_FIELDS, 0)
-    c.update(seq=seq, ts=1_000 + seq, session_id=session, symbol_id=symbol, cl_ord_id=cl,
-             side=side, ord_type=1, tif=1, qty=qty,
-             price=tick * (100 + plevel + (2 if side == 2 else -2)))   # sides overlap, books build up
-    if kind <= 4:                                   # plain GTC limit
-        c["type"] = CommandType.CMD_NEW
-    elif kind == 5:
-        c.update(type=CommandType.CMD_NEW, tif=3)   # IOC
-    elif kind == 6:
-        c.update(type=CommandType.CMD_NEW, tif=4, qty=qty * 2)   # FOK
-    elif kind == 7:                                 # market, any tif
-        c.update(type=CommandType.CMD_NEW, ord_type=2, tif=(1, 3, 4)[extra % 3], price=extra - 3)
-    elif kind == 8:                                 # post-only (sometimes with IOC / market)
-        c.update(type=CommandType.CMD_NEW, flags=1)
-        if extra == 1:
-            c["tif"] = 3
-        elif extra == 2:
-            c["ord_type"] = 2
-    elif kind in (9, 10):
-        c.update(type=CommandType.CMD_CANCEL, cl_ord_id=100 + cl, orig_cl_ord_id=cl2)
-        if extra == 0:
-            c["symbol_id"] = 1 - symbol
-    elif kind in (11, 12):                          # replace: same id or a new one
-        c.update(type=CommandType.CMD_REPLACE, orig_cl_ord_id=cl2,
-                 cl_ord_id=cl2 if extra < 6 else cl, qty=qty + (extra % 4) * 10)
-        if extra == 15:
-            c["price"] += 1                          # off-tick
-    elif kind == 13 and extra >= 5:                 # mostly more limit orders: deeper books
-        c["type"] = CommandType.CMD_NEW
-    elif kind == 13:                                # mass cancel: this symbol, all, disconnect
-        c.update(type=CommandType.CMD_MASS_CANCEL, side=extra % 3,
-                 flags=1 if extra == 4 else 2 if extra == 2 else 0)
-        if extra >= 3:
-            c.update(symbol_id=UNKNOWN_SYMBOL, depth=1 if extra == 3 else 0)
-    elif kind == 14:
-        # depth 1..3 keeps a snapshot within the smallest events ring used below (8 slots)
-        c.update(type=CommandType.CMD_BOOK_QUERY, orig_cl_ord_id=cl, depth=1 + extra % 3)
-    else:                                           # invalid / rare commands
-        variant = extra % 10
-        if variant == 0:
-            c.update(type=CommandType.CMD_NEW, stp=1)
-        elif variant == 1:
-            c.update(type=CommandType.CMD_NEW, qty=SYMBOLS[symbol][1] + 1)
-        elif variant == 2:
-            c.update(type=CommandType.CMD_NEW, price=c["price"] + 1 if tick > 1 else -tick)
-        elif variant == 3:
-            c.update(type=CommandType.CMD_NEW, side=0)
-        elif variant == 4:
-            c.update(type=CommandType.CMD_NEW, symbol_id=2)
-        elif variant == 5:
-            c.update(type=77)
-        elif variant == 6:
-            c.update(type=CommandType.CMD_SESSION_OPEN)
-        elif variant == 7:
-            # refused by the gateway's risk pass: answered as the original type
-            c.update(type=CommandType.CMD_RISK_REJECT, depth=33 + extra % 5,
-                     stp=(CommandType.CMD_NEW, CommandType.CMD_CANCEL, CommandType.CMD_REPLACE,
-                          CommandType.CMD_BOOK_QUERY)[extra % 4])
-        elif variant == 8:
-            c.update(type=CommandType.CMD_ADMIN, side=1 + extra % 6)
-        else:
-            c.update(type=CommandType.CMD_BOOK_QUERY, symbol_id=UNKNOWN_SYMBOL, orig_cl_ord_id=cl)
-    return c
+    def _drain(self) -> None:
+        self.got.extend(EVENT_STRUCT.iter_unpack(self.events.pop()))
 
+    def feed(self, cmds: Iterable[dict[str, int]]) -> None:
+        it = iter(cmds)
+        while True:
+            chunk = list(itertools.islice(it, self.batch))
+            if not chunk:
+                return
+            expected = [e for c in chunk for e in self.ref.process(c)]
+            blob = b"".join(pack_command(**c) for c in chunk)
+            assert self.commands.push(blob) == len(chunk)
+            self.got = []
+            done = 0
+            while done < len(chunk):
+                done += self.core.process(self.commands, self.events)
+                self._drain()
+            assert len(self.got) == len(expected), (chunk[0]["seq"], len(self.got), len(expected))
+            for i, (g, e) in enumerate(zip(self.got, expected, strict=True)):
+                assert g == e, f"event {i} of the batch from seq {chunk[0]['seq']} differs"
+            for g in self.got:
+                self.counts[g[4]] = self.counts.get(g[4], 0) + 1
+            self.n_events += len(self.got)
 
-def run_both(cmds: list[dict[str, int]], events_capacity: int, batch: int,
-             cl_ids: int = CL_IDS) -> tuple[MatchingCore, ReferenceCore]:
-    core = MatchingCore(SYMBOLS, initial_orders=4)
-    ref = ReferenceCore(SYMBOLS)
-    expected = []
-    for c in cmds:
-        expected.extend(ref.process(c))
-    commands = SpscRing(1 << 16, 64)
-    events = SpscRing(events_capacity, 128)
-    got: list[tuple[int, ...]] = []
-    core.on_events_full = lambda: got.extend(EVENT_STRUCT.iter_unpack(events.pop()))
-    blob = b"".join(pack_command(**c) for c in cmds)
-    done = pos = 0
-    while done < len(cmds):
-        if pos < len(blob):
-            pos += commands.push(blob[pos:pos + 64 * batch]) * 64
-        done += core.process(commands, events, batch)
-        got.extend(EVENT_STRUCT.iter_unpack(events.pop()))
-    assert len(got) == len(expected)
-    for i, (g, e) in enumerate(zip(got, expected, strict=True)):
-        assert g == e, f"event {i} differs"
-    assert_same_state(core, ref, cl_ids)
-    return core, ref
-
-
-def assert_same_state(core: MatchingCore, ref: ReferenceCore, cl_ids: int) -> None:
-    for sym in range(len(SYMBOLS)):
-        for side in (1, 2):
-            levels = core.book_levels(sym, side, 1000)
-            assert levels == ref.book_levels(sym, side, 1000)
-            for price, _, _ in levels:           # time priority inside every level
-                assert core.level_orders(sym, side, price) == ref.level_orders(sym, side, price)
-    assert core.order_count() == ref.order_count()
-    for session in range(1, SESSIONS + 1):
-        for cl in range(1, cl_ids + 1):
-            assert core.lookup(session, cl) == ref.lookup(session, cl)
-    assert core.next_order_id == ref.next_order_id
-    assert core.next_trade_id == ref.next_trade_id
+    def assert_same_state(self, sessions: int, cl_ids: Iterable[int]) -> None:
+        core, ref = self.core, self.ref
+        assert core.n_symbols == ref.n_symbols
+        for sym in range(ref.n_symbols):
+            assert core.last_trade_price(sym) == ref.last_trade_price(sym)
+            for side in (1, 2):
+                levels = core.book_levels(sym, side, 100_000)
+                assert levels == ref.book_levels(sym, side, 100_000)
+                for price, _, _ in levels:           # time priority inside every level
+                    assert core.level_orders(sym, side, price) == ref.level_orders(sym, side, price)
+                assert core.stop_orders(sym, side) == ref.stop_orders(sym, side)
+        assert core.order_count() == ref.order_count()
+        for key, o in ref.live.items():
+            assert core.lookup(*key) == ref.lookup(*key), (key, o)
+        ids = list(cl_ids)
+        for session in range(1, sessions + 1):
+            for cl in ids:
+                assert core.lookup(session, cl) == ref.lookup(session, cl)
+        assert core.next_order_id == ref.next_order_id
+        assert core.next_trade_id == ref.next_trade_id
 
 
 command_tuple = st.tuples(*(st.integers(lo, hi) for lo, hi in FIELD_RANGES))
@@ -159,18 +100,67 @@ command_tuple = st.tuples(*(st.integers(lo, hi) for lo, hi in FIELD_RANGES))
 @given(st.lists(command_tuple, max_size=150), st.sampled_from([8, 16, 4096]),
        st.sampled_from([1, 7, 1000]))
 def test_core_matches_reference(tuples: list[tuple[int, ...]], events_capacity: int, batch: int) -> None:
+    d = Differential(HYP_SYMBOLS, events_capacity, batch)
+    d.feed(make_command(i + 1, t) for i, t in enumerate(tuples))
+    d.assert_same_state(HYP_SESSIONS, range(1, 13))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(command_tuple, max_size=120), st.integers(0, 120))
+def test_snapshot_restore_continues_identically(tuples: list[tuple[int, ...]], cut: int) -> None:
+    """Restore from a snapshot taken at any point, then the rest of the stream: the same events
+    as the uninterrupted run, and the same final state."""
     cmds = [make_command(i + 1, t) for i, t in enumerate(tuples)]
-    run_both(cmds, events_capacity, batch)
+    cut = min(cut, len(cmds))
+    whole = Differential(HYP_SYMBOLS, 4096, 1000)
+    whole.feed(cmds[:cut])
+    restored = Differential(HYP_SYMBOLS, 4096, 1000, core=MatchingCore.restore(whole.core.snapshot()))
+    restored.ref = whole.ref                         # the oracle goes on from the cut
+    restored.feed(cmds[cut:])
+    restored.assert_same_state(HYP_SESSIONS, range(1, 13))
 
 
-def seeded_stream(n: int, seed: int, cl_ids: int) -> list[dict[str, int]]:
-    rng = random.Random(seed)
-    ranges = [(1, cl_ids) if k in (3, 4) else r for k, r in enumerate(FIELD_RANGES)]
-    return [make_command(i + 1, tuple(rng.randint(lo, hi) for lo, hi in ranges)) for i in range(n)]
+def run_seeded(n: int, seed: int, events_capacity: int = 1 << 10, batch: int = 4096) -> Differential:
+    d = Differential(SYMBOLS, events_capacity, batch)
+    d.feed(iter_seeded_stream(n, seed))
+    d.assert_same_state(SESSIONS, range(1, 50))
+    return d
+
+
+def assert_stream_exercises_everything(d: Differential, n: int) -> None:
+    """The stream must reach every rule, not just rejects."""
+    E = EventType
+    c = d.counts
+    assert c.get(E.EVT_FILL, 0) > n // 20, c
+    assert c.get(E.EVT_TRIGGERED, 0) > n // 1000, c
+    assert c.get(E.EVT_REPLACED, 0) > n // 50, c
+    assert c.get(E.EVT_CANCELED, 0) > n // 10, c
+    assert c.get(E.EVT_MASS_CANCEL_DONE, 0) > n // 200, c
+    assert c.get(E.EVT_REJECTED, 0) > n // 100, c
+    assert d.core.n_symbols == len(SYMBOLS) + 1             # the book added half-way
+    assert d.core.order_count() > 50
 
 
 def test_seeded_50k_commands() -> None:
-    cmds = seeded_stream(50_000, seed=20240601, cl_ids=60)
-    core, ref = run_both(cmds, events_capacity=1 << 10, batch=4096, cl_ids=60)
-    # the stream must actually exercise matching, not just rejects
-    assert core.next_trade_id > 5_000 and core.next_order_id > 20_000
+    d = run_seeded(50_000, seed=20240601)
+    assert_stream_exercises_everything(d, 50_000)
+
+
+def test_seeded_stream_with_a_tiny_events_ring() -> None:
+    # on_events_full mid-command (sweeps, stop cascades, mass cancels) on most batches; 64
+    # slots still hold the largest book snapshot of the stream (depth 20: 41 records)
+    run_seeded(5_000, seed=7, events_capacity=64, batch=64)
+
+
+@pytest.mark.slow
+def test_seeded_1m_commands() -> None:
+    """The long run (python -m pytest -m slow): 1,000,000 commands, compared event by event."""
+    d = run_seeded(1_000_000, seed=1)
+    assert_stream_exercises_everything(d, 1_000_000)
+
+
+def test_command_kinds_cover_the_schema() -> None:
+    kinds = {make_command(1, (k, 1, 0, 1, 1, 1, 0, 1, 0, 0))["type"] for k in range(24)}
+    assert {int(t) for t in (CommandType.CMD_NEW, CommandType.CMD_CANCEL, CommandType.CMD_REPLACE,
+                             CommandType.CMD_MASS_CANCEL, CommandType.CMD_BOOK_QUERY,
+                             CommandType.CMD_END_OF_SESSION)} <= kinds

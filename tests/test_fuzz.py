@@ -14,6 +14,7 @@ from fuzz_inputs import SessionHarness, mutate, seed_frames
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from matching.records import COMMAND_RECORD_SIZE
 from matching.ring import SpscRing
 from protocol import codec
 from protocol.messages import ProtocolError
@@ -81,7 +82,7 @@ def test_decoders_only_raise_protocol_errors(data: bytes, start: int) -> None:
 def test_decode_orders_agrees_with_decode_frames(data: bytes, sofh: bool) -> None:
     """The batch decoder writes exactly the order frames the reference decoder sees, stops
     where it does, and never writes outside the ring."""
-    ring = SpscRing(16, 64)
+    ring = SpscRing(16, COMMAND_RECORD_SIZE)
     pos, written = 0, 0
     while True:
         pos2, n, status = codec.decode_orders(data, pos, len(data), ring, 3, SYMBOLS, 99, sofh)
@@ -172,4 +173,5 @@ def test_a_partial_role_gets_its_allowed_orders_through_and_the_rest_refused() -
     out, cmds = SessionHarness(max_violations=2).feed([login + q + o + q + o + q])
     msgs, _ = codec.decode_frames(out)
     assert [type(m).__name__ for m in msgs] == ["LoginAccepted", "SessionReject", "SessionReject", "Logout"]
-    assert [c for c in cmds[24::64]] == [5, 5]            # two CMD_BOOK_QUERY records, then closed
+    # two CMD_BOOK_QUERY records, then closed
+    assert [c for c in cmds[24::COMMAND_RECORD_SIZE]] == [5, 5]

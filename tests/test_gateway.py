@@ -117,10 +117,10 @@ async def test_every_order_reject_code(tmp_path: Path) -> None:
             assert isinstance(r, OrderRejected), (msg, r)
             assert (r.cl_ord_id, r.reason) == (msg.cl_ord_id, reason)
         stp = NewOrder(cl_ord_id=7, price=1_000_000, order_qty=10, symbol="AAPL", side=BUY,
-                       ord_type=OrdType.ORD_LIMIT, time_in_force=GTC, stp_mode=1)
+                       ord_type=OrdType.ORD_LIMIT, time_in_force=GTC, stp_mode=9)   # no such mode
         c.send(stp)
         r = await c.recv()
-        assert isinstance(r, OrderRejected) and r.reason == RejectReason.REJ_UNSUPPORTED
+        assert isinstance(r, OrderRejected) and r.reason == RejectReason.REJ_INVALID_FIELD
         c.send(limit(10, BUY, 1_000_000, 10))
         assert isinstance(await c.recv(), OrderAccepted)
         c.send(limit(8, SELL, 1_000_000, 5, flags=1))  # post-only that would take

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from matching.records import CommandType, Side, pack_command, unpack_command
+from matching.records import COMMAND_RECORD_SIZE, CommandType, Side, pack_command, unpack_command
 from matching.ring import SpscRing
 from persistence.journal import (
     FRAME_SIZE,
@@ -39,7 +39,7 @@ def cmds(first: int, n: int) -> bytes:
 
 
 def frame(payload: bytes) -> bytes:
-    return struct.pack("<II", 64, crc32c(payload)) + payload
+    return struct.pack("<II", COMMAND_RECORD_SIZE, crc32c(payload)) + payload
 
 
 # -- CRC32C -----------------------------------------------------------------------------------
@@ -82,7 +82,7 @@ def test_empty_journal(tmp_path: Path) -> None:
 
 
 def test_ring_round_trip_with_wraparound(tmp_path: Path) -> None:
-    ring = SpscRing(8, 64)
+    ring = SpscRing(8, COMMAND_RECORD_SIZE)
     j = Journal(str(tmp_path))
     j.open()
     expected = []
@@ -110,14 +110,15 @@ def test_ring_round_trip_with_wraparound(tmp_path: Path) -> None:
     j2.open()
     assert (j2.records, j2.last_seq, j2.bytes_written) == (seq - 1, seq - 1, 0)
     chunks = list(j2.replay(batch_records=4))
-    assert all(len(c) == 4 * 64 for c in chunks[:-1]) and 0 < len(chunks[-1]) <= 4 * 64
+    assert all(len(c) == 4 * COMMAND_RECORD_SIZE for c in chunks[:-1])
+    assert 0 < len(chunks[-1]) <= 4 * COMMAND_RECORD_SIZE
     assert b"".join(chunks) == b"".join(expected)
     assert unpack_command(chunks[0])["cl_ord_id"] == 10
     j2.close()
 
 
 def test_append_ring_partial_and_errors(tmp_path: Path) -> None:
-    ring = SpscRing(4, 64)
+    ring = SpscRing(4, COMMAND_RECORD_SIZE)
     ring.push(cmds(1, 3))
     with Journal(str(tmp_path)) as j:
         assert j.append_ring(ring, 0) == 0
@@ -158,7 +159,7 @@ def test_fsync_mode(tmp_path: Path) -> None:
         assert j.durability == "fsync"
         for s in range(1, 6):
             j.append(cmd(s))
-        ring = SpscRing(8, 64)
+        ring = SpscRing(8, COMMAND_RECORD_SIZE)
         ring.push(cmds(6, 3))
         j.append_ring(ring, 3)
         assert j.last_seq == 8
@@ -258,7 +259,7 @@ def test_corrupt_tail_without_good_records_is_truncated(tmp_path: Path,
     with caplog.at_level(logging.WARNING, logger="persistence.journal"):
         with Journal(str(tmp_path)) as j:
             assert j.records == 2 and j.last_seq == 2
-    assert any("offset 144" in r.getMessage() for r in caplog.records)
+    assert any(f"offset {2 * FRAME_SIZE}" in r.getMessage() for r in caplog.records)
     assert p.read_bytes() == good
 
 
@@ -273,7 +274,7 @@ signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 j = Journal({str(tmp_path)!r})
 j.open()
 j.append(cmds(1, 10))
-resource.setrlimit(resource.RLIMIT_FSIZE, (720 + 100, resource.RLIM_INFINITY))
+resource.setrlimit(resource.RLIMIT_FSIZE, ({10 * FRAME_SIZE} + 100, resource.RLIM_INFINITY))
 try:
     j.append(cmds(11, 5))
 except OSError as e:
@@ -282,6 +283,7 @@ except OSError as e:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30,
                          cwd=ROOT)
     import errno
-    assert out.stdout.split() == ["OSError", str(errno.EFBIG), "10", "720", "720"], out.stderr
+    assert out.stdout.split() == ["OSError", str(errno.EFBIG), "10", str(10 * FRAME_SIZE),
+                                 str(10 * FRAME_SIZE)], out.stderr
     with Journal(str(tmp_path)) as j:
         assert j.records == 10

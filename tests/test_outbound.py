@@ -30,6 +30,7 @@ from protocol.messages import (
     OrderCanceled,
     OrderRejected,
     OrderReplaced,
+    OrderTriggered,
 )
 from protocol.outbound import Outbound
 
@@ -92,6 +93,28 @@ def test_every_event_type_maps_to_its_message(ob: Outbound) -> None:
     ]
     assert ob.next_seq(1) == 7
     assert ob.dirty() == [] and ob.take(1) == b""
+
+
+def test_version_2_events(ob: Outbound) -> None:
+    ring = ring_of(
+        # a stop-limit triggered at 1_010_000, limit 1_020_000
+        ev(type=E.EVT_TRIGGERED, session_id=2, symbol_id=0, ts=3000, cl_ord_id=51, order_id=801,
+           ref=1_010_000, price=1_020_000, qty=30, leaves=30, side=Side.SIDE_BUY,
+           ord_type=OrdType.ORD_STOP_LIMIT, tif=TimeInForce.TIF_DAY),
+        # self-trade prevention DECREMENT: 12 lots gone, 18 left
+        ev(type=E.EVT_CANCELED, session_id=2, symbol_id=0, ts=3001, cl_ord_id=51, ref=51, order_id=801,
+           price=1_020_000, qty=12, leaves=18, side=Side.SIDE_BUY, reason=CancelReason.CXL_SELF_TRADE),
+        ev(type=E.EVT_CANCELED, session_id=2, symbol_id=0, ts=3002, cl_ord_id=52, ref=52, order_id=802,
+           price=1_000_000, qty=5, side=Side.SIDE_SELL, reason=CancelReason.CXL_EXPIRED),
+    )
+    assert ob.drain(ring, 0) == 3
+    assert messages(ob, 2) == [
+        OrderTriggered(1, 3000, 51, 801, 1_010_000, 1_020_000, 30, 30, "AAPL", Side.SIDE_BUY,
+                       OrdType.ORD_STOP_LIMIT),
+        OrderCanceled(2, 3001, 51, 51, 801, 1_020_000, 12, "AAPL", 1, CancelReason.CXL_SELF_TRADE, 18),
+        OrderCanceled(3, 3002, 52, 52, 802, 1_000_000, 5, "AAPL", 2, CancelReason.CXL_EXPIRED, 0),
+    ]
+    assert ob.counters()["cancels"] == {CancelReason.CXL_SELF_TRADE: 1, CancelReason.CXL_EXPIRED: 1}
 
 
 def test_fill_goes_to_taker_and_maker(ob: Outbound) -> None:
@@ -251,7 +274,7 @@ def test_counters(ob: Outbound) -> None:
         "unroutable": 1,
     }
     # SOFH + header + block: 2 OrderAccepted, 2 OrderRejected, 2 CancelRejected, 2 OrderCanceled, 3 Execution
-    assert total == 2 * (14 + 67) + 2 * (14 + 34) + 2 * (14 + 34) + 2 * (14 + 67) + 3 * (14 + 74)
+    assert total == 2 * (14 + 67) + 2 * (14 + 34) + 2 * (14 + 34) + 2 * (14 + 75) + 3 * (14 + 74)
 
 
 def test_latency_histogram(ob: Outbound) -> None:

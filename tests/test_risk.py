@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from gateway.risk import AdminAction, RiskEngine, RiskField, admin_record, parse_admin
 from matching.core import MatchingCore
 from matching.records import (
+    COMMAND_RECORD_SIZE,
     EVENT_STRUCT,
     CommandType,
     EventType,
@@ -35,12 +36,13 @@ class Pipe:
     """ring -> risk check -> core -> events observed by risk, as the engine runs them."""
 
     def __init__(self, symbols: list[dict[str, int]] | None = None,
-                 limits: dict[str, dict[str, Any]] | None = None) -> None:
-        self.core = MatchingCore(SYMBOLS)
+                 limits: dict[str, dict[str, Any]] | None = None,
+                 core_symbols: list[tuple[int, int]] | None = None) -> None:
+        self.core = MatchingCore(core_symbols or SYMBOLS)
         lim = limits or {}
         self.risk = RiskEngine(symbols or [{"tick": TICK}, {"tick": TICK}], self.core, 64,
                                lambda name: lim.get(name, {}))
-        self.inbound = SpscRing(1024, 64)
+        self.inbound = SpscRing(1024, COMMAND_RECORD_SIZE)
         self.events = SpscRing(4096, 128)
         self.seq = 0
         for sid, name in ((1, "alice"), (2, "bob"), (3, "alice")):
@@ -228,10 +230,37 @@ def test_positions_average_price_and_realized_pnl() -> None:
     assert p.risk.account_state("bob")["open_orders"] == 1     # his ask of 5 @ 101 rests
 
 
+def test_symbols_defined_at_run_time_grow_every_per_symbol_array() -> None:
+    """The gateway starts with no symbols and defines them from the journal: the symbol array and
+    the positions of accounts that already exist grow (past the first allocation), limits given
+    by symbol name apply, and the events of the new symbols update them."""
+    p = Pipe(limits={"alice": {"max_position_net": 50, "symbols": {"S39": {"max_position_net": 5}}}},
+             core_symbols=[(TICK, 1_000_000)] * 40)
+    assert p.risk.n_symbols == 2 and p.risk.has_account("alice") and p.risk.has_account("bob")
+    for i in range(2, 40):
+        p.risk.define_symbol(i, {"name": f"S{i}", "tick": TICK, "max_order_qty": 7 if i == 39 else 0})
+    assert p.risk.n_symbols == 40
+    with pytest.raises(ValueError):
+        p.risk.define_symbol(41, {"name": "GAP", "tick": TICK})
+    ev = p.send(new(1, BUY, 1_000_000, 8, sym=39), new(2, BUY, 1_000_000, 6, sym=39),
+                new(3, BUY, 1_000_000, 5, sym=39))
+    assert reasons(ev) == [R.REJ_MAX_ORDER_QTY, R.REJ_MAX_POSITION_NET]   # symbol's, alice's by name
+    assert kinds(ev)[-1] == "ACCEPTED"
+    ev = p.send(new(4, SELL, 1_000_000, 5, sid=2, sym=39))
+    assert "FILL" in kinds(ev)
+    assert p.risk.position("alice", 39)["net"] == 5 and p.risk.position("bob", 39)["net"] == -5
+    assert p.risk.position("alice", 38)["max_position_net"] == 50        # the account's own limit
+    assert p.risk.symbol_state(39)["last_price"] == 1_000_000
+    p.risk.define_symbol(39, {"name": "S39", "tick": 2 * TICK})           # a redefinition: tick only
+    assert p.risk.symbol_state(39)["max_order_qty"] == 7
+    p.risk.bind_session(4, "carol")                                       # a new account sees them all
+    assert p.risk.position("carol", 39)["net"] == 0
+
+
 def test_admin_records_round_trip_and_validation() -> None:
     rec = admin_record(AdminAction.SET_ACCOUNT_LIMIT, account="alice", symbol_id=1,
                        field=RiskField.MAX_POSITION_NET, value=42, ts=5)
-    assert len(rec) == 64
+    assert len(rec) == COMMAND_RECORD_SIZE
     assert parse_admin(rec) == {"action": 6, "field": 4, "value": 42, "ts": 5, "symbol_id": 1,
                                 "account": "alice"}
     p = Pipe()

@@ -210,7 +210,7 @@ async def test_positions_and_limits_survive_a_restart(tmp_path: Path) -> None:
         assert before_b["AAPL"].net_position == 70 and before_b["AAPL"].report_count == 1
         assert set(before_a) == {"AAPL", "AMZN", "GOOG", "INTC", "MSFT"}
         assert await answer(a, PositionQuery(request_id=2, symbol="NOPE")) == \
-            SessionReject(reason=R.REJ_UNKNOWN_SYMBOL, ref_template_id=15)
+            SessionReject(reason=R.REJ_UNKNOWN_SYMBOL, ref_template_id=PositionQuery.TEMPLATE_ID)
         # an admin changes alice's open-order limit at run time (journaled)
         st, body = await call_admin(cfg, "POST", "/limits", mint_token(cfg.jwt_secret, "ops", "admin"),
                                     {"account": "alice", "limits": {"max_open_orders": 2}})

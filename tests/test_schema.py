@@ -28,7 +28,7 @@ def snake(name: str) -> str:
 def test_schema_is_a_valid_sbe_1_0_document() -> None:
     assert SCHEMA.root.tag == f"{{{SBE_NS}}}messageSchema"
     assert SCHEMA.problems == []
-    assert (SCHEMA.package, SCHEMA.id, SCHEMA.version, SCHEMA.byte_order) == ("hftgw", 1, 1, "littleEndian")
+    assert (SCHEMA.package, SCHEMA.id, SCHEMA.version, SCHEMA.byte_order) == ("hftgw", 1, 2, "littleEndian")
     header = [(m.name, off, m.primitive) for m, off in SCHEMA.header.members]
     assert header == [("blockLength", 0, "uint16"), ("templateId", 2, "uint16"),
                       ("schemaId", 4, "uint16"), ("version", 6, "uint16")]
@@ -52,6 +52,7 @@ ENUM_PREFIXES = {"Side": (records.Side, "SIDE_", "uint8"), "OrdType": (records.O
                  "RejectReason": (records.RejectReason, "REJ_", "uint16"),
                  "CancelReason": (records.CancelReason, "CXL_", "uint16"),
                  "LoginRejectReason": (records.LoginRejectReason, "LOGIN_", "uint16"),
+                 "MassCancelScope": (records.MassCancelScope, "SCOPE_", "uint8"),
                  "Liquidity": (records.Liquidity, "LIQ_", "uint8")}
 
 
@@ -66,18 +67,43 @@ def test_xml_enums_are_the_records_enums(name: str) -> None:
 def test_template_ids_and_names() -> None:
     expected = {1: "Login", 2: "LoginAccepted", 3: "LoginRejected", 4: "Heartbeat", 5: "Logout",
                 6: "SessionReject", 10: "NewOrder", 11: "CancelOrder", 12: "ReplaceOrder",
-                13: "MassCancel", 14: "BookQuery", 20: "OrderAccepted", 21: "OrderRejected",
-                22: "Execution", 23: "OrderCanceled", 24: "OrderReplaced", 25: "CancelRejected",
-                26: "MassCancelDone", 27: "BookSnapshot", 15: "PositionQuery", 40: "PositionReport"}
+                13: "MassCancel", 14: "BookQuery", 15: "EndOfSession", 16: "PositionQuery",
+                20: "OrderAccepted", 21: "OrderRejected", 22: "Execution", 23: "OrderCanceled",
+                24: "OrderReplaced", 25: "CancelRejected", 26: "MassCancelDone", 27: "BookSnapshot",
+                28: "OrderTriggered", 40: "Bbo", 41: "Trade", 42: "DepthSnapshot", 43: "DepthUpdate",
+                44: "PositionReport"}
     assert {tid: m.name for tid, m in SCHEMA.messages.items()} == expected
     assert {tid: cls.__name__ for tid, cls in MESSAGE_TYPES.items()} == expected
 
 
 def test_block_lengths_from_the_brief() -> None:
     # sums of the field sizes listed in the protocol brief, computed by hand
-    expected = {1: 13, 2: 16, 3: 2, 4: 0, 5: 2, 6: 4, 10: 37, 11: 24, 12: 40, 13: 17, 14: 18, 20: 67,
-                21: 34, 22: 74, 23: 67, 24: 73, 25: 34, 26: 28, 27: 32, 15: 16, 40: 76}
+    expected = {1: 14, 2: 16, 3: 2, 4: 0, 5: 2, 6: 4, 10: 53, 11: 24, 12: 40, 13: 18, 14: 18, 15: 16,
+                16: 16, 20: 67, 21: 34, 22: 74, 23: 75, 24: 73, 25: 34, 26: 28, 27: 32, 28: 74,
+                40: 56, 41: 41, 42: 26, 43: 34, 44: 76}
     assert {tid: SCHEMA.layout(tid)[1] for tid in SCHEMA.messages} == expected
+
+
+def test_version_2_additions_are_marked_and_appended() -> None:
+    """SBE versioning: what version 2 added carries sinceVersion="2" in the XML, sits after every
+    version-1 field of its block, and is what the codec's SINCE_VERSION table says."""
+    ns = {"sbe": SBE_NS}
+    xml_templates = {}
+    xml_fields: dict[int, dict[str, int]] = {}
+    for m in SCHEMA.root.findall("sbe:message", ns):
+        tid = int(m.attrib["id"])
+        if "sinceVersion" in m.attrib:
+            xml_templates[tid] = int(m.attrib["sinceVersion"])
+        since = [int(f.attrib.get("sinceVersion", "1")) for f in m.findall("field")]
+        assert since == sorted(since), m.attrib["name"]            # appended, never inserted
+        later = {f.attrib["name"]: int(f.attrib["sinceVersion"]) for f in m.findall("field")
+                 if "sinceVersion" in f.attrib}
+        if later and tid not in xml_templates:
+            xml_fields[tid] = later
+    assert xml_templates == codec.SINCE_VERSION["templates"]
+    assert xml_fields == codec.SINCE_VERSION["fields"]
+    versions = [*xml_templates.values(), *(v for d in xml_fields.values() for v in d.values())]
+    assert max(versions) == SCHEMA.version
 
 
 # -- layout equality: C structs of the codec == XML -------------------------------------------------

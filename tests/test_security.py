@@ -179,9 +179,14 @@ async def test_roles_on_order_entry(tmp_path: Path) -> None:
     cfg = make_config(tmp_path, max_role_violations=3)
     sec = cfg.jwt_secret
     async with running_gateway(cfg) as gw:
-        # market-data and admin tokens may not open an order-entry session
+        # a market-data token may not open an order-entry session; an admin-only one may, for
+        # EndOfSession only (its orders are refused)
         assert await refused(cfg, mint_token(sec, "mdfeed", "md")) == L.LOGIN_NOT_AUTHORIZED
-        assert await refused(cfg, mint_token(sec, "ops", "admin")) == L.LOGIN_NOT_AUTHORIZED
+        ops = await connect(cfg, mint_token(sec, "ops", "admin"))
+        ops.send(order(99, BUY, 1_000_000, 1))
+        rej = await ops.recv()
+        assert isinstance(rej, SessionReject) and rej.reason == RejectReason.REJ_NOT_AUTHORIZED
+        await ops.logout()
         # a trader trades for its own account only: bob cannot touch alice's order
         alice = await connect(cfg, mint_token(sec, "alice", ["trader", "admin"]))
         bob = await connect(cfg, mint_token(sec, "bob"))
@@ -211,10 +216,10 @@ async def test_roles_on_order_entry(tmp_path: Path) -> None:
         assert gw.engine.core.order_count() == 1
         await asyncio.sleep(0.05)
         _, text = scrape(cfg)
-        assert metric_value(text, "hftgw_role_violations_total") == 3
+        assert metric_value(text, "hftgw_role_violations_total") == 4
         assert metric_value(text, "hftgw_policy_disconnects_total") == 1
-        assert metric_value(text, "hftgw_rejects_total", 'reason="not_authorized"') == 3
-        assert metric_value(text, "hftgw_login_failures_total", 'reason="not_authorized"') == 2
+        assert metric_value(text, "hftgw_rejects_total", 'reason="not_authorized"') == 4
+        assert metric_value(text, "hftgw_login_failures_total", 'reason="not_authorized"') == 1
         await alice.logout()
         await bob.logout()
 

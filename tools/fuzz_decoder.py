@@ -46,18 +46,18 @@ ASAN_ROOT = ROOT / "build" / "fuzz-asan"
 sys.path[:0] = [os.environ.get("HFTGW_FUZZ_ROOT", str(ROOT)), str(ROOT / "tests")]
 
 with atheris.instrument_imports():
-    from fuzz_inputs import BOOK_ONLY_TOKEN, DROPCOPY_TOKEN, GOOD_TOKEN, seed_frames
+    from fuzz_inputs import BOOK_ONLY_TOKEN, DROPCOPY_TEMPLATES, DROPCOPY_TOKEN, GOOD_TOKEN, seed_frames
 
     from gateway.risk import RiskEngine
     from matching.core import MatchingCore
-    from matching.records import COMMAND_STRUCT, LoginRejectReason
+    from matching.records import COMMAND_RECORD_SIZE, COMMAND_STRUCT, LoginRejectReason
     from matching.ring import SpscRing
     from protocol import codec
     from protocol.messages import Login, Message, PositionQuery, PositionReport, ProtocolError
     from protocol.session import LoginDecision, ServerSession
 
 SYMBOLS = codec.SymbolTable(["AAPL", "MSFT"])
-RING = SpscRing(64, 64)
+RING = SpscRing(64, COMMAND_RECORD_SIZE)
 
 
 def fuzz_codec(data: bytes) -> None:
@@ -105,7 +105,7 @@ class Harness:
                                 {"tick": 100}], self.core, 16,
                                lambda name: {"max_open_orders": 50, "max_position_net": 10_000})
         self.risk.bind_session(1, "fuzz")
-        self.ring = SpscRing(64, 64)
+        self.ring = SpscRing(64, COMMAND_RECORD_SIZE)
         self.events = SpscRing(1024, 128)
         self.core.on_events_full = lambda: self.events.pop()
 
@@ -118,7 +118,7 @@ class Harness:
         if msg.token == GOOD_TOKEN:
             return LoginDecision(True, session_id=1, next_seq_num=1, positions=self.positions)
         if msg.token == DROPCOPY_TOKEN:
-            return LoginDecision(True, session_id=1, next_seq_num=1, allowed=frozenset({15}),
+            return LoginDecision(True, session_id=1, next_seq_num=1, allowed=DROPCOPY_TEMPLATES,
                                  positions=self.positions)
         if msg.token == BOOK_ONLY_TOKEN:
             return LoginDecision(True, session_id=1, next_seq_num=1, allowed=frozenset({14}))

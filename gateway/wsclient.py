@@ -1,0 +1,149 @@
+"""Order entry over WebSocket: the same session and messages as ``gateway.client.OrderClient``
+on TCP, for clients that can only speak WebSocket (``ws://host:7002/orders``).
+
+Each binary WebSocket message carries one or more SBE messages back to back, without SOFH: the
+frame delimits them (docs/protocol.md, "Framing").  A reference for client developers, used by
+the tests.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from gateway.client import LoginError
+from protocol import codec
+from protocol.messages import Heartbeat, Login, LoginAccepted, LoginRejected, Logout
+
+DEFAULT_ORDERS_URL = "ws://127.0.0.1:7002/orders"
+
+
+class WsOrderClient:
+    """A logged-in session over WebSocket.  Create with ``await WsOrderClient.connect(...)``;
+    the rest is as OrderClient: ``send``, ``recv``, ``recv_until``, ``logout``, ``on_message``."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.session_id = 0
+        self.next_seq_num = 0
+        self.heartbeat_ms = 1000
+        self.messages: asyncio.Queue[Any] = asyncio.Queue()
+        self.closed = asyncio.Event()
+        self.close_reason: str | None = None
+        self.on_message: Callable[[Any], None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @classmethod
+    async def connect(cls, url: str, token: str, *, next_expected_seq_num: int = 0,
+                      heartbeat_ms: int = 1000, cancel_on_disconnect: bool = False,
+                      timeout: float = 5.0) -> WsOrderClient:
+        """Open the WebSocket and log in.  Raises LoginError when refused, OSError or
+        websockets.exceptions.InvalidHandshake when the connection fails, TimeoutError."""
+        ws = await asyncio.wait_for(connect(url, compression=None, max_size=None), timeout)
+        self = cls(ws)
+        await ws.send(codec.encode(Login(heartbeat_interval_ms=heartbeat_ms,
+                                         next_expected_seq_num=next_expected_seq_num,
+                                         cancel_on_disconnect=int(cancel_on_disconnect),
+                                         token=token), sofh=False))
+        self._tasks.append(asyncio.create_task(self._read_loop()))
+        first = await self.recv(timeout)
+        if isinstance(first, LoginRejected):
+            await self.close()
+            raise LoginError(int(first.reason))
+        if not isinstance(first, LoginAccepted):
+            await self.close()
+            raise ConnectionError(f"unexpected first message {first!r}")
+        self.session_id = first.session_id
+        self.next_seq_num = first.next_seq_num
+        self.heartbeat_ms = first.heartbeat_interval_ms
+        self._tasks.append(asyncio.create_task(self._heartbeat_loop()))
+        return self
+
+    async def _read_loop(self) -> None:
+        try:
+            async for data in self.ws:
+                if isinstance(data, str):
+                    raise codec.ProtocolError(1, 0)
+                msgs, used = codec.decode_frames(data, sofh=False)
+                if used != len(data):
+                    raise codec.ProtocolError(1, used)
+                for m in msgs:
+                    if isinstance(m, Heartbeat):
+                        continue
+                    if isinstance(m, Logout):
+                        self.close_reason = f"logout reason {m.reason}"
+                    if self.on_message is not None and self.session_id:
+                        self.on_message(m)
+                    else:
+                        self.messages.put_nowait(m)
+            self.close_reason = self.close_reason or "server closed the connection"
+        except (ConnectionClosed, codec.ProtocolError) as exc:
+            self.close_reason = self.close_reason or f"{type(exc).__name__}: {exc}"
+        finally:
+            self.closed.set()
+
+    async def _heartbeat_loop(self) -> None:
+        hb = codec.encode(Heartbeat(), sofh=False)
+        with contextlib.suppress(ConnectionClosed):
+            while not self.closed.is_set():
+                await asyncio.sleep(self.heartbeat_ms / 1000 / 2)
+                await self.ws.send(hb)
+
+    def send(self, *msgs: Any) -> None:
+        """Encode ``msgs`` into ONE binary WebSocket message and send it (no waiting)."""
+        self.send_raw(b"".join(codec.encode(m, sofh=False) for m in msgs))
+
+    def send_raw(self, data: bytes | str) -> None:
+        t = asyncio.ensure_future(self.ws.send(data))
+        t.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    async def recv(self, timeout: float = 5.0) -> Any:
+        """The next message.  Raises TimeoutError; ConnectionError once closed and empty."""
+        if self.messages.empty() and self.closed.is_set():
+            raise ConnectionError(self.close_reason or "closed")
+        get = asyncio.ensure_future(self.messages.get())
+        closed = asyncio.ensure_future(self.closed.wait())
+        try:
+            done, _ = await asyncio.wait({get, closed}, timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+        if get in done:
+            return get.result()
+        get.cancel()
+        if closed in done and self.messages.empty():
+            raise ConnectionError(self.close_reason or "closed")
+        if not done:
+            raise TimeoutError()
+        return await self.messages.get()
+
+    async def recv_until(self, pred: Callable[[Any], bool], timeout: float = 5.0) -> list[Any]:
+        """Messages up to and including the first for which ``pred`` is true."""
+        out: list[Any] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            m = await self.recv(max(0.0, deadline - loop.time()))
+            out.append(m)
+            if pred(m):
+                return out
+
+    async def logout(self) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await self.ws.send(codec.encode(Logout(reason=0), sofh=False))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.closed.wait(), 2.0)
+        await self.close()
+
+    async def close(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await self.ws.close()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self.closed.set()
