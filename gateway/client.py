@@ -24,7 +24,48 @@ class LoginError(Exception):
         self.reason = reason
 
 
-class OrderClient:
+class MessageInbox:
+    """The receiving side shared by the TCP and WebSocket order clients: decoded messages
+    queued in ``messages`` in arrival order; ``closed`` is set when the connection ends, with
+    ``close_reason``."""
+
+    messages: asyncio.Queue[Any]
+    closed: asyncio.Event
+    close_reason: str | None
+
+    async def recv(self, timeout: float = 5.0) -> Any:
+        """The next message.  Raises asyncio.TimeoutError; ConnectionError once closed and empty."""
+        if self.messages.empty() and self.closed.is_set():
+            raise ConnectionError(self.close_reason or "closed")
+        get = asyncio.ensure_future(self.messages.get())
+        closed = asyncio.ensure_future(self.closed.wait())
+        try:
+            done, _ = await asyncio.wait({get, closed}, timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+        if get in done:
+            return get.result()
+        get.cancel()
+        if closed in done and self.messages.empty():
+            raise ConnectionError(self.close_reason or "closed")
+        if not done:
+            raise TimeoutError()
+        return await self.messages.get()
+
+    async def recv_until(self, pred: Callable[[Any], bool], timeout: float = 5.0) -> list[Any]:
+        """Messages up to and including the first for which ``pred`` is true."""
+        out: list[Any] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            m = await self.recv(max(0.0, deadline - loop.time()))
+            out.append(m)
+            if pred(m):
+                return out
+
+
+class OrderClient(MessageInbox):
     """A logged-in session.  Create with ``await OrderClient.connect(...)``.
 
     Received business and session messages are queued in arrival order; ``recv`` takes the
@@ -112,37 +153,6 @@ class OrderClient:
 
     async def drain(self) -> None:
         await self.writer.drain()
-
-    async def recv(self, timeout: float = 5.0) -> Any:
-        """The next message.  Raises asyncio.TimeoutError; ConnectionError once closed and empty."""
-        if self.messages.empty() and self.closed.is_set():
-            raise ConnectionError(self.close_reason or "closed")
-        get = asyncio.ensure_future(self.messages.get())
-        closed = asyncio.ensure_future(self.closed.wait())
-        try:
-            done, _ = await asyncio.wait({get, closed}, timeout=timeout,
-                                         return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            closed.cancel()
-        if get in done:
-            return get.result()
-        get.cancel()
-        if closed in done and self.messages.empty():
-            raise ConnectionError(self.close_reason or "closed")
-        if not done:
-            raise TimeoutError()
-        return await self.messages.get()
-
-    async def recv_until(self, pred: Callable[[Any], bool], timeout: float = 5.0) -> list[Any]:
-        """Messages up to and including the first for which ``pred`` is true."""
-        out: list[Any] = []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            m = await self.recv(max(0.0, deadline - loop.time()))
-            out.append(m)
-            if pred(m):
-                return out
 
     async def logout(self) -> None:
         if not self.writer.is_closing():

@@ -15,14 +15,14 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from gateway.client import LoginError
+from gateway.client import LoginError, MessageInbox
 from protocol import codec
 from protocol.messages import Heartbeat, Login, LoginAccepted, LoginRejected, Logout
 
 DEFAULT_ORDERS_URL = "ws://127.0.0.1:7002/orders"
 
 
-class WsOrderClient:
+class WsOrderClient(MessageInbox):
     """A logged-in session over WebSocket.  Create with ``await WsOrderClient.connect(...)``;
     the rest is as OrderClient: ``send``, ``recv``, ``recv_until``, ``logout``, ``on_message``."""
 
@@ -100,37 +100,6 @@ class WsOrderClient:
     def send_raw(self, data: bytes | str) -> None:
         t = asyncio.ensure_future(self.ws.send(data))
         t.add_done_callback(lambda f: f.cancelled() or f.exception())
-
-    async def recv(self, timeout: float = 5.0) -> Any:
-        """The next message.  Raises TimeoutError; ConnectionError once closed and empty."""
-        if self.messages.empty() and self.closed.is_set():
-            raise ConnectionError(self.close_reason or "closed")
-        get = asyncio.ensure_future(self.messages.get())
-        closed = asyncio.ensure_future(self.closed.wait())
-        try:
-            done, _ = await asyncio.wait({get, closed}, timeout=timeout,
-                                         return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            closed.cancel()
-        if get in done:
-            return get.result()
-        get.cancel()
-        if closed in done and self.messages.empty():
-            raise ConnectionError(self.close_reason or "closed")
-        if not done:
-            raise TimeoutError()
-        return await self.messages.get()
-
-    async def recv_until(self, pred: Callable[[Any], bool], timeout: float = 5.0) -> list[Any]:
-        """Messages up to and including the first for which ``pred`` is true."""
-        out: list[Any] = []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            m = await self.recv(max(0.0, deadline - loop.time()))
-            out.append(m)
-            if pred(m):
-                return out
 
     async def logout(self) -> None:
         with contextlib.suppress(ConnectionClosed):
