@@ -610,3 +610,43 @@ def test_lock_is_on_the_directory(tmp_path: Path) -> None:
         with pytest.raises(BlockingIOError):
             Journal(str(tmp_path), segment_bytes=SEG).open()
         assert (tmp_path / LOCK_NAME).exists()
+
+
+# -- in the gateway ---------------------------------------------------------------------------
+
+async def test_gateway_restarts_on_a_journal_of_many_segments(tmp_path: Path) -> None:
+    from gateway_harness import login, make_config, metric_value, running_gateway, scrape
+
+    from matching.records import OrdType, TimeInForce
+    from protocol.messages import BookQuery, BookSnapshot, NewOrder, OrderAccepted
+
+    def sell(cl: int) -> NewOrder:
+        return NewOrder(cl_ord_id=cl, price=1_000_000 + 100 * (cl % 7), order_qty=cl, symbol="AAPL",
+                        side=Side.SIDE_SELL, ord_type=OrdType.ORD_LIMIT,
+                        time_in_force=TimeInForce.TIF_GTC, stp_mode=0)
+
+    cfg = make_config(tmp_path, journal_segment_bytes=4096)   # 39 frames a segment
+    async with running_gateway(cfg) as gw:
+        a = await login(cfg, "alice")
+        for first in range(1, 121, 10):        # groups of about 10 commands
+            for cl in range(first, first + 10):
+                a.send(sell(cl))
+            await a.recv_until(lambda x, c=first + 9: isinstance(x, OrderAccepted) and x.cl_ord_id == c)
+        a.send(BookQuery(request_id=1, symbol="AAPL", depth=10))
+        before = (await a.recv_until(lambda x: isinstance(x, BookSnapshot)))[-1]
+        await a.logout()
+        segs = gw.engine.journal.segments()
+        assert len(segs) >= 4 and all(n < 4096 + 16 * FRAME_SIZE for *_, n in segs)
+        _, text = scrape(cfg)
+        assert metric_value(text, "hftgw_journal_segments") == len(segs)
+        assert metric_value(text, "hftgw_journal_segments_removed_total") == 0
+        last = gw.engine.journal.last_seq
+    async with running_gateway(cfg) as gw:
+        assert gw.engine.journal.segments()[:len(segs)] == segs
+        assert gw.engine.sequencer.next_seq > last
+        a = await login(cfg, "alice")
+        a.send(BookQuery(request_id=2, symbol="AAPL", depth=10))
+        after = await a.recv()
+        assert isinstance(after, BookSnapshot)
+        assert after.bids == before.bids and after.asks == before.asks and len(after.asks) == 7
+        await a.logout()
