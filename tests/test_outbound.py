@@ -317,7 +317,7 @@ def test_event_capture_numbers_order_events_and_fills(ob: Outbound) -> None:
     assert ob.event_state() == 2 and ob.take_events() == (3, b"")
     ob.capture_events(True)
     ob.drain(ring_of(rej, crj, can, mcd, rep, trg, fills[1]), 0)
-    assert ob.take_events() == (3, rej + can + rep + trg + fills[1])   # not CANCEL_REJECTED / MASS_CANCEL_DONE
+    assert ob.take_events() == (3, rej + can + rep + trg + fills[1])   # no CANCEL_REJECTED, MASS_CANCEL_DONE
     assert ob.take_events() == (8, b"") and ob.event_state() == 7
     ob.drain(ring_of(fills[2]), 0)
     ob.capture_events(False)                          # drops the buffered record
