@@ -131,7 +131,14 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         "the journal's active segment file is closed and a new one started once it reaches "
         "this size in bytes; whole old segments are removed once no snapshot needs them"))] = 268435456
     pg_dsn: Annotated[str, Meta(description=(
-        "PostgreSQL DSN of the fills sink; empty = sink off"), extra={"secret": True})] = ""
+        "PostgreSQL DSN of the sink of fills and order events; empty = sink and event log off"),
+        extra={"secret": True})] = ""
+    event_log_dir: Annotated[str, Meta(description=(
+        "directory of the event log (numbered order events and fills the PostgreSQL sink reads; "
+        "written only when pg_dsn is set); empty = journal_dir"))] = ""
+    event_log_segment_bytes: Annotated[int, Meta(ge=4096, description=(
+        "size at which an event-log segment file is closed; segments whose events are all "
+        "in PostgreSQL are deleted, bytes"))] = 64 * 2**20
     partition: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]{1,63}$", description=(
         "name of this symbol partition (fills rows and the sink checkpoint are keyed by it; "
         "the directory lists it)"))] = "p0"

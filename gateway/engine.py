@@ -2,7 +2,7 @@
 
     sessions ─► inbound ring ─► sequencer ─► journal ─► matching core ─► events ring ─► outbound
                                                                                      ├► session writers
-                                                                                     └► fills sink
+                                                                                     └► event log ─► PG sink
 
 The matcher runs on the event-loop thread and is drained once per loop tick: every read of the
 tick is decoded into the inbound ring first, then ``pump`` stamps, journals (one write per
@@ -53,7 +53,8 @@ from protocol.outbound import Outbound
 from protocol.session import LoginDecision
 
 if TYPE_CHECKING:
-    from persistence.pg_sink import FillSink
+    from persistence.event_log import EventLog
+    from persistence.pg_sink import EventSink
 
 log = logging.getLogger("hftgw.engine")
 
@@ -93,8 +94,10 @@ class LegacyJournalError(ValueError):
 class Engine:
     """Owns the rings, the sequencer, the journal, the matching core and the outbound encoder.
 
-    cfg: the gateway Config.  ``sink`` is the optional PostgreSQL FillSink (attached by the
-    server before ``recover``).  Not thread-safe: everything runs on the event-loop thread.
+    cfg: the gateway Config.  With ``pg_dsn`` set, every order event and fill is appended to
+    ``event_log`` (opened by ``recover``) and ``sink``, the PostgreSQL EventSink attached by the
+    server, is notified after each append.  Not thread-safe: everything runs on the event-loop
+    thread.
     """
 
     def __init__(self, cfg: Config) -> None:
@@ -111,7 +114,15 @@ class Engine:
         self.journal = Journal(cfg.journal_dir, cfg.durability, cfg.journal_segment_bytes)
         self.outbound = Outbound([], cfg.max_sessions)
         self.core.on_events_full = self._drain_events
-        self.sink: FillSink | None = None  # set when PostgreSQL is configured
+        self.sink: EventSink | None = None  # set when PostgreSQL is configured
+        # the durable history of order events and fills that the sink reads; written only with a
+        # sink (it costs a write per pump and the disk it fills until PostgreSQL has it)
+        self.event_log: EventLog | None = None
+        if cfg.pg_dsn:
+            from persistence.event_log import EventLog
+            self.event_log = EventLog(cfg.event_log_dir or cfg.journal_dir,
+                                      cfg.event_log_segment_bytes)
+            self.outbound.capture_events(True)
         self.accounts: dict[str, int] = {}       # account -> session id
         self.account_of_session: list[str] = [""]  # session id -> account (index 0 unused)
         # account -> account id (uint32 from 1), stamped on every command for STP and mass
@@ -152,6 +163,19 @@ class Engine:
         sequence gap, LegacyJournalError for a journal without symbol definitions."""
         t0 = time.perf_counter()
         stats = RecoveryStats()
+        parts = getattr(self, "snapshot_parts", None)
+        if parts is not None and "events" not in parts:
+            # the event counter, saved whether or not the event log is written, so that turning
+            # the sink on later continues the numbering a full replay would give
+            parts["events"] = (lambda: self.outbound.event_state().to_bytes(8, "little"),
+                               lambda b: self.outbound.set_event_state(int.from_bytes(b, "little")))
+        if self.event_log is not None:
+            # before the replay, which regenerates events the log may hold already (skipped)
+            self.event_log.open()
+            hooks = getattr(self, "before_snapshot_commit", None)
+            if hooks is not None:
+                # a snapshot's event number must be in the log before the snapshot counts
+                hooks.append(self.event_log.sync)
         self.journal.open()
         cap_bytes = self.cfg.ring_capacity * COMMAND_RECORD_SIZE
         first = True
@@ -176,6 +200,7 @@ class Engine:
                 part = view[off:off + cap_bytes]
                 self.inbound.push(part)
                 self._match_all()
+            self._append_events()
             stats.commands += len(chunk) // COMMAND_RECORD_SIZE
         self.risk.clear_pending()
         self.apply_symbols(self.cfg.symbols)
@@ -516,10 +541,16 @@ class Engine:
             if dropcopy:
                 for d in list(dropcopy.get(self.account_of_session[sid], ())):
                     d.deliver(data, now)
-        if self.sink is not None:
-            fills = ob.take_fills()
-            if fills:
-                self.sink.submit(fills)
+        self._append_events()
+
+    def _append_events(self) -> None:
+        if self.event_log is None:
+            return
+        first, data = self.outbound.take_events()
+        if data:
+            self.event_log.append(first, data)
+            if self.sink is not None:
+                self.sink.notify()
 
     # -- admin actions (event-loop thread only) ---------------------------------------------
     def admin(self, action: int, *, account: str = "", symbol_id: int | None = None, field: int = 0,
@@ -553,5 +584,5 @@ class Engine:
 
 
 def account_lookup(engine: Engine) -> Callable[[int], str]:
-    """session id -> account, for the fills sink."""
+    """session id -> account, for the PostgreSQL sink."""
     return engine.account

@@ -6,7 +6,8 @@ server->client business messages (templates 20-28 of protocol/schema/hftgw-v1.xm
 buffer per session, each message with its session sequence number and, for TCP sessions, its
 SOFH prefix.  The transport then ``take``s each ``dirty`` session's bytes and writes them with one
 call.  Counters and the order-to-ack latency histogram are kept in C and read at scrape time;
-fill records can be captured raw for the PostgreSQL sink, and for market data (``md_tap``) the
+the order events and fills are numbered (``event_no``) and can be captured raw for the event
+log that feeds the PostgreSQL sink, and for market data (``md_tap``) the
 encoder notes which symbols' books changed and copies the fill records, so the market-data
 publisher works per symbol per tick, never per order.
 """
@@ -374,8 +375,12 @@ cdef class Outbound:
         self.latency_sum_ns += d
 
     cdef void _capture(self, const Event *ev) noexcept nogil:
-        if not self.capture_on or ev.ref <= self.capture_after:
+        # numbered whether captured or not: the numbers must not depend on the configuration
+        self.event_no += 1
+        if not self.capture_on:
             return
+        if self.capture_len == 0:
+            self.capture_first = self.event_no
         if _append_record(&self.capture_buf, &self.capture_len, &self.capture_cap, ev) < 0:
             self.out_of_memory = True
 
@@ -412,6 +417,7 @@ cdef class Outbound:
             self._md_tap(ev)
         if t == EVT_ACCEPTED:
             self._observe_latency(ev, now_ns)
+            self._capture(ev)
             seq = self._number(ev.session_id)
             oa = <OrderAcceptedBlock *>self._reserve(ev.session_id, TPL_ORDER_ACCEPTED,
                                                      sizeof(OrderAcceptedBlock), 0)
@@ -429,6 +435,7 @@ cdef class Outbound:
                 oa.time_in_force = ev.tif
         elif t == EVT_REJECTED:
             self._observe_latency(ev, now_ns)
+            self._capture(ev)
             self.rejects_by_reason[_reason_slot(ev.reason)] += 1
             seq = self._number(ev.session_id)
             oj = <OrderRejectedBlock *>self._reserve(ev.session_id, TPL_ORDER_REJECTED,
@@ -447,6 +454,7 @@ cdef class Outbound:
             self._execution(ev, True)
         elif t == EVT_CANCELED:
             self.cancels_by_reason[_reason_slot(ev.reason)] += 1
+            self._capture(ev)
             seq = self._number(ev.session_id)
             oc = <OrderCanceledBlock *>self._reserve(ev.session_id, TPL_ORDER_CANCELED,
                                                      sizeof(OrderCanceledBlock), 0)
@@ -463,6 +471,7 @@ cdef class Outbound:
                 oc.reason = ev.reason
                 oc.leaves_qty = ev.leaves
         elif t == EVT_TRIGGERED:
+            self._capture(ev)
             seq = self._number(ev.session_id)
             ot = <OrderTriggeredBlock *>self._reserve(ev.session_id, TPL_ORDER_TRIGGERED,
                                                       sizeof(OrderTriggeredBlock), 0)
@@ -479,6 +488,7 @@ cdef class Outbound:
                 ot.side = ev.side
                 ot.ord_type = ev.ord_type
         elif t == EVT_REPLACED:
+            self._capture(ev)
             seq = self._number(ev.session_id)
             orp = <OrderReplacedBlock *>self._reserve(ev.session_id, TPL_ORDER_REPLACED,
                                                       sizeof(OrderReplacedBlock), 0)
@@ -602,22 +612,44 @@ cdef class Outbound:
             counts.append(total)
         return list(_BOUNDS_S) + [float("inf")], counts, self.latency_sum_ns / 1e9
 
-    # -- fills for the PostgreSQL sink ------------------------------------------------------------
-    def capture_fills(self, after_trade_id) -> None:
-        """Copy every later EVT_FILL record with trade id (ref) > after_trade_id, raw 128 bytes,
-        into the capture buffer; None turns capture off (what is buffered stays for
-        ``take_fills``)."""
-        if after_trade_id is None:
-            self.capture_on = False
-        else:
-            self.capture_after = after_trade_id
-            self.capture_on = True
+    # -- order events and fills for the event log ----------------------------------------------
+    # EVT_CANCEL_REJECTED and EVT_MASS_CANCEL_DONE are not order events: a refused cancel changes
+    # no order, and a mass cancel's orders each get their own EVT_CANCELED (the summary would
+    # count them twice); both stay in the sessions' message streams.
+    def capture_events(self, bint enabled) -> None:
+        """Copy every later order event (EVT_ACCEPTED, EVT_REJECTED, EVT_FILL, EVT_CANCELED any
+        reason, EVT_REPLACED, EVT_TRIGGERED), raw 128 bytes, into the capture buffer for
+        ``take_events``.  Turning capture off drops what is buffered.  Events are numbered
+        either way."""
+        self.capture_on = enabled
+        if not enabled:
+            self.capture_len = 0
 
-    def take_fills(self) -> bytes:
-        """Return and clear the captured fill records (n * 128 bytes, in event order)."""
-        out = self.capture_buf[:self.capture_len] if self.capture_len else b""
+    def take_events(self) -> tuple:
+        """Return and clear the captured records: ``(first event number, n * 128 bytes)`` in
+        event order, numbers first .. first+n-1; ``(event_state() + 1, b"")`` when none."""
+        if self.capture_len == 0:
+            return self.event_no + 1, b""
+        out = self.capture_buf[:self.capture_len]
         self.capture_len = 0
-        return out
+        if self.capture_cap > KEEP_BUFFER_BYTES:
+            free(self.capture_buf)
+            self.capture_buf = NULL
+            self.capture_cap = 0
+        return self.capture_first, out
+
+    def event_state(self) -> int:
+        """Number of the last order event numbered (0 before the first); the next gets this + 1."""
+        return self.event_no
+
+    def set_event_state(self, n: int) -> None:
+        """Restore the event counter (from a snapshot): the next event is numbered n + 1.
+        Raises ValueError for n < 0 or while captured records are buffered."""
+        if n < 0:
+            raise ValueError("event numbers start at 1")
+        if self.capture_len:
+            raise ValueError("captured events not taken yet")
+        self.event_no = n
 
     # -- market-data tap ----------------------------------------------------------------------------
     def md_tap(self, bint touched, bint trades) -> None:

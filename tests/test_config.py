@@ -47,6 +47,7 @@ ENV_SAMPLES = {
     "listen": "0.0.0.0:7101", "metrics_listen": "0.0.0.0:9191", "journal_dir": "/data/j",
     "durability": "fsync", "journal_segment_bytes": "1048576",
     "pg_dsn": "postgresql://u:pw@db/hftgw", "partition": "p7",
+    "event_log_dir": "/data/events", "event_log_segment_bytes": "1048576",
     "advertise_host": "hftgw-7.hftgw", "directory_file": "/etc/hftgw/directory.json",
     "jwt_secret": "0123456789abcdef0123456789abcdef", "jwt_algorithm": "HS256",
     "heartbeat_interval_ms": "250", "heartbeat_timeout_factor": "2.5",
