@@ -1,0 +1,265 @@
+"""Snapshots (issue 4 item 2): the file format of persistence/snapshot.py, the risk state's
+snapshot (gateway/risk.pyx), and an Engine restarted from snapshot + journal tail against an
+uninterrupted run and a full replay."""
+from __future__ import annotations
+
+import logging
+import os
+import random
+from typing import Any
+
+import pytest
+
+from gateway.risk import AdminAction, RiskEngine, RiskField, admin_record
+from matching.core import MatchingCore
+from matching.records import COMMAND_RECORD_SIZE, EVENT_STRUCT, EventType, pack_command, unpack_event
+from matching.ring import SpscRing
+from persistence.snapshot import (
+    SnapshotError,
+    decode,
+    encode,
+    list_snapshots,
+    load_latest,
+    prune,
+    read_snapshot,
+    snapshot_name,
+    write_snapshot,
+)
+from protocol.outbound import Outbound
+from tests.command_stream import ADD, SESSIONS, SYMBOLS, account_of, seeded_stream
+
+PARTS = {"core": b"\x01\x02\x03" * 50, "engine": b'{"v": 1}', "empty": b"", "risk": bytes(range(256))}
+
+
+# -- file format ------------------------------------------------------------------------------------
+def test_encode_decode_round_trip() -> None:
+    data = encode(42, PARTS, time_ns=123)
+    seq, ts, parts = decode(data)
+    assert (seq, ts, parts) == (42, 123, PARTS)
+    assert list(parts) == list(PARTS)          # order kept: parts are restored in file order
+
+
+def test_write_load_prune(tmp_path: Any) -> None:
+    d = str(tmp_path / "snaps")
+    calls: list[str] = []
+
+    def hook() -> None:
+        # runs before the rename: the file is not visible under its final name yet
+        calls.append("hook")
+        assert not os.path.exists(os.path.join(d, snapshot_name(10)))
+
+    p10 = write_snapshot(d, 10, PARTS, [hook])
+    assert calls == ["hook"] and os.path.basename(p10) == "snapshot-00000000000000000010.snap"
+    write_snapshot(d, 20, {"core": b"x"})
+    write_snapshot(d, 30, {"core": b"y"})
+    assert [s for s, _ in list_snapshots(d)] == [10, 20, 30]
+    assert load_latest(d) == (30, {"core": b"y"}, os.path.join(d, snapshot_name(30)))
+    assert read_snapshot(p10) == (10, PARTS)
+    # a temp file left by a crash while writing is neither listed nor kept
+    with open(os.path.join(d, snapshot_name(40) + ".tmp"), "wb") as f:
+        f.write(b"partial")
+    assert [s for s, _ in list_snapshots(d)] == [10, 20, 30]
+    removed = prune(d, 2)
+    assert sorted(os.path.basename(p) for p in removed) == [snapshot_name(10), snapshot_name(40) + ".tmp"]
+    assert [s for s, _ in list_snapshots(d)] == [20, 30]
+    with pytest.raises(ValueError):
+        prune(d, 0)
+    assert load_latest(str(tmp_path / "none")) is None
+
+
+def test_failing_pre_commit_hook_leaves_no_snapshot(tmp_path: Any) -> None:
+    def boom() -> None:
+        raise OSError("fsync of the message store failed")
+
+    with pytest.raises(OSError, match="message store"):
+        write_snapshot(str(tmp_path), 5, PARTS, [boom])
+    assert os.listdir(tmp_path) == []
+
+
+def test_corrupt_newest_falls_back_to_older(tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    d = str(tmp_path)
+    write_snapshot(d, 100, {"core": b"old"})
+    newest = write_snapshot(d, 200, {"core": b"new" * 100})
+    with open(newest, "r+b") as f:
+        f.seek(60)
+        b = f.read(1)
+        f.seek(60)
+        f.write(bytes([b[0] ^ 0x40]))
+    with caplog.at_level(logging.ERROR, logger="hftgw.snapshot"):
+        got = load_latest(d)
+    assert got is not None and got[0] == 100 and got[1] == {"core": b"old"}
+    lines = [r for r in caplog.records if getattr(r, "event", "") == "snapshot.unusable"]
+    assert len(lines) == 1 and newest in lines[0].getMessage() and "CRC32C" in lines[0].getMessage()
+    # a snapshot renamed to another seq is refused too
+    os.rename(got[2], os.path.join(d, snapshot_name(150)))
+    with pytest.raises(SnapshotError, match="name says 150"):
+        read_snapshot(os.path.join(d, snapshot_name(150)))
+    assert load_latest(d) is None
+
+
+def test_truncated_at_every_offset_is_refused(tmp_path: Any) -> None:
+    data = encode(7, {"core": b"abc" * 5, "risk": b"r" * 9, "x": b""}, time_ns=1)
+    path = str(tmp_path / snapshot_name(7))
+    for cut in range(len(data)):
+        with pytest.raises(SnapshotError) as exc:
+            decode(data[:cut], path)
+        assert exc.value.path == path and 0 <= exc.value.offset <= max(cut, 0) + 32
+    # every single-bit flip is refused too (CRC32C of the whole file and of each part)
+    for off in range(len(data)):
+        bad = bytearray(data)
+        bad[off] ^= 0x01
+        with pytest.raises(SnapshotError):
+            decode(bytes(bad), path)
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 2])
+    assert load_latest(str(tmp_path)) is None
+
+
+def test_other_format_version_is_refused() -> None:
+    data = bytearray(encode(1, {"a": b"b"}))
+    data[8] = 99
+    with pytest.raises(SnapshotError, match="format version 99"):
+        decode(bytes(data), "f")
+
+
+def test_outbound_state_round_trip() -> None:
+    ob = Outbound(["AAA"], 64)
+    ob.set_next_seq(3, 11)
+    ob.set_next_seq(40, 2)
+    data = ob.export_state()
+    other = Outbound(["AAA"], 64)
+    other.import_state(data)
+    assert [other.next_seq(s) for s in (0, 3, 5, 40, 63)] == [1, 11, 1, 2, 1]
+    with pytest.raises(ValueError):
+        Outbound(["AAA"], 8).import_state(data)          # more sessions than max_sessions
+    with pytest.raises(ValueError):
+        other.import_state(data[:-1])
+    with pytest.raises(ValueError):
+        other.import_state(b"HFTGWOUT\x09\x00\x00\x00\x00\x00\x00\x00")
+
+
+# -- risk state -------------------------------------------------------------------------------------
+LIMITS: dict[str, dict[str, Any]] = {
+    "acct1": {"max_position_net": 60, "max_open_orders": 12},
+    "acct2": {"max_position_gross": 90, "max_order_qty": 30},
+    "acct3": {"max_notional": 40_000_000, "symbols": {"s1": {"max_position_net": 25}}},
+    "acct4": {},
+}
+RISK_SYMBOLS = [{"name": f"s{i}", "tick": t, "max_order_qty": 35 if i == 2 else 0,
+                 "band_ticks": 40 if i == 0 else 0} for i, (t, _) in enumerate(SYMBOLS)]
+
+
+class RiskPipe:
+    """inbound ring -> risk check -> core -> risk observes the events, as the engine runs them."""
+
+    def __init__(self, core: MatchingCore | None = None, risk_snapshot: bytes | None = None,
+                 n_symbols: int = len(SYMBOLS)) -> None:
+        self.core = core or MatchingCore(SYMBOLS)
+        self.risk = RiskEngine(RISK_SYMBOLS, self.core, 64, lambda n: LIMITS.get(n, {}))
+        for sid in range(len(RISK_SYMBOLS), n_symbols):
+            self.risk.define_symbol(sid, {"name": f"s{sid}", "tick": 10})
+        # the engine binds the sessions from its own part before the risk part is restored;
+        # half of them here, the snapshot's bindings give the rest
+        for s in range(1, SESSIONS + 1, 2):
+            self.risk.bind_session(s, f"acct{account_of(s)}")
+        if risk_snapshot is not None:
+            self.risk.restore(risk_snapshot)
+        else:
+            for s in range(2, SESSIONS + 1, 2):
+                self.risk.bind_session(s, f"acct{account_of(s)}")
+        self.inbound = SpscRing(4096, COMMAND_RECORD_SIZE)
+        self.events = SpscRing(1 << 16, 128)
+        self.outcomes: list[tuple[int, int, int, int]] = []   # (type, session, cl_ord_id, reason)
+
+    def run(self, batch: list[bytes], admin: list[bytes]) -> None:
+        for rec in admin:
+            self.risk.apply_admin(rec)
+            assert self.inbound.push(rec) == 1
+        for rec in batch:
+            # type at offset 24, symbol id at 20 (records.pxd)
+            if rec[24] == ADD and int.from_bytes(rec[20:24], "little") == self.risk.n_symbols:
+                self.risk.define_symbol(self.risk.n_symbols, {"name": f"s{self.risk.n_symbols}", "tick": 10})
+        assert self.inbound.push(b"".join(batch)) == len(batch)
+        self.risk.check_recent(self.inbound, len(batch))
+        self.core.process(self.inbound, self.events)
+        self.risk.observe_events(self.events)
+        self.risk.clear_pending()
+        raw = self.events.pop()
+        for t in EVENT_STRUCT.iter_unpack(raw):
+            e = dict(zip(unpack_event(raw[:128]).keys(), t, strict=True))
+            if e["type"] in (EventType.EVT_REJECTED, EventType.EVT_ACCEPTED, EventType.EVT_FILL):
+                self.outcomes.append((e["type"], e["session_id"], e["cl_ord_id"], e["reason"]))
+
+    def state(self) -> dict[str, Any]:
+        r = self.risk
+        return {"positions": {(a, s): r.position(a, s) for a in sorted(r.accounts())
+                              for s in range(r.n_symbols)},
+                "accounts": {a: r.account_state(a) for a in sorted(r.accounts())},
+                "symbols": [r.symbol_state(s) for s in range(r.n_symbols)],
+                "halted": r.halted(), "blocked": sorted(r.blocked())}
+
+
+def _risk_stream(seed: int, n: int) -> list[tuple[list[bytes], list[bytes]]]:
+    """Batches of command records with, now and then, admin records queued before them."""
+    rng = random.Random(seed)
+    stream = [pack_command(**c) for c in seeded_stream(n, seed)]
+    out: list[tuple[list[bytes], list[bytes]]] = []
+    i = 0
+    while i < len(stream):
+        k = rng.randint(1, 40)
+        admin: list[bytes] = []
+        if rng.random() < 0.15:
+            acct = f"acct{rng.randint(1, 4)}"
+            sym = rng.randrange(len(SYMBOLS))
+            admin.append(rng.choice([
+                admin_record(AdminAction.HALT, symbol_id=sym),
+                admin_record(AdminAction.RESUME, symbol_id=sym),
+                admin_record(AdminAction.BLOCK, account=acct),
+                admin_record(AdminAction.RELEASE, account=acct),
+                admin_record(AdminAction.SET_ACCOUNT_LIMIT, account=acct,
+                             field=RiskField.MAX_POSITION_NET, value=rng.randint(10, 80)),
+                admin_record(AdminAction.SET_ACCOUNT_LIMIT, account=acct, symbol_id=sym,
+                             field=RiskField.MAX_POSITION_GROSS, value=rng.randint(20, 120)),
+                admin_record(AdminAction.SET_SYMBOL_LIMIT, symbol_id=sym,
+                             field=RiskField.MAX_ORDER_QTY, value=rng.randint(0, 40)),
+            ]))
+        out.append((stream[i:i + k], admin))
+        i += k
+    return out
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_risk_snapshot_restore_matches_uninterrupted_run(seed: int) -> None:
+    batches = _risk_stream(seed, 12_000)
+    cut = random.Random(seed).randrange(len(batches) // 4, len(batches))
+    whole = RiskPipe()
+    for i, (batch, admin) in enumerate(batches):
+        if i == cut:
+            risk_snap = whole.risk.snapshot()
+            core_snap = whole.core.snapshot()
+            n_symbols = whole.risk.n_symbols
+            before = len(whole.outcomes)
+        whole.run(batch, admin)
+    rejects = [o for o in whole.outcomes if o[0] == EventType.EVT_REJECTED and o[3] >= 33]
+    assert len(rejects) > 50, "the stream must exercise the risk checks"
+
+    restored = RiskPipe(MatchingCore.restore(core_snap), risk_snap, n_symbols)
+    assert restored.risk.snapshot() == risk_snap
+    for batch, admin in batches[cut:]:
+        restored.run(batch, admin)
+    assert restored.outcomes == whole.outcomes[before:]
+    assert restored.state() == whole.state()
+
+
+def test_risk_restore_refuses_bad_input() -> None:
+    pipe = RiskPipe()
+    for batch, admin in _risk_stream(5, 2000):
+        pipe.run(batch, admin)
+    snap = pipe.risk.snapshot()
+    for cut in range(0, len(snap), max(1, len(snap) // 200)):
+        with pytest.raises(ValueError):
+            RiskPipe(risk_snapshot=snap[:cut])
+    with pytest.raises(ValueError, match="symbols"):
+        RiskPipe(risk_snapshot=snap, n_symbols=len(SYMBOLS) + 2)
+    with pytest.raises(ValueError, match="admin"):
+        pipe.risk.restore(snap)                   # not fresh
