@@ -3,16 +3,30 @@ snapshot (gateway/risk.pyx), and an Engine restarted from snapshot + journal tai
 uninterrupted run and a full replay."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
+from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
+from command_stream import ADD, SESSIONS, SYMBOLS, account_of, seeded_stream
+from gateway_harness import make_config
 
+from gateway.engine import Engine, SnapshotMismatch
 from gateway.risk import AdminAction, RiskEngine, RiskField, admin_record
 from matching.core import MatchingCore
-from matching.records import COMMAND_RECORD_SIZE, EVENT_STRUCT, EventType, pack_command, unpack_event
+from matching.records import (
+    COMMAND_RECORD_SIZE,
+    EVENT_STRUCT,
+    UNKNOWN_SYMBOL,
+    CommandType,
+    EventType,
+    pack_command,
+    unpack_event,
+)
 from matching.ring import SpscRing
 from persistence.snapshot import (
     SnapshotError,
@@ -25,8 +39,8 @@ from persistence.snapshot import (
     snapshot_name,
     write_snapshot,
 )
+from protocol.codec import decode_frames
 from protocol.outbound import Outbound
-from tests.command_stream import ADD, SESSIONS, SYMBOLS, account_of, seeded_stream
 
 PARTS = {"core": b"\x01\x02\x03" * 50, "engine": b'{"v": 1}', "empty": b"", "risk": bytes(range(256))}
 
@@ -263,3 +277,190 @@ def test_risk_restore_refuses_bad_input() -> None:
         RiskPipe(risk_snapshot=snap, n_symbols=len(SYMBOLS) + 2)
     with pytest.raises(ValueError, match="admin"):
         pipe.risk.restore(snap)                   # not fresh
+
+
+# -- the engine: snapshot + journal tail vs an uninterrupted run and a full replay ------------------
+ENGINE_SYMBOLS = json.dumps([{"name": f"S{i}", "tick": t, "max_qty": q} for i, (t, q) in enumerate(SYMBOLS)])
+ENGINE_RISK = json.dumps({"max_position_net": 70, "accounts": {"acct2": {"max_order_qty": 30},
+                                                               "acct3": {"max_open_orders": 15}}})
+
+
+class Collector:
+    """A session's transport as the engine sees it: keeps every byte delivered."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def deliver(self, data: bytes, now_ns: int) -> None:
+        self.data += data
+
+
+def _engine(directory: Path, **overrides: object) -> Engine:
+    cfg = make_config(directory, symbols=ENGINE_SYMBOLS, risk=ENGINE_RISK, **overrides)
+    return Engine(cfg)
+
+
+def _attach(engine: Engine) -> dict[int, Collector]:
+    out = {}
+    for sid in range(1, SESSIONS + 1):
+        out[sid] = engine.writers[sid] = Collector()  # type: ignore[assignment]
+        engine.outbound.set_session(sid, True, True)
+    return out
+
+
+def _open_sessions(engine: Engine) -> None:
+    # what Engine.login does for a new account's session, without the JWT
+    for sid in range(1, SESSIONS + 1):
+        account, account_id = f"acct{account_of(sid)}", account_of(sid)
+        engine._register_session(sid, account, account_id)
+        engine.inbound_push(pack_command(type=CommandType.CMD_SESSION_OPEN, session_id=sid, ts=1,
+                                         symbol_id=UNKNOWN_SYMBOL, account=account,
+                                         account_id=account_id))
+    engine.pump()
+
+
+def _engine_batches(seed: int, n: int) -> list[list[bytes]]:
+    rng = random.Random(seed)
+    # symbol additions go through the config (apply_symbols), not the stream
+    stream = [pack_command(**c) for c in seeded_stream(n, seed) if c["type"] != ADD]
+    out = []
+    i = 0
+    while i < len(stream):
+        k = rng.randint(1, 64)
+        out.append(stream[i:i + k])
+        i += k
+    return out
+
+
+def _feed(engine: Engine, batches: list[list[bytes]], admin_every: int = 0) -> None:
+    for i, batch in enumerate(batches):
+        if admin_every and i % admin_every == admin_every - 1:
+            acct = f"acct{1 + (i // admin_every) % 4}"
+            engine.admin(AdminAction.BLOCK if (i // admin_every) % 3 == 0 else AdminAction.RELEASE,
+                         account=acct)
+            engine.admin(AdminAction.SET_ACCOUNT_LIMIT, account=acct, field=RiskField.MAX_POSITION_GROSS,
+                         value=40 + i % 50)
+        assert engine.inbound.push(b"".join(batch)) == len(batch)
+        engine.risk.check_recent(engine.inbound, len(batch))   # as the session's decode does
+        engine.pump()
+
+
+def _state(engine: Engine) -> dict[str, Any]:
+    core, risk = engine.core, engine.risk
+    return {
+        "core": core.snapshot(),
+        "books": [(core.book_levels(s, side, 1000), core.stop_orders(s, side))
+                  for s in range(core.n_symbols) for side in (1, 2)],
+        "next_seq": engine.sequencer.next_seq,
+        "session_seq": [engine.outbound.next_seq(sid) for sid in range(1, SESSIONS + 1)],
+        "positions": {(a, s): risk.position(a, s) for a in sorted(risk.accounts())
+                      for s in range(risk.n_symbols)},
+        "accounts": {a: risk.account_state(a) for a in sorted(risk.accounts())},
+        "symbols": [risk.symbol_state(s) for s in range(risk.n_symbols)],
+        "sessions": (engine.account_of_session, engine.account_id_of_session, engine.accounts),
+    }
+
+
+def _messages(data: bytearray) -> list[Any]:
+    msgs, end = decode_frames(bytes(data))
+    assert end == len(data)
+    return [msgspec.structs.replace(m, transact_time=0) if hasattr(m, "transact_time") else m
+            for m in msgs]
+
+
+def test_engine_restart_from_snapshot_equals_uninterrupted_and_full_replay(tmp_path: Path) -> None:
+    batches = _engine_batches(11, 30_000)
+    cut = len(batches) * 2 // 3
+    # the uninterrupted run, no snapshot; then a full replay of its journal
+    full = _engine(tmp_path / "full", snapshot_interval_commands=0)
+    full.recover()
+    _open_sessions(full)
+    _feed(full, batches[:cut], admin_every=97)
+    out_full = _attach(full)
+    _feed(full, batches[cut:], admin_every=97)
+    want = _state(full)
+    assert sum(p["bought"] for p in want["positions"].values()) > 1000
+    assert full.risk.blocked() or full.risk.counters()["checked"]
+    full.journal.close()
+    replayed = _engine(tmp_path / "full", snapshot_interval_commands=0)
+    stats = replayed.recover()
+    assert stats.snapshot_seq == 0 and stats.snapshot_path == ""
+    assert _state(replayed) == want
+    replayed.journal.close()
+
+    # the same stream with periodic snapshots and small journal segments, "killed" at the cut
+    seg = 200 * 104
+    snap = _engine(tmp_path / "snap", snapshot_interval_commands=3000, journal_segment_bytes=seg,
+                   snapshot_keep=2)
+    snap.recover()
+    _open_sessions(snap)
+    _feed(snap, batches[:cut], admin_every=97)
+    assert snap.snap_stats.written >= 3
+    snap.journal.close()                       # no shutdown snapshot: as after kill -9
+    kept = list_snapshots(str(tmp_path / "snap"))
+    assert len(kept) == 2
+    # journal segments went only behind the oldest kept snapshot
+    restarted = _engine(tmp_path / "snap", snapshot_interval_commands=3000, journal_segment_bytes=seg,
+                        snapshot_keep=2)
+    restarted.journal.open()
+    first = restarted.journal.first_seq
+    assert 1 < first <= kept[0][0] + 1
+    assert kept[0][0] + 1 - first < 200        # and everything behind it did go
+    restarted.journal.close()
+
+    stats = restarted.recover()
+    assert (stats.snapshot_seq, stats.snapshot_path) == kept[1]
+    assert stats.commands == restarted.sequencer.next_seq - 1 - kept[1][0] > 0
+    out_snap = _attach(restarted)
+    _feed(restarted, batches[cut:], admin_every=97)
+    assert _state(restarted) == want
+    # every session got the very same messages after the restart as in the uninterrupted run
+    # (but their times: the admin actions are stamped with the wall clock, which moves every
+    # later command's stamp forward)
+    for sid in out_full:
+        got, want_msgs = _messages(out_snap[sid].data), _messages(out_full[sid].data)
+        assert len(got) > 100 and got == want_msgs
+    # a clean shutdown snapshot, then a start from it replays nothing
+    path = restarted.write_snapshot(background=False)
+    assert path is not None and restarted.snap_stats.last_seq == want["next_seq"] - 1
+    restarted.journal.close()
+    again = _engine(tmp_path / "snap", snapshot_interval_commands=3000, journal_segment_bytes=seg)
+    stats = again.recover()
+    assert stats.snapshot_path == path and stats.commands == 0
+    assert _state(again) == want
+    again.journal.close()
+
+
+def test_engine_falls_back_to_older_snapshot_and_refuses_a_gap(tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    batches = _engine_batches(12, 8000)
+    seg = 100 * 104
+    eng = _engine(tmp_path, snapshot_interval_commands=1500, journal_segment_bytes=seg, snapshot_keep=2)
+    eng.recover()
+    _open_sessions(eng)
+    _feed(eng, batches)
+    want = _state(eng)
+    eng.journal.close()
+    (older_seq, _), (newest_seq, newest) = list_snapshots(str(tmp_path))
+    with open(newest, "r+b") as f:            # damage the newest: a torn write
+        f.truncate(os.path.getsize(newest) - 5)
+    fallback = _engine(tmp_path, snapshot_interval_commands=0, journal_segment_bytes=seg)
+    with caplog.at_level(logging.ERROR, logger="hftgw.snapshot"):
+        stats = fallback.recover()
+    assert stats.snapshot_seq == older_seq < newest_seq
+    assert any(newest in r.getMessage() for r in caplog.records)
+    assert _state(fallback) == want
+    fallback.journal.close()
+    # with the older snapshot gone too and its journal tail partly removed: a clear error
+    os.unlink(newest)
+    os.unlink(list_snapshots(str(tmp_path))[0][1])
+    write_snapshot(str(tmp_path), 10, {})     # an unusable "snapshot" with no parts
+    bad = _engine(tmp_path, snapshot_interval_commands=0, journal_segment_bytes=seg)
+    with pytest.raises(SnapshotError, match="missing"):
+        bad.recover()
+    bad.journal.close()
+    os.unlink(os.path.join(tmp_path, snapshot_name(10)))
+    nosnap = _engine(tmp_path, snapshot_interval_commands=0, journal_segment_bytes=seg)
+    with pytest.raises(SnapshotMismatch, match=r"starts at seq \d+ and there is no usable snapshot"):
+        nosnap.recover()                      # a full replay of a journal whose head was removed
+    nosnap.journal.close()
