@@ -3,17 +3,20 @@ snapshot (gateway/risk.pyx), and an Engine restarted from snapshot + journal tai
 uninterrupted run and a full replay."""
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import random
+import signal
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 from command_stream import ADD, SESSIONS, SYMBOLS, account_of, seeded_stream
-from gateway_harness import make_config
+from gateway_harness import login, make_config, metric_value, scrape, serve_process
+from test_gateway import BUY, SELL, limit
 
 from gateway.engine import Engine, SnapshotMismatch
 from gateway.risk import AdminAction, RiskEngine, RiskField, admin_record
@@ -40,6 +43,7 @@ from persistence.snapshot import (
     write_snapshot,
 )
 from protocol.codec import decode_frames
+from protocol.messages import BookQuery, BookSnapshot, Execution, OrderAccepted
 from protocol.outbound import Outbound
 
 PARTS = {"core": b"\x01\x02\x03" * 50, "engine": b'{"v": 1}', "empty": b"", "risk": bytes(range(256))}
@@ -464,3 +468,53 @@ def test_engine_falls_back_to_older_snapshot_and_refuses_a_gap(tmp_path: Path,
     with pytest.raises(SnapshotMismatch, match=r"starts at seq \d+ and there is no usable snapshot"):
         nosnap.recover()                      # a full replay of a journal whose head was removed
     nosnap.journal.close()
+
+
+# -- a real server process: background snapshots under load, kill -9, restart ------------------------
+async def test_server_snapshots_in_background_and_restarts_from_one_after_kill(tmp_path: Path) -> None:
+    env = {"HFTGW_SNAPSHOT_INTERVAL_COMMANDS": "40", "HFTGW_SNAPSHOT_KEEP": "2",
+           "HFTGW_JOURNAL_SEGMENT_BYTES": "4096"}
+    with serve_process(tmp_path, env) as (cfg, proc):
+        a = await login(cfg, "alice")
+        b = await login(cfg, "bob")
+        text = ""
+        for rnd in range(5):                 # rounds: each one passes the interval once
+            for i in range(30 * rnd, 30 * rnd + 30):
+                a.send(limit(1 + i, SELL, 1_000_000 + 100 * (i % 7), 5))
+                if i % 3 == 0:
+                    b.send(limit(1 + i, BUY, 1_000_000 + 100 * (i % 4), 4))
+            await a.recv_until(lambda m, r=rnd: isinstance(m, OrderAccepted) and m.cl_ord_id == 30 * r + 30)
+            await b.recv_until(lambda m, r=rnd: isinstance(m, (OrderAccepted, Execution))
+                               and m.cl_ord_id == 30 * r + 28)
+            for _ in range(200):             # the background write of this round
+                text = scrape(cfg)[1]
+                if metric_value(text, "hftgw_snapshots_written_total") >= rnd + 1:
+                    break
+                await asyncio.sleep(0.02)
+        a.send(BookQuery(request_id=1, symbol="AAPL", depth=20))
+        before = (await a.recv_until(lambda m: isinstance(m, BookSnapshot)))[-1]
+        assert metric_value(text, "hftgw_snapshots_written_total") >= 3
+        assert metric_value(text, "hftgw_snapshot_last_seq") > 0
+        assert metric_value(text, "hftgw_journal_segments_removed_total") > 0
+        assert metric_value(text, "hftgw_snapshot_capture_seconds") > 0
+        proc.kill()                          # no shutdown snapshot
+        proc.wait()
+    kept = list_snapshots(str(tmp_path))
+    assert len(kept) == 2
+    with serve_process(tmp_path, env) as (cfg, proc):
+        text = scrape(cfg)[1]
+        assert metric_value(text, "hftgw_snapshot_last_seq") == kept[-1][0]
+        assert metric_value(text, "hftgw_recovery_seconds") > 0
+        a = await login(cfg, "alice")
+        assert a.next_seq_num == before.seq_num + 1
+        a.send(BookQuery(request_id=2, symbol="AAPL", depth=20))
+        after = await a.recv()
+        assert isinstance(after, BookSnapshot) and after.seq_num == before.seq_num + 1
+        assert (after.bids, after.asks) == (before.bids, before.asks) and after.asks
+        await a.logout()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
+        out = proc.stdout.read().decode() if proc.stdout else ""
+    assert f"from snapshot {kept[-1][1]} (seq {kept[-1][0]})" in out
+    # the clean shutdown wrote one more, at the last seq
+    assert list_snapshots(str(tmp_path))[-1][0] > kept[-1][0]
