@@ -197,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"{core_s * 1e3:.0f} ms ({len(core_bytes) / 1e6:.0f} MB); capture of every "
                       f"part + journal sync (event loop held) {st.capture_s * 1e3:.0f} ms; whole "
                       f"write {st.duration_s * 1e3:.0f} ms; file {os.path.getsize(path) / 1e6:.0f} MB")
+                print("  capture by part (ms): " + ", ".join(f"{k} {v * 1e3:.0f}"
+                                                          for k, v in st.capture_parts.items()))
                 del core_bytes
         write_s = time.perf_counter() - t0
         want = digest(eng)
@@ -226,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         quick.journal.close()
         assert stats.snapshot_path == snap_path and got == want, "snapshot + tail differs"
         print(f"snapshot + tail:  {stats.commands:>12,} commands in {stats.elapsed_s:7.2f} s "
-              f"(snapshot at seq {stats.snapshot_seq:,})")
+              f"(snapshot at seq {stats.snapshot_seq:,} loaded and restored in "
+              f"{stats.snapshot_load_s:.2f} s)")
         print(f"ratio full / snapshot+tail: {full_s / stats.elapsed_s:.1f}x; both end in the same state")
     finally:
         if not args.dir:

@@ -212,9 +212,10 @@ def load_latest(directory: str) -> tuple[int, dict[str, bytes], str] | None:
     return None
 
 
-def prune(directory: str, keep: int) -> list[str]:
-    """Remove all but the ``keep`` newest snapshot files (and temp files left by a crash while
-    writing); returns the removed paths.  Raises ValueError for keep < 1."""
+def prune(directory: str, keep: int, remove_temp: bool = True) -> list[str]:
+    """Remove all but the ``keep`` newest snapshot files, and with ``remove_temp`` the temp
+    files left by a crash while writing (pass False while a write may be under way); returns
+    the removed paths.  Raises ValueError for keep < 1."""
     if keep < 1:
         raise ValueError("keep must be >= 1")
     removed = []
@@ -225,7 +226,7 @@ def prune(directory: str, keep: int) -> list[str]:
         names = os.listdir(directory)
     except FileNotFoundError:
         names = []
-    for name in names:
+    for name in names if remove_temp else ():
         if name.endswith(TEMP_SUFFIX) and _NAME_RE.match(name[:-len(TEMP_SUFFIX)]):
             path = os.path.join(directory, name)
             os.unlink(path)
