@@ -130,6 +130,15 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     journal_segment_bytes: Annotated[int, Meta(ge=4096, description=(
         "the journal's active segment file is closed and a new one started once it reaches "
         "this size in bytes; whole old segments are removed once no snapshot needs them"))] = 268435456
+    snapshot_dir: Annotated[str, Meta(description=(
+        "directory of the engine snapshots (start = newest good snapshot + the journal after "
+        "it); empty = journal_dir"))] = ""
+    snapshot_interval_commands: Annotated[int, Meta(ge=0, description=(
+        "a snapshot is written in the background every this many sequenced commands (and on "
+        "clean shutdown); 0 = only on shutdown"))] = 1_000_000
+    snapshot_keep: Annotated[int, Meta(ge=1, description=(
+        "snapshot files kept; journal segments are removed only behind the oldest kept one, so "
+        "a start can fall back to it when the newest is damaged"))] = 2
     pg_dsn: Annotated[str, Meta(description=(
         "PostgreSQL DSN of the sink of fills and order events; empty = sink and event log off"),
         extra={"secret": True})] = ""

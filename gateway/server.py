@@ -180,9 +180,14 @@ class Gateway:
             log.info("PostgreSQL sink is off; set HFTGW_PG_DSN (or pg_dsn in the config), "
                      "e.g. HFTGW_PG_DSN=postgresql://postgres@127.0.0.1:5432/postgres")
         stats = self.engine.recover()
-        log.info("journal %s replayed: %d commands, %d sessions, %d symbol definitions in %.3f s",
-                 self.engine.journal.path, stats.commands, stats.sessions, stats.symbols,
-                 stats.elapsed_s)
+        log.info("journal %s replayed: %d commands, %d sessions, %d symbol definitions in %.3f s, "
+                 "from %s", self.engine.journal.path, stats.commands, stats.sessions, stats.symbols,
+                 stats.elapsed_s,
+                 f"snapshot {stats.snapshot_path} (seq {stats.snapshot_seq})" if stats.snapshot_path
+                 else "the start (no snapshot)",
+                 extra={"event": "gateway.recovered", "snapshot_seq": stats.snapshot_seq,
+                        "snapshot_path": stats.snapshot_path, "commands": stats.commands,
+                        "elapsed_s": stats.elapsed_s})
         try:
             self.directory()
         except DirectoryError:
@@ -281,6 +286,7 @@ class Gateway:
         if self.server is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.server.wait_closed(), 1.0)
+        self.engine.write_snapshot(background=False)
         self.engine.journal.close()
         if self.engine.event_log is not None:
             self.engine.event_log.close()

@@ -139,6 +139,21 @@ class GatewayCollector(Collector):
         yield CounterMetricFamily("hftgw_journal_segments_removed",
                                   "Journal segments deleted once no snapshot needed them",
                                   value=e.journal.segments_removed)
+        st = e.snap_stats
+        yield GaugeMetricFamily("hftgw_snapshot_last_seq",
+                                "Command seq of the newest snapshot written or loaded at start",
+                                value=st.last_seq)
+        yield CounterMetricFamily("hftgw_snapshots_written", "Snapshots written by this process",
+                                  value=st.written)
+        yield CounterMetricFamily("hftgw_snapshots_failed",
+                                  "Snapshots abandoned on an I/O error (logged)", value=st.failed)
+        yield GaugeMetricFamily("hftgw_snapshot_duration_seconds",
+                                "Last snapshot: capture, write and commit", value=st.duration_s)
+        yield GaugeMetricFamily("hftgw_snapshot_capture_seconds",
+                                "Last snapshot: time the event loop was held to capture it",
+                                value=st.capture_s)
+        yield GaugeMetricFamily("hftgw_recovery_seconds",
+                                "Last start: snapshot load and journal replay", value=st.recovery_s)
         sink = e.sink
         yield GaugeMetricFamily("hftgw_sink_enabled", "1 when the PostgreSQL sink is on",
                                 value=1 if sink is not None else 0)

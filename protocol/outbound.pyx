@@ -14,7 +14,7 @@ publisher works per symbol per tick, never per order.
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, realloc
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 
 from matching.records cimport (
     EVT_ACCEPTED,
@@ -74,6 +74,14 @@ for _i, _b in enumerate(_BOUNDS_S):
 cdef size_t MAX_SNAPSHOT_LEVELS = (
     (MAX_FRAME - SOFH_SIZE - SBE_HEADER_SIZE - sizeof(BookSnapshotBlock) - 2 * GROUP_SIZE_SIZE)
     // sizeof(BookLevelEntry))
+
+#: version of ``Outbound.export_state``
+OUTBOUND_STATE_VERSION = 1
+
+
+cdef inline void _st32(char *p, uint32_t v) noexcept nogil:
+    memcpy(p, &v, 4)
+
 
 # A session buffer larger than this is freed when taken rather than kept for reuse.
 cdef size_t KEEP_BUFFER_BYTES = 1 << 20
@@ -216,6 +224,45 @@ cdef class Outbound:
         if n < 1:
             raise ValueError("sequence numbers start at 1")
         s.last_seq = n - 1
+
+    def export_state(self) -> bytes:
+        """What a restart must keep of this encoder, for ``import_state`` (engine snapshots):
+        every session's last seqNum.  Little-endian: 8s b"HFTGWOUT", u32 version
+        (OUTBOUND_STATE_VERSION), u32 n, then n x u64 last seqNum for session ids 0 .. n-1
+        (n: one past the highest session with a message)."""
+        cdef uint32_t i, n = 0
+        cdef char *w
+        for i in range(self.max_sessions):
+            if self.sessions[i].last_seq:
+                n = i + 1
+        out = bytearray(16 + 8 * <size_t>n)
+        w = out
+        memcpy(w, <const char *>b"HFTGWOUT", 8)
+        _st32(w + 8, OUTBOUND_STATE_VERSION)
+        _st32(w + 12, n)
+        for i in range(n):
+            memcpy(w + 16 + 8 * <size_t>i, &self.sessions[i].last_seq, 8)
+        return bytes(out)
+
+    def import_state(self, data) -> None:
+        """Load what ``export_state`` saved (sessions beyond it keep theirs).  Raises
+        ValueError for data of another format or version, of a wrong length, or with more
+        sessions than max_sessions."""
+        cdef const unsigned char[::1] v = memoryview(data).cast("B")
+        cdef uint32_t i, n, version
+        if v.shape[0] < 16 or memcmp(&v[0], <const char *>b"HFTGWOUT", 8) != 0:
+            raise ValueError("outbound state: bad magic or truncated")
+        memcpy(&version, &v[8], 4)
+        memcpy(&n, &v[12], 4)
+        if version != OUTBOUND_STATE_VERSION:
+            raise ValueError(f"outbound state: version {version}, this build reads "
+                             f"{OUTBOUND_STATE_VERSION}")
+        if <size_t>v.shape[0] != 16 + 8 * <size_t>n:
+            raise ValueError("outbound state: length does not match its header")
+        if n > self.max_sessions:
+            raise ValueError(f"outbound state: {n} sessions, max_sessions is {self.max_sessions}")
+        for i in range(n):
+            memcpy(&self.sessions[i].last_seq, &v[16 + 8 * <size_t>i], 8)
 
     def dirty(self) -> list:
         """Ids of the sessions with buffered bytes, in the order they got their first one."""
