@@ -184,6 +184,7 @@ class Gateway:
             self.directory()
         except DirectoryError:
             self.engine.journal.close()
+            self.engine.close_store()
             self.side.stop()
             raise
         if self.engine.sink is not None:
@@ -281,6 +282,7 @@ class Gateway:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.server.wait_closed(), 1.0)
         self.engine.journal.close()
+        self.engine.close_store()
         if self.side is not None:
             self.side.stop()
         self.engine.audit.close()

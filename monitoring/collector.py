@@ -134,6 +134,12 @@ class GatewayCollector(Collector):
                                 value=max(0, last_seq - e.journal.last_seq))
         yield CounterMetricFamily("hftgw_journal_bytes", "Bytes appended to the journal",
                                   value=e.journal.bytes_written)
+        yield GaugeMetricFamily("hftgw_message_store_bytes",
+                                "Bytes in the message store (every session's messages)",
+                                value=e.store.total_bytes)
+        yield CounterMetricFamily("hftgw_replayed_messages",
+                                  "Business messages replayed to sessions after a re-login",
+                                  value=e.replayed_messages)
         sink = e.sink
         yield GaugeMetricFamily("hftgw_sink_enabled", "1 when the PostgreSQL fills sink is on",
                                 value=1 if sink is not None else 0)
