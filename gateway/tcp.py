@@ -160,7 +160,15 @@ class OrderEntryProtocol(asyncio.Protocol):
         limit = cfg.write_buffer_high
         chunk = min(REPLAY_CHUNK, cfg.max_write_buffer // 4)
         while self.replay_next and t.get_write_buffer_size() < limit:
-            data, nxt = store.read(sid, self.replay_next, chunk)
+            try:
+                data, nxt = store.read(sid, self.replay_next, chunk)
+            except Exception:
+                # a replay that cannot go on would leave the client a gap: end the connection
+                log.exception("session %d (%s): replay from seq %d failed", sid, self.peer,
+                              self.replay_next)
+                self.replay_next = 0
+                t.abort()
+                return
             if data:
                 t.write(data)
                 self.engine.replayed_messages += nxt - self.replay_next

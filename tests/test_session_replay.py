@@ -22,12 +22,16 @@ from gateway.client import LoginError, OrderClient
 from gateway.config import Config
 from gateway.wsclient import WsOrderClient
 from matching.records import (
+    EVENT_RECORD_SIZE,
     CancelReason,
+    EventType,
     LoginRejectReason,
     OrdType,
     Side,
     TimeInForce,
+    pack_event,
 )
+from matching.ring import SpscRing
 from persistence.message_store import MessageStore
 from protocol import codec
 from protocol.messages import (
@@ -116,12 +120,31 @@ def test_message_store_skips_regenerated_and_reads_from_any_seq(tmp_path: Path) 
 
 
 def test_outbound_retain_encodes_disconnected_sessions_with_sofh() -> None:
+    def accepted(sid: int, cl: int) -> bytes:
+        return pack_event(type=EventType.EVT_ACCEPTED, session_id=sid, symbol_id=0, ts=5,
+                          cl_ord_id=cl, order_id=cl, price=100, qty=1, leaves=1, side=1,
+                          ord_type=2, tif=1)
+
+    def drain(ob: Outbound, *events: bytes) -> None:
+        ring = SpscRing(16, EVENT_RECORD_SIZE)
+        for e in events:
+            ring.push(e)
+        ob.drain(ring, 0)
+
     ob = Outbound(["AAPL"], 8)
     assert ob.take_seq(3) == (1, b"")
+    drain(ob, accepted(3, 1))                      # not retained, not connected: numbered, dropped
+    assert ob.take_seq(3) == (2, b"")
     ob.retain = True
     ob.set_session(3, False, False)    # disconnected, and would be unframed: ignored in retain
     ob.set_next_seq(3, 7)
     assert ob.take_seq(3) == (7, b"")
+    drain(ob, accepted(3, 70), accepted(4, 1), accepted(3, 71))
+    first, data = ob.take_seq(3)
+    msgs, end = codec.decode_frames(data)           # SOFH framed
+    assert first == 7 and end == len(data)
+    assert [(m.seq_num, m.cl_ord_id) for m in msgs] == [(7, 70), (8, 71)]
+    assert ob.take_seq(4)[0] == 1 and ob.next_seq(3) == 9
 
 
 # -- over the wire --------------------------------------------------------------------------------
