@@ -337,3 +337,19 @@ def test_order_client_connect_signature() -> None:
     import inspect
     assert "next_expected_seq_num" in inspect.signature(OrderClient.connect).parameters
     assert "next_expected_seq_num" in inspect.signature(WsOrderClient.connect).parameters
+
+
+async def test_websocket_drop_copy_of_a_tcp_session_gets_its_own_framing(tmp_path: Path) -> None:
+    # the engine's bytes are SOFH-framed (the store's form); a WebSocket drop copy gets bare SBE
+    # messages and a TCP trader framed ones, each decodable by its own client
+    cfg = make_config(tmp_path)
+    async with running_gateway(cfg):
+        trader = await login(cfg, "frank")
+        dc = await WsOrderClient.connect(f"ws://{cfg.ws_listen}/orders",
+                                         mint_token(cfg.jwt_secret, "frank", "dropcopy"))
+        trader.send(limit(1, BUY, 990_000, 3), limit(2, BUY, 980_000, 4))
+        mine = await recv_n(trader, 2)
+        copy = await recv_n(dc, 2)
+        assert copy == mine and seqs(copy) == [1, 2]
+        await dc.logout()
+        await trader.logout()
