@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         write_s = time.perf_counter() - t0
         want = digest(eng)
         journal_bytes = eng.journal.size
-        eng.journal.close()
+        eng.close()
         del eng
         gc.collect()
         print(f"wrote {total:,} commands ({journal_bytes / 1e9:.2f} GB of journal) in {write_s:.1f} s "
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         full = Engine(config(jdir, empty))
         stats = full.recover()
         got = digest(full)
-        full.journal.close()
+        full.close()
         del full
         gc.collect()
         assert stats.snapshot_seq == 0 and got == want, "full replay differs"
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         quick = Engine(config(jdir, sdir))
         stats = quick.recover()
         got = digest(quick)
-        quick.journal.close()
+        quick.close()
         assert stats.snapshot_path == snap_path and got == want, "snapshot + tail differs"
         print(f"snapshot + tail:  {stats.commands:>12,} commands in {stats.elapsed_s:7.2f} s "
               f"(snapshot at seq {stats.snapshot_seq:,} loaded and restored in "

@@ -191,9 +191,7 @@ class Gateway:
         try:
             self.directory()
         except DirectoryError:
-            self.engine.journal.close()
-            if self.engine.event_log is not None:
-                self.engine.event_log.close()
+            self.engine.close()
             self.side.stop()
             raise
         if cfg.pg_dsn:
@@ -287,9 +285,7 @@ class Gateway:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.server.wait_closed(), 1.0)
         self.engine.write_snapshot(background=False)
-        self.engine.journal.close()
-        if self.engine.event_log is not None:
-            self.engine.event_log.close()
+        self.engine.close()
         if self.side is not None:
             self.side.stop()
         self.engine.audit.close()

@@ -154,6 +154,12 @@ class GatewayCollector(Collector):
                                 value=st.capture_s)
         yield GaugeMetricFamily("hftgw_recovery_seconds",
                                 "Last start: snapshot load and journal replay", value=st.recovery_s)
+        yield GaugeMetricFamily("hftgw_message_store_bytes",
+                                "Bytes in the message store (every session's messages)",
+                                value=e.store.total_bytes)
+        yield CounterMetricFamily("hftgw_replayed_messages",
+                                  "Business messages replayed to sessions after a re-login",
+                                  value=e.replayed_messages)
         sink = e.sink
         yield GaugeMetricFamily("hftgw_sink_enabled", "1 when the PostgreSQL sink is on",
                                 value=1 if sink is not None else 0)

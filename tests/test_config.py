@@ -49,6 +49,7 @@ ENV_SAMPLES = {
     "snapshot_interval_commands": "5000", "snapshot_keep": "3",
     "pg_dsn": "postgresql://u:pw@db/hftgw", "partition": "p7",
     "event_log_dir": "/data/events", "event_log_segment_bytes": "1048576",
+    "message_store_dir": "/data/m",
     "advertise_host": "hftgw-7.hftgw", "directory_file": "/etc/hftgw/directory.json",
     "jwt_secret": "0123456789abcdef0123456789abcdef", "jwt_algorithm": "HS256",
     "heartbeat_interval_ms": "250", "heartbeat_timeout_factor": "2.5",

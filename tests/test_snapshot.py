@@ -385,12 +385,12 @@ def test_engine_restart_from_snapshot_equals_uninterrupted_and_full_replay(tmp_p
     want = _state(full)
     assert sum(p["bought"] for p in want["positions"].values()) > 1000
     assert full.risk.blocked() or full.risk.counters()["checked"]
-    full.journal.close()
+    full.close()
     replayed = _engine(tmp_path / "full", snapshot_interval_commands=0)
     stats = replayed.recover()
     assert stats.snapshot_seq == 0 and stats.snapshot_path == ""
     assert _state(replayed) == want
-    replayed.journal.close()
+    replayed.close()
 
     # the same stream with periodic snapshots and small journal segments, "killed" at the cut
     seg = 200 * 104
@@ -400,7 +400,7 @@ def test_engine_restart_from_snapshot_equals_uninterrupted_and_full_replay(tmp_p
     _open_sessions(snap)
     _feed(snap, batches[:cut], admin_every=97)
     assert snap.snap_stats.written >= 3
-    snap.journal.close()                       # no shutdown snapshot: as after kill -9
+    snap.close()                       # no shutdown snapshot: as after kill -9
     kept = list_snapshots(str(tmp_path / "snap"))
     assert len(kept) == 2
     # journal segments went only behind the oldest kept snapshot
@@ -410,7 +410,7 @@ def test_engine_restart_from_snapshot_equals_uninterrupted_and_full_replay(tmp_p
     first = restarted.journal.first_seq
     assert 1 < first <= kept[0][0] + 1
     assert kept[0][0] + 1 - first < 200        # and everything behind it did go
-    restarted.journal.close()
+    restarted.close()
 
     stats = restarted.recover()
     assert (stats.snapshot_seq, stats.snapshot_path) == kept[1]
@@ -427,12 +427,12 @@ def test_engine_restart_from_snapshot_equals_uninterrupted_and_full_replay(tmp_p
     # a clean shutdown snapshot, then a start from it replays nothing
     path = restarted.write_snapshot(background=False)
     assert path is not None and restarted.snap_stats.last_seq == want["next_seq"] - 1
-    restarted.journal.close()
+    restarted.close()
     again = _engine(tmp_path / "snap", snapshot_interval_commands=3000, journal_segment_bytes=seg)
     stats = again.recover()
     assert stats.snapshot_path == path and stats.commands == 0
     assert _state(again) == want
-    again.journal.close()
+    again.close()
 
 
 def test_engine_falls_back_to_older_snapshot_and_refuses_a_gap(tmp_path: Path,
@@ -444,7 +444,7 @@ def test_engine_falls_back_to_older_snapshot_and_refuses_a_gap(tmp_path: Path,
     _open_sessions(eng)
     _feed(eng, batches)
     want = _state(eng)
-    eng.journal.close()
+    eng.close()
     (older_seq, _), (newest_seq, newest) = list_snapshots(str(tmp_path))
     with open(newest, "r+b") as f:            # damage the newest: a torn write
         f.truncate(os.path.getsize(newest) - 5)
@@ -454,7 +454,7 @@ def test_engine_falls_back_to_older_snapshot_and_refuses_a_gap(tmp_path: Path,
     assert stats.snapshot_seq == older_seq < newest_seq
     assert any(newest in r.getMessage() for r in caplog.records)
     assert _state(fallback) == want
-    fallback.journal.close()
+    fallback.close()
     # with the older snapshot gone too and its journal tail partly removed: a clear error
     os.unlink(newest)
     os.unlink(list_snapshots(str(tmp_path))[0][1])
@@ -462,12 +462,12 @@ def test_engine_falls_back_to_older_snapshot_and_refuses_a_gap(tmp_path: Path,
     bad = _engine(tmp_path, snapshot_interval_commands=0, journal_segment_bytes=seg)
     with pytest.raises(SnapshotError, match="missing"):
         bad.recover()
-    bad.journal.close()
+    bad.close()
     os.unlink(os.path.join(tmp_path, snapshot_name(10)))
     nosnap = _engine(tmp_path, snapshot_interval_commands=0, journal_segment_bytes=seg)
     with pytest.raises(SnapshotMismatch, match=r"starts at seq \d+ and there is no usable snapshot"):
         nosnap.recover()                      # a full replay of a journal whose head was removed
-    nosnap.journal.close()
+    nosnap.close()
 
 
 # -- a real server process: background snapshots under load, kill -9, restart ------------------------
