@@ -14,11 +14,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from gateway_harness import free_ports, scrape
 
 from gateway.auth import mint_token
 from gateway.client import LoginError, OrderClient
@@ -35,7 +38,6 @@ from protocol.messages import (
     OrderCanceled,
     OrderReplaced,
 )
-from gateway_harness import free_ports, scrape
 
 WORKTREE = Path(__file__).resolve().parent.parent
 PG_BIN = Path(os.environ.get("HFTGW_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -143,21 +145,21 @@ class ServerProcess:
 
 # -- a private PostgreSQL cluster --------------------------------------------------------------------
 class PrivatePostgres:
-    """A PostgreSQL 15 cluster of its own in ``workdir/pg`` on a free port, trust auth, run as
+    """A PostgreSQL 15 cluster of its own (a temporary directory) on a free port, trust auth, run as
     the ``postgres`` OS user (initdb refuses root).  ``stop`` and ``start`` it at will.  Raises
     RuntimeError naming the missing binary when initdb is not installed."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self) -> None:
         for tool in ("initdb", "pg_ctl"):
             if not (PG_BIN / tool).exists():
                 raise RuntimeError(f"{PG_BIN / tool} not found: the fault tests need the PostgreSQL "
                                    "15 server binaries (apt-get install postgresql-15, or set "
                                    "HFTGW_TEST_PG_BIN to their directory)")
-        self.dir = workdir / "pg"
+        # not under workdir: pytest's tmp root is private to root, and postgres must reach it
+        self.dir = Path(tempfile.mkdtemp(prefix="hftgw-pg-"))
         self.data = self.dir / "data"
-        self.dir.mkdir(parents=True)
-        shutil.chown(self.dir, "postgres", "postgres")
-        os.chmod(workdir, 0o755)  # the postgres user must reach its directory
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
         self.port = free_ports(1)[0]
         self.dsn = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
         self._run(PG_BIN / "initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust",
@@ -182,8 +184,10 @@ class PrivatePostgres:
         self._run(PG_BIN / "pg_ctl", "-D", self.data, "-m", mode, "-w", "-t", "30", "stop")
 
     def close(self) -> None:
+        """Stop it (like a crash: nothing to keep) and remove its files."""
         with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
             self.stop("immediate")
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # -- clients -------------------------------------------------------------------------------------
@@ -370,7 +374,7 @@ async def connect_all(clients: list[StreamingClient], timeout: float = 10.0) -> 
                 break
             except LoginError:
                 raise
-            except (OSError, asyncio.TimeoutError):
+            except (TimeoutError, OSError):
                 if loop.time() > end:
                     raise
                 await asyncio.sleep(0.05)

@@ -204,7 +204,7 @@ def test_kill9_while_streaming_slow(tmp_path: Path) -> None:
 
 # -- PostgreSQL stopped under load ----------------------------------------------------------------------
 def test_postgres_stopped_under_load_every_fill_lands_once(tmp_path: Path) -> None:
-    pg = PrivatePostgres(tmp_path)
+    pg = PrivatePostgres()
     pg.start()
     server = ServerProcess(tmp_path, {"HFTGW_PG_DSN": pg.dsn, "HFTGW_DRAIN_TIMEOUT_S": "10"})
 
@@ -286,7 +286,6 @@ def test_truncated_last_record_keeps_every_earlier_one(tmp_path: Path) -> None:
     last, size = _last_file_and_size(server.journal_dir)
     records = size // FRAME_SIZE
     assert size % FRAME_SIZE == 0 and records > 10
-    data = last.read_bytes()
 
     # in process, every offset: Engine.recover is the start's code path
     cfg_dir = tmp_path / "cut"
@@ -330,7 +329,7 @@ def test_truncated_last_record_keeps_every_earlier_one(tmp_path: Path) -> None:
             if cut % FRAME_SIZE:
                 assert "torn" in proc.log() or "cut" in proc.log(), proc.log()
 
-            async def check(proc: ServerProcess = proc) -> None:
+            async def check(proc: ServerProcess = proc, cut: int = cut) -> None:
                 c = StreamingClient(proc, ACCOUNTS[0], seed=0)
                 await connect_all([c])
                 for i, sym in enumerate(SYMBOLS):
