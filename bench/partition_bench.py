@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import glob
 import os
 import shutil
 import subprocess
@@ -40,6 +41,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from e2e_bench import free_port, make_stream, throughput, wait_ready  # noqa: E402
+
+from persistence.journal import FRAME_SIZE  # noqa: E402
 
 
 class Partition:
@@ -107,9 +110,8 @@ def main() -> int:
               f"partition (same machine, same generator)")
 
         p0.stop()
-        with open(os.path.join(p0.journal, "journal-00000001.log"), "rb") as f:
-            size = f.seek(0, 2)
-        records = size // 72  # 64-byte record + 8-byte frame (persistence/journal.pyx)
+        size = sum(os.path.getsize(p) for p in glob.glob(os.path.join(p0.journal, "journal-*.log")))
+        records = size // FRAME_SIZE
         ready_s = p0.start()
         print(f"restart of p0 on its journal ({records:,} commands, {size / 1e6:.0f} MB): ready in "
               f"{ready_s:.2f} s = {records / ready_s / 1e6:.2f} M commands/s replayed "

@@ -127,6 +127,9 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     durability: Annotated[Literal["os", "fsync"], Meta(description=(
         "`os`: acknowledge once the journal write returned (survives a process crash); "
         "`fsync`: after fdatasync of each group (survives power loss)"))] = "os"
+    journal_segment_bytes: Annotated[int, Meta(ge=4096, description=(
+        "the journal's active segment file is closed and a new one started once it reaches "
+        "this size in bytes; whole old segments are removed once no snapshot needs them"))] = 268435456
     pg_dsn: Annotated[str, Meta(description=(
         "PostgreSQL DSN of the fills sink; empty = sink off"), extra={"secret": True})] = ""
     partition: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]{1,63}$", description=(

@@ -108,7 +108,7 @@ class Engine:
         self.inbound = SpscRing(cfg.ring_capacity, COMMAND_RECORD_SIZE)
         self.events = SpscRing(cfg.ring_capacity, EVENT_RECORD_SIZE)
         self.sequencer = Sequencer()
-        self.journal = Journal(cfg.journal_dir, cfg.durability)
+        self.journal = Journal(cfg.journal_dir, cfg.durability, cfg.journal_segment_bytes)
         self.outbound = Outbound([], cfg.max_sessions)
         self.core.on_events_full = self._drain_events
         self.sink: FillSink | None = None  # set when PostgreSQL is configured

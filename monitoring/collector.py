@@ -134,6 +134,11 @@ class GatewayCollector(Collector):
                                 value=max(0, last_seq - e.journal.last_seq))
         yield CounterMetricFamily("hftgw_journal_bytes", "Bytes appended to the journal",
                                   value=e.journal.bytes_written)
+        yield GaugeMetricFamily("hftgw_journal_segments", "Journal segment files on disk",
+                                value=len(e.journal.segments()))
+        yield CounterMetricFamily("hftgw_journal_segments_removed",
+                                  "Journal segments deleted once no snapshot needed them",
+                                  value=e.journal.segments_removed)
         sink = e.sink
         yield GaugeMetricFamily("hftgw_sink_enabled", "1 when the PostgreSQL fills sink is on",
                                 value=1 if sink is not None else 0)

@@ -6,10 +6,16 @@ On-disk framing, little-endian, one frame per Command record::
     [u32 payload_len = 96][u32 CRC32C(payload)][96-byte Command payload]     (104 bytes)
 
 (The payload length is ``sizeof(Command)`` from matching/records.pxd; a journal written with
-another record size reads as corrupt rather than as wrong commands.)
+another record size reads as corrupt rather than as wrong commands.)  The Command's first field
+is its seq (u64), so every frame names its own sequence number.
 
-CRC32C is Castagnoli as in iSCSI (RFC 3720 §B.4), see ``crc32c.h``.  There is one segment,
-``<directory>/journal-00000001.log``; a later issue adds rotation and keeps that naming.
+CRC32C is Castagnoli as in iSCSI (RFC 3720 §B.4), see ``crc32c.h``.
+
+Segments: ``<directory>/journal-NNNNNNNN.log`` (8 digits, from 00000001), in seq order, seqs
+continuing from one segment to the next.  The last one is the active segment; appends go to it
+and, once a group makes it reach ``segment_bytes``, the next group goes to a new segment (a
+group never spans two files).  Old segments are removed with ``remove_through(seq)`` once a
+snapshot no longer needs them.  ``<directory>/journal.lock`` carries the single-writer flock.
 
 The writer builds a whole group of frames in a preallocated C scratch buffer and hands it to
 the kernel with one ``write(2)`` loop (short writes and EINTR handled), then ``fdatasync`` when
@@ -19,6 +25,7 @@ import errno as _errno
 import fcntl
 import logging
 import os
+import re
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.errno cimport EINTR, ENOSPC, errno
@@ -26,7 +33,7 @@ from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
 from posix.types cimport off_t
-from posix.unistd cimport fdatasync, ftruncate, pread, write
+from posix.unistd cimport close, fdatasync, ftruncate, pread, write
 
 from matching.records cimport COMMAND_SIZE
 from matching.ring cimport SpscRing
@@ -45,33 +52,49 @@ log = logging.getLogger(__name__)
 cdef enum:
     PAYLOAD = COMMAND_SIZE
     FRAME = COMMAND_SIZE + 8
-    # scan read size: a whole number of frames (~1.2 MB)
-    SCAN_FRAMES = 16384
+    # scan and replay read size: a whole number of frames (~3.4 MB)
+    SCAN_FRAMES = 32768
 
-#: file name of the (only, for now) segment
-SEGMENT_NAME = "journal-00000001.log"
 #: bytes per frame on disk (8-byte header + 96-byte Command)
 FRAME_SIZE = FRAME
 #: bytes per Command payload
 RECORD_SIZE = PAYLOAD
 DURABILITY_MODES = ("os", "fsync")
+#: default size at which the active segment is closed and a new one started (256 MiB)
+DEFAULT_SEGMENT_BYTES = 256 * 2**20
+#: name of the single-writer lock file in the journal directory
+LOCK_NAME = "journal.lock"
+
+_SEGMENT_RE = re.compile(r"^journal-(\d{8,})\.log$")
+
+
+def segment_name(index: int) -> str:
+    """File name of segment number ``index`` (from 1): ``journal-00000001.log``."""
+    return f"journal-{index:08d}.log"
+
+
+#: file name of the first segment
+SEGMENT_NAME = segment_name(1)
 
 
 class JournalCorrupt(Exception):
-    """A bad frame at ``offset`` of ``path`` is followed by valid frames.
+    """The journal cannot be trusted at ``offset`` of ``path``; nothing was changed on disk.
 
-    Raised by ``Journal.open()`` instead of truncating, because the records after the bad one
-    were acknowledged and must not be dropped silently.  Attributes: path (str), offset (int,
-    byte offset of the start of the bad frame).
+    Raised by ``Journal.open()`` instead of truncating when the damage is not a torn tail of
+    the last segment (a bad frame followed by valid frames, a bad frame anywhere in a closed
+    segment, a seq gap between segments), because the records after it were acknowledged and
+    must not be dropped silently.  Attributes: path (str), offset (int, byte offset of the start
+    of the bad frame; 0 for a seq gap at the start of a segment), reason (str).
     """
 
-    def __init__(self, path: str, offset: int) -> None:
-        super().__init__(path, offset)
+    def __init__(self, path: str, offset: int, reason: str = "valid records follow") -> None:
+        super().__init__(path, offset, reason)
         self.path = path
         self.offset = offset
+        self.reason = reason
 
     def __str__(self) -> str:
-        return f"journal {self.path} is corrupt at byte offset {self.offset} (valid records follow)"
+        return f"journal {self.path} is corrupt at byte offset {self.offset} ({self.reason})"
 
 
 def crc32c(data, unsigned int value=0) -> int:
@@ -122,14 +145,22 @@ cdef inline bint _frame_ok(const char *p) noexcept nogil:
     return _ld32(p) == PAYLOAD and _ld32(p + 4) == hftgw_crc32c(0, p + 8, PAYLOAD)
 
 
-cdef size_t _valid_prefix(const char *buf, size_t n, uint64_t *records,
+cdef inline uint64_t _seq_at(const char *frame) noexcept nogil:
+    return _ld64(frame + 8)
+
+
+cdef size_t _valid_prefix(const char *buf, size_t n, uint64_t *records, uint64_t *first_seq,
                           uint64_t *last_seq) noexcept nogil:
-    """Bytes of whole valid frames at the start of buf; counts them and keeps the last seq."""
+    """Bytes of whole valid frames at the start of buf; counts them and keeps the first (when
+    records was 0) and last seq."""
     cdef size_t pos = 0
     while pos + FRAME <= n and _frame_ok(buf + pos):
+        if records[0] == 0:
+            first_seq[0] = _seq_at(buf + pos)
         records[0] += 1
-        last_seq[0] = _ld64(buf + pos + 8)
         pos += FRAME
+    if pos:
+        last_seq[0] = _seq_at(buf + pos - FRAME)
     return pos
 
 
@@ -177,45 +208,78 @@ cdef int _pread_all(int fd, char *p, size_t n, off_t off) noexcept nogil:
     return 0
 
 
+cdef int _close_fd(int fd) noexcept nogil:
+    return close(fd)
+
+
+def _fsync_dir(path: str) -> None:
+    dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
 cdef class Journal:
-    """Append-only journal of 96-byte Command records in ``directory``.
+    """Append-only segmented journal of 96-byte Command records in ``directory``.
 
     directory: created if missing.  durability: "os" (each group is handed to the OS with
     write(2) before the acks go out: survives a process kill, not a power loss) or "fsync"
-    (plus fdatasync(2) after each group: survives a power loss).  Raises ValueError for
-    another durability.  Call ``open()`` before anything else; one process at a time may have
-    the journal open (an exclusive flock; a second open raises BlockingIOError).  One writer
-    thread: appends share a scratch buffer and run without the GIL.
+    (plus fdatasync(2) after each group, fsync of a segment when it is closed and of the
+    directory when a segment is created: survives a power loss).  segment_bytes: the active
+    segment is closed once a group makes it reach this size (>= 104; a segment can exceed it
+    by less than one group).  Raises ValueError for another durability or a smaller
+    segment_bytes.  Call ``open()`` before anything else; one process at a time may have the
+    journal open (an exclusive flock on ``journal.lock``; a second open raises
+    BlockingIOError).  One writer thread: appends share a scratch buffer and run without the
+    GIL.  Seqs must increase by one from record to record (the sequencer's); open() refuses a
+    gap between segments.
     """
-    cdef int fd
-    cdef object _directory, _path, _durability
-    cdef bint _fsync
+    cdef int fd, lock_fd
+    cdef object _directory, _path, _durability, _closed, _unsynced
+    cdef bint _fsync, _dir_dirty
     cdef char *scratch
     cdef size_t scratch_frames
-    cdef uint64_t _size, _records, _last_seq, _bytes_written
+    cdef uint64_t _segment_bytes, _index
+    cdef uint64_t _size, _last_seq, _bytes_written, _removed
+    cdef uint64_t _act_first, _act_last, _act_size
 
     def __cinit__(self):
         self.fd = -1
+        self.lock_fd = -1
         self.scratch = NULL
         self.scratch_frames = 0
 
-    def __init__(self, directory: str, durability: str = "os") -> None:
+    def __init__(self, directory: str, durability: str = "os",
+                 segment_bytes: int = DEFAULT_SEGMENT_BYTES) -> None:
         if durability not in DURABILITY_MODES:
             raise ValueError(f"durability must be one of {DURABILITY_MODES}, not {durability!r}")
+        if segment_bytes < FRAME:
+            raise ValueError(f"segment_bytes must be at least {FRAME}, not {segment_bytes}")
         self._directory = os.fspath(directory)
         self._path = os.path.join(self._directory, SEGMENT_NAME)
         self._durability = durability
         self._fsync = durability == "fsync"
+        self._segment_bytes = segment_bytes
+        # closed segments, oldest first: (path, first_seq, last_seq, bytes)
+        self._closed = []
+        # "os" mode: (path, fd) of closed segments not yet fdatasynced; sync() does it, so a
+        # roll never waits for the write-back of a whole segment on the order path
+        self._unsynced = []
 
     def __dealloc__(self):
         if self.fd >= 0:
-            os.close(self.fd)
+            _close_fd(self.fd)
+        for _, ufd in self._unsynced or ():
+            _close_fd(ufd)
+        if self.lock_fd >= 0:
+            _close_fd(self.lock_fd)
         free(self.scratch)
 
     # -- properties ---------------------------------------------------------------------------
     @property
     def path(self) -> str:
-        """Path of the segment file."""
+        """Path of the active segment (the one appends go to)."""
         return self._path
 
     @property
@@ -227,165 +291,281 @@ cdef class Journal:
         return self._durability
 
     @property
+    def segment_bytes(self) -> int:
+        """Size in bytes at which the active segment is closed."""
+        return self._segment_bytes
+
+    @property
     def bytes_written(self) -> int:
         """Bytes appended (framing included) by this object since open()."""
         return self._bytes_written
 
     @property
     def records(self) -> int:
-        """Valid Command records in the file (those found by open() plus those appended)."""
-        return self._records
+        """Valid Command records on disk, all segments (found by open(), plus appended, minus
+        removed)."""
+        return self._size // FRAME
 
     @property
     def last_seq(self) -> int:
-        """seq field of the last record in the file, 0 when it is empty."""
+        """seq field of the last record journaled, 0 when the journal is empty."""
         return self._last_seq
 
     @property
+    def first_seq(self) -> int:
+        """seq field of the first record still on disk, 0 when there is none."""
+        for _, first, _, nbytes in self._closed:
+            if nbytes:
+                return first
+        return self._act_first if self._act_size else 0
+
+    @property
     def size(self) -> int:
-        """Bytes of valid frames in the file (its length after open())."""
+        """Bytes of valid frames on disk, all segments."""
         return self._size
+
+    @property
+    def segments_removed(self) -> int:
+        """Segments deleted by remove_through() since this object was created."""
+        return self._removed
 
     @property
     def is_open(self) -> bool:
         return self.fd >= 0
 
+    def segments(self) -> list:
+        """Every segment on disk, oldest first, the active one last: list of (path, first_seq,
+        last_seq, bytes); first_seq = last_seq = 0 for an empty segment."""
+        out = list(self._closed)
+        if self.fd >= 0:
+            out.append((self._path, self._act_first, self._act_last, self._act_size))
+        return out
+
     # -- open / scan --------------------------------------------------------------------------
     def open(self) -> None:
-        """Open (creating if needed) and validate the segment; sets ``records`` and ``last_seq``.
+        """Take the lock, scan and validate every segment in order, open the last for appends
+        (creating journal-00000001.log in an empty directory).
 
-        A torn or corrupt tail (a partial frame, or bad frames with no valid frame after them)
-        is cut off at the last good frame, with a logging.warning naming the file and offset.
-        A bad frame followed by a valid one raises JournalCorrupt(path, offset) and leaves the
-        file untouched.  Raises OSError for I/O errors and BlockingIOError when another
-        Journal holds the file.
+        A torn or corrupt tail of the last segment (a partial frame, or bad frames with no
+        valid frame after them) is cut off at its last good frame, with a logging.warning
+        naming the file, the offset and the bytes cut.  JournalCorrupt(path, offset) is raised,
+        and nothing on disk changed, for a bad frame followed by a valid one, a bad or partial
+        frame in a closed (non-last) segment, or a segment whose first seq does not follow the
+        previous segment's last.  Raises OSError for I/O errors and BlockingIOError when
+        another Journal holds the directory.
         """
+        cdef char *buf
         if self.fd >= 0:
             raise RuntimeError("journal already open")
-        os.makedirs(self._directory, exist_ok=True)
-        created = not os.path.exists(self._path)
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        d = self._directory
+        os.makedirs(d, exist_ok=True)
+        lock_path = os.path.join(d, LOCK_NAME)
+        lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            os.close(fd)
+            os.close(lock_fd)
             raise BlockingIOError(_errno.EWOULDBLOCK, "journal is open in another process or object",
-                                  self._path) from None
-        try:
-            if created:
-                # the new directory entry must be durable too, or a crash could lose the file
-                dfd = os.open(self._directory, os.O_RDONLY | os.O_DIRECTORY)
-                try:
-                    os.fsync(dfd)
-                finally:
-                    os.close(dfd)
-            self._scan(fd, os.fstat(fd).st_size)
+                                  lock_path) from None
         except BaseException:
-            os.close(fd)
+            os.close(lock_fd)
             raise
+        fd = -1
+        buf = <char *>malloc(SCAN_FRAMES * FRAME)
+        if buf == NULL:
+            os.close(lock_fd)
+            raise MemoryError()
+        try:
+            found = []
+            for name in os.listdir(d):
+                m = _SEGMENT_RE.match(name)
+                if m is not None:
+                    found.append((int(m.group(1)), name))
+            found.sort()
+            closed = []
+            act = (0, 0, 0)
+            cut = None
+            prev = None           # (path, last_seq) of the newest non-empty segment so far
+            if not found:
+                index = 1
+                path = os.path.join(d, segment_name(1))
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+                # the new directory entry must be durable too, or a crash could lose the file
+                _fsync_dir(d)
+            for i, (index, name) in enumerate(found):
+                path = os.path.join(d, name)
+                is_last = i == len(found) - 1
+                sfd = os.open(path, (os.O_RDWR | os.O_APPEND if is_last else os.O_RDONLY)
+                              | os.O_CLOEXEC)
+                if is_last:
+                    fd = sfd
+                try:
+                    size = os.fstat(sfd).st_size
+                    good, first, last = self._scan(sfd, path, size, is_last, buf)
+                finally:
+                    if not is_last:
+                        os.close(sfd)
+                if good:
+                    if prev is not None and first != prev[1] + 1:
+                        raise JournalCorrupt(
+                            path, 0, f"its first seq {first} does not follow seq {prev[1]} at "
+                            f"the end of {prev[0]}: a segment is missing or was altered")
+                    prev = (path, last)
+                if is_last:
+                    act = (first, last, good)
+                    if good < size:
+                        cut = (good, size)
+                else:
+                    closed.append((path, first, last, good))
+            if cut is not None:
+                log.warning("journal %s: torn or corrupt tail at byte offset %d (%d bytes after "
+                            "the last good record cut)", path, cut[0], cut[1] - cut[0])
+                os.ftruncate(fd, cut[0])
+                os.fsync(fd)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            os.close(lock_fd)
+            raise
+        finally:
+            free(buf)
         self.fd = fd
+        self.lock_fd = lock_fd
+        self._path = path
+        self._index = index
+        self._closed = closed
+        self._unsynced = []
+        self._dir_dirty = False
+        self._act_first, self._act_last, self._act_size = act
+        self._size = sum(s[3] for s in closed) + self._act_size
+        self._last_seq = prev[1] if prev is not None else 0
         self._bytes_written = 0
         self._ensure_scratch(4096)
 
-    cdef _scan(self, int fd, uint64_t size):
-        cdef char *buf = <char *>malloc(SCAN_FRAMES * FRAME)
-        cdef uint64_t off = 0, records = 0, last_seq = 0, start
+    cdef tuple _scan(self, int fd, str path, uint64_t size, bint is_last, char *buf):
+        """(bytes of valid frames at the start, first seq, last seq) of one segment; raises
+        JournalCorrupt unless whatever follows them is a torn tail of the last segment."""
+        cdef uint64_t off = 0, records = 0, first_seq = 0, last_seq = 0, start
         cdef size_t n, good
         cdef int rc = 0
         cdef int64_t found = -1
-        if buf == NULL:
-            raise MemoryError()
-        try:
+        with nogil:
+            while off < size:
+                n = SCAN_FRAMES * FRAME
+                if n > size - off:
+                    n = <size_t>(size - off)
+                rc = _pread_all(fd, buf, n, <off_t>off)
+                if rc != 0:
+                    break
+                good = _valid_prefix(buf, n, &records, &first_seq, &last_seq)
+                off += good
+                if good < n:
+                    break          # a bad or partial frame starts at off
+        if rc > 0:
+            raise OSError(rc, os.strerror(rc), path)
+        if rc < 0:
+            raise OSError(_errno.EIO, "journal shrank while being read", path)
+        if off < size and not is_last:
+            raise JournalCorrupt(path, off, f"bad or partial frame in a closed segment, "
+                                 f"{size - off} bytes before its end")
+        if off < size:
+            # is anything valid after the bad frame?  Scan every byte offset, chunks
+            # overlapping by one frame so a frame across two chunks is not missed.
+            start = off + 1
             with nogil:
-                while off < size:
+                while start + FRAME <= size:
                     n = SCAN_FRAMES * FRAME
-                    if n > size - off:
-                        n = <size_t>(size - off)
-                    rc = _pread_all(fd, buf, n, <off_t>off)
+                    if n > size - start:
+                        n = <size_t>(size - start)
+                    rc = _pread_all(fd, buf, n, <off_t>start)
                     if rc != 0:
                         break
-                    good = _valid_prefix(buf, n, &records, &last_seq)
-                    off += good
-                    if good < n:
-                        break          # a bad or partial frame starts at off
+                    found = _find_frame(buf, n)
+                    if found >= 0 or start + n >= size:
+                        break
+                    start += n - FRAME + 1
             if rc > 0:
-                raise OSError(rc, os.strerror(rc), self._path)
-            if rc < 0:
-                raise OSError(_errno.EIO, "journal shrank while being read", self._path)
-            if off < size:
-                # is anything valid after the bad frame?  Scan every byte offset, chunks
-                # overlapping by one frame so a frame across two chunks is not missed.
-                start = off + 1
-                with nogil:
-                    while start + FRAME <= size:
-                        n = SCAN_FRAMES * FRAME
-                        if n > size - start:
-                            n = <size_t>(size - start)
-                        rc = _pread_all(fd, buf, n, <off_t>start)
-                        if rc != 0:
-                            break
-                        found = _find_frame(buf, n)
-                        if found >= 0 or start + n >= size:
-                            break
-                        start += n - FRAME + 1
-                if rc > 0:
-                    raise OSError(rc, os.strerror(rc), self._path)
-                if found >= 0:
-                    raise JournalCorrupt(self._path, off)
-                log.warning("journal %s: torn or corrupt tail at byte offset %d (%d bytes after "
-                            "the last good record), truncating there", self._path, off, size - off)
-                os.ftruncate(fd, off)
-                os.fsync(fd)
-        finally:
-            free(buf)
-        self._size = off
-        self._records = records
-        self._last_seq = last_seq
+                raise OSError(rc, os.strerror(rc), path)
+            if found >= 0:
+                raise JournalCorrupt(path, off)
+        return off, first_seq, last_seq
 
     # -- replay -------------------------------------------------------------------------------
-    def replay(self, batch_records: int = 65536):
-        """Yield the valid Command payloads in file order, as bytes of up to ``batch_records``
-        concatenated 96-byte records.  Call after open() and before appending (it replays the
-        frames present when iteration starts).  Raises RuntimeError if not open, JournalCorrupt
-        if the file changed under it, OSError on read errors.
+    def replay(self, after_seq: int = 0, batch_records: int = 65536):
+        """Yield the Command payloads with seq > ``after_seq``, in seq order, as bytes of whole
+        96-byte records (at most ``batch_records`` per chunk; a chunk never spans segments).
+
+        Segments whose last seq is <= after_seq are skipped without being read; in the first
+        segment needed, the records up to after_seq are skipped by offset.  It replays the
+        frames present when replay() is called: call after open() and before appending or
+        removing.  Raises RuntimeError if not open, ValueError for a negative after_seq or a
+        batch_records < 1, JournalCorrupt if a file changed under it, OSError on read errors.
         """
         if self.fd < 0:
             raise RuntimeError("journal not open")
         if batch_records <= 0:
             raise ValueError("batch_records must be positive")
-        return self._replay_gen(batch_records, self._size)
+        if after_seq < 0:
+            raise ValueError("after_seq must not be negative")
+        segs = [s for s in self.segments() if s[3] > 0 and s[2] > after_seq]
+        return self._replay_gen(segs, after_seq, batch_records)
 
-    def _replay_gen(self, uint64_t batch_records, uint64_t end):
-        cdef uint64_t off = 0
-        cdef size_t n, k, nrec
-        cdef int rc
+    def _replay_gen(self, list segs, uint64_t after_seq, uint64_t batch_records):
+        cdef uint64_t off, size, first, last, bad = 0
+        cdef size_t n, k, nrec, kept
+        cdef int rc = 0, c_fd
+        cdef char *buf = <char *>malloc(batch_records * FRAME)
         cdef char *src
         cdef char *dst
         cdef bint ok
-        cdef uint64_t bad = 0
-        while off < end:
-            n = batch_records * FRAME
-            if n > end - off:
-                n = <size_t>(end - off)
-            raw = os.pread(self.fd, n, off)
-            if <size_t>len(raw) != n:
-                raise OSError(_errno.EIO, "journal shrank while being replayed", self._path)
-            nrec = n // FRAME
-            out = PyBytes_FromStringAndSize(NULL, nrec * PAYLOAD)
-            src = PyBytes_AS_STRING(raw)
-            dst = PyBytes_AS_STRING(out)
-            ok = True
-            with nogil:
-                for k in range(nrec):
-                    if not _frame_ok(src + k * FRAME):
-                        ok = False
-                        bad = off + k * FRAME
-                        break
-                    memcpy(dst + k * PAYLOAD, src + k * FRAME + 8, PAYLOAD)
-            if not ok:
-                raise JournalCorrupt(self._path, bad)
-            off += n
-            yield out
+        if buf == NULL:
+            raise MemoryError()
+        try:
+            for path, first, last, size in segs:
+                rfd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                c_fd = rfd
+                try:
+                    off = 0
+                    if after_seq >= first and last - first + 1 == size // FRAME:
+                        # seqs run by one inside a segment: jump straight past after_seq (the
+                        # seq filter below still holds if they did not)
+                        off = (after_seq - first + 1) * FRAME
+                    while off < size:
+                        n = batch_records * FRAME
+                        if n > size - off:
+                            n = <size_t>(size - off)
+                        with nogil:
+                            rc = _pread_all(c_fd, buf, n, <off_t>off)
+                        if rc > 0:
+                            raise OSError(rc, os.strerror(rc), path)
+                        if rc < 0:
+                            raise OSError(_errno.EIO, "journal shrank while being replayed", path)
+                        nrec = n // FRAME
+                        out = PyBytes_FromStringAndSize(NULL, nrec * PAYLOAD)
+                        dst = PyBytes_AS_STRING(out)
+                        ok = True
+                        kept = 0
+                        with nogil:
+                            for k in range(nrec):
+                                src = buf + k * FRAME
+                                if not _frame_ok(src):
+                                    ok = False
+                                    bad = off + k * FRAME
+                                    break
+                                if _seq_at(src) > after_seq:
+                                    memcpy(dst + kept * PAYLOAD, src + 8, PAYLOAD)
+                                    kept += 1
+                        if not ok:
+                            raise JournalCorrupt(path, bad, "changed since open")
+                        off += n
+                        if kept == nrec:
+                            yield out
+                        elif kept:
+                            yield out[:kept * PAYLOAD]
+                finally:
+                    os.close(rfd)
+        finally:
+            free(buf)
 
     # -- append -------------------------------------------------------------------------------
     cdef int _ensure_scratch(self, size_t frames) except -1:
@@ -402,10 +582,44 @@ cdef class Journal:
         self.scratch_frames = cap
         return 0
 
+    cdef _roll(self):
+        """Close the active segment and start the next one (nothing changes on failure but
+        perhaps an empty new file, which the next roll or open() reuses)."""
+        index = self._index + 1
+        path = os.path.join(self._directory, segment_name(index))
+        nfd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        try:
+            if os.fstat(nfd).st_size != 0:
+                raise OSError(_errno.EEXIST, "next journal segment already holds data", path)
+            if self._fsync:
+                os.fsync(self.fd)     # its data is synced per group; this covers its inode too
+                _fsync_dir(self._directory)
+        except BaseException:
+            os.close(nfd)
+            raise
+        closed = (self._path, self._act_first, self._act_last, self._act_size)
+        self._closed.append(closed)
+        if self._fsync:
+            os.close(self.fd)
+        else:
+            self._unsynced.append((self._path, self.fd))
+            self._dir_dirty = True
+        self.fd = nfd
+        self._path = path
+        self._index = index
+        self._act_first = self._act_last = self._act_size = 0
+        log.info("journal segment %s closed (seq %d..%d, %d bytes), %s started",
+                 closed[0], closed[1], closed[2], closed[3], path)
+
     cdef uint64_t _commit(self, size_t n) except? 0:
-        """Write the first n framed records of scratch (+fdatasync); cut the file back on error."""
+        """Write the first n framed records of scratch (+fdatasync) to the active segment,
+        rolling to a new one first if it is full; cut the file back on a write error."""
         cdef size_t nbytes = n * FRAME
         cdef int err
+        cdef bint was_empty
+        if self._act_size >= self._segment_bytes:
+            self._roll()
+        was_empty = self._act_size == 0
         with nogil:
             err = _write_all(self.fd, self.scratch, nbytes)
             if err == 0 and self._fsync:
@@ -414,23 +628,34 @@ cdef class Journal:
             if err != 0:
                 # an unacknowledged group must not be replayed after a restart, and a torn one
                 # would otherwise sit in front of the next good group: cut back (best effort)
-                ftruncate(self.fd, <off_t>self._size)
+                ftruncate(self.fd, <off_t>self._act_size)
         if err != 0:
             raise OSError(err, os.strerror(err), self._path)
+        if was_empty:
+            self._act_first = _seq_at(self.scratch)
+        self._act_size += nbytes
         self._size += nbytes
         self._bytes_written += nbytes
-        self._records += n
-        self._last_seq = _ld64(self.scratch + (n - 1) * FRAME + 8)
+        self._act_last = self._last_seq = _seq_at(self.scratch + (n - 1) * FRAME)
+        if self._act_size >= self._segment_bytes:
+            # now rather than before the next group, so remove_through() can take this
+            # segment at once; a failure here is retried before the next write
+            try:
+                self._roll()
+            except OSError as exc:
+                log.warning("journal: cannot start a new segment after %s yet: %s", self._path, exc)
         return nbytes
 
     def append_ring(self, SpscRing ring not None, uint64_t n) -> int:
         """Journal the first n unconsumed records of ``ring`` (positions read_pos() .. +n, wrap
-        handled) without consuming them, as one write (+fdatasync in "fsync" mode).
+        handled) without consuming them, as one write (+fdatasync in "fsync" mode) to one
+        segment.
 
         ring: the inbound SpscRing of 96-byte Commands (the consumer side belongs to the
-        caller).  Returns bytes written (72 per record).  Raises ValueError if the ring's slots
+        caller).  Returns bytes written (104 per record).  Raises ValueError if the ring's slots
         are not 96 bytes or n > ring.available(), RuntimeError if not open, OSError on a write
-        or sync error (the file is then cut back to its size before the call).
+        or sync error (the segment is then cut back to its size before the call) or when a new
+        segment cannot be created (nothing written).
         """
         cdef uint64_t pos, k
         if self.fd < 0:
@@ -469,11 +694,83 @@ cdef class Journal:
                 _frame(self.scratch + k * FRAME, src + k * PAYLOAD)
         return self._commit(n)
 
+    # -- durability and retention -------------------------------------------------------------
+    def sync(self) -> None:
+        """Make everything appended so far durable (power loss included), whatever the
+        durability: fdatasync of segments closed since the last sync ("os" mode), of the
+        directory if a segment was created, and of the active segment.  A snapshot calls it
+        before it commits, so the journal never ends before the snapshot's seq.  Raises
+        RuntimeError if not open, OSError on a sync error."""
+        cdef int rc, fd = self.fd
+        if fd < 0:
+            raise RuntimeError("journal not open")
+        while self._unsynced:
+            path, ufd = self._unsynced[0]
+            os.fdatasync(ufd)
+            os.close(ufd)
+            del self._unsynced[0]
+        if self._dir_dirty:
+            _fsync_dir(self._directory)
+            self._dir_dirty = False
+        with nogil:
+            rc = fdatasync(fd)
+            if rc != 0:
+                rc = errno
+        if rc != 0:
+            raise OSError(rc, os.strerror(rc), self._path)
+
+    def remove_through(self, seq: int) -> list:
+        """Delete closed segments whose records all have seq <= ``seq`` (a snapshot at ``seq``
+        no longer needs them), oldest first, stopping at the first one still needed; returns
+        their paths.  Never removes the active segment, nor the newest segment holding records
+        (so last_seq is still known after a reopen).  Each removal is logged.  Raises
+        RuntimeError if not open, OSError if a file cannot be deleted (those before it are
+        gone and accounted for)."""
+        if self.fd < 0:
+            raise RuntimeError("journal not open")
+        limit = len(self._closed)
+        if self._act_size == 0:
+            while limit > 0 and self._closed[limit - 1][3] == 0:
+                limit -= 1
+            limit = max(0, limit - 1)
+        removed = []
+        try:
+            for path, first, last, nbytes in self._closed[:limit]:
+                if nbytes and last > seq:
+                    break
+                for i, (upath, ufd) in enumerate(self._unsynced):
+                    if upath == path:
+                        # no longer needed, so no longer worth syncing
+                        os.close(ufd)
+                        del self._unsynced[i]
+                        break
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+                # a removal lost to a power loss is harmless: the segment is whole and in order
+                removed.append(path)
+                self._size -= nbytes
+                self._removed += 1
+                log.info("journal segment %s removed (seq %d..%d, %d bytes; through seq %d no "
+                         "longer needed)", path, first, last, nbytes, seq)
+        finally:
+            del self._closed[:len(removed)]
+        return removed
+
     def close(self) -> None:
-        """Close the file (and release the lock).  Idempotent."""
+        """Close the files (and release the lock).  Idempotent.  Does not sync ("os" mode
+        promises no more than the OS does; call sync() first for that)."""
         if self.fd >= 0:
             fd = self.fd
             self.fd = -1
+            os.close(fd)
+        while self._unsynced:
+            _, ufd = self._unsynced.pop()
+            os.close(ufd)
+        if self.lock_fd >= 0:
+            fd = self.lock_fd
+            self.lock_fd = -1
             os.close(fd)
 
     def __enter__(self):
