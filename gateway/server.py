@@ -5,7 +5,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import os
 import signal
 import socket
 import time
@@ -369,17 +368,14 @@ class Gateway:
                      extra={"event": "gateway.stopped", "elapsed_s": elapsed, "clean": True})
 
     def _sync_journal(self) -> None:
-        # in "os" mode the last groups may still be only in the page cache: a clean stop
-        # leaves a journal that survives a power cut too
-        path = self.engine.journal.path
+        # in "os" mode the last groups (and segments closed since the last sync) may still be
+        # only in the page cache: a clean stop leaves a journal that survives a power cut too
+        journal = self.engine.journal
         try:
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            journal.sync()
         except OSError as exc:
-            log.error("journal %s: fsync at shutdown failed: %s", path, exc)
+            log.error("journal %s: sync at shutdown failed: %s", journal.path, exc,
+                      extra={"event": "journal.sync_failed"})
 
     async def _peers_gone(self, deadline: float) -> None:
         # lingering close (gateway/tcp.py): each peer reads its Logout, then closes; a peer

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -44,6 +45,7 @@ PG_BIN = Path(os.environ.get("HFTGW_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 SYMBOLS = ("AAPL", "MSFT")
 MID = 1_000_000          # 100.0000 in 1e-4 ticks
 TICK = 100               # the default symbols' tick
+SEGMENT_RE = re.compile(r"^journal-\d{8,}\.log$")
 
 
 # -- the gateway as a real process -----------------------------------------------------------------
@@ -139,8 +141,7 @@ class ServerProcess:
 
     def journal_files(self) -> list[Path]:
         """The journal's files in order (one file, or segments journal-NNNNNNNN.log)."""
-        return sorted(p for p in self.journal_dir.iterdir()
-                      if p.name.startswith("journal") and p.is_file())
+        return sorted(p for p in self.journal_dir.iterdir() if SEGMENT_RE.match(p.name))
 
 
 # -- a private PostgreSQL cluster --------------------------------------------------------------------

@@ -170,7 +170,10 @@ def run_kills(tmp_path: Path, kills: int, seed: int) -> None:
             for c in clients:
                 await c.settle(0.15)  # the re-login replay of what the kill cut off
                 assert c.view.duplicates == [], f"kill {k}: {c.view.account} got a seq twice, differently"
-                assert c.view.gaps() == [], f"kill {k}: {c.view.account} misses seqs after re-login"
+                # needs the message store's re-login replay (i4-store) when a kill cut off
+                # messages the journal had already produced
+                assert c.view.gaps() == [], (f"kill {k}: {c.view.account} misses seqs "
+                                             f"{c.view.gaps()[:10]} after re-login")
             if k == kills:
                 break
             stop = asyncio.Event()
@@ -258,14 +261,9 @@ def test_postgres_stopped_under_load_every_fill_lands_once(tmp_path: Path) -> No
 
 
 # -- the journal cut at every offset of its last record ---------------------------------------------------
-def _last_file_and_size(journal_dir: Path) -> tuple[Path, int]:
-    files = sorted(p for p in journal_dir.iterdir() if p.name.startswith("journal") and p.is_file())
-    last = files[-1]
-    return last, last.stat().st_size
-
-
 def test_truncated_last_record_keeps_every_earlier_one(tmp_path: Path) -> None:
-    server = ServerProcess(tmp_path / "src")
+    # small segments: the last record is in the last of several segment files
+    server = ServerProcess(tmp_path / "src", {"HFTGW_JOURNAL_SEGMENT_BYTES": "4096"})
 
     async def build() -> list[StreamingClient]:
         server.start()
@@ -283,9 +281,10 @@ def test_truncated_last_record_keeps_every_earlier_one(tmp_path: Path) -> None:
 
     clients = asyncio.run(build())
     assert server.terminate()[0] == 0
-    last, size = _last_file_and_size(server.journal_dir)
-    records = size // FRAME_SIZE
-    assert size % FRAME_SIZE == 0 and records > 10
+    files = server.journal_files()
+    last, size = files[-1], files[-1].stat().st_size
+    records = sum(f.stat().st_size for f in files) // FRAME_SIZE
+    assert len(files) > 2 and size % FRAME_SIZE == 0 and size >= FRAME_SIZE
 
     # in process, every offset: Engine.recover is the start's code path
     cfg_dir = tmp_path / "cut"
@@ -294,14 +293,15 @@ def test_truncated_last_record_keeps_every_earlier_one(tmp_path: Path) -> None:
     data = last.read_bytes()
     for cut in range(size - FRAME_SIZE, size):
         (cfg_dir / last.name).write_bytes(data[:cut])
-        cfg = make_config(cfg_dir, symbols='[{"name": "AAPL"}, {"name": "MSFT"}]')
+        cfg = make_config(cfg_dir, symbols='[{"name": "AAPL"}, {"name": "MSFT"}]',
+                          journal_segment_bytes=4096)
         eng = Engine(cfg)
         try:
             stats = eng.recover()
             # nothing new journaled by recover: the symbols are the journal's
             assert eng.sequencer.next_seq - 1 == want_last, cut
             assert stats.commands == want_last, cut
-            assert eng.journal.size == want_last * FRAME_SIZE
+            assert eng.journal.last_seq == want_last
         finally:
             eng.journal.close()
             eng.audit.close()
@@ -317,7 +317,7 @@ def test_truncated_last_record_keeps_every_earlier_one(tmp_path: Path) -> None:
     # a few offsets through a real process: it starts, serves, and re-login is consistent
     for cut in (size - FRAME_SIZE, size - FRAME_SIZE + 9, size - 1):
         work = tmp_path / f"proc-{cut}"
-        proc = ServerProcess(work)
+        proc = ServerProcess(work, {"HFTGW_JOURNAL_SEGMENT_BYTES": "4096"})
         shutil.rmtree(proc.journal_dir)
         shutil.copytree(server.journal_dir, proc.journal_dir)
         with open(proc.journal_dir / last.name, "r+b") as f:
