@@ -124,6 +124,9 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     journal_dir: Annotated[str, Meta(description=(
         "directory of the command journal, replayed on start (a persistent volume in "
         "production)"))] = "./var"
+    message_store_dir: Annotated[str, Meta(description=(
+        "directory of the message store (every session's sequenced messages, replayed on "
+        "re-login; kept in full); empty = journal_dir"))] = ""
     durability: Annotated[Literal["os", "fsync"], Meta(description=(
         "`os`: acknowledge once the journal write returned (survives a process crash); "
         "`fsync`: after fdatasync of each group (survives power loss)"))] = "os"

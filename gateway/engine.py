@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ from matching.records import (
 from matching.ring import SpscRing
 from matching.sequencer import Sequencer
 from persistence.journal import Journal
+from persistence.message_store import MessageStore
 from protocol.codec import SymbolTable
 from protocol.messages import Login, Message, PositionQuery, PositionReport, SessionReject
 from protocol.outbound import Outbound
@@ -66,6 +68,14 @@ class SessionWriter(Protocol):
     def deliver(self, data: bytes, now_ns: int) -> None: ...
 
 
+# CMD_SESSION_STATE flags (matching/records.pxd)
+SESSION_ATTACHED = 1
+SESSION_COD = 2
+_TYPE_OFFSET = 24     # Command.type
+_FLAGS_OFFSET = 28    # Command.flags
+_SID = struct.Struct("<I")
+
+
 @dataclass(slots=True)
 class RecoveryStats:
     """What the start-up replay of the journal did."""
@@ -74,6 +84,8 @@ class RecoveryStats:
     sessions: int = 0
     symbols: int = 0
     elapsed_s: float = 0.0
+    #: sessions attached with cancel-on-disconnect at the crash, whose orders were canceled
+    cod_canceled: int = 0
 
 
 @dataclass(slots=True)
@@ -110,6 +122,17 @@ class Engine:
         self.sequencer = Sequencer()
         self.journal = Journal(cfg.journal_dir, cfg.durability, cfg.journal_segment_bytes)
         self.outbound = Outbound([], cfg.max_sessions)
+        # every session's messages are encoded, SOFH-framed, for the message store
+        self.outbound.retain = True
+        self.store = MessageStore(cfg.message_store_dir or cfg.journal_dir)
+        #: business messages replayed to re-logged-in sessions (metric)
+        self.replayed_messages = 0
+        # session id -> cancel-on-disconnect flag, for every attached trading session, as
+        # journaled by CMD_SESSION_STATE (so a restart knows who was attached at a crash)
+        # TODO(lead): register save/load_session_state as snapshot part "session_state"
+        self.session_state: dict[int, bool] = {}
+        #: run before a snapshot file is renamed into place (fsync of the message store)
+        self.before_snapshot_commit: list[Callable[[], None]] = [self.store.sync]
         self.core.on_events_full = self._drain_events
         self.sink: FillSink | None = None  # set when PostgreSQL is configured
         self.accounts: dict[str, int] = {}       # account -> session id
@@ -152,6 +175,8 @@ class Engine:
         sequence gap, LegacyJournalError for a journal without symbol definitions."""
         t0 = time.perf_counter()
         stats = RecoveryStats()
+        # before the journal replay, which regenerates the messages the store lost or never got
+        self.store.open()
         self.journal.open()
         cap_bytes = self.cfg.ring_capacity * COMMAND_RECORD_SIZE
         first = True
@@ -171,16 +196,79 @@ class Engine:
                 stats.symbols += 1
             # after the chunk's symbol definitions, which its admin records may name
             self.risk.observe_commands(chunk)
+            self._observe_session_state(chunk)
             view = memoryview(chunk)
             for off in range(0, len(view), cap_bytes):
                 part = view[off:off + cap_bytes]
                 self.inbound.push(part)
                 self._match_all()
+            # no writers yet: the regenerated messages only go to the store (bounded memory)
+            self._flush()
             stats.commands += len(chunk) // COMMAND_RECORD_SIZE
         self.risk.clear_pending()
+        stats.cod_canceled = self._detach_crashed_sessions()
         self.apply_symbols(self.cfg.symbols)
         stats.elapsed_s = time.perf_counter() - t0
         return stats
+
+    # -- session state (cancel on disconnect across a crash) ----------------------------------
+    def _observe_session_state(self, chunk: bytes) -> None:
+        # CMD_SESSION_STATE records are rare: find them by their type byte at C speed
+        types = chunk[_TYPE_OFFSET::COMMAND_RECORD_SIZE]
+        i = types.find(CommandType.CMD_SESSION_STATE)
+        while i >= 0:
+            base = i * COMMAND_RECORD_SIZE
+            sid = _SID.unpack_from(chunk, base + 16)[0]
+            flags = chunk[base + _FLAGS_OFFSET]
+            if flags & SESSION_ATTACHED:
+                self.session_state[sid] = bool(flags & SESSION_COD)
+            else:
+                self.session_state.pop(sid, None)
+            i = types.find(CommandType.CMD_SESSION_STATE, i + 1)
+
+    def _session_state_record(self, sid: int, attached: bool, cod: bool) -> None:
+        flags = (SESSION_ATTACHED | (SESSION_COD if cod else 0)) if attached else 0
+        if attached:
+            self.session_state[sid] = cod
+        else:
+            self.session_state.pop(sid, None)
+        self.inbound_push(pack_command(type=CommandType.CMD_SESSION_STATE, session_id=sid,
+                                       symbol_id=UNKNOWN_SYMBOL, flags=flags,
+                                       account_id=self.account_id_of_session[sid],
+                                       ts=time.time_ns()))
+
+    def _cod_mass_cancel(self, sid: int) -> None:
+        self.inbound_push(pack_command(type=CommandType.CMD_MASS_CANCEL, session_id=sid,
+                                       symbol_id=UNKNOWN_SYMBOL, depth=1, flags=1,
+                                       account_id=self.account_id_of_session[sid],
+                                       ts=time.time_ns()))
+
+    def _detach_crashed_sessions(self) -> int:
+        # sessions still attached at the end of the journal lost their connection in a crash:
+        # what a disconnect would have done is done now, journaled (mass cancel with
+        # cancel-on-disconnect, then the detach record)
+        n = 0
+        for sid, cod in sorted(self.session_state.items()):
+            if cod:
+                self._cod_mass_cancel(sid)
+                n += 1
+            self._session_state_record(sid, False, False)
+        if self.session_state or len(self.inbound):
+            self.pump()
+        if n:
+            log.info("canceled the orders of %d cancel-on-disconnect session(s) attached at the "
+                     "crash", n, extra={"event": "recovery.cancel_on_disconnect", "sessions": n})
+        return n
+
+    def save_session_state(self) -> bytes:
+        """The attached sessions (snapshot part "session_state"): (u32 session id, u8 cod)*."""
+        return b"".join(struct.pack("<IB", sid, cod) for sid, cod in sorted(self.session_state.items()))
+
+    def load_session_state(self, data: bytes) -> None:
+        """Restore what ``save_session_state`` returned.  Raises ValueError for a bad length."""
+        if len(data) % 5:
+            raise ValueError(f"session_state part of {len(data)} bytes is not n * 5")
+        self.session_state = {sid: bool(cod) for sid, cod in struct.iter_unpack("<IB", data)}
 
     # -- symbols -----------------------------------------------------------------------------
     def _register_symbol(self, sym_id: int, name: str, tick: int, max_qty: int) -> None:
@@ -323,28 +411,38 @@ class Engine:
                                            ts=time.time_ns(), symbol_id=UNKNOWN_SYMBOL,
                                            account=ident.account, account_id=account_id))
             self.pump()
+        want = msg.next_expected_seq_num
+        if want and len(self.inbound):
+            # the store must hold every message up to next - 1 before the replay reads it
+            self.pump()
         next_seq = self.outbound.next_seq(sid)
-        if msg.next_expected_seq_num > next_seq:
+        if want > next_seq:
             return self._refuse(LoginRejectReason.LOGIN_INVALID_SEQUENCE, peer, ident.account,
-                                f"asked for seq {msg.next_expected_seq_num}, next is {next_seq}",
+                                f"asked for seq {want}, next is {next_seq}",
                                 "invalid_sequence", role)
+        # SoupBinTCP: 0 = the live stream only; N <= next = replay N .. next-1 first
+        replay_from = want if 0 < want < next_seq else 0
         self.writers[sid] = writer
         self.logins[writer] = (role, ident.account, sid)
         self.outbound.set_session(sid, True, sofh)
+        self._session_state_record(sid, True, bool(msg.cancel_on_disconnect))
+        self.request_pump()
         if sid not in self._throttled:
             # configured once per session and account, so that reconnecting does not refill them
             t = self._throttle(role)
             self.risk.set_session_throttle(sid, t.session_rate, t.session_burst)
             self.risk.set_account_throttle(ident.account, t.account_rate, t.account_burst)
             self._throttled.add(sid)
-        log.info("session %d (%s) logged in from %s, next seq %d", sid, ident.account, peer, next_seq,
+        log.info("session %d (%s) logged in from %s, next seq %d, replay from %d", sid,
+                 ident.account, peer, next_seq, replay_from,
                  extra={"event": "session.login", "session_id": sid, "account": ident.account,
-                        "peer": peer, "next_seq": next_seq})
+                        "peer": peer, "next_seq": next_seq, "replay_from": replay_from})
         self.audit.write("login", address=peer, account=ident.account, role=role, outcome="accepted",
                          session_id=sid)
         # a trader takes the batch path (allowed None); an admin-only token may only send
         # EndOfSession; "admin" among the roles is what lets a session send EndOfSession
-        return LoginDecision(True, session_id=sid, next_seq_num=next_seq,
+        return LoginDecision(True, session_id=sid, next_seq_num=replay_from or next_seq,
+                             replay_from=replay_from,
                              account_id=self.account_id_of_session[sid],
                              role="admin" if "admin" in ident.roles else role,
                              allowed=None if role == "trader" else ROLE_TEMPLATES[role],
@@ -443,11 +541,9 @@ class Engine:
         if self.account(sid) not in self.dropcopy:
             self.outbound.set_session(sid, False, True)
         if cancel_on_disconnect:
-            self.inbound_push(pack_command(type=CommandType.CMD_MASS_CANCEL, session_id=sid,
-                                           symbol_id=UNKNOWN_SYMBOL, depth=1, flags=1,
-                                           account_id=self.account_id_of_session[sid],
-                                           ts=time.time_ns()))
-            self.request_pump()
+            self._cod_mass_cancel(sid)
+        self._session_state_record(sid, False, False)
+        self.request_pump()
 
     def inbound_push(self, record: bytes) -> None:
         """Queue one command record from the slow path (session open, cancel on disconnect)."""
@@ -508,8 +604,11 @@ class Engine:
         ob = self.outbound
         now = time.time_ns()
         dropcopy = self.dropcopy
+        store = self.store
         for sid in ob.dirty():
-            data = ob.take(sid)
+            first, data = ob.take_seq(sid)
+            # stored before it is sent: a message a client saw can always be replayed
+            store.append(sid, first, data, ob.next_seq(sid) - first)
             w = self.writers.get(sid)
             if w is not None:
                 w.deliver(data, now)
@@ -550,6 +649,10 @@ class Engine:
 
     def sessions_connected(self) -> int:
         return len(self.writers)
+
+    def close_store(self) -> None:
+        """Sync and close the message store (clean shutdown)."""
+        self.store.close()
 
 
 def account_lookup(engine: Engine) -> Callable[[int], str]:

@@ -187,6 +187,7 @@ class Gateway:
             self.directory()
         except DirectoryError:
             self.engine.journal.close()
+            self.engine.close_store()
             self.side.stop()
             raise
         if self.engine.sink is not None:
@@ -351,6 +352,7 @@ class Gateway:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.server.wait_closed(), 0.5)
         engine.journal.close()
+        engine.close_store()
         if self.side is not None:
             self.side.stop()
         engine.audit.close()

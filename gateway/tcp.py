@@ -16,6 +16,7 @@ from protocol.session import LoginDecision, LogoutReason, ServerSession, Session
 log = logging.getLogger("hftgw.tcp")
 
 LINGER_NS = 1_000_000_000   # how long a closed session waits for its peer to close
+REPLAY_CHUNK = 256 * 1024   # bytes read from the message store per write of a replay
 
 
 class OrderEntryProtocol(asyncio.Protocol):
@@ -27,7 +28,12 @@ class OrderEntryProtocol(asyncio.Protocol):
     at once; when the client leaves more than ``write_buffer_high`` bytes unread the server stops
     reading from it (so it cannot make more responses), and if that lasts
     ``slow_consumer_timeout_ms``, or the unread bytes exceed ``max_write_buffer`` anyway (fills
-    of its resting orders), it is disconnected with Logout SLOW_CONSUMER."""
+    of its resting orders), it is disconnected with Logout SLOW_CONSUMER.
+
+    Re-login replay (SoupBinTCP): after LoginAccepted the messages asked for are written from
+    the message store in chunks, only while the unread output is below ``write_buffer_high``
+    (continued by ``resume_writing``), so a long replay never counts as a slow consumer; live
+    messages meanwhile are already in the store and go out as part of the replay."""
 
     def __init__(self, engine: Engine, registry: set[OrderEntryProtocol],
                  counters: SessionCounters) -> None:
@@ -42,6 +48,7 @@ class OrderEntryProtocol(asyncio.Protocol):
         self.paused_at_ns = 0          # reading paused for unread output since (0 = reading)
         self.linger_since_ns = 0       # session over, FIN sent, waiting for the peer's close
         self.login_refusal: int | None = None  # LoginRejectReason of a refused login
+        self.replay_next = 0           # seqNum the replay writes next (0 = live)
 
     # -- asyncio.Protocol --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -90,6 +97,8 @@ class OrderEntryProtocol(asyncio.Protocol):
             s.commands_queued = 0
             self.engine.request_pump()
         self._write_session_output()
+        if self.replay_next:
+            self._replay_more()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.registry.discard(self)
@@ -124,20 +133,64 @@ class OrderEntryProtocol(asyncio.Protocol):
         if self.paused_at_ns and t is not None and not t.is_closing():
             t.resume_reading()
         self.paused_at_ns = 0
+        if self.replay_next:
+            self._replay_more()
 
     # -- engine side -------------------------------------------------------------------------
     def _login(self, msg: Login) -> LoginDecision:
         decision = self.engine.login(msg, self, self.peer)
         self.login_refusal = None if decision.accepted else decision.reason
+        self.replay_next = decision.replay_from
         return decision
+
+    def _replay_more(self) -> None:
+        # write replay chunks while the client keeps up; LoginAccepted (session output) first
+        t, s = self.transport, self.session
+        if t is None or s is None or t.is_closing() or self.linger_since_ns:
+            self.replay_next = 0
+            return
+        out = s.data_to_send()
+        if out:
+            t.write(out)
+        store = self.engine.store
+        sid = s.session_id
+        cfg = self.engine.cfg
+        # stop at the transport's high-water mark (pause_writing follows, resume_writing
+        # continues); chunks small enough that the unread bytes stay below max_write_buffer
+        limit = cfg.write_buffer_high
+        chunk = min(REPLAY_CHUNK, cfg.max_write_buffer // 4)
+        while self.replay_next and t.get_write_buffer_size() < limit:
+            try:
+                data, nxt = store.read(sid, self.replay_next, chunk)
+            except Exception:
+                # a replay that cannot go on would leave the client a gap: end the connection
+                log.exception("session %d (%s): replay from seq %d failed", sid, self.peer,
+                              self.replay_next)
+                self.replay_next = 0
+                t.abort()
+                return
+            if data:
+                t.write(data)
+                self.engine.replayed_messages += nxt - self.replay_next
+                s.note_sent(time.time_ns())
+            # caught up: what the engine delivers from now on follows the store's end
+            self.replay_next = nxt if nxt <= store.end_seq(sid) else 0
 
     def deliver(self, data: bytes, now_ns: int) -> None:
         """Responses for this session from the engine (one call per tick)."""
         t = self.transport
         if t is None or t.is_closing() or self.linger_since_ns:
             return
-        t.write(data)
         assert self.session is not None
+        if self.replay_next:
+            # these messages are in the store already: the replay sends them in order
+            self._replay_more()
+            return
+        out = self.session.data_to_send()
+        if out:
+            # session output of this tick (LoginAccepted) goes before business messages
+            t.write(out)
+        t.write(data)
         self.session.note_sent(now_ns)
         if t.get_write_buffer_size() > self.engine.cfg.max_write_buffer:
             self._slow_consumer(f"{t.get_write_buffer_size()} bytes unread")
@@ -173,6 +226,8 @@ class OrderEntryProtocol(asyncio.Protocol):
             return
         s.tick(now_ns)
         self._write_session_output()
+        if self.replay_next:
+            self._replay_more()
 
     def shutdown(self) -> None:
         if self.session is not None:

@@ -41,6 +41,7 @@ log = logging.getLogger("hftgw.ws")
 MD_PATH = "/md"
 ORDERS_PATH = "/orders"
 MAX_MESSAGE_BYTES = 1 << 20  # one WebSocket message; an order batch of ~20 000 NewOrders
+REPLAY_CHUNK = 256 * 1024    # bytes read from the message store per message of a replay
 
 # WebSocket close code for the end of an order session, by Logout reason
 _CLOSE_CODES = {int(LogoutReason.NORMAL): 1000, int(LogoutReason.SERVER_SHUTDOWN): 1001}
@@ -68,6 +69,8 @@ class WsOrderSession:
             login_timeout_ms=cfg.login_timeout_ms, max_violations=cfg.max_role_violations)
         self._closing = False
         self._close_task: asyncio.Task[None] | None = None
+        self.replay_next = 0           # seqNum the replay sends next (0 = live)
+        self._replay_task: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
         limits = self.engine.addresses
@@ -111,7 +114,39 @@ class WsOrderSession:
                 log.info("session %d (%s, WebSocket) disconnected", s.session_id, self.peer)
 
     def _login(self, msg: Login) -> LoginDecision:
-        return self.engine.login(msg, self, self.peer, sofh=False)
+        decision = self.engine.login(msg, self, self.peer, sofh=False)
+        self.replay_next = decision.replay_from
+        if decision.replay_from:
+            # starts once this read's session output (LoginAccepted) has been sent
+            self._replay_task = asyncio.get_running_loop().create_task(self._replay())
+        return decision
+
+    async def _replay(self) -> None:
+        """Send messages replay_next .. the store's end from the message store, one awaited
+        (flow-controlled) WebSocket message per chunk; live messages meanwhile are in the store
+        and go out as part of it."""
+        store = self.engine.store
+        sid = self.session.session_id
+        try:
+            while self.replay_next and not self._closing:
+                data, nxt = store.read(sid, self.replay_next,
+                                       min(REPLAY_CHUNK, self.engine.cfg.max_write_buffer // 4))
+                if data:
+                    out = self.session.data_to_send()
+                    if out:
+                        self._send(out)
+                    await self.ws.send(codec.strip_sofh(data))
+                    self.engine.replayed_messages += nxt - self.replay_next
+                    self.session.note_sent(time.time_ns())
+                self.replay_next = nxt if nxt <= store.end_seq(sid) else 0
+        except ConnectionClosed:
+            self.replay_next = 0
+        except Exception:
+            # a replay that cannot go on would leave a gap: end the connection instead
+            log.exception("session %d (%s, WebSocket): replay failed", sid, self.peer)
+            self.replay_next = 0
+            self._closing = True
+            await self.ws.close(1011, "replay failed")
 
     def _send(self, data: bytes) -> None:
         if self.ws.protocol.state is State.OPEN:
@@ -119,9 +154,14 @@ class WsOrderSession:
 
     def deliver(self, data: bytes, now_ns: int) -> None:
         """Responses for this session from the engine (one call per tick)."""
-        if self._closing:
-            return
-        self._send(data)
+        if self._closing or self.replay_next:
+            return       # during a replay these messages go out from the store, in order
+        out = self.session.data_to_send()
+        if out:
+            # session output of this tick (LoginAccepted) goes before business messages
+            self._send(out)
+        # the engine's (and the store's) framing is SOFH; a WebSocket message carries bare SBE
+        self._send(codec.strip_sofh(data))
         self.session.note_sent(now_ns)
         transport = self.ws.transport
         if transport.get_write_buffer_size() > self.engine.cfg.max_write_buffer:

@@ -70,7 +70,7 @@ prevention as Binance spot, https://developers.binance.com/docs/binance-spot-api
 * CMD_RISK_REJECT (a request the gateway refused before the ring; records.pxd) -> the request's
   EVT_REJECTED (new order, book query, mass cancel) or EVT_CANCEL_REJECTED (cancel, replace)
   with reason = depth, so that the refusal is sequenced and journaled like any answer.
-* CMD_SESSION_OPEN, CMD_ADMIN -> nothing; any other type -> EVT_REJECTED(REJ_INVALID_FIELD).
+* CMD_SESSION_OPEN, CMD_SESSION_STATE, CMD_ADMIN -> nothing; any other type -> EVT_REJECTED(REJ_INVALID_FIELD).
 * EVT_REPLACED carries the order's leaves before the replace in contra_leaves (for the
   gateway's open-quantity bookkeeping); a kill-switch mass cancel (flags 2, sent with scope
   ACCOUNT) cancels in every symbol with CXL_KILL_SWITCH.
@@ -105,6 +105,7 @@ from matching.records cimport (
     CMD_REPLACE,
     CMD_RISK_REJECT,
     CMD_SESSION_OPEN,
+    CMD_SESSION_STATE,
     CMD_SYMBOL_ADD,
     CXL_DISCONNECT,
     CXL_EXPIRED,
@@ -1531,7 +1532,7 @@ cdef class MatchingCore:
             nb = _top_levels(&bk.side[0], depth, &scan)
             na = _top_levels(&bk.side[1], depth, &scan)
             return 1 + <uint64_t>nb + na
-        if c.type == CMD_SESSION_OPEN or c.type == CMD_ADMIN:
+        if c.type == CMD_SESSION_OPEN or c.type == CMD_ADMIN or c.type == CMD_SESSION_STATE:
             return 0
         return 1
 
@@ -1576,7 +1577,7 @@ cdef class MatchingCore:
                     self._cancel_reject(c, c.depth, NULL)
                 else:
                     self._reject(c, c.depth, c.orig_cl_ord_id if c.stp == CMD_BOOK_QUERY else c.cl_ord_id)
-            elif typ != CMD_SESSION_OPEN and typ != CMD_ADMIN:
+            elif typ != CMD_SESSION_OPEN and typ != CMD_ADMIN and typ != CMD_SESSION_STATE:
                 # the gateway keeps the session table; anything else is not a command we know
                 self._reject(c, REJ_INVALID_FIELD, c.cl_ord_id)
             i += 1

@@ -49,6 +49,9 @@ cpdef enum CommandType:
     CMD_END_OF_SESSION = 6    # expire DAY orders (admin)
     CMD_SESSION_OPEN = 10
     CMD_SYMBOL_ADD = 11       # define a symbol at run time (new book, or new tick/max_qty)
+    CMD_SESSION_STATE = 12    # a session attached (flags: 1 attached, 2 cancel on disconnect)
+                              # or detached (flags 0), for cancel on disconnect across a crash;
+                              # the core ignores it
     # 20-29: gateway access control and pre-trade risk (gateway/risk.pyx)
     CMD_RISK_REJECT = 20      # refused before the ring: the core answers EVT_REJECTED or
                               # EVT_CANCEL_REJECTED with reason = depth; stp = the original type

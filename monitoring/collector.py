@@ -139,6 +139,12 @@ class GatewayCollector(Collector):
         yield CounterMetricFamily("hftgw_journal_segments_removed",
                                   "Journal segments deleted once no snapshot needed them",
                                   value=e.journal.segments_removed)
+        yield GaugeMetricFamily("hftgw_message_store_bytes",
+                                "Bytes in the message store (every session's messages)",
+                                value=e.store.total_bytes)
+        yield CounterMetricFamily("hftgw_replayed_messages",
+                                  "Business messages replayed to sessions after a re-login",
+                                  value=e.replayed_messages)
         sink = e.sink
         yield GaugeMetricFamily("hftgw_sink_enabled", "1 when the PostgreSQL fills sink is on",
                                 value=1 if sink is not None else 0)

@@ -30,6 +30,7 @@ import msgspec
 
 from cpython cimport array as carray
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
@@ -994,3 +995,64 @@ def scan_responses(buf, Py_ssize_t start=0):
         PyBuffer_Release(&view)
     carray.resize(result, k)
     return result, off
+
+
+# -- SOFH framing of stored messages (persistence/message_store.py, WebSocket delivery) ------------
+cdef Py_ssize_t _sofh_len(const uint8_t *p, Py_ssize_t avail) noexcept nogil:
+    # length of the SOFH frame at p (its 6 header bytes included), or -1 if it is not one that
+    # fits in avail bytes
+    cdef Py_ssize_t n
+    if avail < SOFH_SIZE:
+        return -1
+    n = (<Py_ssize_t>p[0] << 24) | (<Py_ssize_t>p[1] << 16) | (<Py_ssize_t>p[2] << 8) | p[3]
+    if n < MIN_FRAME or n > avail or ((<uint16_t>p[4] << 8) | p[5]) != SOFH_ENCODING_SBE_LE:
+        return -1
+    return n
+
+
+def strip_sofh(data) -> bytes:
+    """The SBE messages of ``data`` (whole SOFH frames back to back) without their 6-byte SOFH
+    headers, back to back (the WebSocket framing).  One pass.  Raises ValueError naming the
+    offset of a bad or truncated frame."""
+    cdef Py_buffer view
+    cdef Py_ssize_t off = 0, n, k = 0
+    cdef const uint8_t *p
+    cdef char *dst
+    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    try:
+        out = PyBytes_FromStringAndSize(NULL, view.len)
+        dst = PyBytes_AS_STRING(out)
+        p = <const uint8_t *>view.buf
+        while off < view.len:
+            n = _sofh_len(p + off, view.len - off)
+            if n < 0:
+                raise ValueError(f"bad SOFH frame at byte offset {off} of {view.len}")
+            memcpy(dst + k, p + off + SOFH_SIZE, n - SOFH_SIZE)
+            k += n - SOFH_SIZE
+            off += n
+    finally:
+        PyBuffer_Release(&view)
+    return out[:k] if k != view.len else out
+
+
+def sofh_scan(data, Py_ssize_t skip=0) -> tuple:
+    """Walk the SOFH frames of ``data`` (whole frames back to back): returns (number of frames,
+    byte offset just after the first ``skip`` frames; len(data) when skip >= the count).
+    Raises ValueError naming the offset of a bad or truncated frame."""
+    cdef Py_buffer view
+    cdef Py_ssize_t off = 0, n, count = 0, after = -1
+    cdef const uint8_t *p
+    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    try:
+        p = <const uint8_t *>view.buf
+        while off < view.len:
+            if count == skip:
+                after = off
+            n = _sofh_len(p + off, view.len - off)
+            if n < 0:
+                raise ValueError(f"bad SOFH frame at byte offset {off} of {view.len}")
+            off += n
+            count += 1
+    finally:
+        PyBuffer_Release(&view)
+    return count, (after if after >= 0 else off)

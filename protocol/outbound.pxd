@@ -23,6 +23,7 @@ ctypedef struct SessionOut:
     size_t len
     size_t cap
     uint64_t last_seq                # seqNum of the last message numbered for the session
+    uint64_t first_seq               # seqNum of the first message in data (while len > 0)
     uint8_t connected
     uint8_t sofh
     uint8_t listed                   # its id is in Outbound.dirty_ids
@@ -50,6 +51,7 @@ cdef class Outbound:
     cdef size_t capture_len
     cdef size_t capture_cap
     cdef bint out_of_memory
+    cdef public bint retain          # encode every session's messages, SOFH-framed (message store)
     cdef EventObserver observer
     cdef object _observer_owner
     # market-data tap (gateway/marketdata.py): symbols whose book an event changed since the last

@@ -5,7 +5,8 @@
 server->client business messages (templates 20-28 of protocol/schema/hftgw-v1.xml) to one C
 buffer per session, each message with its session sequence number and, for TCP sessions, its
 SOFH prefix.  The transport then ``take``s each ``dirty`` session's bytes and writes them with one
-call.  Counters and the order-to-ack latency histogram are kept in C and read at scrape time;
+call.  With ``retain`` (set by the gateway engine) every session's messages are encoded whether
+it is connected or not, always SOFH-framed, for the message store (``take_seq``).  Counters and the order-to-ack latency histogram are kept in C and read at scrape time;
 fill records can be captured raw for the PostgreSQL sink, and for market data (``md_tap``) the
 encoder notes which symbols' books changed and copies the fill records, so the market-data
 publisher works per symbol per tick, never per order.
@@ -195,11 +196,12 @@ cdef class Outbound:
     def set_session(self, sid: int, bint connected, bint sofh=True) -> None:
         """Mark a session connected (its messages are buffered, SOFH-framed when ``sofh``) or
         disconnected (its messages are still numbered but dropped; buffered bytes are discarded).
-        Raises ValueError for an id >= max_sessions."""
+        In ``retain`` mode (the gateway's message store) this changes nothing: every session's
+        messages are buffered, always SOFH-framed.  Raises ValueError for an id >= max_sessions."""
         cdef SessionOut *s = self._session(sid)
         s.connected = connected
         s.sofh = sofh
-        if not connected:
+        if not connected and not self.retain:
             free(s.data)
             s.data = NULL
             s.len = 0
@@ -241,6 +243,14 @@ cdef class Outbound:
             s.data = NULL
             s.cap = 0
         return out
+
+    def take_seq(self, sid: int) -> tuple:
+        """Return and clear the session's buffered bytes with the seqNum of their first message:
+        (first_seq, bytes); (next_seq, b"") when nothing is buffered.  In ``retain`` mode the
+        bytes are SOFH frames of the consecutive messages first_seq .. next_seq - 1."""
+        cdef SessionOut *s = self._session(sid)
+        first = s.first_seq if s.len else s.last_seq + 1
+        return first, self.take(sid)
 
     def set_observer(self, owner) -> None:
         """Let ``owner`` see every event in the drain pass (book snapshots and their levels
@@ -322,12 +332,18 @@ cdef class Outbound:
         cdef size_t frame_len, need, cap
         cdef char *p
         cdef SbeHeader *h
+        cdef bint sofh
         if sid >= self.max_sessions:
             return NULL
         s = &self.sessions[sid]
-        if not s.connected:
+        if self.retain:
+            # the store's canonical form: every message, framed, connected or not
+            sofh = True
+        elif not s.connected:
             return NULL
-        frame_len = SBE_HEADER_SIZE + block_length + extra + (SOFH_SIZE if s.sofh else 0)
+        else:
+            sofh = s.sofh
+        frame_len = SBE_HEADER_SIZE + block_length + extra + (SOFH_SIZE if sofh else 0)
         need = s.len + frame_len
         if need > s.cap:
             cap = s.cap if s.cap else 4096
@@ -339,8 +355,11 @@ cdef class Outbound:
                 return NULL
             s.data = p
             s.cap = cap
+        if s.len == 0:
+            # _number() ran just before: this message carries last_seq
+            s.first_seq = s.last_seq
         p = s.data + s.len
-        if s.sofh:
+        if sofh:
             p[0] = <char>((frame_len >> 24) & 0xFF)
             p[1] = <char>((frame_len >> 16) & 0xFF)
             p[2] = <char>((frame_len >> 8) & 0xFF)

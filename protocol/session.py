@@ -77,7 +77,10 @@ class LoginDecision:
 
     accepted: bool
     session_id: int = 0
-    next_seq_num: int = 0
+    next_seq_num: int = 0    # of the next message this connection gets (the replay's first)
+    #: nextExpectedSeqNum of the Login when it asked for a replay (messages replay_from ..
+    #: next - 1 come from the message store before any live message); 0 = no replay
+    replay_from: int = 0
     reason: int = 0
     account_id: int = 0      # stamped on every command of the session (STP, mass cancel)
     role: str = "trader"     # the JWT role; "admin" may send EndOfSession

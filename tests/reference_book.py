@@ -378,6 +378,7 @@ class ReferenceCore:
             CommandType.CMD_SYMBOL_ADD: self._symbol_add,
             CommandType.CMD_SESSION_OPEN: lambda c: None,
             CommandType.CMD_ADMIN: lambda c: None,
+            CommandType.CMD_SESSION_STATE: lambda c: None,
             CommandType.CMD_RISK_REJECT: self._risk_reject,
         }.get(cmd["type"])
         if handler is None:

@@ -45,6 +45,7 @@ def test_documented_default_file_is_the_default() -> None:
 # A valid value other than the default for every key, as an environment string.
 ENV_SAMPLES = {
     "listen": "0.0.0.0:7101", "metrics_listen": "0.0.0.0:9191", "journal_dir": "/data/j",
+    "message_store_dir": "/data/m",
     "durability": "fsync", "journal_segment_bytes": "1048576",
     "pg_dsn": "postgresql://u:pw@db/hftgw", "partition": "p7",
     "advertise_host": "hftgw-7.hftgw", "directory_file": "/etc/hftgw/directory.json",
