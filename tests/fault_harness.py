@@ -202,6 +202,7 @@ class ClientView:
     by_seq: dict[int, Any] = field(default_factory=dict)
     duplicates: list[tuple[Any, Any]] = field(default_factory=list)  # same seq, other content
     logouts: list[int] = field(default_factory=list)
+    logins: list[tuple[int, int]] = field(default_factory=list)  # (asked, LoginAccepted.next_seq_num)
     acked: dict[int, OrderAccepted] = field(default_factory=dict)   # cl_ord_id -> ack
     fills: dict[int, Execution] = field(default_factory=dict)       # trade_id -> its Execution
     next_cl_ord_id: int = 1
@@ -285,11 +286,16 @@ class StreamingClient:
         Raises LoginError, OSError."""
         host, port = self.server.host_port
         token = mint_token(self.server.cfg.jwt_secret, self.view.account)
+        asked = self.view.last_seq + 1
         c = await OrderClient.connect(host, port, token, timeout=timeout,
-                                      next_expected_seq_num=self.view.last_seq + 1)
+                                      next_expected_seq_num=asked)
+        # messages that arrived with LoginAccepted, before on_message was set
+        while not c.messages.empty():
+            self.view.record(c.messages.get_nowait())
         c.on_message = self.view.record
         self.client = c
         self.view.session_id = c.session_id
+        self.view.logins.append((asked, c.next_seq_num))
         return c.next_seq_num
 
     def _order(self) -> NewOrder:

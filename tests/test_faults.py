@@ -173,7 +173,8 @@ def run_kills(tmp_path: Path, kills: int, seed: int) -> None:
                 # needs the message store's re-login replay (i4-store) when a kill cut off
                 # messages the journal had already produced
                 assert c.view.gaps() == [], (f"kill {k}: {c.view.account} misses seqs "
-                                             f"{c.view.gaps()[:10]} after re-login")
+                                             f"{c.view.gaps()[:10]} after re-login; "
+                                             f"logins {c.view.logins[-3:]}")
             if k == kills:
                 break
             stop = asyncio.Event()
