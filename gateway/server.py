@@ -275,8 +275,8 @@ class Gateway:
            answered, so whatever a client saw acknowledged is in the journal;
         3. every session gets Logout(SERVER_SHUTDOWN) after those answers (cancel-on-disconnect
            sessions then have their orders canceled, journaled, as on any disconnect);
-        4. the journal is fsynced and closed: from here on nothing acknowledged can be lost,
-           even by a power cut;
+        4. the journal and the message store are fsynced: from here on nothing acknowledged
+           can be lost, even by a power cut;
         5. the fills sink gets what is left of the budget to commit, while the TCP connections
            linger until their peers close (so the Logout is read, not destroyed by a reset);
         6. whatever did not finish in time is logged (the sink resumes from its checkpoint at
@@ -378,6 +378,12 @@ class Gateway:
         except OSError as exc:
             log.error("journal %s: sync at shutdown failed: %s", journal.path, exc,
                       extra={"event": "journal.sync_failed"})
+        # the message store too (re-login replays from it); the journal could regenerate it
+        try:
+            self.engine.store.sync()
+        except OSError as exc:
+            log.error("message store: sync at shutdown failed: %s", exc,
+                      extra={"event": "message_store.sync_failed"})
 
     async def _peers_gone(self, deadline: float) -> None:
         # lingering close (gateway/tcp.py): each peer reads its Logout, then closes; a peer
