@@ -1,13 +1,15 @@
-"""Fills into PostgreSQL: FillSink (binary COPY built in C) against asyncpg's own tuple COPY.
+"""Fills into PostgreSQL: EventSink (event log -> binary COPY built in C) against asyncpg's tuple COPY.
 
 Creates a scratch database on the server at --dsn (user postgres by default), then, on the same
 data set of N synthetic EVT_FILL records (matching/records.pxd):
 
-1. FillSink: submit() in gateway-sized chunks (--chunk rows) as fast as the loop allows, time
-   until the last trade id is committed; also samples event-loop lateness every 1 ms during the
-   run (HDR histogram), which is what order entry would feel.
+1. EventSink: the records are appended to an event log (persistence/event_log.py, in a temp
+   directory) in gateway-sized appends (--chunk rows) as fast as the loop allows, the sink
+   reading the log from its checkpoint; time until the last event is committed; also samples
+   event-loop lateness every 1 ms during the run (HDR histogram), which is what order entry
+   would feel.
 2. raw COPY: fills_to_copy() + copy_to_table(format="binary") per batch, no sink machinery
-   (no queue, worker thread, checkpoint lock or update).
+   (no event log, worker thread, checkpoint lock or update).
 3. baseline: Python tuples -> asyncpg copy_records_to_table per batch (tuple building timed
    separately), each batch with the same checkpoint UPDATE in its transaction.
 
@@ -21,8 +23,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -35,7 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from matching.records import EVENT_STRUCT, EventType  # noqa: E402
 from persistence.copy_binary import FILL_COLUMNS, fills_to_copy  # noqa: E402
-from persistence.pg_sink import SCHEMA_SQL, CopyChunks, FillSink  # noqa: E402
+from persistence.event_log import EventLog  # noqa: E402
+from persistence.pg_sink import SCHEMA_SQL, CopyChunks, EventSink  # noqa: E402
 
 SYMBOLS = [f"SYM{i:03d}" for i in range(64)]
 N_SESSIONS = 200
@@ -88,10 +93,13 @@ async def fresh_table(conn: asyncpg.Connection, name: str) -> None:
 async def bench_sink(dsn: str, data: bytes, batch: int, chunk: int) -> dict[str, float]:
     n = len(data) // 128
     conn = await asyncpg.connect(dsn)
-    await conn.execute("DROP TABLE IF EXISTS fills, sink_checkpoint")
+    await conn.execute("DROP TABLE IF EXISTS fills, order_events, sink_checkpoint")
     await conn.execute("CHECKPOINT")
     await conn.close()
-    sink = FillSink(dsn, "bench", SYMBOLS, account_of, batch_rows=batch)
+    tmp = tempfile.mkdtemp(prefix="hftgw-event-log-")
+    events = EventLog(tmp)
+    events.open()
+    sink = EventSink(dsn, "bench", events, SYMBOLS, account_of, batch_rows=batch)
     assert await sink.start() == 0
     lateness = HdrHistogram(1, 10_000_000, 3)          # µs
     stop = False
@@ -108,22 +116,27 @@ async def bench_sink(dsn: str, data: bytes, batch: int, chunk: int) -> dict[str,
     tick = asyncio.create_task(ticker())
     task = asyncio.create_task(sink.run())
     t0 = time.perf_counter()
-    submit_s = 0.0
+    append_s = 0.0
+    no = 1
     for k, piece in enumerate(pieces):
         s = time.perf_counter()
-        sink.submit(piece)
-        submit_s += time.perf_counter() - s
+        events.append(no, piece)
+        sink.notify()
+        append_s += time.perf_counter() - s
+        no += len(piece) // 128
         if k % 8 == 7:
             await asyncio.sleep(0)          # a gateway yields to the loop between batches
-    while sink.last_trade_id < n:
+    while sink.last_event_no < n:
         await asyncio.sleep(0.002)
     dt = time.perf_counter() - t0
     stop = True
     await tick
     await sink.close()
+    events.close()
+    shutil.rmtree(tmp, ignore_errors=True)
     assert task.done() and sink.rows_written == n and sink.errors == 0, sink.last_error
     return {"rows_s": n / dt, "secs": dt, "batches": sink.batches_written,
-            "submit_us_per_1k": submit_s / (n / 1000) * 1e6,
+            "submit_us_per_1k": append_s / (n / 1000) * 1e6,
             "lat_p50": lateness.get_value_at_percentile(50), "lat_p99": lateness.get_value_at_percentile(99),
             "lat_max": lateness.get_max_value()}
 
@@ -206,14 +219,14 @@ async def main() -> None:
         med = {k: statistics.median(v) for k, v in results.items() if v}
         r = lat[results["sink"].index(sorted(results["sink"])[(len(results["sink"]) - 1) // 2])]
         print(f"median of {args.repeat} run(s):")
-        print(f"FillSink (binary COPY, C payload)  : {med['sink']:>10,.0f} rows/s  "
-              f"({r['batches']:.0f} batches; submit {r['submit_us_per_1k']:.1f} µs per 1k rows; "
+        print(f"EventSink (event log, C payload)   : {med['sink']:>10,.0f} rows/s  "
+              f"({r['batches']:.0f} batches; log append {r['submit_us_per_1k']:.1f} µs per 1k rows; "
               f"event-loop lateness p50 {r['lat_p50']} µs p99 {r['lat_p99']} µs max {r['lat_max']} µs)")
         print(f"raw binary COPY, no sink           : {med['raw']:>10,.0f} rows/s")
         if not args.no_baseline:
             print(f"baseline copy_records_to_table     : {med['copy']:>10,.0f} rows/s  "
                   f"(incl. building the tuples: {med['tuples']:,.0f} rows/s)")
-            print(f"FillSink / baseline                : {med['sink'] / med['copy']:.2f}x  "
+            print(f"EventSink / baseline               : {med['sink'] / med['copy']:.2f}x  "
                   f"(/ baseline incl. tuples: {med['sink'] / med['tuples']:.2f}x; "
                   f"/ raw COPY: {med['sink'] / med['raw']:.2f}x)")
         bar = "goal met" if med["sink"] >= 500_000 else (

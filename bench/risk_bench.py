@@ -145,7 +145,7 @@ def run(variant: str, streams: list[list[bytes]], read: int) -> tuple[float, int
             eng.pump()
         took = time.process_time() - t0
         rejected = sum(eng.risk.counters()["rejected"].values())
-        eng.journal.close()
+        eng.close()
         return took, sum(len(st) for st in streams), rejected
     finally:
         shutil.rmtree(jdir, ignore_errors=True)

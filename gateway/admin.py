@@ -219,8 +219,9 @@ class AdminApi:
             "journal": {"last_seq": e.journal.last_seq,
                         "lag_records": max(0, e.sequencer.next_seq - 1 - e.journal.last_seq)},
             "sink": ({"enabled": False} if sink is None else
-                     {"enabled": True, "connected": sink.connected, "lag_rows": sink.lag_rows,
-                      "rows_written": sink.rows_written}),
+                     {"enabled": True, "connected": sink.connected, "lag_events": sink.lag_events,
+                      "last_event_no": sink.last_event_no, "rows_written": sink.rows_written,
+                      "order_events_written": sink.order_events_written}),
         }
 
     def _symbols(self, parts: list[str], body: bytes, who: str, peer: str) -> dict[str, Any]:

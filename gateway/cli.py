@@ -288,7 +288,7 @@ async def _client_request(args: argparse.Namespace, endpoint: str, token: str, s
     )
 
     host, port = parse_hostport(endpoint, "--connect")
-    client = await OrderClient.connect(host, port, token,
+    client = await OrderClient.connect(host, port, token, next_expected_seq_num=args.next_seq,
                                        default_stp_mode=STP_CHOICES.index(args.stp_default))
     print(f"logged in{f' to {endpoint}' if say_where else ''}: session {client.session_id}, "
           f"next seq {client.next_seq_num}")
@@ -500,6 +500,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--wait", type=float, default=0.5,
                    help="stop after this many seconds with no new message")
     c.add_argument("--cl-ord-id", type=int, default=None)
+    c.add_argument("--next-seq", type=int, default=0, metavar="N",
+                   help="nextExpectedSeqNum of the Login: the server first resends the session's "
+                        "messages from N (0 = none)")
     csub = c.add_subparsers(dest="action", required=True)
     n = csub.add_parser("new", help="new order: SYMBOL buy|sell QTY [PRICE] (no price = market)")
     n.add_argument("symbol")

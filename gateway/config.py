@@ -133,8 +133,24 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     journal_segment_bytes: Annotated[int, Meta(ge=4096, description=(
         "the journal's active segment file is closed and a new one started once it reaches "
         "this size in bytes; whole old segments are removed once no snapshot needs them"))] = 268435456
+    snapshot_dir: Annotated[str, Meta(description=(
+        "directory of the engine snapshots (start = newest good snapshot + the journal after "
+        "it); empty = journal_dir"))] = ""
+    snapshot_interval_commands: Annotated[int, Meta(ge=0, description=(
+        "a snapshot is written in the background every this many sequenced commands (and on "
+        "clean shutdown); 0 = only on shutdown"))] = 1_000_000
+    snapshot_keep: Annotated[int, Meta(ge=1, description=(
+        "snapshot files kept; journal segments are removed only behind the oldest kept one, so "
+        "a start can fall back to it when the newest is damaged"))] = 2
     pg_dsn: Annotated[str, Meta(description=(
-        "PostgreSQL DSN of the fills sink; empty = sink off"), extra={"secret": True})] = ""
+        "PostgreSQL DSN of the sink of fills and order events; empty = sink and event log off"),
+        extra={"secret": True})] = ""
+    event_log_dir: Annotated[str, Meta(description=(
+        "directory of the event log (numbered order events and fills the PostgreSQL sink reads; "
+        "written only when pg_dsn is set); empty = journal_dir"))] = ""
+    event_log_segment_bytes: Annotated[int, Meta(ge=4096, description=(
+        "size at which an event-log segment file is closed; segments whose events are all "
+        "in PostgreSQL are deleted, bytes"))] = 64 * 2**20
     partition: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]{1,63}$", description=(
         "name of this symbol partition (fills rows and the sink checkpoint are keyed by it; "
         "the directory lists it)"))] = "p0"
@@ -210,7 +226,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         "bytes queued to one client before it is disconnected as too slow"))] = 16 << 20
     drain_timeout_s: Annotated[float, Meta(ge=0, le=600, description=(
         "on SIGTERM/SIGINT, the bound of the whole graceful shutdown (final pump, Logouts, "
-        "journal fsync, fills sink commit), s "
+        "snapshot, journal fsync, PostgreSQL sink commit), s "
         "(Kubernetes: keep terminationGracePeriodSeconds above preStop + this + 5)"))] = 10.0
     log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], _live(
         "root log level")] = "INFO"

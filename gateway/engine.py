@@ -2,7 +2,7 @@
 
     sessions ─► inbound ring ─► sequencer ─► journal ─► matching core ─► events ring ─► outbound
                                                                                      ├► session writers
-                                                                                     └► fills sink
+                                                                                     └► event log ─► PG sink
 
 The matcher runs on the event-loop thread and is drained once per loop tick: every read of the
 tick is decoded into the inbound ring first, then ``pump`` stamps, journals (one write per
@@ -16,16 +16,26 @@ batch of a trading session goes through ``self.risk`` (gateway/risk.pyx) before 
 and the risk state follows the core's events.  Admin actions (halt, kill switch, limits) are
 CMD_ADMIN records queued and journaled like commands, applied to the risk state as they are
 queued and again on replay.
+
+Snapshots (issue 4, persistence/snapshot.py): every ``snapshot_interval_commands`` commands
+(checked once per pump) and on clean shutdown, the parts registered in ``snapshot_parts`` (core,
+engine, outbound, risk, and what other components add) are captured on the event-loop thread
+between pumps, the ``before_snapshot_commit`` hooks make what the snapshot assumes durable (the
+journal through its seq first), and the file is written on a thread.  A start restores the
+newest good snapshot and replays only the journal after it.  Throttle token buckets are not in
+snapshots: they start full after a restart, as they do after a full replay.
 """
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import struct
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.access import AccessCounters, AddressLimits, AuditLog, peer_host
@@ -47,15 +57,18 @@ from matching.records import (
 )
 from matching.ring import SpscRing
 from matching.sequencer import Sequencer
+from persistence import snapshot as snapfile
 from persistence.journal import Journal
 from persistence.message_store import MessageStore
+from persistence.snapshot import SnapshotError
 from protocol.codec import SymbolTable
 from protocol.messages import Login, Message, PositionQuery, PositionReport, SessionReject
 from protocol.outbound import Outbound
 from protocol.session import LoginDecision
 
 if TYPE_CHECKING:
-    from persistence.pg_sink import FillSink
+    from persistence.event_log import EventLog
+    from persistence.pg_sink import EventSink
 
 log = logging.getLogger("hftgw.engine")
 
@@ -84,8 +97,30 @@ class RecoveryStats:
     sessions: int = 0
     symbols: int = 0
     elapsed_s: float = 0.0
+    snapshot_seq: int = 0        # seq of the snapshot the start began from; 0 = full replay
+    snapshot_path: str = ""
+    snapshot_load_s: float = 0.0  # reading and restoring it (included in elapsed_s)
     #: sessions attached with cancel-on-disconnect at the crash, whose orders were canceled
     cod_canceled: int = 0
+
+
+@dataclass(slots=True)
+class SnapshotStats:
+    """Snapshots written by this process (read at metrics scrape time)."""
+
+    last_seq: int = 0            # seq of the newest snapshot committed (or loaded at start)
+    written: int = 0
+    failed: int = 0
+    duration_s: float = 0.0      # last one: capture + write + commit
+    capture_s: float = 0.0       # last one: the part taken on the event-loop thread
+    # last one: seconds per part saver and for the pre-commit hooks ("hooks"), all on the loop
+    capture_parts: dict[str, float] = field(default_factory=dict)
+    recovery_s: float = 0.0      # the last start (snapshot load + journal tail replay)
+
+
+class SnapshotMismatch(ValueError):
+    """The newest snapshot and the journal do not fit together (records between the snapshot
+    and the journal's first record are missing, or the journal ends before the snapshot)."""
 
 
 @dataclass(slots=True)
@@ -105,8 +140,10 @@ class LegacyJournalError(ValueError):
 class Engine:
     """Owns the rings, the sequencer, the journal, the matching core and the outbound encoder.
 
-    cfg: the gateway Config.  ``sink`` is the optional PostgreSQL FillSink (attached by the
-    server before ``recover``).  Not thread-safe: everything runs on the event-loop thread.
+    cfg: the gateway Config.  With ``pg_dsn`` set, every order event and fill is appended to
+    ``event_log`` (opened by ``recover``) and ``sink``, the PostgreSQL EventSink attached by the
+    server, is notified after each append.  Not thread-safe: everything runs on the event-loop
+    thread.
     """
 
     def __init__(self, cfg: Config) -> None:
@@ -129,12 +166,17 @@ class Engine:
         self.replayed_messages = 0
         # session id -> cancel-on-disconnect flag, for every attached trading session, as
         # journaled by CMD_SESSION_STATE (so a restart knows who was attached at a crash)
-        # TODO(lead): register save/load_session_state as snapshot part "session_state"
         self.session_state: dict[int, bool] = {}
-        #: run before a snapshot file is renamed into place (fsync of the message store)
-        self.before_snapshot_commit: list[Callable[[], None]] = [self.store.sync]
         self.core.on_events_full = self._drain_events
-        self.sink: FillSink | None = None  # set when PostgreSQL is configured
+        self.sink: EventSink | None = None  # set when PostgreSQL is configured
+        # the durable history of order events and fills that the sink reads; written only with a
+        # sink (it costs a write per pump and the disk it fills until PostgreSQL has it)
+        self.event_log: EventLog | None = None
+        if cfg.pg_dsn:
+            from persistence.event_log import EventLog
+            self.event_log = EventLog(cfg.event_log_dir or cfg.journal_dir,
+                                      cfg.event_log_segment_bytes)
+            self.outbound.capture_events(True)
         self.accounts: dict[str, int] = {}       # account -> session id
         self.account_of_session: list[str] = [""]  # session id -> account (index 0 unused)
         # account -> account id (uint32 from 1), stamped on every command for STP and mass
@@ -160,6 +202,35 @@ class Engine:
         self._throttled: set[int] = set()      # session ids whose buckets are configured
         #: called after every pump, once the sessions' responses are written (market data)
         self.post_pump: list[Callable[[], None]] = []
+        # -- snapshots (issue 4): name -> (save() -> bytes, load(bytes)); restored in this order
+        self.snapshot_dir = cfg.snapshot_dir or cfg.journal_dir
+        self.snapshot_parts: dict[str, tuple[Callable[[], bytes], Callable[[bytes], None]]] = {
+            "core": (self._save_core, self._load_core),
+            "engine": (self._save_engine, self._load_engine),
+            "outbound": (self.outbound.export_state, self.outbound.import_state),
+            "risk": (self.risk.snapshot, self.risk.restore),
+            # the event counter, saved whether or not the event log is written, so that turning
+            # the sink on later continues the numbering a full replay would give
+            "events": (lambda: self.outbound.event_state().to_bytes(8, "little"),
+                       lambda b: self.outbound.set_event_state(int.from_bytes(b, "little"))),
+            # the sessions attached at the snapshot, so a crash after it still cancels the
+            # orders of those with cancel-on-disconnect
+            "session_state": (self.save_session_state, self.load_session_state),
+        }
+        #: run on the event-loop thread when a snapshot's parts are captured, before the file
+        #: can become visible: make durable what the snapshot assumes is (journal through its
+        #: seq; the event log through its event number)
+        self.before_snapshot_commit: list[Callable[[], None]] = [self.journal.sync,
+                                                                 self.store.sync]
+        if self.event_log is not None:
+            self.before_snapshot_commit.append(self.event_log.sync)
+        #: each returns the highest command seq whose journal records it no longer needs; old
+        #: segments are removed through the minimum of these and the oldest kept snapshot
+        self.journal_retention: list[Callable[[], int]] = []
+        self.snap_stats = SnapshotStats()
+        self._snap_thread: threading.Thread | None = None
+        self._recovered = False   # snapshots only of a completely recovered state
+        self._next_snapshot_seq = cfg.snapshot_interval_commands or 0
         self.ready = False
         self.pumps = 0
         self._pump_scheduled = False
@@ -168,25 +239,54 @@ class Engine:
 
     # -- start-up ----------------------------------------------------------------------------
     def recover(self) -> RecoveryStats:
-        """Replay the journal into the core so symbols, books, session ids and every session's
-        next sequence number are those before the restart, then define the config's symbols
-        that the journal does not have yet (``apply_symbols``).  Raises
+        """Load the newest good snapshot (``snapshot_dir``), then replay the journal after its
+        seq (the whole journal when there is none), so symbols, books, session ids, every
+        session's next sequence number and the risk state are those before the restart; then
+        define the config's symbols that are new (``apply_symbols``).  A damaged newest
+        snapshot is logged and the next older one used.  Raises
         persistence.journal.JournalCorrupt for damage before the tail, ValueError for a
-        sequence gap, LegacyJournalError for a journal without symbol definitions."""
+        sequence gap, LegacyJournalError for a journal without symbol definitions,
+        SnapshotError for a snapshot whose parts cannot be restored, SnapshotMismatch when the
+        journal does not continue the snapshot."""
         t0 = time.perf_counter()
         stats = RecoveryStats()
+        if self.event_log is not None:
+            # before the replay, which regenerates events the log may hold already (skipped)
+            self.event_log.open()
         # before the journal replay, which regenerates the messages the store lost or never got
         self.store.open()
         self.journal.open()
+        after = 0
+        found = snapfile.load_latest(self.snapshot_dir)
+        if found is not None:
+            after, parts, path = found
+            self._restore_parts(after, parts, path)
+            stats.snapshot_seq, stats.snapshot_path = after, path
+            stats.snapshot_load_s = time.perf_counter() - t0
+            last, first = self.journal.last_seq, self.journal.first_seq
+            if last < after:
+                raise SnapshotMismatch(
+                    f"snapshot {path} is at seq {after} but the journal in {self.journal.directory} "
+                    f"ends at seq {last}: not the journal this snapshot was taken with")
+            if first > after + 1:
+                raise SnapshotMismatch(
+                    f"journal in {self.journal.directory} starts at seq {first}, snapshot {path} "
+                    f"is at seq {after}: records {after + 1}..{first - 1} are missing")
+            self.snap_stats.last_seq = after
+        elif self.journal.first_seq > 1:
+            raise SnapshotMismatch(
+                f"journal in {self.journal.directory} starts at seq {self.journal.first_seq} and "
+                f"there is no usable snapshot in {self.snapshot_dir}: records 1.."
+                f"{self.journal.first_seq - 1} are missing (were the snapshots removed?)")
         cap_bytes = self.cfg.ring_capacity * COMMAND_RECORD_SIZE
-        first = True
-        for chunk in self.journal.replay():
-            if first and len(chunk) and unpack_command(chunk)["type"] != CommandType.CMD_SYMBOL_ADD:
+        first_chunk = found is None
+        for chunk in self.journal.replay(after):
+            if first_chunk and len(chunk) and unpack_command(chunk)["type"] != CommandType.CMD_SYMBOL_ADD:
                 raise LegacyJournalError(
                     f"journal {self.journal.path} was written before symbol definitions were "
                     "journaled, so its symbol ids are the config order of that time; move it "
                     "away (the books start empty) or replay it with the hftgw version that wrote it")
-            first = False
+            first_chunk = False
             defs: list[tuple[int, str, int, int]] = []
             for sid, account, account_id in self.sequencer.observe(chunk, defs):
                 self._register_session(sid, account, account_id)
@@ -202,15 +302,184 @@ class Engine:
                 part = view[off:off + cap_bytes]
                 self.inbound.push(part)
                 self._match_all()
-            # no writers yet: the regenerated messages only go to the store (bounded memory)
+            # no writers yet: the regenerated messages only go to the store and the events to
+            # the event log (bounded memory)
             self._flush()
             stats.commands += len(chunk) // COMMAND_RECORD_SIZE
         self.risk.clear_pending()
         stats.cod_canceled = self._detach_crashed_sessions()
+        interval = self.cfg.snapshot_interval_commands
+        self._next_snapshot_seq = self.sequencer.next_seq - 1 + interval if interval else 0
+        self._recovered = True
         self.apply_symbols(self.cfg.symbols)
         stats.elapsed_s = time.perf_counter() - t0
+        self.snap_stats.recovery_s = stats.elapsed_s
         return stats
 
+    # -- snapshots ---------------------------------------------------------------------------
+    def _restore_parts(self, seq: int, parts: dict[str, bytes], path: str) -> None:
+        unknown = sorted(set(parts) - set(self.snapshot_parts))
+        if unknown:
+            raise SnapshotError(path, -1, f"unknown parts {unknown} (written by a newer hftgw?)")
+        missing = sorted(set(self.snapshot_parts) - set(parts))
+        if missing:
+            raise SnapshotError(path, -1, f"parts {missing} missing")
+        for name, (_, load) in self.snapshot_parts.items():
+            try:
+                load(parts[name])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise SnapshotError(path, -1, f"part {name!r} cannot be restored: {exc}") from exc
+        if self.sequencer.next_seq != seq + 1:
+            raise SnapshotError(path, -1, f"engine part is at seq {self.sequencer.next_seq - 1}, "
+                                          f"the file at {seq}")
+        if self.core.n_symbols != len(self.symbol_names):
+            raise SnapshotError(path, -1, f"core has {self.core.n_symbols} symbols, the engine "
+                                          f"part {len(self.symbol_names)}")
+
+    def _save_core(self) -> bytes:
+        return self.core.snapshot()
+
+    def _load_core(self, data: bytes) -> None:
+        core = MatchingCore.restore(data)
+        core.on_events_full = self._drain_events
+        self.core = core
+        self.risk.set_core(core)
+
+    def _save_engine(self) -> bytes:
+        seqr = self.sequencer
+        return json.dumps({
+            "version": 1, "next_seq": seqr.next_seq, "last_ts": seqr.last_ts,
+            "symbols": [[n, *self.symbol_params[n]] for n in self.symbol_names],
+            "sessions": [[self.account_of_session[sid], self.account_id_of_session[sid]]
+                         for sid in range(1, len(self.account_of_session))],
+            "accounts": self.accounts, "account_ids": self.account_ids,
+        }, separators=(",", ":")).encode()
+
+    def _load_engine(self, data: bytes) -> None:
+        doc = json.loads(data)
+        if not isinstance(doc, dict) or doc.get("version") != 1:
+            raise ValueError("engine part: not version 1")
+        if self.symbol_names or len(self.account_of_session) > 1:
+            raise ValueError("engine part: restore into an engine that has symbols or sessions")
+        self.sequencer.next_seq = int(doc["next_seq"])
+        self.sequencer.last_ts = int(doc["last_ts"])
+        for sym_id, (name, tick, max_qty) in enumerate(doc["symbols"]):
+            self._register_symbol(sym_id, str(name), int(tick), int(max_qty))
+        for sid, (account, account_id) in enumerate(doc["sessions"], start=1):
+            self._register_session(sid, str(account), int(account_id))
+        self.accounts = {str(k): int(v) for k, v in doc["accounts"].items()}
+        self.account_ids = {str(k): int(v) for k, v in doc["account_ids"].items()}
+
+    def snapshot_running(self) -> bool:
+        """True while a background snapshot is being written."""
+        t = self._snap_thread
+        return t is not None and t.is_alive()
+
+    def write_snapshot(self, background: bool) -> str | None:
+        """Snapshot the engine at the last sequenced command: every ``snapshot_parts`` saver
+        runs now, on the calling (event-loop) thread, between pumps, then every
+        ``before_snapshot_commit`` hook; the file is then written to ``snapshot_dir`` on a
+        thread (background=True; returns None at once, or also when one is still being
+        written: that request is skipped) or here (background=False: waits for a background
+        one first; returns the path).  After the commit, snapshots beyond ``snapshot_keep`` are
+        removed and the journal through the oldest kept one (and what ``journal_retention``
+        allows).  Never raises for I/O errors: a failed snapshot is logged and counted
+        (``snap_stats.failed``) and None returned.  Does nothing (None) before ``recover`` has
+        completed, so a failed start never writes a partial state."""
+        if not self._recovered:
+            return None
+        if self.snapshot_running():
+            if background:
+                return None
+            assert self._snap_thread is not None
+            self._snap_thread.join()
+        if len(self.inbound):
+            self.pump()    # the parts must hold every sequenced command and nothing in flight
+        t0 = time.perf_counter()
+        seq = self.sequencer.next_seq - 1
+        parts: dict[str, bytes] = {}
+        times: dict[str, float] = {}
+        for name, (save, _) in self.snapshot_parts.items():
+            t1 = time.perf_counter()
+            parts[name] = save()
+            times[name] = time.perf_counter() - t1
+        t1 = time.perf_counter()
+        try:
+            for hook in self.before_snapshot_commit:
+                hook()
+        except OSError as exc:
+            self._snapshot_failed()
+            log.error("snapshot at seq %d abandoned: a pre-commit hook failed: %s", seq, exc,
+                      extra={"event": "snapshot.failed", "seq": seq})
+            return None
+        times["hooks"] = time.perf_counter() - t1
+        self.snap_stats.capture_parts = times
+        self.snap_stats.capture_s = time.perf_counter() - t0
+        loop: asyncio.AbstractEventLoop | None = None
+        if background:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+        if loop is None:
+            try:
+                path = snapfile.write_snapshot(self.snapshot_dir, seq, parts)
+            except OSError as exc:
+                self._snapshot_failed()
+                log.error("snapshot at seq %d to %s failed: %s", seq, self.snapshot_dir, exc,
+                          extra={"event": "snapshot.failed", "seq": seq})
+                return None
+            self._after_commit(seq, path, t0)
+            return path
+        running = loop
+
+        def work() -> None:
+            try:
+                path = snapfile.write_snapshot(self.snapshot_dir, seq, parts)
+            except Exception as exc:
+                log.error("snapshot at seq %d to %s failed: %s", seq, self.snapshot_dir, exc,
+                          extra={"event": "snapshot.failed", "seq": seq})
+                running.call_soon_threadsafe(self._snapshot_failed)
+                return
+            # the journal is not thread-safe: its segments are removed on the loop thread
+            running.call_soon_threadsafe(self._after_commit, seq, path, t0)
+
+        self._snap_thread = threading.Thread(target=work, name="hftgw-snapshot", daemon=True)
+        self._snap_thread.start()
+        return None
+
+    def _snapshot_failed(self) -> None:
+        self.snap_stats.failed += 1
+
+    def _after_commit(self, seq: int, path: str, t0: float) -> None:
+        st = self.snap_stats
+        st.last_seq = max(st.last_seq, seq)   # a background one may complete after a later one
+        st.written += 1
+        st.duration_s = time.perf_counter() - t0
+        log.info("snapshot at seq %d written to %s in %.3f s (%.3f s on the event loop)", seq, path,
+                 st.duration_s, st.capture_s,
+                 extra={"event": "snapshot.written", "seq": seq, "path": path})
+        try:
+            # a background write started since this one ended may have its temp file there
+            snapfile.prune(self.snapshot_dir, self.cfg.snapshot_keep,
+                           remove_temp=not self.snapshot_running())
+            kept = snapfile.list_snapshots(self.snapshot_dir)
+            through = min([kept[0][0] if kept else seq] + [f() for f in self.journal_retention])
+            if self.journal.is_open:
+                self.journal.remove_through(through)
+        except OSError as exc:  # a full disk must not stop the order path: retried next time
+            log.error("removing old snapshots or journal segments failed: %s", exc,
+                      extra={"event": "snapshot.prune_failed"})
+
+    def _maybe_snapshot(self) -> None:
+        if self.sequencer.next_seq - 1 >= self._next_snapshot_seq and not self.snapshot_running():
+            self._next_snapshot_seq = self.sequencer.next_seq - 1 + self.cfg.snapshot_interval_commands
+            try:
+                self.write_snapshot(background=True)
+            except Exception:  # a bug in a part's saver must not stop the order path
+                self.snap_stats.failed += 1
+                log.exception("snapshot at seq %d failed", self.sequencer.next_seq - 1,
+                              extra={"event": "snapshot.failed"})
     # -- session state (cancel on disconnect across a crash) ----------------------------------
     def _observe_session_state(self, chunk: bytes) -> None:
         # CMD_SESSION_STATE records are rare: find them by their type byte at C speed
@@ -588,6 +857,8 @@ class Engine:
                 hook()
             except Exception:  # a market-data fault must never stop the order path
                 log.exception("post-pump hook %r failed", hook)
+        if self._next_snapshot_seq and self.sequencer.next_seq > self._next_snapshot_seq:
+            self._maybe_snapshot()
         return total
 
     def _match_all(self) -> None:
@@ -615,10 +886,16 @@ class Engine:
             if dropcopy:
                 for d in list(dropcopy.get(self.account_of_session[sid], ())):
                     d.deliver(data, now)
-        if self.sink is not None:
-            fills = ob.take_fills()
-            if fills:
-                self.sink.submit(fills)
+        self._append_events()
+
+    def _append_events(self) -> None:
+        if self.event_log is None:
+            return
+        first, data = self.outbound.take_events()
+        if data:
+            self.event_log.append(first, data)
+            if self.sink is not None:
+                self.sink.notify()
 
     # -- admin actions (event-loop thread only) ---------------------------------------------
     def admin(self, action: int, *, account: str = "", symbol_id: int | None = None, field: int = 0,
@@ -650,11 +927,15 @@ class Engine:
     def sessions_connected(self) -> int:
         return len(self.writers)
 
-    def close_store(self) -> None:
-        """Sync and close the message store (clean shutdown)."""
+    def close(self) -> None:
+        """Close the journal, the message store and the event log (each syncs what it holds
+        first; the next ``recover`` of another Engine on the same directories may open them)."""
+        self.journal.close()
         self.store.close()
+        if self.event_log is not None:
+            self.event_log.close()
 
 
 def account_lookup(engine: Engine) -> Callable[[int], str]:
-    """session id -> account, for the fills sink."""
+    """session id -> account, for the PostgreSQL sink."""
     return engine.account

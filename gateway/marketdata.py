@@ -71,6 +71,7 @@ if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
 
     from gateway.engine import Engine
+    from matching.core import MatchingCore
 
 log = logging.getLogger("hftgw.md")
 
@@ -238,7 +239,6 @@ class MarketData:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.cfg = engine.cfg
-        self.core = engine.core
         self.symbols = engine.symbols
         self.feeds: list[SymbolFeed] = []
         self.sid_by_name: dict[str, int] = {}
@@ -256,6 +256,11 @@ class MarketData:
         self._sweep_pos = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._service: asyncio.Task[None] | None = None
+
+    @property
+    def core(self) -> MatchingCore:
+        # read through the engine: a start from a snapshot replaces its core
+        return self.engine.core
 
     def sync_symbols(self) -> None:
         """Give every served symbol a feed: symbols are defined from the journal after start

@@ -96,6 +96,7 @@ cdef class RiskEngine:
     cdef object _account_limits  # callable(name) -> dict of the configured limits
     cdef dict _limits            # account name -> its limits (for symbols defined later)
     cdef list _sym_names         # symbol id -> name (per-symbol limits are keyed by name)
+    cdef list _admin_log         # every CMD_ADMIN record applied (96 bytes each), for snapshots
 
     cdef AccountRisk *_account(self, str name) except NULL
     cdef int _grow_symbols(self, uint32_t need) except -1

@@ -55,7 +55,7 @@ cimport cython
 from cpython.pycapsule cimport PyCapsule_New
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, realloc
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 
 from matching.core cimport MatchingCore
 from matching.records cimport (
@@ -161,6 +161,42 @@ def parse_admin(record) -> dict:
     return {"action": action, "field": field, "value": value, "ts": ts,
             "symbol_id": None if sym1 == 0 else sym1 - 1,
             "account": raw.rstrip(b"\0").decode("ascii", "replace")}
+
+
+# risk snapshot layout (RiskEngine.snapshot)
+RISK_SNAPSHOT_VERSION = 1
+cdef enum:
+    _RSK_HEADER = 48
+
+
+cdef inline void _w16(char *p, uint16_t v) noexcept nogil:
+    memcpy(p, &v, 2)
+
+
+cdef inline void _w32(char *p, uint32_t v) noexcept nogil:
+    memcpy(p, &v, 4)
+
+
+cdef inline void _w64(char *p, uint64_t v) noexcept nogil:
+    memcpy(p, &v, 8)
+
+
+cdef inline uint16_t _r16(const char *p) noexcept nogil:
+    cdef uint16_t v
+    memcpy(&v, p, 2)
+    return v
+
+
+cdef inline uint32_t _r32(const char *p) noexcept nogil:
+    cdef uint32_t v
+    memcpy(&v, p, 4)
+    return v
+
+
+cdef inline uint64_t _r64(const char *p) noexcept nogil:
+    cdef uint64_t v
+    memcpy(&v, p, 8)
+    return v
 
 
 cdef inline uint64_t _min_limit(uint64_t a, uint64_t b) noexcept nogil:
@@ -330,6 +366,7 @@ cdef class RiskEngine:
         self._names = []
         self._limits = {}
         self._sym_names = []
+        self._admin_log = []
         self._account_limits = account_limits
         for i, s in enumerate(symbols):
             self.define_symbol(i, s)
@@ -723,6 +760,13 @@ cdef class RiskEngine:
         """Apply one CMD_ADMIN record (``admin_record``).  Returns its parsed fields.  Raises
         ValueError for an unknown action or field, a field that does not fit the scope, a
         negative limit, an unknown symbol, or a missing account."""
+        d = self._apply_admin(record)
+        # kept for ``snapshot``: a restore re-applies them over the configured limits, as a
+        # journal replay does (admin actions are rare: the list stays small)
+        self._admin_log.append(bytes(record[:sizeof(Command)]))
+        return d
+
+    def _apply_admin(self, record) -> dict:
         cdef AccountRisk *ar
         cdef SymbolRisk *sy
         cdef uint32_t s
@@ -807,6 +851,176 @@ cdef class RiskEngine:
                 except ValueError:
                     self.skipped_admin += 1
         return applied
+
+    # -- snapshots (issue 4) -----------------------------------------------------------------------
+    def set_core(self, MatchingCore core not None) -> None:
+        """Read replaced orders' quantities from ``core`` from now on (the engine restored its
+        core from a snapshot)."""
+        self.core = core
+
+    def snapshot(self) -> bytes:
+        """The state a journal replay would rebuild, as bytes for ``restore``.
+
+        Little-endian, version RISK_SNAPSHOT_VERSION: header 48 bytes (8s b"HFTGWRSK", u32
+        version, u32 symbols, u32 accounts, u32 admin records, u32 bound sessions, u32 0, u64
+        skipped_admin, u64 0); per symbol i64 last trade price; the CMD_ADMIN records applied
+        since start (96 bytes each, in order); per account u16 name length, the name (ASCII),
+        u64 open orders, then per symbol 7 x 64 bits: net, cost, realized, open_buy, open_sell,
+        bought, sold; per bound session u32 session id, u32 account number (in this snapshot's
+        order).  Limits, halts and kill switches are not stored as values: ``restore`` takes the
+        configured limits and re-applies the admin records, exactly as a replay does, so a
+        config change between stop and start has the same effect either way.  Throttle buckets
+        are not stored (they start full, as after any restart).  Raises RuntimeError while
+        checked requests are in flight (call between pumps, after ``clear_pending``)."""
+        cdef uint32_t a, s, nb = 0
+        cdef uint64_t gen = self.gen
+        cdef Position *p
+        cdef char *w
+        cdef Py_ssize_t size, off
+        names = [n.encode("ascii") for n in self._names]
+        for a in range(self.n_acc):
+            if self.acc[a].pend_gen == gen and self.acc[a].pend_orders:
+                raise RuntimeError("risk snapshot while requests are in flight")
+            for s in range(self.n_symbols):
+                p = &self.acc[a].pos[s]
+                if p.pend_gen == gen and (p.pend_buy or p.pend_sell):
+                    raise RuntimeError("risk snapshot while requests are in flight")
+        index = {}
+        for a in range(self.n_acc):
+            index[<size_t>self.acc[a]] = a
+        bound = []
+        for s in range(self.max_sessions):
+            if self.ses[s].ar != NULL:
+                bound.append((s, index[<size_t>self.ses[s].ar]))
+        nb = len(bound)
+        size = (_RSK_HEADER + 8 * self.n_symbols + sizeof(Command) * len(self._admin_log)
+                + sum(2 + len(n) + 8 for n in names) + <Py_ssize_t>self.n_acc * self.n_symbols * 56
+                + 8 * nb)
+        out = bytearray(size)
+        w = out
+        memset(w, 0, _RSK_HEADER)
+        memcpy(w, <const char *>b"HFTGWRSK", 8)
+        _w32(w + 8, RISK_SNAPSHOT_VERSION)
+        _w32(w + 12, self.n_symbols)
+        _w32(w + 16, self.n_acc)
+        _w32(w + 20, len(self._admin_log))
+        _w32(w + 24, nb)
+        _w64(w + 32, self.skipped_admin)
+        off = _RSK_HEADER
+        for s in range(self.n_symbols):
+            _w64(w + off, <uint64_t>self.sym[s].last_px)
+            off += 8
+        for rec in self._admin_log:
+            out[off:off + sizeof(Command)] = rec
+            off += sizeof(Command)
+        for a in range(self.n_acc):
+            n = names[a]
+            _w16(w + off, len(n))
+            out[off + 2:off + 2 + len(n)] = n
+            off += 2 + len(n)
+            _w64(w + off, self.acc[a].open_orders)
+            off += 8
+            for s in range(self.n_symbols):
+                p = &self.acc[a].pos[s]
+                _w64(w + off, <uint64_t>p.net)
+                _w64(w + off + 8, <uint64_t>p.cost)
+                _w64(w + off + 16, <uint64_t>p.realized)
+                _w64(w + off + 24, p.open_buy)
+                _w64(w + off + 32, p.open_sell)
+                _w64(w + off + 40, p.bought)
+                _w64(w + off + 48, p.sold)
+                off += 56
+        for sid, a in bound:
+            _w32(w + off, sid)
+            _w32(w + off + 4, a)
+            off += 8
+        return bytes(out)
+
+    def restore(self, data) -> None:
+        """Load a ``snapshot`` into this state, which must be fresh (no admin action applied)
+        with the same symbols defined (the engine defines them first).  Accounts already known
+        (bound sessions) keep their place; the others are added with their configured limits;
+        then the saved admin records are re-applied (one that no longer applies, e.g. after a
+        config change, is skipped and counted in ``skipped_admin`` as on replay), then
+        positions, open quantities, order counts, last prices and session bindings are set.
+        Raises ValueError for data that is not a risk snapshot of this version, is truncated or
+        inconsistent, or does not fit (other symbol count, not fresh)."""
+        cdef const unsigned char[::1] v = memoryview(data).cast("B")
+        cdef const char *r
+        cdef Py_ssize_t n = v.shape[0], off
+        cdef uint32_t nsym, nacc, nadm, nb, s, k, ln
+        cdef AccountRisk *ar
+        cdef Position *p
+        if n < _RSK_HEADER:
+            raise ValueError("risk snapshot: truncated header")
+        r = <const char *>&v[0]
+        if memcmp(r, <const char *>b"HFTGWRSK", 8) != 0:
+            raise ValueError("risk snapshot: bad magic")
+        if _r32(r + 8) != RISK_SNAPSHOT_VERSION:
+            raise ValueError(f"risk snapshot: version {_r32(r + 8)}, this build reads "
+                             f"{RISK_SNAPSHOT_VERSION}")
+        nsym = _r32(r + 12)
+        nacc = _r32(r + 16)
+        nadm = _r32(r + 20)
+        nb = _r32(r + 24)
+        if nsym != self.n_symbols:
+            raise ValueError(f"risk snapshot: {nsym} symbols, {self.n_symbols} defined")
+        if self._admin_log:
+            raise ValueError("risk snapshot: restore into a state that has admin actions applied")
+        off = _RSK_HEADER + 8 * <Py_ssize_t>nsym + <Py_ssize_t>sizeof(Command) * nadm
+        if off > n:
+            raise ValueError("risk snapshot: truncated")
+        # parse and check everything before changing anything
+        accounts = []
+        for k in range(nacc):
+            if off + 2 > n:
+                raise ValueError("risk snapshot: truncated in the accounts")
+            ln = _r16(r + off)
+            if ln == 0 or off + 2 + ln + 8 + <Py_ssize_t>nsym * 56 > n:
+                raise ValueError("risk snapshot: truncated in the accounts")
+            try:
+                name = bytes(v[off + 2:off + 2 + ln]).decode("ascii")
+            except UnicodeDecodeError:
+                raise ValueError("risk snapshot: account name is not ASCII") from None
+            accounts.append((name, off + 2 + ln))
+            off += 2 + ln + 8 + <Py_ssize_t>nsym * 56
+        if off + 8 * <Py_ssize_t>nb != n:
+            raise ValueError("risk snapshot: length does not match its content")
+        bound = []
+        for k in range(nb):
+            s = _r32(r + off + 8 * k)
+            if s >= self.max_sessions or _r32(r + off + 8 * k + 4) >= nacc:
+                raise ValueError(f"risk snapshot: bad session binding {s}")
+            bound.append((s, _r32(r + off + 8 * k + 4)))
+        for name, _ in accounts:
+            self._account(name)
+        off = _RSK_HEADER + 8 * <Py_ssize_t>nsym
+        for k in range(nadm):
+            try:
+                self.apply_admin(bytes(v[off:off + sizeof(Command)]))
+            except ValueError:
+                self.skipped_admin += 1
+            off += sizeof(Command)
+        self.skipped_admin += _r64(r + 32)
+        for s in range(nsym):
+            self.sym[s].last_px = <int64_t>_r64(r + _RSK_HEADER + 8 * s)
+        for name, pos_off in accounts:
+            ar = self._account(name)
+            off = pos_off
+            ar.open_orders = _r64(r + off)
+            off += 8
+            for s in range(nsym):
+                p = &ar.pos[s]
+                p.net = <int64_t>_r64(r + off)
+                p.cost = <int64_t>_r64(r + off + 8)
+                p.realized = <int64_t>_r64(r + off + 16)
+                p.open_buy = _r64(r + off + 24)
+                p.open_sell = _r64(r + off + 32)
+                p.bought = _r64(r + off + 40)
+                p.sold = _r64(r + off + 48)
+                off += 56
+        for s, k in bound:
+            self.ses[s].ar = self._account(accounts[k][0])
 
     # -- queries ---------------------------------------------------------------------------------
     def accounts(self) -> list:

@@ -1,4 +1,4 @@
-"""``hftgw serve``: assemble the engine, the TCP listener, the side port and the fills sink."""
+"""``hftgw serve``: assemble the engine, the TCP listener, the side port and the PostgreSQL sink."""
 from __future__ import annotations
 
 import asyncio
@@ -153,8 +153,13 @@ class Gateway:
         if sink is None:
             details["sink"] = "off"
         else:
-            details["sink"] = "ok" if sink.connected else "degraded"
-            details["sink_lag_rows"] = sink.lag_rows
+            # 200 all the same: order entry is fine, and /health is the liveness probe (a restart
+            # would not bring PostgreSQL back)
+            details["sink"] = "degraded" if sink.degraded else "ok"
+            details["sink_lag_events"] = sink.lag_events
+            details["sink_last_event_no"] = sink.last_event_no
+            if sink.degraded and sink.last_error:
+                details["sink_error"] = sink.last_error
         return True, details
 
     def ready(self) -> tuple[bool, dict[str, object]]:
@@ -174,24 +179,26 @@ class Gateway:
                                    pages=BookPages(self.engine.symbol_names, cfg.ws_listen),
                                    apps={"/admin": self.admin})
         self.side.start()
-        if cfg.pg_dsn:
-            await self._start_sink()
-        else:
-            log.info("PostgreSQL fills sink is off; set HFTGW_PG_DSN (or pg_dsn in the config), "
+        if not cfg.pg_dsn:
+            log.info("PostgreSQL sink is off; set HFTGW_PG_DSN (or pg_dsn in the config), "
                      "e.g. HFTGW_PG_DSN=postgresql://postgres@127.0.0.1:5432/postgres")
         stats = self.engine.recover()
-        log.info("journal %s replayed: %d commands, %d sessions, %d symbol definitions in %.3f s",
-                 self.engine.journal.path, stats.commands, stats.sessions, stats.symbols,
-                 stats.elapsed_s)
+        log.info("journal %s replayed: %d commands, %d sessions, %d symbol definitions in %.3f s, "
+                 "from %s", self.engine.journal.path, stats.commands, stats.sessions, stats.symbols,
+                 stats.elapsed_s,
+                 f"snapshot {stats.snapshot_path} (seq {stats.snapshot_seq})" if stats.snapshot_path
+                 else "the start (no snapshot)",
+                 extra={"event": "gateway.recovered", "snapshot_seq": stats.snapshot_seq,
+                        "snapshot_path": stats.snapshot_path, "commands": stats.commands,
+                        "elapsed_s": stats.elapsed_s})
         try:
             self.directory()
         except DirectoryError:
-            self.engine.journal.close()
-            self.engine.close_store()
+            self.engine.close()
             self.side.stop()
             raise
-        if self.engine.sink is not None:
-            self.engine._flush()  # hand the sink what the replay found past its checkpoint
+        if cfg.pg_dsn:
+            self._start_sink()
         host, port = parse_hostport(cfg.listen, "listen")
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
@@ -215,23 +222,19 @@ class Gateway:
                  " ".join(self.engine.symbol_names),
                  extra={"event": "gateway.ready", "partition": cfg.partition})
 
-    async def _start_sink(self) -> None:
-        from persistence.pg_sink import FillSink
+    def _start_sink(self) -> None:
+        # never waits for PostgreSQL: the sink connects (and retries) in its own task and reads
+        # the event log from its checkpoint, so order entry starts at once
+        from persistence.pg_sink import EventSink
 
-        sink = FillSink(self.cfg.pg_dsn, self.cfg.partition, self.engine.symbol_names,
-                        self.engine.account)
-        try:
-            after = await asyncio.wait_for(sink.start(), timeout=5.0)
-        except (TimeoutError, OSError) as exc:
-            # order entry must not wait for PostgreSQL: capture every fill of the replay and
-            # let the sink drop what its checkpoint already has once it connects
-            log.warning("PostgreSQL not reachable yet (%s); the sink will keep retrying", exc)
-            after = 0
+        events = self.engine.event_log
+        assert events is not None
+        sink = EventSink(self.cfg.pg_dsn, self.cfg.partition, events, self.engine.symbol_names,
+                         self.engine.account)
         self.engine.sink = sink
-        self.engine.outbound.capture_fills(after)
         self._tasks.append(asyncio.create_task(sink.run(), name="hftgw-sink"))
-        log.info("PostgreSQL fills sink on, partition %r, resuming after trade %d",
-                 self.cfg.partition, after)
+        log.info("PostgreSQL sink on, partition %r; event log %s holds events %d..%d",
+                 self.cfg.partition, events.directory, events.start_no, events.end_no)
 
     async def _ticker(self) -> None:
         prune_at = 0.0
@@ -277,7 +280,7 @@ class Gateway:
            sessions then have their orders canceled, journaled, as on any disconnect);
         4. the journal and the message store are fsynced: from here on nothing acknowledged
            can be lost, even by a power cut;
-        5. the fills sink gets what is left of the budget to commit, while the TCP connections
+        5. the PostgreSQL sink gets what is left of the budget to commit, while the TCP connections
            linger until their peers close (so the Logout is read, not destroyed by a reset);
         6. whatever did not finish in time is logged (the sink resumes from its checkpoint at
            the next start: nothing is lost, only later in PostgreSQL).
@@ -306,7 +309,8 @@ class Gateway:
         if engine.journal.is_open:
             # the cancel-on-disconnect mass cancels queued by the logouts above
             commands += engine.pump()
-            # (issue 4, snapshots: the shutdown snapshot is written here, after the last pump)
+            # the shutdown snapshot: the next start loads it instead of replaying the journal
+            engine.write_snapshot(background=False)
             self._sync_journal()
         for t in self._tasks:
             if t.get_name() != "hftgw-sink":
@@ -337,9 +341,9 @@ class Gateway:
             await asyncio.wait(pending)
         if sink is not None and sink_close is not None and sink_close.cancelled():
             await sink.close(flush_timeout=0.0)  # cut short: stop its task and connection now
-        if sink is not None and sink.pending_rows:
-            left.append(f"{sink.pending_rows} fills not yet in PostgreSQL (the sink resumes "
-                        "from its checkpoint at the next start)")
+        if sink is not None and sink.lag_events:
+            left.append(f"{sink.lag_events} events (fills, order events) not yet in PostgreSQL "
+                        "(the sink resumes from its checkpoint in the event log at the next start)")
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.abort()
@@ -351,8 +355,7 @@ class Gateway:
         if self.server is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.server.wait_closed(), 0.5)
-        engine.journal.close()
-        engine.close_store()
+        engine.close()  # journal, message store, event log
         if self.side is not None:
             self.side.stop()
         engine.audit.close()

@@ -139,6 +139,21 @@ class GatewayCollector(Collector):
         yield CounterMetricFamily("hftgw_journal_segments_removed",
                                   "Journal segments deleted once no snapshot needed them",
                                   value=e.journal.segments_removed)
+        st = e.snap_stats
+        yield GaugeMetricFamily("hftgw_snapshot_last_seq",
+                                "Command seq of the newest snapshot written or loaded at start",
+                                value=st.last_seq)
+        yield CounterMetricFamily("hftgw_snapshots_written", "Snapshots written by this process",
+                                  value=st.written)
+        yield CounterMetricFamily("hftgw_snapshots_failed",
+                                  "Snapshots abandoned on an I/O error (logged)", value=st.failed)
+        yield GaugeMetricFamily("hftgw_snapshot_duration_seconds",
+                                "Last snapshot: capture, write and commit", value=st.duration_s)
+        yield GaugeMetricFamily("hftgw_snapshot_capture_seconds",
+                                "Last snapshot: time the event loop was held to capture it",
+                                value=st.capture_s)
+        yield GaugeMetricFamily("hftgw_recovery_seconds",
+                                "Last start: snapshot load and journal replay", value=st.recovery_s)
         yield GaugeMetricFamily("hftgw_message_store_bytes",
                                 "Bytes in the message store (every session's messages)",
                                 value=e.store.total_bytes)
@@ -146,17 +161,27 @@ class GatewayCollector(Collector):
                                   "Business messages replayed to sessions after a re-login",
                                   value=e.replayed_messages)
         sink = e.sink
-        yield GaugeMetricFamily("hftgw_sink_enabled", "1 when the PostgreSQL fills sink is on",
+        yield GaugeMetricFamily("hftgw_sink_enabled", "1 when the PostgreSQL sink is on",
                                 value=1 if sink is not None else 0)
         if sink is not None:
-            yield GaugeMetricFamily("hftgw_sink_lag_rows", "Fills not yet committed to PostgreSQL",
-                                    value=sink.lag_rows)
+            yield GaugeMetricFamily("hftgw_sink_lag_events",
+                                    "Events in the event log not yet committed to PostgreSQL",
+                                    value=sink.lag_events)
+            yield GaugeMetricFamily("hftgw_sink_last_event_no",
+                                    "Number of the last event committed to PostgreSQL (the checkpoint)",
+                                    value=sink.last_event_no)
             yield GaugeMetricFamily("hftgw_sink_connected", "1 while the sink is connected",
                                     value=1 if sink.connected else 0)
             yield CounterMetricFamily("hftgw_sink_rows", "Fills committed to PostgreSQL",
                                       value=sink.rows_written)
+            yield CounterMetricFamily("hftgw_sink_order_events",
+                                      "Order events (not fills) committed to PostgreSQL",
+                                      value=sink.order_events_written)
             yield CounterMetricFamily("hftgw_sink_errors", "Sink batches that failed and were retried",
                                       value=sink.errors)
+        if e.event_log is not None:
+            yield GaugeMetricFamily("hftgw_event_log_bytes", "Bytes of the event log's segment files",
+                                    value=e.event_log.total_bytes)
         bounds, cumulative, total = e.outbound.latency()
         buckets = [("+Inf" if b == float("inf") else repr(float(b)), n)
                    for b, n in zip(bounds, cumulative, strict=True)]

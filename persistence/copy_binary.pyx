@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Fill Event records -> PostgreSQL ``COPY ... FROM STDIN (FORMAT binary)`` payload.
+"""Event records -> PostgreSQL ``COPY ... FROM STDIN (FORMAT binary)`` payloads (fills, order events).
 
 Format (PostgreSQL docs, "COPY", section "Binary Format"): the 11-byte signature
 ``PGCOPY\\n\\377\\r\\n\\0``, int32 flags 0, int32 header-extension length 0; per row an int16
@@ -11,13 +11,26 @@ Input records are 128-byte Event records (matching/records.pxd) of type EVT_FILL
 id, seq, ts (ns since the Unix epoch), symbol_id, price (1e-4 units), qty (lots), session_id /
 order_id = taker, contra_session / contra_order_id = maker, side = taker side = aggressor.
 The C loop writes every row straight into the result bytes object: no Python object per row.
+
+``order_events_to_copy`` writes the other order events of the event log (persistence/event_log.py)
+into ``order_events`` (columns ORDER_EVENT_COLUMNS); ``events_info`` summarizes a mixed batch.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
-from matching.records cimport EVT_FILL, SIDE_BUY, SIDE_SELL, Event
+from matching.records cimport (
+    EVT_ACCEPTED,
+    EVT_CANCELED,
+    EVT_FILL,
+    EVT_REJECTED,
+    EVT_REPLACED,
+    EVT_TRIGGERED,
+    SIDE_BUY,
+    SIDE_SELL,
+    Event,
+)
 
 
 cdef extern from *:
@@ -29,7 +42,16 @@ cdef extern from *:
 FILL_COLUMNS = ("partition", "trade_id", "seq", "symbol", "price", "qty", "maker_order_id",
                 "maker_account", "taker_order_id", "taker_account", "aggressor_side", "ts", "ts_ns")
 
+#: the order_events columns, in the order of the fields in every row
+ORDER_EVENT_COLUMNS = ("partition", "event_no", "seq", "type", "account", "order_id", "cl_ord_id",
+                       "orig_cl_ord_id", "symbol", "side", "ord_type", "time_in_force", "price",
+                       "qty", "leaves_qty", "stop_px", "reason", "ts", "ts_ns")
+#: order_events.type by EventType
+ORDER_EVENT_TYPES = {EVT_ACCEPTED: "accepted", EVT_REJECTED: "rejected", EVT_CANCELED: "canceled",
+                     EVT_REPLACED: "replaced", EVT_TRIGGERED: "triggered"}
+
 cdef enum:
+    OE_NFIELDS = 19
     NFIELDS = 13
     EVENT_SIZE = 128
     HEADER_SIZE = 19
@@ -73,6 +95,32 @@ cdef inline char *_text(char *p, Text t) noexcept nogil:
         memcpy(p, t.p, t.n)
         p += t.n
     return p
+
+
+cdef inline char *_int2(char *p, uint16_t v) noexcept nogil:
+    p = _put32(p, 2)
+    return _put16(p, v)
+
+
+cdef inline char *_null(char *p) noexcept nogil:
+    return _put32(p, 0xFFFFFFFF)
+
+
+cdef inline int _oe_kind(uint8_t t) noexcept nogil:
+    # index into the type names; -1 for a fill, -2 for a type that is no order event
+    if t == EVT_FILL:
+        return -1
+    if t == EVT_ACCEPTED:
+        return 0
+    if t == EVT_REJECTED:
+        return 1
+    if t == EVT_CANCELED:
+        return 2
+    if t == EVT_REPLACED:
+        return 3
+    if t == EVT_TRIGGERED:
+        return 4
+    return -2
 
 
 cdef inline const Event *_ev(const unsigned char *base, size_t i) noexcept nogil:
@@ -271,15 +319,16 @@ def first_after(const unsigned char[::1] records not None, uint64_t trade_id) ->
 
 
 def fills_to_copy(const unsigned char[::1] records not None, symbols, accounts_by_session,
-                  partition, uint64_t after_trade_id=0) -> bytes:
+                  partition, uint64_t after_trade_id=0, bint skip_other=False) -> bytes:
     """Binary COPY payload for the fills table (columns FILL_COLUMNS, in that order).
 
     records: concatenated 128-byte EVT_FILL Event records.  symbols: sequence of str (or bytes)
     indexed by symbol_id.  accounts_by_session: mapping session_id -> account (str, bytes or
     None for NULL), read with ``[]`` once per distinct session, so a dict with ``__missing__``
     may compute them.  partition: str.  Rows with trade id (ref) <= after_trade_id are left
-    out.  Returns the whole payload (header, rows, trailer).  The row loops run without the
-    GIL; it is held only to look the distinct sessions up and to allocate the result.
+    out; with ``skip_other`` so are records of other types (a batch of the event log).  Returns
+    the whole payload (header, rows, trailer).  The row loops run without the GIL; it is held
+    only to look the distinct sessions up and to allocate the result.
     Raises ValueError for a record that is not a fill of one of the symbols or has a side
     other than BUY/SELL, and whatever the mapping raises for a missing session.
     """
@@ -318,6 +367,8 @@ def fills_to_copy(const unsigned char[::1] records not None, symbols, accounts_b
         with nogil:
             for i in range(n):
                 e = _ev(&records[0], i)
+                if skip_other and e.type != EVT_FILL:
+                    continue
                 if e.ref <= after_trade_id:
                     continue
                 if e.type != EVT_FILL or (e.side != SIDE_BUY and e.side != SIDE_SELL) \
@@ -380,6 +431,163 @@ def fills_to_copy(const unsigned char[::1] records not None, symbols, accounts_b
         if p != PyBytes_AS_STRING(out) + total:
             raise AssertionError("COPY payload size mismatch")
         return out
+    finally:
+        free(sym)
+        free(acc)
+        free(rows)
+        free(m.slots)
+
+
+def events_info(const unsigned char[::1] records not None, uint64_t after_trade_id=0) -> tuple:
+    """A batch of the event log: (records, fills among them, those with trade id >
+    after_trade_id, trade id and command seq of the last fill (0, 0 without fills)).  Raises ValueError when the
+    length is not a multiple of 128 or a record is neither a fill nor an order event."""
+    cdef size_t n = records.shape[0] // EVENT_SIZE, i, nf = 0, nall = 0
+    cdef const Event *e
+    cdef uint64_t tid = 0, fseq = 0
+    cdef Py_ssize_t bad = -1
+    if <size_t>records.shape[0] != n * EVENT_SIZE:
+        raise ValueError("not a whole number of 128-byte Event records")
+    with nogil:
+        for i in range(n):
+            e = _ev(&records[0], i)
+            if e.type == EVT_FILL:
+                nall += 1
+                if e.ref > after_trade_id:
+                    nf += 1
+                tid = e.ref
+                fseq = e.seq
+            elif _oe_kind(e.type) < 0:
+                bad = i
+                break
+    if bad >= 0:
+        raise ValueError(f"record {bad} has type {_ev(&records[0], bad).type}: not an order event")
+    return (n, nall, nf, tid, fseq)
+
+
+def order_events_to_copy(const unsigned char[::1] records not None, uint64_t first_no, symbols,
+                         accounts_by_session, partition) -> bytes:
+    """Binary COPY payload for the order_events table (columns ORDER_EVENT_COLUMNS).
+
+    records: event-log records numbered first_no, first_no+1, ...; fills among them are left
+    out (they go to ``fills``).  Per row: event_no, seq, type (ORDER_EVENT_TYPES), the owner
+    session's account (accounts_by_session[session_id], read once per distinct session; None =
+    NULL), order_id (NULL when 0: a rejected order has none), cl_ord_id, orig_cl_ord_id (ref of
+    CANCELED / REPLACED, else NULL), symbol (NULL for a symbol_id outside ``symbols``: a reject
+    of an unknown symbol), side 'B' / 'S' (NULL otherwise), ord_type, time_in_force (smallint,
+    the SBE enum values), price (1e-4 units), qty (ACCEPTED / REJECTED / TRIGGERED: order qty;
+    CANCELED: canceled qty; REPLACED: new total qty), leaves_qty, stop_px (ref of TRIGGERED,
+    else NULL), reason (RejectReason / CancelReason, 0 = none), ts (microseconds), ts_ns.
+    Raises ValueError for a record of another type, and whatever the mapping raises.
+    """
+    cdef size_t n = records.shape[0] // EVENT_SIZE, i, nrows = 0, k, total, c
+    cdef Py_ssize_t nsym = len(symbols), s
+    cdef Text *sym = NULL
+    cdef Text *acc = NULL
+    cdef size_t *rows = NULL
+    cdef Text part
+    cdef Text names[5]
+    cdef SidMap m
+    cdef const Event *e
+    cdef char *p
+    cdef int kind
+    cdef uint16_t nf = OE_NFIELDS
+    cdef Py_ssize_t bad = -1
+    cdef int nomem = 0
+    keep = []
+    m.slots = NULL
+    if <size_t>records.shape[0] != n * EVENT_SIZE:
+        raise ValueError("not a whole number of 128-byte Event records")
+    part_b = _utf8(partition)
+    part.p = PyBytes_AS_STRING(part_b)
+    part.n = len(part_b)
+    for k, name in enumerate((b"accepted", b"rejected", b"canceled", b"replaced", b"triggered")):
+        keep.append(name)
+        names[k].p = PyBytes_AS_STRING(name)
+        names[k].n = len(name)
+    try:
+        sym = <Text *>malloc((nsym + 1) * sizeof(Text))
+        acc = <Text *>malloc((n + 1) * sizeof(Text))
+        rows = <size_t *>malloc((n + 1) * sizeof(size_t))
+        if sym == NULL or acc == NULL or rows == NULL or _map_init(&m, 64) != 0:
+            raise MemoryError()
+        for s in range(nsym):
+            b = _utf8(symbols[s])
+            keep.append(b)
+            sym[s].p = PyBytes_AS_STRING(b)
+            sym[s].n = len(b)
+        with nogil:
+            for i in range(n):
+                e = _ev(&records[0], i)
+                kind = _oe_kind(e.type)
+                if kind == -1:
+                    continue
+                if kind < 0:
+                    bad = i
+                    break
+                if _map_add(&m, e.session_id) != 0:
+                    nomem = 1
+                    break
+                rows[nrows] = i
+                nrows += 1
+        if nomem:
+            raise MemoryError()
+        if bad >= 0:
+            raise ValueError(f"record {bad} has type {_ev(&records[0], bad).type}: not an order event")
+        for c in range(m.cap):
+            if m.slots[c].key >= 0:
+                _lookup(accounts_by_session, <uint32_t>m.slots[c].key, keep, &m.slots[c].val)
+        total = HEADER_SIZE + TRAILER_SIZE
+        with nogil:
+            for k in range(nrows):
+                e = _ev(&records[0], rows[k])
+                acc[k] = _map_get(&m, e.session_id).val
+                # field count, 19 lengths, part, type, account, symbol, side, 10 int8 at most,
+                # 3 int2
+                total += (2 + OE_NFIELDS * 4 + part.n + names[_oe_kind(e.type)].n
+                          + (acc[k].n if acc[k].n > 0 else 0)
+                          + (sym[e.symbol_id].n if e.symbol_id < <uint64_t>nsym else 0)
+                          + 1 + 11 * 8 + 3 * 2)
+        out = PyBytes_FromStringAndSize(NULL, total)
+        p = PyBytes_AS_STRING(out)
+        with nogil:
+            memcpy(p, SIGNATURE, 11)
+            p = _put32(p + 11, 0)
+            p = _put32(p, 0)
+            for k in range(nrows):
+                e = _ev(&records[0], rows[k])
+                kind = _oe_kind(e.type)
+                p = _put16(p, nf)
+                p = _text(p, part)
+                p = _int8(p, first_no + rows[k])
+                p = _int8(p, e.seq)
+                p = _text(p, names[kind])
+                p = _text(p, acc[k])
+                p = _int8(p, e.order_id) if e.order_id else _null(p)
+                p = _int8(p, e.cl_ord_id)
+                p = _int8(p, e.ref) if (e.type == EVT_CANCELED or e.type == EVT_REPLACED) else _null(p)
+                if e.symbol_id < <uint64_t>nsym:
+                    p = _text(p, sym[e.symbol_id])
+                else:
+                    p = _null(p)
+                if e.side == SIDE_BUY or e.side == SIDE_SELL:
+                    p = _put32(p, 1)
+                    p[0] = b'B' if e.side == SIDE_BUY else b'S'
+                    p += 1
+                else:
+                    p = _null(p)
+                p = _int2(p, e.ord_type)
+                p = _int2(p, e.tif)
+                p = _int8(p, <uint64_t>e.price)
+                p = _int8(p, e.qty)
+                p = _int8(p, e.leaves)
+                p = _int8(p, e.ref) if e.type == EVT_TRIGGERED else _null(p)
+                p = _int2(p, e.reason)
+                p = _int8(p, <uint64_t>(<int64_t>(e.ts // 1000) - PG_EPOCH_US))
+                p = _int8(p, e.ts)
+            p = _put16(p, 0xFFFF)
+        # nullable fields took less room than reserved: the payload ends at p
+        return out[:p - PyBytes_AS_STRING(out)]
     finally:
         free(sym)
         free(acc)

@@ -45,8 +45,12 @@ cdef class Outbound:
     cdef uint64_t unroutable         # messages for a session id >= max_sessions (not numbered)
     cdef uint64_t latency_counts[N_LATENCY_BOUNDS + 1]
     cdef uint64_t latency_sum_ns
+    # order events and fills for the event log (persistence/event_log.py): every EVT_ACCEPTED,
+    # EVT_REJECTED, EVT_FILL, EVT_CANCELED, EVT_REPLACED, EVT_TRIGGERED gets the next event number,
+    # captured or not, so the numbering is a function of the journal alone
+    cdef uint64_t event_no           # number of the last such event (0: none yet)
     cdef bint capture_on
-    cdef uint64_t capture_after
+    cdef uint64_t capture_first      # event number of the first record in capture_buf
     cdef char *capture_buf
     cdef size_t capture_len
     cdef size_t capture_cap

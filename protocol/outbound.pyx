@@ -6,15 +6,17 @@ server->client business messages (templates 20-28 of protocol/schema/hftgw-v1.xm
 buffer per session, each message with its session sequence number and, for TCP sessions, its
 SOFH prefix.  The transport then ``take``s each ``dirty`` session's bytes and writes them with one
 call.  With ``retain`` (set by the gateway engine) every session's messages are encoded whether
-it is connected or not, always SOFH-framed, for the message store (``take_seq``).  Counters and the order-to-ack latency histogram are kept in C and read at scrape time;
-fill records can be captured raw for the PostgreSQL sink, and for market data (``md_tap``) the
+it is connected or not, always SOFH-framed, for the message store (``take_seq``).  Counters and
+the order-to-ack latency histogram are kept in C and read at scrape time; the order events and
+fills are numbered (``event_no``) and can be captured raw for the event log that feeds the
+PostgreSQL sink, and for market data (``md_tap``) the
 encoder notes which symbols' books changed and copies the fill records, so the market-data
 publisher works per symbol per tick, never per order.
 """
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, realloc
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 
 from matching.records cimport (
     EVT_ACCEPTED,
@@ -74,6 +76,14 @@ for _i, _b in enumerate(_BOUNDS_S):
 cdef size_t MAX_SNAPSHOT_LEVELS = (
     (MAX_FRAME - SOFH_SIZE - SBE_HEADER_SIZE - sizeof(BookSnapshotBlock) - 2 * GROUP_SIZE_SIZE)
     // sizeof(BookLevelEntry))
+
+#: version of ``Outbound.export_state``
+OUTBOUND_STATE_VERSION = 1
+
+
+cdef inline void _st32(char *p, uint32_t v) noexcept nogil:
+    memcpy(p, &v, 4)
+
 
 # A session buffer larger than this is freed when taken rather than kept for reuse.
 cdef size_t KEEP_BUFFER_BYTES = 1 << 20
@@ -217,6 +227,45 @@ cdef class Outbound:
         if n < 1:
             raise ValueError("sequence numbers start at 1")
         s.last_seq = n - 1
+
+    def export_state(self) -> bytes:
+        """What a restart must keep of this encoder, for ``import_state`` (engine snapshots):
+        every session's last seqNum.  Little-endian: 8s b"HFTGWOUT", u32 version
+        (OUTBOUND_STATE_VERSION), u32 n, then n x u64 last seqNum for session ids 0 .. n-1
+        (n: one past the highest session with a message)."""
+        cdef uint32_t i, n = 0
+        cdef char *w
+        for i in range(self.max_sessions):
+            if self.sessions[i].last_seq:
+                n = i + 1
+        out = bytearray(16 + 8 * <size_t>n)
+        w = out
+        memcpy(w, <const char *>b"HFTGWOUT", 8)
+        _st32(w + 8, OUTBOUND_STATE_VERSION)
+        _st32(w + 12, n)
+        for i in range(n):
+            memcpy(w + 16 + 8 * <size_t>i, &self.sessions[i].last_seq, 8)
+        return bytes(out)
+
+    def import_state(self, data) -> None:
+        """Load what ``export_state`` saved (sessions beyond it keep theirs).  Raises
+        ValueError for data of another format or version, of a wrong length, or with more
+        sessions than max_sessions."""
+        cdef const unsigned char[::1] v = memoryview(data).cast("B")
+        cdef uint32_t i, n, version
+        if v.shape[0] < 16 or memcmp(&v[0], <const char *>b"HFTGWOUT", 8) != 0:
+            raise ValueError("outbound state: bad magic or truncated")
+        memcpy(&version, &v[8], 4)
+        memcpy(&n, &v[12], 4)
+        if version != OUTBOUND_STATE_VERSION:
+            raise ValueError(f"outbound state: version {version}, this build reads "
+                             f"{OUTBOUND_STATE_VERSION}")
+        if <size_t>v.shape[0] != 16 + 8 * <size_t>n:
+            raise ValueError("outbound state: length does not match its header")
+        if n > self.max_sessions:
+            raise ValueError(f"outbound state: {n} sessions, max_sessions is {self.max_sessions}")
+        for i in range(n):
+            memcpy(&self.sessions[i].last_seq, &v[16 + 8 * <size_t>i], 8)
 
     def dirty(self) -> list:
         """Ids of the sessions with buffered bytes, in the order they got their first one."""
@@ -393,8 +442,12 @@ cdef class Outbound:
         self.latency_sum_ns += d
 
     cdef void _capture(self, const Event *ev) noexcept nogil:
-        if not self.capture_on or ev.ref <= self.capture_after:
+        # numbered whether captured or not: the numbers must not depend on the configuration
+        self.event_no += 1
+        if not self.capture_on:
             return
+        if self.capture_len == 0:
+            self.capture_first = self.event_no
         if _append_record(&self.capture_buf, &self.capture_len, &self.capture_cap, ev) < 0:
             self.out_of_memory = True
 
@@ -431,6 +484,7 @@ cdef class Outbound:
             self._md_tap(ev)
         if t == EVT_ACCEPTED:
             self._observe_latency(ev, now_ns)
+            self._capture(ev)
             seq = self._number(ev.session_id)
             oa = <OrderAcceptedBlock *>self._reserve(ev.session_id, TPL_ORDER_ACCEPTED,
                                                      sizeof(OrderAcceptedBlock), 0)
@@ -448,6 +502,7 @@ cdef class Outbound:
                 oa.time_in_force = ev.tif
         elif t == EVT_REJECTED:
             self._observe_latency(ev, now_ns)
+            self._capture(ev)
             self.rejects_by_reason[_reason_slot(ev.reason)] += 1
             seq = self._number(ev.session_id)
             oj = <OrderRejectedBlock *>self._reserve(ev.session_id, TPL_ORDER_REJECTED,
@@ -466,6 +521,7 @@ cdef class Outbound:
             self._execution(ev, True)
         elif t == EVT_CANCELED:
             self.cancels_by_reason[_reason_slot(ev.reason)] += 1
+            self._capture(ev)
             seq = self._number(ev.session_id)
             oc = <OrderCanceledBlock *>self._reserve(ev.session_id, TPL_ORDER_CANCELED,
                                                      sizeof(OrderCanceledBlock), 0)
@@ -482,6 +538,7 @@ cdef class Outbound:
                 oc.reason = ev.reason
                 oc.leaves_qty = ev.leaves
         elif t == EVT_TRIGGERED:
+            self._capture(ev)
             seq = self._number(ev.session_id)
             ot = <OrderTriggeredBlock *>self._reserve(ev.session_id, TPL_ORDER_TRIGGERED,
                                                       sizeof(OrderTriggeredBlock), 0)
@@ -498,6 +555,7 @@ cdef class Outbound:
                 ot.side = ev.side
                 ot.ord_type = ev.ord_type
         elif t == EVT_REPLACED:
+            self._capture(ev)
             seq = self._number(ev.session_id)
             orp = <OrderReplacedBlock *>self._reserve(ev.session_id, TPL_ORDER_REPLACED,
                                                       sizeof(OrderReplacedBlock), 0)
@@ -621,22 +679,44 @@ cdef class Outbound:
             counts.append(total)
         return list(_BOUNDS_S) + [float("inf")], counts, self.latency_sum_ns / 1e9
 
-    # -- fills for the PostgreSQL sink ------------------------------------------------------------
-    def capture_fills(self, after_trade_id) -> None:
-        """Copy every later EVT_FILL record with trade id (ref) > after_trade_id, raw 128 bytes,
-        into the capture buffer; None turns capture off (what is buffered stays for
-        ``take_fills``)."""
-        if after_trade_id is None:
-            self.capture_on = False
-        else:
-            self.capture_after = after_trade_id
-            self.capture_on = True
+    # -- order events and fills for the event log ----------------------------------------------
+    # EVT_CANCEL_REJECTED and EVT_MASS_CANCEL_DONE are not order events: a refused cancel changes
+    # no order, and a mass cancel's orders each get their own EVT_CANCELED (the summary would
+    # count them twice); both stay in the sessions' message streams.
+    def capture_events(self, bint enabled) -> None:
+        """Copy every later order event (EVT_ACCEPTED, EVT_REJECTED, EVT_FILL, EVT_CANCELED any
+        reason, EVT_REPLACED, EVT_TRIGGERED), raw 128 bytes, into the capture buffer for
+        ``take_events``.  Turning capture off drops what is buffered.  Events are numbered
+        either way."""
+        self.capture_on = enabled
+        if not enabled:
+            self.capture_len = 0
 
-    def take_fills(self) -> bytes:
-        """Return and clear the captured fill records (n * 128 bytes, in event order)."""
-        out = self.capture_buf[:self.capture_len] if self.capture_len else b""
+    def take_events(self) -> tuple:
+        """Return and clear the captured records: ``(first event number, n * 128 bytes)`` in
+        event order, numbers first .. first+n-1; ``(event_state() + 1, b"")`` when none."""
+        if self.capture_len == 0:
+            return self.event_no + 1, b""
+        out = self.capture_buf[:self.capture_len]
         self.capture_len = 0
-        return out
+        if self.capture_cap > KEEP_BUFFER_BYTES:
+            free(self.capture_buf)
+            self.capture_buf = NULL
+            self.capture_cap = 0
+        return self.capture_first, out
+
+    def event_state(self) -> int:
+        """Number of the last order event numbered (0 before the first); the next gets this + 1."""
+        return self.event_no
+
+    def set_event_state(self, n: int) -> None:
+        """Restore the event counter (from a snapshot): the next event is numbered n + 1.
+        Raises ValueError for n < 0 or while captured records are buffered."""
+        if n < 0:
+            raise ValueError("event numbers start at 1")
+        if self.capture_len:
+            raise ValueError("captured events not taken yet")
+        self.event_no = n
 
     # -- market-data tap ----------------------------------------------------------------------------
     def md_tap(self, bint touched, bint trades) -> None:

@@ -45,9 +45,11 @@ def test_documented_default_file_is_the_default() -> None:
 # A valid value other than the default for every key, as an environment string.
 ENV_SAMPLES = {
     "listen": "0.0.0.0:7101", "metrics_listen": "0.0.0.0:9191", "journal_dir": "/data/j",
-    "message_store_dir": "/data/m",
-    "durability": "fsync", "journal_segment_bytes": "1048576",
+    "durability": "fsync", "journal_segment_bytes": "1048576", "snapshot_dir": "/data/s",
+    "snapshot_interval_commands": "5000", "snapshot_keep": "3",
     "pg_dsn": "postgresql://u:pw@db/hftgw", "partition": "p7",
+    "event_log_dir": "/data/events", "event_log_segment_bytes": "1048576",
+    "message_store_dir": "/data/m",
     "advertise_host": "hftgw-7.hftgw", "directory_file": "/etc/hftgw/directory.json",
     "jwt_secret": "0123456789abcdef0123456789abcdef", "jwt_algorithm": "HS256",
     "heartbeat_interval_ms": "250", "heartbeat_timeout_factor": "2.5",

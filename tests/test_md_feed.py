@@ -43,12 +43,12 @@ def test_outbound_tap_lists_touched_symbols_and_copies_fills() -> None:
     core = MatchingCore([(100, 1_000_000)] * 3)
     inbound, events = SpscRing(1024, COMMAND_RECORD_SIZE), SpscRing(1024, EVENT_RECORD_SIZE)
     ob = Outbound(SYMBOLS, 16)
-    ob.capture_fills(0)  # the sink's capture keeps working next to the tap
+    ob.capture_events(True)  # the event log's capture keeps working next to the tap
     _new(inbound, 1, 1, Side.SIDE_SELL, 1_500_000, 100, ts=10)
     core.process(inbound, events)
     ob.drain(events, 0)
     assert ob.take_md_touched() == [] and ob.take_md_trades() == b""  # tap off
-    ob.take_fills()
+    ob.take_events()
     ob.md_tap(True, False)
     _new(inbound, 2, 1, Side.SIDE_BUY, 1_500_000, 30, ts=20)             # trades AAPL
     _new(inbound, 2, 2, Side.SIDE_BUY, 100, 5, ts=30, sym=1)              # rests on MSFT
@@ -64,7 +64,7 @@ def test_outbound_tap_lists_touched_symbols_and_copies_fills() -> None:
     core.process(inbound, events)
     ob.drain(events, 0)
     fills = ob.take_md_trades()
-    assert len(fills) == 128 and fills == ob.take_fills()[-128:]
+    assert len(fills) == 128 and fills == ob.take_events()[1][-128:]
     assert ob.take_md_touched() == [(0, 60)]
     _new(inbound, 2, 6, Side.SIDE_BUY, 1_500_000, 1, ts=70)
     core.process(inbound, events)

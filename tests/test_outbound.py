@@ -302,18 +302,37 @@ def test_latency_histogram(ob: Outbound) -> None:
     assert total_s == pytest.approx(sum(delays_ns) / 1e9)
 
 
-def test_fill_capture_threshold(ob: Outbound) -> None:
-    fills = [ev(type=E.EVT_FILL, session_id=1, contra_session=2, qty=1, ref=t, price=t) for t in range(1, 9)]
-    ob.drain(ring_of(*fills[:2]), 0)
-    assert ob.take_fills() == b""                     # capture is off by default
-    ob.capture_fills(4)
-    ob.drain(ring_of(*fills[2:6]), 0)                 # trade ids 3..6: 5 and 6 are captured
-    assert ob.take_fills() == fills[4] + fills[5]
-    assert ob.take_fills() == b""
-    ob.drain(ring_of(fills[6]), 0)
-    ob.capture_fills(None)
-    ob.drain(ring_of(fills[7]), 0)
-    assert ob.take_fills() == fills[6]
+def test_event_capture_numbers_order_events_and_fills(ob: Outbound) -> None:
+    fills = [ev(type=E.EVT_FILL, session_id=1, contra_session=2, qty=1, ref=t, price=t) for t in range(1, 5)]
+    acc = ev(type=E.EVT_ACCEPTED, session_id=1, cl_ord_id=1, order_id=5, qty=3, leaves=3)
+    rej = ev(type=E.EVT_REJECTED, session_id=1, cl_ord_id=2, reason=RejectReason.REJ_INVALID_PRICE)
+    can = ev(type=E.EVT_CANCELED, session_id=1, cl_ord_id=3, order_id=5, qty=3,
+             reason=CancelReason.CXL_USER)
+    rep = ev(type=E.EVT_REPLACED, session_id=1, cl_ord_id=4, ref=1, order_id=5, qty=4)
+    trg = ev(type=E.EVT_TRIGGERED, session_id=1, cl_ord_id=5, order_id=6, ref=100)
+    crj = ev(type=E.EVT_CANCEL_REJECTED, session_id=1, cl_ord_id=6, ref=9)
+    mcd = ev(type=E.EVT_MASS_CANCEL_DONE, session_id=1, cl_ord_id=7, count=2)
+    assert ob.event_state() == 0 and ob.take_events() == (1, b"")
+    ob.drain(ring_of(acc, fills[0]), 0)               # capture off: numbered, not copied
+    assert ob.event_state() == 2 and ob.take_events() == (3, b"")
+    ob.capture_events(True)
+    ob.drain(ring_of(rej, crj, can, mcd, rep, trg, fills[1]), 0)
+    assert ob.take_events() == (3, rej + can + rep + trg + fills[1])   # no CANCEL_REJECTED, MASS_CANCEL_DONE
+    assert ob.take_events() == (8, b"") and ob.event_state() == 7
+    ob.drain(ring_of(fills[2]), 0)
+    ob.capture_events(False)                          # drops the buffered record
+    ob.drain(ring_of(fills[3]), 0)
+    ob.capture_events(True)
+    assert ob.take_events() == (10, b"") and ob.event_state() == 9
+    ob.drain(ring_of(acc), 0)
+    with pytest.raises(ValueError):
+        ob.set_event_state(100)                       # records still buffered
+    assert ob.take_events() == (10, acc)
+    ob.set_event_state(100)                           # e.g. from a snapshot
+    ob.drain(ring_of(acc, acc), 0)
+    assert ob.take_events() == (101, acc + acc)
+    with pytest.raises(ValueError):
+        ob.set_event_state(-1)
 
 
 def test_many_messages_through_a_wrapping_ring() -> None:

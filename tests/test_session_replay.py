@@ -4,6 +4,7 @@ cancel-on-disconnect orders are canceled after a crash."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -337,3 +338,37 @@ def test_order_client_connect_signature() -> None:
     import inspect
     assert "next_expected_seq_num" in inspect.signature(OrderClient.connect).parameters
     assert "next_expected_seq_num" in inspect.signature(WsOrderClient.connect).parameters
+
+
+async def test_websocket_drop_copy_of_a_tcp_session_gets_its_own_framing(tmp_path: Path) -> None:
+    # the engine's bytes are SOFH-framed (the store's form); a WebSocket drop copy gets bare SBE
+    # messages and a TCP trader framed ones, each decodable by its own client
+    cfg = make_config(tmp_path)
+    async with running_gateway(cfg):
+        trader = await login(cfg, "frank")
+        dc = await WsOrderClient.connect(f"ws://{cfg.ws_listen}/orders",
+                                         mint_token(cfg.jwt_secret, "frank", "dropcopy"))
+        trader.send(limit(1, BUY, 990_000, 3), limit(2, BUY, 980_000, 4))
+        mine = await recv_n(trader, 2)
+        copy = await recv_n(dc, 2)
+        assert copy == mine and seqs(copy) == [1, 2]
+        await dc.logout()
+        await trader.logout()
+
+
+async def test_cli_client_next_seq_prints_the_replay(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    async with running_gateway(cfg):
+        await _rest_and_fill(cfg)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway.cli", "client", "--connect", cfg.listen, "--account",
+            "alice", "--next-seq", "4", "book", "AAPL", stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        text = out.decode()
+        assert proc.returncode == 0, err.decode()
+        assert "next seq 4" in text, text
+        answers = [line.split()[1:3] for line in text.splitlines() if line.startswith("< seq=")]
+        # the replay (4, 5), then the live answer to this connection's BookQuery
+        assert answers == [["seq=4", "Execution"], ["seq=5", "Execution"],
+                           ["seq=6", "BookSnapshot"]], text

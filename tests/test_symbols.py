@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import msgspec
 import pytest
 from gateway_harness import login, make_config, running_gateway
 from test_gateway import limit
@@ -147,12 +148,20 @@ async def test_symbol_ids_survive_a_reordered_config(tmp_path: Path) -> None:
     types = [unpack_command(chunk, off)["type"] for chunk in journal.replay()
              for off in range(0, len(chunk), COMMAND_RECORD_SIZE)]
     journal.close()
-    engine = Engine(cfg2)
+    # a full replay (the shutdown snapshots left aside) ...
+    engine = Engine(msgspec.structs.replace(cfg2, snapshot_dir=str(tmp_path / "no-snapshots")))
     stats = engine.recover()
     assert stats.symbols == types.count(CommandType.CMD_SYMBOL_ADD) == 4  # 2 + GOOG + MSFT's tick
     assert engine.sequencer.next_seq == len(types) + 1
     assert engine.symbol_names == ["AAPL", "MSFT", "GOOG"]
-    engine.journal.close()
+    engine.close()
+    # ... and a start from the shutdown snapshot agree
+    engine = Engine(cfg2)
+    stats = engine.recover()
+    assert stats.snapshot_seq == len(types) and stats.commands == 0
+    assert engine.symbol_names == ["AAPL", "MSFT", "GOOG"]
+    assert engine.symbol_params["MSFT"] == (10_000, 10_000_000)
+    engine.close()
 
 
 def test_legacy_journal_is_refused(tmp_path: Path) -> None:
@@ -164,4 +173,4 @@ def test_legacy_journal_is_refused(tmp_path: Path) -> None:
     engine = Engine(make_config(tmp_path))
     with pytest.raises(LegacyJournalError, match="before symbol definitions"):
         engine.recover()
-    engine.journal.close()
+    engine.close()
