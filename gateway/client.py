@@ -119,6 +119,8 @@ class OrderClient(MessageInbox):
                 data = await self.reader.read(1 << 16)
                 if not data:
                     self.close_reason = self.close_reason or "server closed the connection"
+                    # close our side too: the server lingers until we do (gateway/tcp.py)
+                    self.writer.close()
                     break
                 buf += data
                 msgs, used = codec.decode_frames(buf)

@@ -225,7 +225,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_write_buffer: Annotated[int, Meta(ge=65536, description=(
         "bytes queued to one client before it is disconnected as too slow"))] = 16 << 20
     drain_timeout_s: Annotated[float, Meta(ge=0, le=600, description=(
-        "on SIGTERM, how long to wait for the fills sink to commit what is queued, s "
+        "on SIGTERM/SIGINT, the bound of the whole graceful shutdown (final pump, Logouts, "
+        "snapshot, journal fsync, PostgreSQL sink commit), s "
         "(Kubernetes: keep terminationGracePeriodSeconds above preStop + this + 5)"))] = 10.0
     log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], _live(
         "root log level")] = "INFO"

@@ -8,6 +8,7 @@ import logging
 import signal
 import socket
 import time
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
@@ -18,7 +19,7 @@ from gateway.directory import Directory, DirectoryError, PartitionEntry, load_di
 from gateway.engine import Engine
 from gateway.marketdata import MarketData
 from gateway.reload import Applier, Reloader
-from gateway.tcp import OrderEntryProtocol
+from gateway.tcp import LINGER_NS, OrderEntryProtocol
 from gateway.ws import WsGateway
 from monitoring.book_page import BookPages
 from monitoring.collector import GatewayCollector, reason_totals
@@ -29,6 +30,7 @@ from protocol.session import SessionCounters
 log = logging.getLogger("hftgw.server")
 
 TICK_S = 0.1  # heartbeat timer resolution
+LINGER_S = LINGER_NS / 1e9  # at shutdown: how long a peer has to close after its Logout
 
 
 class Gateway:
@@ -55,6 +57,7 @@ class Gateway:
         self.side: SidePortServer | None = None
         self.server: asyncio.Server | None = None
         self._stop = asyncio.Event()
+        self._hurry = asyncio.Event()  # a second stop signal: cut the shutdown drain short
         self._tasks: list[asyncio.Task[None]] = []
         self._bound_port = 0  # order entry's port once listening (own_entry runs on the side port's thread)
 
@@ -248,6 +251,13 @@ class Gateway:
                 prune_at = mono + 10.0
 
     def stop(self) -> None:
+        """End serving: ``serve_until_stopped`` runs the graceful shutdown (``close``).  A second
+        call while that runs cuts the waiting parts of it short (see ``close``)."""
+        if self._stop.is_set():
+            if not self._hurry.is_set():
+                log.warning("second stop signal: ending the shutdown drain now",
+                            extra={"event": "gateway.stop_hurried"})
+            self._hurry.set()
         self._stop.set()
 
     async def serve_until_stopped(self) -> None:
@@ -261,34 +271,130 @@ class Gateway:
         await self.close()
 
     async def close(self) -> None:
-        """Stop accepting (and report not ready), answer what is queued, log every session
-        out, give the sink ``drain_timeout_s`` to commit what is queued."""
-        log.info("shutting down", extra={"event": "gateway.stopping"})
-        self.engine.ready = False
+        """Graceful shutdown (SIGTERM, SIGINT), bounded by ``drain_timeout_s`` in all:
+
+        1. /ready turns false and the TCP and WebSocket listeners close (no new connections);
+        2. final pump: every command decoded into the ring is sequenced, journaled, matched and
+           answered, so whatever a client saw acknowledged is in the journal;
+        3. every session gets Logout(SERVER_SHUTDOWN) after those answers (cancel-on-disconnect
+           sessions then have their orders canceled, journaled, as on any disconnect);
+        4. the journal and the message store are fsynced: from here on nothing acknowledged
+           can be lost, even by a power cut;
+        5. the PostgreSQL sink gets what is left of the budget to commit, while the TCP connections
+           linger until their peers close (so the Logout is read, not destroyed by a reset);
+        6. whatever did not finish in time is logged (the sink resumes from its checkpoint at
+           the next start: nothing is lost, only later in PostgreSQL).
+
+        A second signal during 5 ends it at once; steps 1-4 are synchronous, so they are always
+        complete by then and the process still exits 0.  Never raises for a sink or peer fault."""
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        deadline = t0 + self.cfg.drain_timeout_s
+        log.info("shutting down (grace period %.1f s)", self.cfg.drain_timeout_s,
+                 extra={"event": "gateway.stopping"})
+        engine = self.engine
+        engine.ready = False
         if self.server is not None:
             self.server.close()
-        self.engine.pump()
+        if self.ws is not None:
+            self.ws.stop_accepting()
+        commands = engine.pump() if engine.journal.is_open else 0
+        sessions = len(self.connections) + (len(self.ws.order_sessions) if self.ws else 0)
         for conn in list(self.connections):
             conn.shutdown()
         if self.ws is not None:
-            await self.ws.close()
+            for ws_session in list(self.ws.order_sessions):
+                ws_session.shutdown()
+        ws_close = asyncio.ensure_future(self.ws.close()) if self.ws is not None else None
+        if engine.journal.is_open:
+            # the cancel-on-disconnect mass cancels queued by the logouts above
+            commands += engine.pump()
+            # the shutdown snapshot: the next start loads it instead of replaying the journal
+            engine.write_snapshot(background=False)
+            self._sync_journal()
         for t in self._tasks:
             if t.get_name() != "hftgw-sink":
                 t.cancel()
-        sink = self.engine.sink
+        sink = engine.sink
+        waits: list[asyncio.Future[None]] = [asyncio.ensure_future(self._peers_gone(deadline))]
+        if ws_close is not None:
+            waits.append(ws_close)
+        sink_close: asyncio.Future[None] | None = None
         if sink is not None:
-            await sink.close(flush_timeout=self.cfg.drain_timeout_s)
+            sink_close = asyncio.ensure_future(sink.close(flush_timeout=max(0.0, deadline - loop.time())))
+            waits.append(sink_close)
+        hurry = asyncio.ensure_future(self._hurry.wait())
+        pending = set(waits)
+        while pending and not self._hurry.is_set():
+            budget = deadline - loop.time() + 0.5  # the sink's own timeout ends first
+            if budget <= 0:
+                break
+            watched: set[asyncio.Future[Any]] = {*pending, hurry}
+            done, _ = await asyncio.wait(watched, timeout=budget,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            pending -= done
+        hurry.cancel()
+        left = []
+        for f in pending:
+            f.cancel()
+        if pending:
+            await asyncio.wait(pending)
+        if sink is not None and sink_close is not None and sink_close.cancelled():
+            await sink.close(flush_timeout=0.0)  # cut short: stop its task and connection now
+        if sink is not None and sink.lag_events:
+            left.append(f"{sink.lag_events} events (fills, order events) not yet in PostgreSQL "
+                        "(the sink resumes from its checkpoint in the event log at the next start)")
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+        if self.connections:
+            left.append(f"{len(self.connections)} connections not closed by their peers")
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         if self.server is not None:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.server.wait_closed(), 1.0)
-        self.engine.write_snapshot(background=False)
-        self.engine.close()
+                await asyncio.wait_for(self.server.wait_closed(), 0.5)
+        engine.close()  # journal, message store, event log
         if self.side is not None:
             self.side.stop()
-        self.engine.audit.close()
+        engine.audit.close()
+        elapsed = loop.time() - t0
+        done_part = (f"{commands} commands answered in the final pump, {sessions} sessions "
+                     "logged out, journal synced")
+        if left or self._hurry.is_set():
+            log.warning("stopped in %.2f s%s: %s; left: %s", elapsed,
+                        " (second signal)" if self._hurry.is_set() else "", done_part,
+                        "; ".join(left) or "nothing",
+                        extra={"event": "gateway.stopped", "elapsed_s": elapsed, "clean": False})
+        else:
+            log.info("stopped in %.2f s: %s%s", elapsed, done_part,
+                     ", sink drained" if sink is not None else "",
+                     extra={"event": "gateway.stopped", "elapsed_s": elapsed, "clean": True})
+
+    def _sync_journal(self) -> None:
+        # in "os" mode the last groups (and segments closed since the last sync) may still be
+        # only in the page cache: a clean stop leaves a journal that survives a power cut too
+        journal = self.engine.journal
+        try:
+            journal.sync()
+        except OSError as exc:
+            log.error("journal %s: sync at shutdown failed: %s", journal.path, exc,
+                      extra={"event": "journal.sync_failed"})
+        # the message store too (re-login replays from it); the journal could regenerate it
+        try:
+            self.engine.store.sync()
+        except OSError as exc:
+            log.error("message store: sync at shutdown failed: %s", exc,
+                      extra={"event": "message_store.sync_failed"})
+
+    async def _peers_gone(self, deadline: float) -> None:
+        # lingering close (gateway/tcp.py): each peer reads its Logout, then closes; a peer
+        # that does not is aborted after LINGER_S or at the deadline
+        loop = asyncio.get_running_loop()
+        end = min(deadline, loop.time() + LINGER_S)
+        while self.connections and loop.time() < end:
+            await asyncio.sleep(0.01)
 
 
 async def serve(cfg: Config, config_path: str | None = None) -> None:

@@ -266,6 +266,11 @@ class WsGateway:
         for s in list(self.order_sessions):
             s.tick(now_ns)
 
+    def stop_accepting(self) -> None:
+        """Close the listening socket; connections already open go on until ``close``."""
+        if self.server is not None:
+            self.server.server.close()
+
     async def close(self) -> None:
         """Log the order sessions out, close the subscribers, stop listening."""
         for s in list(self.order_sessions):
