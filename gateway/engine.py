@@ -85,8 +85,6 @@ class SessionWriter(Protocol):
 SESSION_ATTACHED = 1
 SESSION_COD = 2
 _TYPE_OFFSET = 24     # Command.type
-_FLAGS_OFFSET = 28    # Command.flags
-_SID = struct.Struct("<I")
 
 
 @dataclass(slots=True)
@@ -480,15 +478,15 @@ class Engine:
                 self.snap_stats.failed += 1
                 log.exception("snapshot at seq %d failed", self.sequencer.next_seq - 1,
                               extra={"event": "snapshot.failed"})
+
     # -- session state (cancel on disconnect across a crash) ----------------------------------
     def _observe_session_state(self, chunk: bytes) -> None:
         # CMD_SESSION_STATE records are rare: find them by their type byte at C speed
         types = chunk[_TYPE_OFFSET::COMMAND_RECORD_SIZE]
         i = types.find(CommandType.CMD_SESSION_STATE)
         while i >= 0:
-            base = i * COMMAND_RECORD_SIZE
-            sid = _SID.unpack_from(chunk, base + 16)[0]
-            flags = chunk[base + _FLAGS_OFFSET]
+            rec = unpack_command(chunk, i * COMMAND_RECORD_SIZE)
+            sid, flags = rec["session_id"], rec["flags"]
             if flags & SESSION_ATTACHED:
                 self.session_state[sid] = bool(flags & SESSION_COD)
             else:

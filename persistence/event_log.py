@@ -30,8 +30,7 @@ import threading
 from array import array
 from dataclasses import dataclass, field
 
-from persistence.journal import crc32c
-from persistence.segment_log import HEADER, HEADER_SIZE, SegmentLog, SegmentLogCorrupt
+from persistence.segment_log import HEADER_SIZE, SegmentLog, SegmentLogCorrupt, frame_at
 
 log = logging.getLogger(__name__)
 
@@ -194,14 +193,13 @@ class EventLog:
         pos = 0
         no = frame_first
         while pos < len(mv):
-            if pos + HEADER_SIZE > len(mv):
-                raise SegmentLogCorrupt(path, start_off + pos, "short read")
-            plen, crc, key, _tag, count = HEADER.unpack_from(mv, pos)
+            fields = frame_at(mv, pos, len(mv))
+            if fields is None:
+                raise SegmentLogCorrupt(path, start_off + pos, "short read or CRC mismatch on read")
+            plen, _crc, key, _tag, count = fields
+            if key != no or plen != count * EVENT_SIZE:
+                raise SegmentLogCorrupt(path, start_off + pos, "frame does not match the index")
             end = pos + HEADER_SIZE + plen
-            if (end > len(mv) or key != no or plen != count * EVENT_SIZE
-                    or crc32c(mv[pos + HEADER_SIZE:end], crc32c(mv[pos + 8:pos + HEADER_SIZE])) != crc):
-                raise SegmentLogCorrupt(path, start_off + pos, "frame does not match the index "
-                                        "or its CRC on read")
             parts.append(mv[pos + HEADER_SIZE:end])
             no += count
             pos = end

@@ -83,7 +83,7 @@ def _fsync_dir(directory: str) -> None:
         os.close(dfd)
 
 
-def _frame_ok(mv: memoryview, off: int, size: int) -> tuple[int, int, int, int, int] | None:
+def frame_at(mv: memoryview, off: int, size: int) -> tuple[int, int, int, int, int] | None:
     """The header fields of a valid frame at ``off`` of ``mv[:size]``, or None."""
     if off + HEADER_SIZE > size:
         return None
@@ -212,7 +212,7 @@ class SegmentLog:
                 mv = memoryview(mm)
                 try:
                     while off < size:
-                        h = _frame_ok(mv, off, size)
+                        h = frame_at(mv, off, size)
                         if h is None:
                             damaged = True
                             break
@@ -224,7 +224,7 @@ class SegmentLog:
                         for o in range(off + 1, size - HEADER_SIZE + 1):
                             # cheap length check first: random bytes rarely pass it
                             if (o + HEADER_SIZE + int.from_bytes(mv[o:o + 4], "little") <= size
-                                    and _frame_ok(mv, o, size) is not None):
+                                    and frame_at(mv, o, size) is not None):
                                 raise SegmentLogCorrupt(path, off)
                 finally:
                     mv.release()
