@@ -135,6 +135,16 @@ cdef bytes _utf8(object s):
     return (<str>s).encode("utf-8")
 
 
+cdef void _set_texts(Text *dst, object values, list keep) except *:
+    # point dst[i] at the UTF-8 bytes of values[i]; ``keep`` owns those bytes objects
+    cdef Py_ssize_t i
+    for i, v in enumerate(values):
+        b = _utf8(v)
+        keep.append(b)
+        dst[i].p = PyBytes_AS_STRING(b)
+        dst[i].n = len(b)
+
+
 # -- session id -> account: open addressing, linear probing, grows at 50 % load ---------------
 ctypedef struct SidSlot:
     int64_t key          # session id, -1 = empty
@@ -333,7 +343,7 @@ def fills_to_copy(const unsigned char[::1] records not None, symbols, accounts_b
     other than BUY/SELL, and whatever the mapping raises for a missing session.
     """
     cdef size_t n = records.shape[0] // EVENT_SIZE, i, nrows = 0, k, total, c
-    cdef Py_ssize_t nsym = len(symbols), s
+    cdef Py_ssize_t nsym = len(symbols)
     cdef Text *sym = NULL
     cdef Text *acc = NULL            # per included row: [2*k] maker, [2*k+1] taker
     cdef size_t *rows = NULL
@@ -358,11 +368,7 @@ def fills_to_copy(const unsigned char[::1] records not None, symbols, accounts_b
         rows = <size_t *>malloc((n + 1) * sizeof(size_t))
         if sym == NULL or acc == NULL or rows == NULL or _map_init(&m, 64) != 0:
             raise MemoryError()
-        for s in range(nsym):
-            b = _utf8(symbols[s])
-            keep.append(b)
-            sym[s].p = PyBytes_AS_STRING(b)
-            sym[s].n = len(b)
+        _set_texts(sym, symbols, keep)
         # pass 1: pick and check the rows, collect their sessions
         with nogil:
             for i in range(n):
@@ -481,7 +487,7 @@ def order_events_to_copy(const unsigned char[::1] records not None, uint64_t fir
     Raises ValueError for a record of another type, and whatever the mapping raises.
     """
     cdef size_t n = records.shape[0] // EVENT_SIZE, i, nrows = 0, k, total, c
-    cdef Py_ssize_t nsym = len(symbols), s
+    cdef Py_ssize_t nsym = len(symbols)
     cdef Text *sym = NULL
     cdef Text *acc = NULL
     cdef size_t *rows = NULL
@@ -501,21 +507,14 @@ def order_events_to_copy(const unsigned char[::1] records not None, uint64_t fir
     part_b = _utf8(partition)
     part.p = PyBytes_AS_STRING(part_b)
     part.n = len(part_b)
-    for k, name in enumerate((b"accepted", b"rejected", b"canceled", b"replaced", b"triggered")):
-        keep.append(name)
-        names[k].p = PyBytes_AS_STRING(name)
-        names[k].n = len(name)
+    _set_texts(names, (b"accepted", b"rejected", b"canceled", b"replaced", b"triggered"), keep)
     try:
         sym = <Text *>malloc((nsym + 1) * sizeof(Text))
         acc = <Text *>malloc((n + 1) * sizeof(Text))
         rows = <size_t *>malloc((n + 1) * sizeof(size_t))
         if sym == NULL or acc == NULL or rows == NULL or _map_init(&m, 64) != 0:
             raise MemoryError()
-        for s in range(nsym):
-            b = _utf8(symbols[s])
-            keep.append(b)
-            sym[s].p = PyBytes_AS_STRING(b)
-            sym[s].n = len(b)
+        _set_texts(sym, symbols, keep)
         with nogil:
             for i in range(n):
                 e = _ev(&records[0], i)
