@@ -85,9 +85,20 @@ def describe(m: Any) -> str:
 
 
 # -- serve ------------------------------------------------------------------------------------
+def _start_errors() -> tuple[type[BaseException], ...]:
+    """What a start refuses with on its files: each says in one line what and where."""
+    from gateway.engine import LegacyJournalError, SnapshotMismatch
+    from persistence.journal import JournalCorrupt
+    from persistence.reconcile import JournalBehind
+    from persistence.segment_log import SegmentLogCorrupt
+    from persistence.snapshot import SnapshotError
+
+    return (DirectoryError, LegacyJournalError, SnapshotMismatch, JournalBehind, JournalCorrupt,
+            SegmentLogCorrupt, SnapshotError)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from gateway import logs
-    from gateway.engine import LegacyJournalError
 
     cfg = load_config(args.config)
     logs.configure(args.log_level or cfg.log_level, cfg.log_format, cfg.log_event_burst,
@@ -98,9 +109,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         uvloop.run(serve(cfg, args.config))
-    except (DirectoryError, LegacyJournalError) as exc:
+    except _start_errors() as exc:
         logging.getLogger("hftgw.server").error("cannot start: %s", exc)
         return 2
+    return 0
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    from gateway import repair
+
+    cfg = load_config(args.config)
+    try:
+        report = repair.run(cfg, args.apply)
+    except BlockingIOError as exc:
+        print(f"error: {exc.filename} is locked: stop the gateway first", file=sys.stderr)
+        return 2
+    except _start_errors() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for line in report.lines():
+        print(line)
+    if report.problems and not args.apply:
+        print("nothing was changed; run again with --apply to do it")
+        return 3
     return 0
 
 
@@ -446,6 +480,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", default=argparse.SUPPRESS, help="TOML config file")
     s.add_argument("--log-level", default=None)
     s.set_defaults(func=cmd_serve)
+
+    rep = sub.add_parser("repair", help="check the partition's files against its journal and "
+                         "move aside what the journal no longer explains (README Durability)")
+    rep.add_argument("--config", default=argparse.SUPPRESS, help="TOML config file")
+    rep.add_argument("--apply", action="store_true",
+                     help="do it (without: only say what was found and what would be done)")
+    rep.set_defaults(func=cmd_repair)
 
     cf = sub.add_parser("config", help="check, show or document the configuration")
     cfs = cf.add_subparsers(dest="action", required=True)

@@ -60,6 +60,7 @@ from matching.sequencer import Sequencer
 from persistence import snapshot as snapfile
 from persistence.journal import Journal
 from persistence.message_store import MessageStore
+from persistence.reconcile import JournalBehind, find_divergence
 from persistence.snapshot import SnapshotError
 from protocol.codec import SymbolTable
 from protocol.messages import Login, Message, PositionQuery, PositionReport, SessionReject
@@ -119,6 +120,16 @@ class SnapshotStats:
 class SnapshotMismatch(ValueError):
     """The newest snapshot and the journal do not fit together (records between the snapshot
     and the journal's first record are missing, or the journal ends before the snapshot)."""
+
+
+class JournalBehindSnapshot(SnapshotMismatch):
+    """The journal ends before the newest snapshot: the snapshot holds the whole state, the
+    journal lost records it had when the snapshot was taken (``hftgw repair`` moves the journal
+    aside and the start continues from the snapshot)."""
+
+    def __init__(self, message: str, snapshot_seq: int, journal_last_seq: int) -> None:
+        super().__init__(message)
+        self.snapshot_seq, self.journal_last_seq = snapshot_seq, journal_last_seq
 
 
 @dataclass(slots=True)
@@ -229,6 +240,10 @@ class Engine:
         self._snap_thread: threading.Thread | None = None
         self._recovered = False   # snapshots only of a completely recovered state
         self._next_snapshot_seq = cfg.snapshot_interval_commands or 0
+        #: the last event number the journal explained at the start (``recover``): a sink
+        #: checkpoint beyond it belongs to a history the journal lost
+        self.recovered_event_no = 0
+        self.recovered_trade_id = 0     # the same for the last trade id
         self.ready = False
         self.pumps = 0
         self._pump_scheduled = False
@@ -245,7 +260,9 @@ class Engine:
         persistence.journal.JournalCorrupt for damage before the tail, ValueError for a
         sequence gap, LegacyJournalError for a journal without symbol definitions,
         SnapshotError for a snapshot whose parts cannot be restored, SnapshotMismatch when the
-        journal does not continue the snapshot."""
+        journal does not continue the snapshot (JournalBehindSnapshot when it ends before it),
+        persistence.reconcile.JournalBehind when the message store or the event log hold more
+        than the journal explains.  After those the engine is closed."""
         t0 = time.perf_counter()
         stats = RecoveryStats()
         if self.event_log is not None:
@@ -262,10 +279,15 @@ class Engine:
             stats.snapshot_seq, stats.snapshot_path = after, path
             stats.snapshot_load_s = time.perf_counter() - t0
             last, first = self.journal.last_seq, self.journal.first_seq
-            if last < after:
-                raise SnapshotMismatch(
+            # an empty journal continues any snapshot (``hftgw repair`` moved it aside)
+            if last < after and self.journal.records:
+                self.close()
+                raise JournalBehindSnapshot(
                     f"snapshot {path} is at seq {after} but the journal in {self.journal.directory} "
-                    f"ends at seq {last}: not the journal this snapshot was taken with")
+                    f"ends at seq {last} (records {last + 1}..{after} lost, or not the journal this "
+                    "snapshot was taken with); the snapshot holds the state: `hftgw repair "
+                    "--apply` moves the journal aside and the start continues from the snapshot",
+                    after, last)
             if first > after + 1:
                 raise SnapshotMismatch(
                     f"journal in {self.journal.directory} starts at seq {first}, snapshot {path} "
@@ -305,6 +327,17 @@ class Engine:
             self._flush()
             stats.commands += len(chunk) // COMMAND_RECORD_SIZE
         self.risk.clear_pending()
+        # before anything new is journaled: the logs derived from the journal must not hold
+        # more than it explains, or new commands would reuse their numbers with other content
+        self.recovered_event_no = self.outbound.event_state()
+        self.recovered_trade_id = self.core.next_trade_id - 1
+        divergence = find_divergence(self.store, self.event_log,
+                                     lambda sid: self.outbound.next_seq(sid) - 1,
+                                     self.recovered_event_no)
+        if divergence:
+            self.close()
+            raise JournalBehind(self.journal.directory, self.store.directory,
+                                self.event_log.directory if self.event_log else None, divergence)
         stats.cod_canceled = self._detach_crashed_sessions()
         interval = self.cfg.snapshot_interval_commands
         self._next_snapshot_seq = self.sequencer.next_seq - 1 + interval if interval else 0

@@ -155,10 +155,13 @@ class Gateway:
         else:
             # 200 all the same: order entry is fine, and /health is the liveness probe (a restart
             # would not bring PostgreSQL back)
-            details["sink"] = "degraded" if sink.degraded else "ok"
+            details["sink"] = ("diverged" if sink.diverged else
+                               "degraded" if sink.degraded else "ok")
             details["sink_lag_events"] = sink.lag_events
             details["sink_last_event_no"] = sink.last_event_no
-            if sink.degraded and sink.last_error:
+            if sink.diverged:
+                details["sink_error"] = sink.diverged
+            elif sink.degraded and sink.last_error:
                 details["sink_error"] = sink.last_error
         return True, details
 
@@ -182,7 +185,11 @@ class Gateway:
         if not cfg.pg_dsn:
             log.info("PostgreSQL sink is off; set HFTGW_PG_DSN (or pg_dsn in the config), "
                      "e.g. HFTGW_PG_DSN=postgresql://postgres@127.0.0.1:5432/postgres")
-        stats = self.engine.recover()
+        try:
+            stats = self.engine.recover()
+        except BaseException:
+            self.side.stop()
+            raise
         log.info("journal %s replayed: %d commands, %d sessions, %d symbol definitions in %.3f s, "
                  "from %s", self.engine.journal.path, stats.commands, stats.sessions, stats.symbols,
                  stats.elapsed_s,
@@ -230,7 +237,9 @@ class Gateway:
         events = self.engine.event_log
         assert events is not None
         sink = EventSink(self.cfg.pg_dsn, self.cfg.partition, events, self.engine.symbol_names,
-                         self.engine.account)
+                         self.engine.account,
+                         journal_point=(self.engine.recovered_event_no,
+                                        self.engine.recovered_trade_id))
         self.engine.sink = sink
         self._tasks.append(asyncio.create_task(sink.run(), name="hftgw-sink"))
         log.info("PostgreSQL sink on, partition %r; event log %s holds events %d..%d",

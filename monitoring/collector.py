@@ -172,6 +172,10 @@ class GatewayCollector(Collector):
                                     value=sink.last_event_no)
             yield GaugeMetricFamily("hftgw_sink_connected", "1 while the sink is connected",
                                     value=1 if sink.connected else 0)
+            yield GaugeMetricFamily("hftgw_sink_diverged",
+                                    "1 when PostgreSQL holds events the journal does not explain "
+                                    "and the sink has stopped writing (run hftgw repair)",
+                                    value=1 if sink.diverged else 0)
             yield CounterMetricFamily("hftgw_sink_rows", "Fills committed to PostgreSQL",
                                       value=sink.rows_written)
             yield CounterMetricFamily("hftgw_sink_order_events",

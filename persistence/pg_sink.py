@@ -29,11 +29,14 @@ committed are deleted after each commit.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
@@ -166,6 +169,42 @@ class _Accounts:
             return None
 
 
+#: file beside the event log that records a divergence found by the sink (JSON: partition,
+#: event_no and trade_id the journal explained, pg_event_no, reason)
+DIVERGED_FILE = "sink-diverged.json"
+
+
+def read_divergence(directory: str) -> dict[str, Any] | None:
+    """The divergence recorded in ``directory`` (see DIVERGED_FILE), None when there is none."""
+    try:
+        with open(os.path.join(directory, DIVERGED_FILE), "rb") as f:
+            found: dict[str, Any] = json.loads(f.read())
+    except FileNotFoundError:
+        return None
+    return found
+
+
+def write_divergence(directory: str, record: dict[str, Any]) -> None:
+    """Record a divergence durably (temp file, fsync, rename, directory fsync)."""
+    path = os.path.join(directory, DIVERGED_FILE)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(json.dumps(record).encode())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class SinkDiverged(Exception):
+    """PostgreSQL holds events of this partition that the journal does not explain: the sink
+    stops writing (``EventSink.diverged`` says why) until ``hftgw repair`` has moved them."""
+
+
 class _CheckpointMoved(Exception):
     pass
 
@@ -181,7 +220,13 @@ class EventSink:
     transaction.  retry_initial_s, retry_max_s: reconnect back-off, doubling from the first to
     the second.  connect_timeout_s: per connection attempt; op_timeout_s: per COPY / statement.
     poll_s: the sink looks at the log this often even without ``notify``.  remove_committed:
-    delete event-log segments whose events are all committed.
+    delete event-log segments whose events are all committed.  journal_point: (last event
+    number, last trade id) the journal explained at the start (Engine.recovered_event_no, the
+    core's trade id then); a first checkpoint past it means PostgreSQL holds events of a history
+    the journal lost, and the sink then writes nothing (``diverged``) rather than rows that
+    reuse their numbers with other content.  It records that in ``DIVERGED_FILE`` beside the
+    event log, so later starts stay stopped (their own start point has moved on) until
+    ``hftgw repair`` has moved the rows past that point and removed the file.
 
     Use from one event loop thread: a task running ``run()``, ``notify()`` after appending to
     the log, ``await close()`` at the end.
@@ -191,7 +236,8 @@ class EventSink:
                  account_of: Callable[[int], str | None], batch_rows: int = 50000,
                  retry_initial_s: float = 0.2, retry_max_s: float = 5.0, *,
                  connect_timeout_s: float = 5.0, op_timeout_s: float = 60.0, poll_s: float = 1.0,
-                 remove_committed: bool = True) -> None:
+                 remove_committed: bool = True,
+                 journal_point: tuple[int, int] | None = None) -> None:
         if batch_rows <= 0:
             raise ValueError("batch_rows must be positive")
         self._dsn = dsn
@@ -206,6 +252,12 @@ class EventSink:
         self._op_timeout = op_timeout_s
         self._poll_s = poll_s
         self._remove_committed = remove_committed
+        self._journal_point = journal_point
+        #: why the sink stopped for good (PostgreSQL ahead of the journal), None while it runs
+        self.diverged: str | None = None
+        found = read_divergence(events.directory)
+        if found is not None:
+            self.diverged = found["reason"]
 
         self._conn: asyncpg.Connection | None = None
         self._schema_ready = False
@@ -238,8 +290,9 @@ class EventSink:
 
     @property
     def degraded(self) -> bool:
-        """PostgreSQL is not reachable or the last attempt failed (the backlog grows)."""
-        return not self.connected
+        """PostgreSQL is not reachable, the last attempt failed, or the sink has diverged (the
+        backlog grows)."""
+        return self.diverged is not None or not self.connected
 
     @property
     def last_event_no(self) -> int:
@@ -264,7 +317,7 @@ class EventSink:
                 "rows_written": self.rows_written, "order_events_written": self.order_events_written,
                 "batches_written": self.batches_written, "errors": self.errors,
                 "events_missing": self.events_missing, "last_error": self.last_error,
-                "last_commit_monotonic": self.last_commit_monotonic}
+                "last_commit_monotonic": self.last_commit_monotonic, "diverged": self.diverged}
 
     def notify(self) -> None:
         """The engine appended to the event log: look at it now (cheap; no I/O)."""
@@ -311,6 +364,8 @@ class EventSink:
             try:
                 await self._connect()
                 return self._checkpoint
+            except SinkDiverged:
+                raise
             except Exception as exc:
                 self.errors += 1
                 self.last_error = repr(exc)
@@ -322,6 +377,8 @@ class EventSink:
                 backoff = min(backoff * 2, self._retry_max)
 
     async def _connect(self) -> None:
+        if self.diverged is not None:
+            raise SinkDiverged(self.diverged)
         if self.connected:
             return
         conn = await asyncpg.connect(
@@ -350,6 +407,19 @@ class EventSink:
         except BaseException:
             conn.terminate()
             raise
+        # the first checkpoint read only: later ones include what this process committed
+        point = self._journal_point
+        if not self._known and point is not None and int(row[0]) > point[0]:
+            conn.terminate()
+            self.diverged = (
+                f"PostgreSQL holds events {point[0] + 1}..{int(row[0])} of partition "
+                f"{self._partition!r} that the journal does not explain (acknowledged commands "
+                "lost from the journal); nothing more is written: stop the gateway and run "
+                "`hftgw repair`")
+            write_divergence(self._events.directory, {
+                "partition": self._partition, "event_no": point[0], "trade_id": point[1],
+                "pg_event_no": int(row[0]), "reason": self.diverged})
+            raise SinkDiverged(self.diverged)
         self._conn = conn
         self._set_checkpoint(row)
         log.info("event sink: connected, partition %r checkpoint event %d (trade id %d)",
@@ -459,6 +529,9 @@ class EventSink:
                         pass
                 except asyncio.CancelledError:
                     raise
+                except SinkDiverged:
+                    log.error("event sink: %s", self.diverged)
+                    return
                 except Exception as exc:
                     self.errors += 1
                     self.last_error = repr(exc)

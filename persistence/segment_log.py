@@ -379,6 +379,49 @@ class SegmentLog:
         """Delete every segment numbered below ``segment_no`` (never the active one)."""
         return self.remove_segments(lambda no: no < segment_no)
 
+    def cut_from(self, segment_no: int, offset: int, dest_dir: str) -> int:
+        """Move every frame from (segment_no, offset) on out of the log into ``dest_dir``, then
+        close the log.  The segment holding the cut keeps its bytes before ``offset`` and its tail
+        is copied to a file of the same name in dest_dir; later segments are moved there whole.
+        The copies are valid segments (frames from offset 0), readable with a SegmentLog on
+        dest_dir.  Everything is fsynced before the cut is made, and the directories after.
+        Returns the bytes moved.  Raises RuntimeError before the open() scan has ended, KeyError
+        for a segment that is not present, ValueError for an offset past its end, OSError."""
+        if not self._ready:
+            raise RuntimeError("segment log not open (run the open() scan to its end first)")
+        if not 0 <= offset <= self._sizes[segment_no]:
+            raise ValueError(f"offset {offset} is past the end of segment {segment_no}")
+        self.sync()
+        os.makedirs(dest_dir, exist_ok=True)
+        moved = 0
+        for no in sorted(self._sizes):
+            if no < segment_no:
+                continue
+            src = self.path(no)
+            dst = os.path.join(dest_dir, os.path.basename(src))
+            if no == segment_no and offset > 0:
+                with open(src, "rb") as f:
+                    f.seek(offset)
+                    tail = f.read()
+                with open(dst, "xb") as out:
+                    out.write(tail)
+                    out.flush()
+                    os.fsync(out.fileno())
+                fd = os.open(src, os.O_WRONLY | os.O_CLOEXEC)
+                try:
+                    os.ftruncate(fd, offset)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                moved += len(tail)
+            else:
+                moved += os.path.getsize(src)
+                os.rename(src, dst)
+        _fsync_dir(dest_dir)
+        _fsync_dir(self._directory)
+        self._release()
+        return moved
+
     def close(self) -> None:
         """Sync and close everything; the object can be opened again."""
         if self._lock_fd < 0:
