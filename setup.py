@@ -5,22 +5,22 @@ The Cython extensions are compiled here, at install time; generated C is never c
 from pathlib import Path
 
 from Cython.Build import cythonize
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 
 HERE = Path(__file__).parent
-PACKAGES = ["gateway", "matching", "protocol", "persistence", "monitoring"]
+TOP = ["gateway", "matching", "protocol", "persistence", "monitoring"]
+PACKAGES = [p for p in find_packages(include=[f"{t}*" for t in TOP])]
 
 
 def extensions() -> list[Extension]:
     exts = []
-    for pyx in sorted(HERE.glob("*/*.pyx")):
-        if pyx.parent.name not in PACKAGES:
-            continue
+    for pyx in sorted(p for t in TOP for p in (HERE / t).rglob("*.pyx")):
         rel = pyx.relative_to(HERE)
         exts.append(Extension(
             ".".join(rel.with_suffix("").parts),
             [str(rel)],
-            include_dirs=["matching", "protocol"],
+            # one place for the native headers (CRC32C, atomics) and the byte-order .pxd
+            include_dirs=["matching/native", "matching", "protocol"],
             extra_compile_args=["-O3", "-fno-strict-aliasing"],
         ))
     return exts
@@ -64,5 +64,5 @@ setup(
         # on-demand coverage-guided fuzzing of the decoder and session layer (tools/fuzz_decoder.py)
         "fuzz": ["atheris>=2.3"],
     },
-    entry_points={"console_scripts": ["hftgw=gateway.cli:main"]},
+    entry_points={"console_scripts": ["hftgw=gateway.cli.main:main"]},
 )

@@ -41,8 +41,8 @@ from hdrh.histogram import HdrHistogram
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gateway.auth import mint_token  # noqa: E402
-from gateway.config import DEV_JWT_SECRET  # noqa: E402
+from gateway.config.schema import DEV_JWT_SECRET  # noqa: E402
+from gateway.security.auth import mint_token  # noqa: E402
 from matching.records import OrdType, Side, TimeInForce  # noqa: E402
 from protocol import codec  # noqa: E402
 from protocol.messages import CancelOrder, Login, NewOrder  # noqa: E402

@@ -16,7 +16,7 @@ between batches by ``matching.core.EventTally`` (a C-level counter).  Streams:
 (a) exchange-core's benchmark mix: about 9 % GTC, 3 % IOC, 6 % cancel, 82 % move (a replace to a
     new price), around 1,000 resting orders over about 750 price levels.
 (b) the AMZN LOBSTER day of ../shared/data, by the rules of ``hftgw replay-lobster``
-    (gateway/lobster.py; the book queries it interleaves are left out): checked against the
+    (gateway/clients/lobster.py; the book queries it interleaves are left out): checked against the
     figures the gateway test expects (fills, traded quantity, BBO agreement, orders left).
 (c) a deep book: 1,000,000 resting orders over 2 x 5,000 levels (preloaded, not timed), then a
     mix of passive adds at any depth, cancels of random live orders, moves and marketable IOCs.
@@ -383,7 +383,7 @@ def stream_exchange_core(n: int, seed: int) -> Stream:
 
 # -- stream (b): the LOBSTER AMZN day -----------------------------------------------------------------
 def stream_lobster() -> Stream:
-    from gateway.lobster import CANCEL_ID_BASE, IOC_ID_BASE, SEED_ID_BASE, read_lobster
+    from gateway.clients.lobster import CANCEL_ID_BASE, IOC_ID_BASE, SEED_ID_BASE, read_lobster
 
     msgs, books = read_lobster(str(LOBSTER_MESSAGES), str(LOBSTER_BOOKS))
     rec = Recorder([(1, 1 << 40)])

@@ -52,7 +52,8 @@ from command_stream import (  # noqa: E402
     iter_seeded_stream,
 )
 
-from gateway.config import Config, load_config  # noqa: E402
+from gateway.config.load import load_config  # noqa: E402
+from gateway.config.schema import Config  # noqa: E402
 from gateway.engine import Engine  # noqa: E402
 from matching.records import (  # noqa: E402
     COMMAND_RECORD_SIZE,

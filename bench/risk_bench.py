@@ -44,9 +44,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from gateway.auth import mint_token  # noqa: E402
-from gateway.config import DEV_JWT_SECRET, load_config  # noqa: E402
+from gateway.config.load import load_config  # noqa: E402
+from gateway.config.schema import DEV_JWT_SECRET  # noqa: E402
 from gateway.engine import Engine  # noqa: E402
+from gateway.security.auth import mint_token  # noqa: E402
 from matching.records import OrdType, Side, TimeInForce  # noqa: E402
 from protocol import codec  # noqa: E402
 from protocol.messages import CancelOrder, Login, NewOrder, ReplaceOrder  # noqa: E402

@@ -37,9 +37,9 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from gateway.auth import LoginFailure, check_account
-from gateway.config import PRICE_UNITS_PER_CURRENCY
-from gateway.risk import AdminAction, RiskField
+from gateway.config.schema import PRICE_UNITS_PER_CURRENCY
+from gateway.risk.pretrade import AdminAction, RiskField
+from gateway.security.auth import LoginFailure, check_account
 from matching.records import EventType, RejectReason
 
 if TYPE_CHECKING:

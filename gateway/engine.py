@@ -11,8 +11,8 @@ one ``write`` per tick.  Acknowledgements are written only after the journal wri
 commands has returned (``durability="os"``) or been fsynced (``"fsync"``).
 
 Access control and pre-trade risk (issue 6, README "Security"): logins are verified here
-(gateway/auth.py), rate-limited per source address and written to the audit log; every decoded
-batch of a trading session goes through ``self.risk`` (gateway/risk.pyx) before the pump sees it,
+(gateway/security/auth.py), rate-limited per source address and written to the audit log; every decoded
+batch of a trading session goes through ``self.risk`` (gateway/risk/pretrade.pyx) before the pump sees it,
 and the risk state follows the core's events.  Admin actions (halt, kill switch, limits) are
 CMD_ADMIN records queued and journaled like commands, applied to the risk state as they are
 queued and again on replay.
@@ -38,10 +38,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from gateway.access import AccessCounters, AddressLimits, AuditLog, peer_host
-from gateway.auth import ROLE_TEMPLATES, Identity, LoginFailure, TokenVerifier, unverified_subject
-from gateway.config import Config, SymbolConfig, ThrottleConfig, account_limits, symbol_risk
-from gateway.risk import AdminAction, RiskEngine, admin_record
+from gateway.config.schema import Config, SymbolConfig, ThrottleConfig, account_limits, symbol_risk
+from gateway.risk.pretrade import AdminAction, RiskEngine, admin_record
+from gateway.security.access import AccessCounters, AddressLimits, AuditLog, peer_host
+from gateway.security.auth import ROLE_TEMPLATES, Identity, LoginFailure, TokenVerifier, unverified_subject
 from matching.core import MatchingCore
 from matching.records import (
     COMMAND_RECORD_SIZE,

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from gateway.config import Config
+from gateway.config.schema import Config
 from gateway.engine import Engine, JournalBehindSnapshot
 from persistence.pg_sink import DIVERGED_FILE, read_divergence
 from persistence.reconcile import (

@@ -14,13 +14,13 @@ from prometheus_client import CollectorRegistry
 
 from gateway import logs
 from gateway.admin import AdminApi
-from gateway.config import Config, parse_hostport, warnings_for
-from gateway.directory import Directory, DirectoryError, PartitionEntry, load_directory, with_entry
+from gateway.config.directory import Directory, DirectoryError, PartitionEntry, load_directory, with_entry
+from gateway.config.reload import Applier, Reloader
+from gateway.config.schema import Config, parse_hostport, warnings_for
 from gateway.engine import Engine
-from gateway.marketdata import MarketData
-from gateway.reload import Applier, Reloader
-from gateway.tcp import LINGER_NS, OrderEntryProtocol
-from gateway.ws import WsGateway
+from gateway.marketdata.fanout import MarketData
+from gateway.transport.tcp import LINGER_NS, OrderEntryProtocol
+from gateway.transport.ws import WsGateway
 from monitoring.book_page import BookPages
 from monitoring.collector import GatewayCollector, reason_totals
 from monitoring.http import SidePortServer
@@ -107,7 +107,7 @@ class Gateway:
                 "directory_file": Applier(apply_directory, check_directory, always=True)}
 
     def reload(self) -> None:
-        """SIGHUP: re-read the config file and apply the live keys (gateway/reload.py)."""
+        """SIGHUP: re-read the config file and apply the live keys (gateway/config/reload.py)."""
         self.reloader.reload()
 
     # -- directory -----------------------------------------------------------------------------
@@ -398,7 +398,7 @@ class Gateway:
                       extra={"event": "message_store.sync_failed"})
 
     async def _peers_gone(self, deadline: float) -> None:
-        # lingering close (gateway/tcp.py): each peer reads its Logout, then closes; a peer
+        # lingering close (gateway/transport/tcp.py): each peer reads its Logout, then closes; a peer
         # that does not is aborted after LINGER_S or at the deadline
         loop = asyncio.get_running_loop()
         end = min(deadline, loop.time() + LINGER_S)

@@ -174,7 +174,7 @@ cdef class MatchingCore:
     cdef int _canceled(self, const Command *c, const Order *o, uint64_t qty, uint16_t reason,
                        uint64_t cl_ord_id, uint64_t leaves) except -1 nogil
     cdef int64_t _run(self, SpscRing commands, SpscRing events, uint64_t max_commands) except -1 nogil
-    # for the gateway's pre-trade risk pass (gateway/risk.pyx): a live order's side, qty, leaves
+    # for the gateway's pre-trade risk pass (gateway/risk/pretrade.pyx): a live order's side, qty, leaves
     cdef bint live_order(self, uint32_t session_id, uint64_t cl_ord_id, uint8_t *side,
                          uint64_t *qty, uint64_t *leaves) noexcept nogil
     cdef char *_snap_order(self, char *p, uint32_t idx) noexcept

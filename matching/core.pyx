@@ -157,7 +157,7 @@ from matching.records cimport (
 from matching.ring cimport SpscRing
 
 
-cdef extern from "../persistence/crc32c.h" nogil:
+cdef extern from "crc32c.h" nogil:
     void hftgw_crc32c_init(int force_sw)
     uint32_t hftgw_crc32c(uint32_t crc, const void *p, size_t n)
 

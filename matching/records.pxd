@@ -52,7 +52,7 @@ cpdef enum CommandType:
     CMD_SESSION_STATE = 12    # a session attached (flags: 1 attached, 2 cancel on disconnect)
                               # or detached (flags 0), for cancel on disconnect across a crash;
                               # the core ignores it
-    # 20-29: gateway access control and pre-trade risk (gateway/risk.pyx)
+    # 20-29: gateway access control and pre-trade risk (gateway/risk/pretrade.pyx)
     CMD_RISK_REJECT = 20      # refused before the ring: the core answers EVT_REJECTED or
                               # EVT_CANCEL_REJECTED with reason = depth; stp = the original type
     CMD_ADMIN = 21            # halt/resume, kill switch, risk limit change; the core ignores it
@@ -163,7 +163,7 @@ ctypedef struct Command:
 # CMD_RISK_REJECT: the request's own fields as decoded, with type rewritten, depth = RejectReason
 #   and stp = the original CommandType (CMD_CANCEL/CMD_REPLACE -> EVT_CANCEL_REJECTED, else
 #   EVT_REJECTED; CMD_BOOK_QUERY echoes the request id).
-# CMD_ADMIN (gateway/risk.pyx): side = AdminAction, ord_type = RiskField, the int64 value in the
+# CMD_ADMIN (gateway/risk/pretrade.pyx): side = AdminAction, ord_type = RiskField, the int64 value in the
 #   8 bytes at offset 16 (over session_id + symbol_id), depth = symbol id + 1 (0 = none), the
 #   account name NUL-padded in the 32 bytes from offset 32 (empty for symbol actions).
 

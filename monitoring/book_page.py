@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gateway.config import parse_hostport
+from gateway.config.schema import parse_hostport
 
 PAGE = Path(__file__).with_name("static") / "book.html"
 PLACEHOLDER = "/*HFTGW_CONFIG*/null"

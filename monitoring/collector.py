@@ -27,8 +27,8 @@ from matching.records import (
 )
 
 if TYPE_CHECKING:
+    from gateway.config.reload import Reloader
     from gateway.engine import Engine
-    from gateway.reload import Reloader
     from protocol.session import SessionCounters
 
 

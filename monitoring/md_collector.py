@@ -1,6 +1,6 @@
 """Prometheus collector for the WebSocket port: market-data subscribers and order sessions.
 
-Read at scrape time from plain counters the market-data publisher keeps (gateway/marketdata.py),
+Read at scrape time from plain counters the market-data publisher keeps (gateway/marketdata/fanout.py),
 as the gateway's main collector does: nothing on the publishing path calls prometheus-client.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from prometheus_client.registry import Collector
 from protocol.mdjson import MdError
 
 if TYPE_CHECKING:
-    from gateway.marketdata import MarketData
+    from gateway.marketdata.fanout import MarketData
 
 
 class MarketDataCollector(Collector):

@@ -1,7 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """Market-data trade encoding in C: raw EVT_FILL records -> per-symbol Trade batches.
 
-The market-data publisher (``gateway/marketdata.py``) works per symbol per event-loop tick;
+The market-data publisher (``gateway/marketdata/fanout.py``) works per symbol per event-loop tick;
 only trades come one per fill, so they are encoded here, in one pass over the fill records the
 outbound encoder copied (``Outbound.take_md_trades``), without a Python object per fill:
 

@@ -58,7 +58,7 @@ cdef class Outbound:
     cdef public bint retain          # encode every session's messages, SOFH-framed (message store)
     cdef EventObserver observer
     cdef object _observer_owner
-    # market-data tap (gateway/marketdata.py): symbols whose book an event changed since the last
+    # market-data tap (gateway/marketdata/fanout.py): symbols whose book an event changed since the last
     # take_md_touched(), with the time stamp of the last such event, and raw EVT_FILL records
     cdef bint md_touch_on
     cdef bint md_trades_on

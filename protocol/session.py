@@ -1,7 +1,7 @@
 """Server side of one order-entry session, as a sans-I/O state machine.
 
 Bytes in (``receive_data``), bytes out (``data_to_send``), a clock passed in (``now_ns``); no
-sockets, no event loop, as ``h11`` and ``websockets`` do.  The transport (gateway/tcp.py,
+sockets, no event loop, as ``h11`` and ``websockets`` do.  The transport (gateway/transport/tcp.py,
 a WebSocket handler) moves the bytes; the engine owns the inbound ring this writes orders into.
 
 Session layer semantics follow SoupBinTCP 4.1 carried in SBE messages (DESIGN §2):
@@ -92,7 +92,7 @@ class LoginDecision:
 
 
 class RiskGate(Protocol):
-    """The gateway's pre-trade check of the records a decode just published (gateway/risk.pyx)."""
+    """The gateway's pre-trade check of the records a decode just published (gateway/risk/pretrade.pyx)."""
 
     def check_recent(self, ring: SpscRing, n: int) -> int: ...
 

@@ -149,7 +149,7 @@ def make_command(seq: int, t: tuple[int, ...]) -> dict[str, int]:
         elif variant == 10:
             c.update(type=MASS, scope=2)
         elif variant == 12:
-            # refused by the gateway's risk pass (gateway/risk.pyx): answered as the original type
+            # refused by the gateway's risk pass (gateway/risk/pretrade.pyx): answered as the original type
             c.update(type=RISK_REJECT, depth=33 + plevel % 5, orig_cl_ord_id=cl2,
                      stp=(NEW, CANCEL, REPLACE, QUERY)[(plevel + 4) % 4])
         elif variant == 13:

@@ -24,9 +24,10 @@ from typing import Any
 
 from gateway_harness import free_ports, scrape
 
-from gateway.auth import mint_token
-from gateway.client import LoginError, OrderClient
-from gateway.config import Config, load_config
+from gateway.clients.tcp import LoginError, OrderClient
+from gateway.config.load import load_config
+from gateway.config.schema import Config
+from gateway.security.auth import mint_token
 from matching.records import OrdType, Side, TimeInForce
 from protocol.messages import (
     BookQuery,

@@ -90,7 +90,7 @@ class SessionHarness:
     """
 
     def __init__(self, ring_capacity: int = 64, sofh: bool = True, max_violations: int = 3) -> None:
-        from gateway.risk import RiskEngine
+        from gateway.risk.pretrade import RiskEngine
         from matching.core import MatchingCore
         from matching.records import COMMAND_RECORD_SIZE, LoginRejectReason
         from matching.ring import SpscRing

@@ -13,9 +13,10 @@ import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-from gateway.auth import mint_token
-from gateway.client import OrderClient
-from gateway.config import Config, load_config
+from gateway.clients.tcp import OrderClient
+from gateway.config.load import load_config
+from gateway.config.schema import Config
+from gateway.security.auth import mint_token
 from gateway.server import Gateway
 
 

@@ -7,7 +7,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from gateway.mdclient import DepthBook, GapError, MdClient
+from gateway.clients.md import DepthBook, GapError, MdClient
 from matching.records import Liquidity, OrdType, Side, TimeInForce
 from protocol.mdjson import JsonBbo, JsonDepthSnapshot, JsonDepthUpdate, JsonTrades
 from protocol.messages import (

@@ -10,7 +10,7 @@ from pathlib import Path
 import jwt
 from gateway_harness import metric_value, scrape, serve_process
 
-from gateway.config import DEV_JWT_SECRET
+from gateway.config.schema import DEV_JWT_SECRET
 
 LOBSTER = Path(__file__).resolve().parents[2] / "shared" / "data" / "lobster"
 MESSAGES = LOBSTER / "AMZN_2012-06-21_34200000_57600000_message_1.csv"

@@ -11,18 +11,16 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from gateway.config import (
+from gateway.config.load import load_config
+from gateway.config.reference import field_docs, live_keys, reference_markdown
+from gateway.config.schema import (
     DEV_JWT_SECRET,
     MASK,
     Config,
     ConfigError,
     SymbolConfig,
     ThrottleConfig,
-    field_docs,
-    live_keys,
-    load_config,
     mask_dsn,
-    reference_markdown,
 )
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,8 +22,9 @@ import yaml
 from gateway_harness import login, make_config, running_gateway, scrape, serve_process
 from test_gateway import limit
 
-from gateway.config import ConfigError, load_config
-from gateway.directory import parse_directory
+from gateway.config.directory import parse_directory
+from gateway.config.load import load_config
+from gateway.config.schema import ConfigError
 from matching.records import Side
 
 ROOT = Path(__file__).resolve().parents[1]

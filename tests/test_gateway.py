@@ -10,8 +10,8 @@ import jwt
 import pytest
 from gateway_harness import login, make_config, metric_value, running_gateway, scrape
 
-from gateway.auth import mint_token
-from gateway.client import LoginError
+from gateway.clients.tcp import LoginError
+from gateway.security.auth import mint_token
 from matching.records import (
     CancelReason,
     Liquidity,

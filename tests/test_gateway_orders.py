@@ -8,8 +8,8 @@ from typing import Any
 
 from gateway_harness import login, make_config, metric_value, running_gateway, scrape
 
-from gateway.auth import mint_token
-from gateway.client import OrderClient
+from gateway.clients.tcp import OrderClient
+from gateway.security.auth import mint_token
 from matching.records import (
     CancelReason,
     Liquidity,

@@ -12,7 +12,7 @@ import asyncpg
 from gateway_harness import free_port, login, make_config, metric_value, running_gateway, scrape
 from test_pg_sink import TcpProxy
 
-from gateway.client import OrderClient
+from gateway.clients.tcp import OrderClient
 from matching.records import OrdType, Side, TimeInForce
 from protocol.messages import CancelOrder, Execution, NewOrder, OrderAccepted, OrderCanceled, OrderRejected
 

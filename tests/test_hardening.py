@@ -13,8 +13,8 @@ from typing import Any
 
 from gateway_harness import login, make_config, metric_value, running_gateway, scrape
 
-from gateway.auth import mint_token
-from gateway.config import Config
+from gateway.config.schema import Config
+from gateway.security.auth import mint_token
 from matching.records import OrdType, RejectReason, Side, TimeInForce
 from protocol import codec
 from protocol.messages import BookQuery, Heartbeat, Login, Logout, NewOrder, OrderAccepted

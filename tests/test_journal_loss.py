@@ -28,7 +28,7 @@ from fault_harness import (
 )
 from gateway_harness import make_config, metric_value, scrape
 
-from gateway.client import LoginError
+from gateway.clients.tcp import LoginError
 from gateway.engine import Engine
 from matching.records import EventType, LoginRejectReason, unpack_event
 from persistence.event_log import EVENT_SIZE

@@ -15,10 +15,10 @@ from gateway_harness import login, make_config, metric_value, running_gateway, s
 from test_gateway import limit
 
 from gateway import logs
-from gateway.auth import mint_token
-from gateway.client import LoginError, OrderClient
-from gateway.config import Config
+from gateway.clients.tcp import LoginError, OrderClient
+from gateway.config.schema import Config
 from gateway.logs import EventLimiter, Summaries
+from gateway.security.auth import mint_token
 from matching.records import Side
 
 

@@ -20,8 +20,8 @@ from md_harness import Follower, OrderStream, same_trades, until
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from gateway.auth import mint_token
-from gateway.mdclient import MdClient
+from gateway.clients.md import MdClient
+from gateway.security.auth import mint_token
 from gateway.server import Gateway
 from protocol.mdjson import ErrorReply, MdError, Response, server_decoder
 

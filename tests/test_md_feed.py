@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.marketdata import diff_levels
-from gateway.mdclient import DepthBook, GapError
+from gateway.clients.md import DepthBook, GapError
+from gateway.marketdata.fanout import diff_levels
 from matching.core import MatchingCore
 from matching.records import (
     COMMAND_RECORD_SIZE,

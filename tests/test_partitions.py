@@ -13,7 +13,7 @@ import pytest
 from gateway_harness import free_port, metric_value, scrape, serve_process
 from test_cli import BOOKS, MESSAGES
 
-from gateway.directory import Directory, DirectoryError, PartitionEntry, parse_directory, with_entry
+from gateway.config.directory import Directory, DirectoryError, PartitionEntry, parse_directory, with_entry
 
 ROOT = Path(__file__).resolve().parents[1]
 

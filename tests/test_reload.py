@@ -17,9 +17,10 @@ from gateway_harness import free_port, login, metric_value, running_gateway, scr
 from test_gateway import limit
 
 from gateway import logs
-from gateway.cli import serve_pids
-from gateway.config import Config, load_config
-from gateway.reload import Applier, Reloader
+from gateway.cli.main import serve_pids
+from gateway.config.load import load_config
+from gateway.config.reload import Applier, Reloader
+from gateway.config.schema import Config
 from matching.records import RejectReason, Side
 from protocol.messages import OrderAccepted, OrderRejected
 

@@ -1,4 +1,4 @@
-"""The pre-trade risk pass in isolation (gateway/risk.pyx) against a real matching core and real
+"""The pre-trade risk pass in isolation (gateway/risk/pretrade.pyx) against a real matching core and real
 rings: every reject code, the worst-case position count, throttles, positions and P&L from
 fills, admin records."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.risk import AdminAction, RiskEngine, RiskField, admin_record, parse_admin
+from gateway.risk.pretrade import AdminAction, RiskEngine, RiskField, admin_record, parse_admin
 from matching.core import MatchingCore
 from matching.records import (
     COMMAND_RECORD_SIZE,

@@ -13,9 +13,9 @@ from typing import Any
 
 from gateway_harness import make_config, metric_value, running_gateway, scrape
 
-from gateway.auth import mint_token
-from gateway.client import OrderClient
-from gateway.config import Config
+from gateway.clients.tcp import OrderClient
+from gateway.config.schema import Config
+from gateway.security.auth import mint_token
 from matching.records import CancelReason, OrdType, RejectReason, Side, TimeInForce
 from protocol.messages import (
     BookQuery,

@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from gateway_harness import make_config, metric_value, running_gateway, scrape
 
-from gateway.auth import mint_token
-from gateway.client import LoginError, OrderClient
-from gateway.config import Config
+from gateway.clients.tcp import LoginError, OrderClient
+from gateway.config.schema import Config
+from gateway.security.auth import mint_token
 from matching.records import LoginRejectReason, OrdType, RejectReason, Side, TimeInForce
 from protocol import codec
 from protocol.messages import (

@@ -18,10 +18,10 @@ from gateway_harness import (
     serve_process,
 )
 
-from gateway.auth import mint_token
-from gateway.client import LoginError, OrderClient
-from gateway.config import Config
-from gateway.wsclient import WsOrderClient
+from gateway.clients.tcp import LoginError, OrderClient
+from gateway.clients.ws import WsOrderClient
+from gateway.config.schema import Config
+from gateway.security.auth import mint_token
 from matching.records import (
     EVENT_RECORD_SIZE,
     CancelReason,

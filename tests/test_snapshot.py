@@ -1,5 +1,5 @@
 """Snapshots (issue 4 item 2): the file format of persistence/snapshot.py, the risk state's
-snapshot (gateway/risk.pyx), and an Engine restarted from snapshot + journal tail against an
+snapshot (gateway/risk/pretrade.pyx), and an Engine restarted from snapshot + journal tail against an
 uninterrupted run and a full replay."""
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from gateway_harness import login, make_config, metric_value, scrape, serve_proc
 from test_gateway import BUY, SELL, limit
 
 from gateway.engine import Engine, SnapshotMismatch
-from gateway.risk import AdminAction, RiskEngine, RiskField, admin_record
+from gateway.risk.pretrade import AdminAction, RiskEngine, RiskField, admin_record
 from matching.core import MatchingCore
 from matching.records import (
     COMMAND_RECORD_SIZE,

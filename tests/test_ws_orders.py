@@ -14,9 +14,9 @@ from md_harness import OrderStream
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from gateway.auth import mint_token
-from gateway.client import LoginError
-from gateway.wsclient import WsOrderClient
+from gateway.clients.tcp import LoginError
+from gateway.clients.ws import WsOrderClient
+from gateway.security.auth import mint_token
 from matching.records import LoginRejectReason, OrdType, RejectReason, Side, TimeInForce
 from protocol import codec
 from protocol.messages import (

@@ -48,7 +48,7 @@ sys.path[:0] = [os.environ.get("HFTGW_FUZZ_ROOT", str(ROOT)), str(ROOT / "tests"
 with atheris.instrument_imports():
     from fuzz_inputs import BOOK_ONLY_TOKEN, DROPCOPY_TEMPLATES, DROPCOPY_TOKEN, GOOD_TOKEN, seed_frames
 
-    from gateway.risk import RiskEngine
+    from gateway.risk.pretrade import RiskEngine
     from matching.core import MatchingCore
     from matching.records import COMMAND_RECORD_SIZE, COMMAND_STRUCT, LoginRejectReason
     from matching.ring import SpscRing

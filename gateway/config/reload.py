@@ -1,6 +1,6 @@
 """SIGHUP reload: re-read the config and apply what can change while the gateway runs.
 
-Which keys are live is declared in gateway/config.py (``Meta(extra={"live": True})``); the
+Which keys are live is declared in gateway/config/schema.py (``Meta(extra={"live": True})``); the
 server registers one ``Applier`` per live key, and ``Reloader`` checks at start that the two
 sets agree, so a key cannot be declared live without an implementation.  A reload is all or
 nothing for the live keys:
@@ -20,7 +20,9 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from gateway.config import Config, ConfigError, changed_keys, live_keys, load_config
+from gateway.config.load import load_config
+from gateway.config.reference import live_keys
+from gateway.config.schema import Config, ConfigError, changed_keys
 
 log = logging.getLogger("hftgw.reload")
 

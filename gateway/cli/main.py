@@ -11,8 +11,9 @@ import time
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from gateway.config import ConfigError, load_config, parse_hostport
-from gateway.directory import Directory, DirectoryError, load_directory
+from gateway.config.directory import Directory, DirectoryError, load_directory
+from gateway.config.load import load_config
+from gateway.config.schema import ConfigError, parse_hostport
 
 PRICE_SCALE = 10_000  # price units per currency unit (1e-4, as Nasdaq ITCH Price(4))
 
@@ -142,7 +143,8 @@ def cmd_repair(args: argparse.Namespace) -> int:
 def cmd_config(args: argparse.Namespace) -> int:
     import msgspec
 
-    from gateway.config import masked, reference_markdown, warnings_for
+    from gateway.config.reference import masked, reference_markdown
+    from gateway.config.schema import warnings_for
 
     if args.action == "reference":
         print(reference_markdown(), end="")
@@ -179,7 +181,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 def _directory_problems(cfg: Any) -> list[str]:
     """The directory file of ``cfg`` must load and must not give its symbols to another
     partition."""
-    from gateway.directory import PartitionEntry, with_entry
+    from gateway.config.directory import PartitionEntry, with_entry
 
     try:
         d = load_directory(cfg.directory_file)
@@ -270,7 +272,7 @@ def _secret(config: str | None) -> str:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from gateway.auth import mint_token
+    from gateway.security.auth import mint_token
 
     cfg = load_config(args.config)
     if cfg.jwt_algorithm != "HS256" and not args.key_file:
@@ -292,7 +294,7 @@ STP_CHOICES = ("none", "cancel-newest", "cancel-oldest", "cancel-both", "decreme
 
 
 async def _client_main(args: argparse.Namespace) -> int:
-    from gateway.auth import mint_token
+    from gateway.security.auth import mint_token
 
     token = args.token or mint_token(_secret(args.config), args.account, args.role)
     directory = _directory(args.directory)
@@ -309,7 +311,7 @@ async def _client_main(args: argparse.Namespace) -> int:
 
 
 async def _client_request(args: argparse.Namespace, endpoint: str, token: str, say_where: bool) -> int:
-    from gateway.client import OrderClient
+    from gateway.clients.tcp import OrderClient
     from matching.records import OrdType, Side, TimeInForce
     from protocol.messages import (
         BookQuery,
@@ -372,7 +374,7 @@ async def _client_request(args: argparse.Namespace, endpoint: str, token: str, s
 
 
 def cmd_client(args: argparse.Namespace) -> int:
-    from gateway.client import LoginError
+    from gateway.clients.tcp import LoginError
 
     try:
         return asyncio.run(_client_main(args))
@@ -433,9 +435,9 @@ def cmd_md(args: argparse.Namespace) -> int:
 
 # -- replay-lobster ---------------------------------------------------------------------------
 async def _replay_main(args: argparse.Namespace) -> int:
-    from gateway.auth import mint_token
-    from gateway.client import OrderClient
-    from gateway.lobster import read_lobster, replay
+    from gateway.clients.lobster import read_lobster, replay
+    from gateway.clients.tcp import OrderClient
+    from gateway.security.auth import mint_token
 
     msgs, books = read_lobster(args.message_csv, args.orderbook_csv, args.limit)
     directory = _directory(args.directory)
@@ -457,7 +459,7 @@ async def _replay_main(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from gateway.client import LoginError
+    from gateway.clients.tcp import LoginError
 
     try:
         return asyncio.run(_replay_main(args))

@@ -1,7 +1,7 @@
 """The WebSocket port (``ws_listen``, default 127.0.0.1:7002), built on the ``websockets`` library,
 in the same event loop as the TCP gateway.
 
-* ``/md``: market data for price subscribers (gateway/marketdata.py).  With
+* ``/md``: market data for price subscribers (gateway/marketdata/fanout.py).  With
   ``md_require_token`` the opening handshake must carry a JWT of role ``md`` (or ``admin``), as
   ``?token=...`` or ``Authorization: Bearer ...``; otherwise HTTP 401.
 * ``/orders``: order entry for clients that can only speak WebSocket.  Each binary WebSocket
@@ -27,11 +27,11 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from gateway.access import peer_host
-from gateway.auth import LoginFailure
-from gateway.config import parse_hostport
+from gateway.config.schema import parse_hostport
 from gateway.engine import Engine
-from gateway.marketdata import MarketData
+from gateway.marketdata.fanout import MarketData
+from gateway.security.access import peer_host
+from gateway.security.auth import LoginFailure
 from protocol import codec
 from protocol.messages import Login, Logout
 from protocol.session import LoginDecision, LogoutReason, ServerSession, SessionCounters

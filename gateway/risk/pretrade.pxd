@@ -1,4 +1,4 @@
-# Pre-trade risk, throttles, kill switch and positions: C state of gateway/risk.pyx.
+# Pre-trade risk, throttles, kill switch and positions: C state of gateway/risk/pretrade.pyx.
 #
 # Units: prices int64 in 1e-4 currency units (multiples of the symbol tick); quantities uint64
 # lots; notional and P&L in price units x lots (1e-4 currency); times ns since the epoch.

@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from gateway.client import OrderClient
+from gateway.clients.tcp import OrderClient
 from matching.records import Liquidity, OrdType, Side, StpMode, TimeInForce
 from protocol.messages import (
     BookQuery,

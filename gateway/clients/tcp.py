@@ -119,7 +119,7 @@ class OrderClient(MessageInbox):
                 data = await self.reader.read(1 << 16)
                 if not data:
                     self.close_reason = self.close_reason or "server closed the connection"
-                    # close our side too: the server lingers until we do (gateway/tcp.py)
+                    # close our side too: the server lingers until we do (gateway/transport/tcp.py)
                     self.writer.close()
                     break
                 buf += data

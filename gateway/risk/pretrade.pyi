@@ -1,4 +1,4 @@
-"""Type stub of the compiled gateway.risk (see risk.pyx for the documentation)."""
+"""Type stub of the compiled gateway.risk.pretrade (see risk.pyx for the documentation)."""
 from collections.abc import Callable, Iterable
 from enum import IntEnum
 from typing import Any

@@ -22,7 +22,7 @@ import urllib.request
 
 import msgspec
 
-from gateway.config import ConfigError, parse_hostport
+from gateway.config.schema import ConfigError, parse_hostport
 
 
 class DirectoryError(ValueError):

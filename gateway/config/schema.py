@@ -8,7 +8,7 @@ Unknown keys are errors (``forbid_unknown_fields``), and every error names the k
 
 Each key's documentation lives in its ``msgspec.Meta(description=...)``: ``hftgw config
 reference`` renders the README's key table from it.  ``Meta(extra={"live": True})`` marks a key
-that a SIGHUP reload applies to the running gateway (gateway/reload.py); ``{"secret": True}``
+that a SIGHUP reload applies to the running gateway (gateway/config/reload.py); ``{"secret": True}``
 one that ``hftgw config show`` masks.
 """
 from __future__ import annotations
@@ -16,9 +16,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import tomllib
-import typing
-from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -52,7 +49,7 @@ class SymbolConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         "minimum price increment in price units of 1e-4 currency (100 = $0.01)"))] = 100
     max_qty: Annotated[int, Meta(gt=0, le=(1 << 63) - 1,
                                  description="largest order quantity, lots")] = 10_000_000
-    # -- pre-trade risk of the symbol (gateway/risk.pyx; 0 = no limit) --
+    # -- pre-trade risk of the symbol (gateway/risk/pretrade.pyx; 0 = no limit) --
     max_order_qty: Annotated[int, Meta(ge=0, description=(
         "pre-trade risk: largest order quantity, lots (MAX_ORDER_QTY); 0 = no limit"))] = 0
     max_notional: Annotated[int, Meta(ge=0, description=(
@@ -324,87 +321,6 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         return problems
 
 
-# -- field metadata ------------------------------------------------------------------------------
-class FieldDoc(msgspec.Struct, frozen=True):
-    """One key as the reference documents it."""
-
-    name: str
-    env: str
-    type: str
-    default: object
-    description: str
-    live: bool
-    secret: bool
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Annotated:
-        return _type_name(typing.get_args(tp)[0])
-    if origin is Literal:
-        return " \\| ".join(f'"{a}"' for a in typing.get_args(tp))
-    if origin is list:
-        return f"list of {_type_name(typing.get_args(tp)[0])}"
-    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
-        return "table"
-    return getattr(tp, "__name__", str(tp))
-
-
-def field_docs(struct: type[msgspec.Struct] = Config, prefix: str = "") -> list[FieldDoc]:
-    """Every key of ``struct`` with its environment variable, type, default and description,
-    in declaration order (tables of SymbolConfig are documented under ``symbols[].``)."""
-    hints = typing.get_type_hints(struct, include_extras=True)
-    out: list[FieldDoc] = []
-    for f in msgspec.structs.fields(struct):
-        tp = hints[f.name]
-        meta = [m for m in typing.get_args(tp)[1:] if isinstance(m, Meta)] \
-            if typing.get_origin(tp) is Annotated else []
-        desc = next((m.description for m in meta if m.description), "")
-        extra: dict[str, Any] = {}
-        for m in meta:
-            extra.update(m.extra or {})
-        if f.default is not msgspec.NODEFAULT:
-            default: object = f.default
-        elif f.default_factory is not msgspec.NODEFAULT:
-            default = f.default_factory()
-        else:
-            default = None
-        key = prefix + f.name
-        out.append(FieldDoc(key, ENV_PREFIX + key.upper() if not prefix else "", _type_name(tp),
-                            default, desc, bool(extra.get("live")), bool(extra.get("secret"))))
-    return out
-
-
-def live_keys() -> frozenset[str]:
-    """Top-level keys a SIGHUP reload may change in the running gateway."""
-    return frozenset(d.name for d in field_docs() if d.live)
-
-
-def secret_keys() -> frozenset[str]:
-    return frozenset(d.name for d in field_docs() if d.secret)
-
-
-def reference_markdown() -> str:
-    """The README's table of every key with its default (``hftgw config reference``)."""
-
-    def fmt(v: object) -> str:
-        if isinstance(v, list):
-            return ", ".join(s.name for s in v) if v and isinstance(v[0], SymbolConfig) else str(v)
-        return f"`{v!r}`".replace("'", '"') if isinstance(v, str) else f"`{v}`"
-
-    rows = ["| key | environment | type | default | live | meaning |",
-            "| --- | --- | --- | --- | --- | --- |"]
-    for d in field_docs():
-        rows.append(f"| `{d.name}` | `{d.env}` | {d.type} | {fmt(d.default)} | "
-                    f"{'yes' if d.live else ''} | {d.description} |")
-        if d.name == "symbols":
-            for s in field_docs(SymbolConfig, "symbols[]."):
-                rows.append(f"| `{s.name}` | (in `{d.env}` JSON) | {s.type} | "
-                            f"{fmt(s.default) if s.default is not None else 'required'} | "
-                            f"yes | {s.description} |")
-    return "\n".join(rows) + "\n"
-
-
 # -- helpers -------------------------------------------------------------------------------------
 def _limit_problems(where: str, lim: AccountLimits, names: set[str]) -> list[str]:
     problems = []
@@ -475,22 +391,6 @@ def mask_dsn(dsn: str) -> str:
     return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", rf"\g<1>{MASK}", dsn)
 
 
-def masked(cfg: Config) -> dict[str, Any]:
-    """The config as plain data with secrets masked (``hftgw config show``)."""
-    data: dict[str, Any] = msgspec.to_builtins(cfg)
-    for key in secret_keys():
-        value = data.get(key)
-        if not value:
-            continue
-        if key == "pg_dsn":
-            data[key] = mask_dsn(str(value))
-        elif key == "jwt_secret" and value == DEV_JWT_SECRET:
-            data[key] = value  # the published development default is no secret
-        else:
-            data[key] = MASK
-    return data
-
-
 def warnings_for(cfg: Config) -> list[str]:
     """Valid but risky settings, logged at start and printed by ``hftgw config check``."""
     out = []
@@ -504,113 +404,3 @@ def warnings_for(cfg: Config) -> list[str]:
 def changed_keys(old: Config, new: Config) -> list[str]:
     """Top-level keys whose values differ, in declaration order."""
     return [f for f in old.__struct_fields__ if getattr(old, f) != getattr(new, f)]
-
-
-# -- loading -------------------------------------------------------------------------------------
-def _struct_type(tp: Any) -> type[msgspec.Struct] | None:
-    if typing.get_origin(tp) is Annotated:
-        tp = typing.get_args(tp)[0]
-    return tp if isinstance(tp, type) and issubclass(tp, msgspec.Struct) else None
-
-
-def _json_valued(tp: Any) -> bool:
-    if typing.get_origin(tp) is Annotated:
-        tp = typing.get_args(tp)[0]
-    return typing.get_origin(tp) in (list, dict) or _struct_type(tp) is not None
-
-
-def _env_overrides(environ: Mapping[str, str], origin: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
-    out: dict[str, Any] = {}
-    errors: list[str] = []
-    hints = typing.get_type_hints(Config, include_extras=True)
-    for name in Config.__struct_fields__:
-        var = ENV_PREFIX + name.upper()
-        raw = environ.get(var)
-        if raw is not None:
-            origin[name] = var
-            if _json_valued(hints[name]):
-                try:
-                    out[name] = msgspec.json.decode(raw)
-                except msgspec.DecodeError as exc:
-                    errors.append(f"{name} (from {var}): not JSON: {exc}")
-            else:
-                out[name] = raw
-    return out, errors
-
-
-_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
-
-
-def _format_error(exc: msgspec.ValidationError, origin: Mapping[str, str]) -> tuple[str | None, list[str]]:
-    """(top-level key or None, messages) from a msgspec error, each message prefixed with the
-    key path and its source."""
-    m = _AT.match(str(exc))
-    assert m is not None
-    msg, path = m.group("msg"), (m.group("path") or "").lstrip(".")
-    unknown = re.match(r"Object contains unknown field `([^`]*)`", msg)
-    if unknown:
-        path = f"{path}.{unknown.group(1)}" if path else unknown.group(1)
-        msg = "unknown key (see `hftgw config reference` for the keys)"
-    top = re.split(r"[.\[]", path, maxsplit=1)[0] if path else None
-    if msg.startswith("Invalid enum value") and top in Config.__struct_fields__:
-        tp = typing.get_type_hints(Config, include_extras=True)[top]
-        choices = typing.get_args(typing.get_args(tp)[0] if typing.get_origin(tp) is Annotated else tp)
-        msg = f"{msg}, expected one of: {', '.join(map(str, choices))}"
-    lines = []
-    for line in msg.split("\n"):
-        key, sep, rest = line.partition(": ")
-        if path:
-            full, text = path, line
-        elif sep and re.fullmatch(r"[a-z_]+(\[\d+\])?(\.[a-z_]+)?", key):
-            full, text = key, rest  # a __post_init__ problem naming its own key
-        else:
-            full, text = "(config)", line
-        head = full.split(".")[0].split("[")[0]
-        src = origin.get(full) or origin.get(head)
-        text = text[0].lower() + text[1:] if text[:1].isupper() and text[1:2].islower() else text
-        if src and src.startswith(ENV_PREFIX):
-            lines.append(f"{full} (from {src}): {text}")
-        elif src:
-            lines.append(f"{src}: {full}: {text}")
-        else:
-            lines.append(f"{full}: {text}")
-    return top, lines
-
-
-def load_config(path: str | None = None, environ: Mapping[str, str] | None = None) -> Config:
-    """Build the effective config: embedded defaults < TOML file at ``path`` < environment
-    (``os.environ`` when ``environ`` is None).
-
-    Raises ConfigError listing every problem found, each with the key path, the source (file
-    or variable) and the reason; a file that cannot be read or parsed is one such problem.
-    """
-    data: dict[str, Any] = {}
-    origin: dict[str, str] = {}
-    if path:
-        try:
-            with open(path, "rb") as f:
-                data = tomllib.load(f)
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-        origin.update({k: path for k in data})
-    env, errors = _env_overrides(os.environ if environ is None else environ, origin)
-    data.update(env)
-    # One msgspec error at a time: report it, drop its key and try again, so that one run
-    # lists every broken key (semantic checks in __post_init__ run once the types are right).
-    for _ in range(len(data) + 1):
-        try:
-            # strict=False lets environment strings convert to ints/floats
-            cfg = msgspec.convert(data, Config, strict=False)
-        except msgspec.ValidationError as exc:
-            top, lines = _format_error(exc, origin)
-            errors.extend(lines)
-            if top is None or top not in data:
-                break
-            del data[top]
-        else:
-            if errors:
-                break
-            return cfg
-    raise ConfigError(errors)

@@ -6,8 +6,8 @@ import logging
 import socket
 import time
 
-from gateway.access import peer_host
 from gateway.engine import Engine
+from gateway.security.access import peer_host
 from matching.records import LoginRejectReason
 from protocol import codec
 from protocol.messages import Login, Logout

@@ -15,7 +15,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from gateway.client import LoginError, MessageInbox
+from gateway.clients.tcp import LoginError, MessageInbox
 from protocol import codec
 from protocol.messages import Heartbeat, Login, LoginAccepted, LoginRejected, Logout
 
