@@ -48,6 +48,7 @@ from persistence.copy_binary import (
     order_events_to_copy,
 )
 from persistence.event_log import EventLog
+from persistence.files import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -193,11 +194,7 @@ def write_divergence(directory: str, record: dict[str, Any]) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(directory)
 
 
 class SinkDiverged(Exception):

@@ -32,6 +32,7 @@ import struct
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+from persistence.files import fsync_dir, truncate_durably
 from persistence.journal import crc32c
 
 log = logging.getLogger(__name__)
@@ -73,14 +74,6 @@ class FrameInfo:
     tag: int
     count: int
     payload_len: int
-
-
-def _fsync_dir(directory: str) -> None:
-    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def frame_at(mv: memoryview, off: int, size: int) -> tuple[int, int, int, int, int] | None:
@@ -235,12 +228,7 @@ class SegmentLog:
         if damaged:
             log.warning("segment log %s: torn or corrupt tail at byte offset %d (%d bytes after the "
                         "last good frame), truncating there", path, off, size - off)
-            wfd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-            try:
-                os.ftruncate(wfd, off)
-                os.fsync(wfd)
-            finally:
-                os.close(wfd)
+            truncate_durably(path, off)
 
     def _open_active(self, no: int) -> None:
         self._fd = os.open(self.path(no), os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
@@ -357,7 +345,7 @@ class SegmentLog:
             os.fdatasync(self._fd)
             self._active_dirty = False
         if self._dir_dirty:
-            _fsync_dir(self._directory)
+            fsync_dir(self._directory)
             self._dir_dirty = False
 
     def remove_segments(self, predicate: Callable[[int], bool]) -> list[int]:
@@ -407,18 +395,13 @@ class SegmentLog:
                     out.write(tail)
                     out.flush()
                     os.fsync(out.fileno())
-                fd = os.open(src, os.O_WRONLY | os.O_CLOEXEC)
-                try:
-                    os.ftruncate(fd, offset)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                truncate_durably(src, offset)
                 moved += len(tail)
             else:
                 moved += os.path.getsize(src)
                 os.rename(src, dst)
-        _fsync_dir(dest_dir)
-        _fsync_dir(self._directory)
+        fsync_dir(dest_dir)
+        fsync_dir(self._directory)
         self._release()
         return moved
 

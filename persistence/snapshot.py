@@ -25,6 +25,7 @@ import struct
 import time
 from collections.abc import Callable, Iterable, Mapping
 
+from persistence.files import fsync_dir
 from persistence.journal import crc32c
 
 log = logging.getLogger("hftgw.snapshot")
@@ -145,14 +146,6 @@ def list_snapshots(directory: str) -> list[tuple[int, str]]:
     return found
 
 
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_snapshot(directory: str, seq: int, parts: Mapping[str, bytes],
                    pre_commit: Iterable[Callable[[], None]] = ()) -> str:
     """Write the snapshot of ``parts`` (name -> bytes) at command ``seq`` durably and return its
@@ -181,7 +174,7 @@ def write_snapshot(directory: str, seq: int, parts: Mapping[str, bytes],
         except FileNotFoundError:
             pass
         raise
-    _fsync_dir(directory)
+    fsync_dir(directory)
     return path
 
 
@@ -232,5 +225,5 @@ def prune(directory: str, keep: int, remove_temp: bool = True) -> list[str]:
             os.unlink(path)
             removed.append(path)
     if removed:
-        _fsync_dir(directory)
+        fsync_dir(directory)
     return removed

@@ -55,6 +55,7 @@ async def trade(server: ServerProcess, seconds: float, seed: int) -> list[Stream
     await asyncio.gather(*streams)
     for c in clients:
         await c.settle(0.2)
+        await c.close()
     return clients
 
 
@@ -80,6 +81,15 @@ def regenerated(server: ServerProcess, scratch: Path) -> Engine:
                              symbols=ENV["HFTGW_SYMBOLS"]))
     eng.recover()
     return eng
+
+
+def journal_fills(ref: Engine) -> dict[int, tuple[int, int]]:
+    """trade id -> (price, qty) of every fill in the regenerated engine's event log."""
+    assert ref.event_log is not None
+    no, data = ref.event_log.read(1, 1 << 30)
+    assert no == 1
+    events = (unpack_event(data, off) for off in range(0, len(data), EVENT_SIZE))
+    return {ev["ref"]: (ev["price"], ev["qty"]) for ev in events if ev["type"] == EventType.EVT_FILL}
 
 
 def store_bytes(directory: Path, sessions: list[int]) -> dict[int, bytes]:
@@ -116,13 +126,7 @@ def test_journal_behind_store_event_log_and_postgres(tmp_path: Path, pg_dsn: str
                                              "HFTGW_SNAPSHOT_INTERVAL_COMMANDS": "0"})
     server.start()
 
-    async def first_day() -> list[StreamingClient]:
-        clients = await trade(server, 0.6, seed=3)
-        for c in clients:
-            await c.close()
-        return clients
-
-    before = asyncio.run(first_day())
+    before = asyncio.run(trade(server, 0.6, seed=3))
     wait_sink_caught_up(server)
     server.kill()
     sessions = sorted(c.view.session_id for c in before)
@@ -172,10 +176,7 @@ def test_journal_behind_store_event_log_and_postgres(tmp_path: Path, pg_dsn: str
             raise AssertionError("a login past the journal's end was accepted")
         except LoginError as exc:
             assert exc.reason == LoginRejectReason.LOGIN_INVALID_SEQUENCE, exc
-        clients = await trade(server, 0.4, seed=11)
-        for c in clients:
-            await c.close()
-        return clients
+        return await trade(server, 0.4, seed=11)
 
     after = asyncio.run(second_day())
     wait_sink_caught_up(server)
@@ -188,14 +189,7 @@ def test_journal_behind_store_event_log_and_postgres(tmp_path: Path, pg_dsn: str
         sessions = sorted(set(sessions) | {c.view.session_id for c in after})
         assert store_bytes(server.journal_dir, sessions) == {
             sid: ref.store.read(sid, 1)[0] for sid in sessions}
-        assert ref.event_log is not None
-        want_fills: dict[int, tuple[int, int]] = {}
-        no, data = ref.event_log.read(1, 1 << 30)
-        assert no == 1
-        for off in range(0, len(data), EVENT_SIZE):
-            ev = unpack_event(data, off)
-            if ev["type"] == EventType.EVT_FILL:
-                want_fills[ev["ref"]] = (ev["price"], ev["qty"])
+        want_fills = journal_fills(ref)
     finally:
         ref.close()
         ref.audit.close()
@@ -218,8 +212,6 @@ def test_journal_behind_shutdown_snapshot_refuses_then_continues_from_it(tmp_pat
 
     async def day() -> tuple[list[StreamingClient], Books]:
         clients = await trade(server, 0.5, seed=5)
-        for c in clients:
-            await c.close()
         return clients, expected_books(c.view for c in clients)
 
     clients, books = asyncio.run(day())
@@ -273,11 +265,7 @@ def test_postgres_ahead_of_the_journal_stops_the_sink_until_repaired(tmp_path: P
                                              "HFTGW_SNAPSHOT_INTERVAL_COMMANDS": "0"})
     server.start()
 
-    async def day(seed: int) -> None:
-        for c in await trade(server, 0.4, seed=seed):
-            await c.close()
-
-    asyncio.run(day(7))
+    asyncio.run(trade(server, 0.4, seed=7))
     wait_sink_caught_up(server)
     server.kill()
     # the journal, the store and the event log lost the same tail: nothing local is ahead, but
@@ -290,7 +278,7 @@ def test_postgres_ahead_of_the_journal_stops_the_sink_until_repaired(tmp_path: P
     rows_before = asyncio.run(pg_rows(pg_dsn, count))[0]
 
     server.start()
-    asyncio.run(day(9))   # order entry goes on
+    asyncio.run(trade(server, 0.4, seed=9))   # order entry goes on
     deadline = time.monotonic() + 10
     while metric_value(scrape(server.cfg)[1], "hftgw_sink_diverged") != 1:
         assert time.monotonic() < deadline, server.log()
@@ -310,11 +298,7 @@ def test_postgres_ahead_of_the_journal_stops_the_sink_until_repaired(tmp_path: P
     server.close()
     ref = regenerated(server, tmp_path / "ref")
     try:
-        assert ref.event_log is not None
-        _, data = ref.event_log.read(1, 1 << 30)
-        want = {ev["ref"]: (ev["price"], ev["qty"]) for ev in
-                (unpack_event(data, off) for off in range(0, len(data), EVENT_SIZE))
-                if ev["type"] == EventType.EVT_FILL}
+        want = journal_fills(ref)
     finally:
         ref.close()
         ref.audit.close()
