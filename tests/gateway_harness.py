@@ -18,6 +18,8 @@ from gateway.config.load import load_config
 from gateway.config.schema import Config
 from gateway.security.auth import mint_token
 from gateway.server import Gateway
+from matching.records import OrdType, TimeInForce
+from protocol.messages import NewOrder
 
 
 def free_port() -> int:
@@ -121,3 +123,11 @@ def serve_process(journal_dir: Path, extra_env: dict[str, str] | None = None
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def limit(cl: int, side: int, price: int, qty: int, symbol: str = "AAPL",
+          tif: int = TimeInForce.TIF_GTC, flags: int = 0) -> NewOrder:
+    """A limit order of ``qty`` lots at ``price`` (1e-4 units), GTC unless ``tif`` says
+    otherwise, the session's default self-trade prevention."""
+    return NewOrder(cl_ord_id=cl, price=price, order_qty=qty, symbol=symbol, side=side,
+                    ord_type=OrdType.ORD_LIMIT, time_in_force=tif, flags=flags)

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gateway_harness import login, scrape, serve_process
+from gateway_harness import limit, login, scrape, serve_process
 
-from matching.records import OrdType, Side, TimeInForce
+from matching.records import Side
 from protocol.messages import CancelOrder, NewOrder
 
 CHROMIUM = "/usr/bin/chromium"
@@ -52,9 +52,8 @@ def browser(tmp_path: Path) -> Iterator[Any]:
         shutil.rmtree(tmp_path / "chromium-profile", ignore_errors=True)
 
 
-def limit(cl: int, side: int, price: int, qty: int) -> NewOrder:
-    return NewOrder(cl_ord_id=cl, price=price, order_qty=qty, symbol="AMZN", side=side,
-                    ord_type=OrdType.ORD_LIMIT, time_in_force=TimeInForce.TIF_GTC)
+def amzn(cl: int, side: int, price: int, qty: int) -> NewOrder:
+    return limit(cl, side, price, qty, symbol="AMZN")
 
 
 async def trade(cfg: Any, steps: list[tuple[str, Any]]) -> None:
@@ -85,15 +84,15 @@ def test_book_page_follows_the_market_in_a_real_browser(tmp_path: Path, browser:
         status, html = scrape(cfg, "/book/AMZN")
         assert status == 200 and '"symbol": "AMZN"' in html
         # a book before the page opens: the page starts from the snapshot
-        asyncio.run(trade(cfg, [("alice", limit(1, Side.SIDE_SELL, 1_500_500, 50))]))
+        asyncio.run(trade(cfg, [("alice", amzn(1, Side.SIDE_SELL, 1_500_500, 50))]))
         browser.get(f"http://{cfg.metrics_listen}/book/AMZN")
         wait = WebDriverWait(browser, 20, poll_frequency=0.05)
         wait.until(lambda d: text(d, "status") == "connected" and ladder(d) == [("ask", 1_500_500, 50)])
         assert text(browser, "symbol") == "AMZN" and text(browser, "ask-px") == "150.05"
         asyncio.run(trade(cfg, [
-            ("alice", limit(2, Side.SIDE_SELL, 1_500_000, 100)),
-            ("bob", limit(1, Side.SIDE_BUY, 1_500_100, 40)),     # trades 40 at 150.00
-            ("carol", limit(1, Side.SIDE_BUY, 1_499_000, 30)),
+            ("alice", amzn(2, Side.SIDE_SELL, 1_500_000, 100)),
+            ("bob", amzn(1, Side.SIDE_BUY, 1_500_100, 40)),     # trades 40 at 150.00
+            ("carol", amzn(1, Side.SIDE_BUY, 1_499_000, 30)),
         ]))
         wait.until(lambda d: ladder(d) == [("ask", 1_500_500, 50), ("ask", 1_500_000, 60),
                                            ("bid", 1_499_000, 30)])
@@ -106,7 +105,7 @@ def test_book_page_follows_the_market_in_a_real_browser(tmp_path: Path, browser:
         # a cancel and a sweep: the ladder, the BBO and the trades follow
         asyncio.run(trade(cfg, [
             ("carol", CancelOrder(cl_ord_id=2, orig_cl_ord_id=1, symbol="AMZN")),
-            ("dave", limit(1, Side.SIDE_BUY, 1_500_500, 70)),   # 60 at 150.00, 10 at 150.05
+            ("dave", amzn(1, Side.SIDE_BUY, 1_500_500, 70)),   # 60 at 150.00, 10 at 150.05
         ]))
         wait.until(lambda d: ladder(d) == [("ask", 1_500_500, 40)])
         wait.until(lambda d: text(d, "trade-count") == "3" and text(d, "bid-px") == "-")

@@ -19,8 +19,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from gateway_harness import login, make_config, running_gateway, scrape, serve_process
-from test_gateway import limit
+from gateway_harness import limit, login, make_config, running_gateway, scrape, serve_process
 
 from gateway.config.directory import parse_directory
 from gateway.config.load import load_config

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import jwt
 import pytest
-from gateway_harness import login, make_config, metric_value, running_gateway, scrape
+from gateway_harness import limit, login, make_config, metric_value, running_gateway, scrape
 
 from gateway.clients.tcp import LoginError
 from gateway.security.auth import mint_token
@@ -45,12 +45,6 @@ from protocol.messages import (
 
 BUY, SELL = Side.SIDE_BUY, Side.SIDE_SELL
 GTC, IOC = TimeInForce.TIF_GTC, TimeInForce.TIF_IOC
-
-
-def limit(cl: int, side: int, price: int, qty: int, symbol: str = "AAPL", tif: int = GTC,
-          flags: int = 0) -> NewOrder:
-    return NewOrder(cl_ord_id=cl, price=price, order_qty=qty, symbol=symbol, side=side,
-                    ord_type=OrdType.ORD_LIMIT, time_in_force=tif, flags=flags, stp_mode=0)
 
 
 async def test_order_ack_fill_and_book(tmp_path: Path) -> None:

@@ -9,17 +9,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
-from gateway_harness import free_port, login, make_config, metric_value, running_gateway, scrape
+from gateway_harness import free_port, limit, login, make_config, metric_value, running_gateway, scrape
 from test_pg_sink import TcpProxy
 
 from gateway.clients.tcp import OrderClient
-from matching.records import OrdType, Side, TimeInForce
+from matching.records import Side
 from protocol.messages import CancelOrder, Execution, NewOrder, OrderAccepted, OrderCanceled, OrderRejected
 
 
 def order(cl: int, side: int, price: int, qty: int) -> NewOrder:
-    return NewOrder(cl_ord_id=cl, price=price, order_qty=qty, symbol="GOOG", side=side,
-                    ord_type=OrdType.ORD_LIMIT, time_in_force=TimeInForce.TIF_GTC)
+    return limit(cl, side, price, qty, symbol="GOOG")
 
 
 async def _rows(dsn: str) -> list[asyncpg.Record]:

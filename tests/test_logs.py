@@ -11,8 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gateway_harness import login, make_config, metric_value, running_gateway, scrape
-from test_gateway import limit
+from gateway_harness import limit, login, make_config, metric_value, running_gateway, scrape
 
 from gateway import logs
 from gateway.clients.tcp import LoginError, OrderClient

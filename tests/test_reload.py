@@ -13,8 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from gateway_harness import free_port, login, metric_value, running_gateway, scrape
-from test_gateway import limit
+from gateway_harness import free_port, limit, login, metric_value, running_gateway, scrape
 
 from gateway import logs
 from gateway.cli.main import serve_pids

@@ -16,12 +16,13 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from gateway_harness import limit as order
 from gateway_harness import make_config, metric_value, running_gateway, scrape
 
 from gateway.clients.tcp import LoginError, OrderClient
 from gateway.config.schema import Config
 from gateway.security.auth import mint_token
-from matching.records import LoginRejectReason, OrdType, RejectReason, Side, TimeInForce
+from matching.records import LoginRejectReason, RejectReason, Side
 from protocol import codec
 from protocol.messages import (
     CancelOrder,
@@ -30,7 +31,6 @@ from protocol.messages import (
     Login,
     LoginRejected,
     Logout,
-    NewOrder,
     OrderAccepted,
     PositionQuery,
     PositionReport,
@@ -40,11 +40,6 @@ from protocol.session import LogoutReason
 
 L = LoginRejectReason
 BUY, SELL = Side.SIDE_BUY, Side.SIDE_SELL
-
-
-def order(cl: int, side: int, price: int, qty: int, symbol: str = "AAPL") -> NewOrder:
-    return NewOrder(cl_ord_id=cl, price=price, order_qty=qty, symbol=symbol, side=side,
-                    ord_type=OrdType.ORD_LIMIT, time_in_force=TimeInForce.TIF_GTC)
 
 
 def hostport(cfg: Config) -> tuple[str, int]:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from gateway_harness import (
+    limit,
     login,
     make_config,
     metric_value,
@@ -27,9 +28,7 @@ from matching.records import (
     CancelReason,
     EventType,
     LoginRejectReason,
-    OrdType,
     Side,
-    TimeInForce,
     pack_event,
 )
 from matching.ring import SpscRing
@@ -40,18 +39,12 @@ from protocol.messages import (
     BookSnapshot,
     Execution,
     MassCancelDone,
-    NewOrder,
     OrderAccepted,
     OrderCanceled,
 )
 from protocol.outbound import Outbound
 
 BUY, SELL = Side.SIDE_BUY, Side.SIDE_SELL
-
-
-def limit(cl: int, side: int, price: int, qty: int, symbol: str = "AAPL") -> NewOrder:
-    return NewOrder(cl_ord_id=cl, price=price, order_qty=qty, symbol=symbol, side=side,
-                    ord_type=OrdType.ORD_LIMIT, time_in_force=TimeInForce.TIF_GTC)
 
 
 def frames(msgs: list[Any]) -> bytes:

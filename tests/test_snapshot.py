@@ -15,8 +15,7 @@ from typing import Any
 import msgspec
 import pytest
 from command_stream import ADD, SESSIONS, SYMBOLS, account_of, seeded_stream
-from gateway_harness import login, make_config, metric_value, scrape, serve_process
-from test_gateway import BUY, SELL, limit
+from gateway_harness import limit, login, make_config, metric_value, scrape, serve_process
 
 from gateway.engine import Engine, SnapshotMismatch
 from gateway.risk.pretrade import AdminAction, RiskEngine, RiskField, admin_record
@@ -27,6 +26,7 @@ from matching.records import (
     UNKNOWN_SYMBOL,
     CommandType,
     EventType,
+    Side,
     pack_command,
     unpack_event,
 )
@@ -45,6 +45,8 @@ from persistence.snapshot import (
 from protocol.codec import decode_frames
 from protocol.messages import BookQuery, BookSnapshot, Execution, OrderAccepted
 from protocol.outbound import Outbound
+
+BUY, SELL = Side.SIDE_BUY, Side.SIDE_SELL
 
 PARTS = {"core": b"\x01\x02\x03" * 50, "engine": b'{"v": 1}', "empty": b"", "risk": bytes(range(256))}
 

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from gateway_harness import login, make_config, running_gateway
-from test_gateway import limit
+from gateway_harness import limit, login, make_config, running_gateway
 
 from gateway.engine import Engine, LegacyJournalError
 from matching.core import MatchingCore
