@@ -391,3 +391,21 @@ async def connect_all(clients: list[StreamingClient], timeout: float = 10.0) -> 
 def snapshot_levels(s: BookSnapshot) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
     return ([(lv.price, lv.size, lv.order_count) for lv in s.bids],
             [(lv.price, lv.size, lv.order_count) for lv in s.asks])
+
+
+async def stream_for(server: ServerProcess, seconds: float, accounts: Iterable[str], seed: int,
+                     batch: int = 10) -> list[StreamingClient]:
+    """Log one StreamingClient per account in, stream orders from all of them for ``seconds``,
+    wait until their answers are in and log them out; returns the clients (their views hold
+    everything they were sent)."""
+    clients = [StreamingClient(server, a, seed=seed + i) for i, a in enumerate(accounts)]
+    await connect_all(clients)
+    stop = asyncio.Event()
+    streams = [asyncio.create_task(c.stream(stop, batch=batch)) for c in clients]
+    await asyncio.sleep(seconds)
+    stop.set()
+    await asyncio.gather(*streams)
+    for c in clients:
+        await c.settle(0.2)
+        await c.close()
+    return clients

@@ -2,6 +2,7 @@
 separate ``hftgw serve`` process."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -19,7 +20,8 @@ from gateway.config.schema import Config
 from gateway.security.auth import mint_token
 from gateway.server import Gateway
 from matching.records import OrdType, TimeInForce
-from protocol.messages import NewOrder
+from protocol import codec
+from protocol.messages import Message, NewOrder
 
 
 def free_port() -> int:
@@ -131,3 +133,27 @@ def limit(cl: int, side: int, price: int, qty: int, symbol: str = "AAPL",
     otherwise, the session's default self-trade prevention."""
     return NewOrder(cl_ord_id=cl, price=price, order_qty=qty, symbol=symbol, side=side,
                     ord_type=OrdType.ORD_LIMIT, time_in_force=tif, flags=flags)
+
+
+async def raw_exchange(cfg: Config, data: bytes, timeout: float = 3.0, *,
+                       until_close: bool = True) -> tuple[list[Message], float]:
+    """Send ``data`` on a new order-entry connection and decode what comes back: everything
+    until the server closes (``until_close``), or the first read that holds a whole message.
+    Returns (messages, seconds until then).  Raises TimeoutError when nothing more arrives
+    within ``timeout`` s."""
+    host, port = cfg.listen.rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    t0 = time.monotonic()
+    writer.write(data)
+    buf = b""
+    try:
+        while True:
+            chunk = await asyncio.wait_for(reader.read(65536), timeout)
+            if not chunk:
+                break
+            buf += chunk
+            if not until_close and codec.decode_frames(buf)[0]:
+                break
+    finally:
+        writer.close()
+    return codec.decode_frames(buf)[0], time.monotonic() - t0

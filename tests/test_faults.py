@@ -24,6 +24,7 @@ from fault_harness import (
     connect_all,
     expected_books,
     snapshot_levels,
+    stream_for,
 )
 from gateway_harness import make_config
 from reference_book import ReferenceCore
@@ -282,21 +283,8 @@ def test_truncated_last_record_keeps_every_earlier_one(tmp_path: Path) -> None:
     # small segments: the last record is in the last of several segment files
     server = ServerProcess(tmp_path / "src", {"HFTGW_JOURNAL_SEGMENT_BYTES": "4096"})
 
-    async def build() -> list[StreamingClient]:
-        server.start()
-        clients = [StreamingClient(server, a, seed=40 + i) for i, a in enumerate(ACCOUNTS[:2])]
-        await connect_all(clients)
-        stop = asyncio.Event()
-        streams = [asyncio.create_task(c.stream(stop, batch=10)) for c in clients]
-        await asyncio.sleep(0.3)
-        stop.set()
-        await asyncio.gather(*streams)
-        for c in clients:
-            await c.settle(0.2)
-            await c.close()
-        return clients
-
-    clients = asyncio.run(build())
+    server.start()
+    clients = asyncio.run(stream_for(server, 0.3, ACCOUNTS[:2], seed=40))
     # a torn tail comes from a crash: a clean stop would leave a shutdown snapshot that already
     # holds the last record (and retention would have removed the segments before it)
     server.kill()

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import jwt
 import pytest
-from gateway_harness import limit, login, make_config, metric_value, running_gateway, scrape
+from gateway_harness import limit, login, make_config, metric_value, raw_exchange, running_gateway, scrape
 
 from gateway.clients.tcp import LoginError
+from gateway.config.schema import Config
 from gateway.security.auth import mint_token
 from matching.records import (
     CancelReason,
@@ -34,6 +35,7 @@ from protocol.messages import (
     Logout,
     MassCancel,
     MassCancelDone,
+    Message,
     NewOrder,
     OrderAccepted,
     OrderCanceled,
@@ -141,25 +143,8 @@ async def test_every_order_reject_code(tmp_path: Path) -> None:
         await c.logout()
 
 
-async def _raw(cfg, data: bytes, read_until_close: bool = True) -> list:  # type: ignore[no-untyped-def]
-    host, port = cfg.listen.rsplit(":", 1)
-    reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(data)
-    buf = b""
-    try:
-        while True:
-            chunk = await asyncio.wait_for(reader.read(65536), 3.0)
-            if not chunk:
-                break
-            buf += chunk
-            if not read_until_close:
-                msgs, _ = codec.decode_frames(buf)
-                if msgs:
-                    break
-    finally:
-        writer.close()
-    msgs, _ = codec.decode_frames(buf)
-    return msgs
+async def _raw(cfg: Config, data: bytes, read_until_close: bool = True) -> list[Message]:
+    return (await raw_exchange(cfg, data, until_close=read_until_close))[0]
 
 
 async def test_session_level_rejects_and_disconnects(tmp_path: Path) -> None:

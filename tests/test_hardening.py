@@ -9,9 +9,8 @@ import socket
 import struct
 import time
 from pathlib import Path
-from typing import Any
 
-from gateway_harness import login, make_config, metric_value, running_gateway, scrape
+from gateway_harness import login, make_config, metric_value, raw_exchange, running_gateway, scrape
 
 from gateway.config.schema import Config
 from gateway.security.auth import mint_token
@@ -33,25 +32,6 @@ def login_frame(cfg: Config, account: str) -> bytes:
                               cancel_on_disconnect=0, token=mint_token(cfg.jwt_secret, account)))
 
 
-async def exchange(cfg: Config, data: bytes, timeout: float = 3.0) -> tuple[list[Any], float]:
-    """Send ``data`` on a new connection; the messages until the server closes, and how long
-    that took."""
-    host, port = cfg.listen.rsplit(":", 1)
-    reader, writer = await asyncio.open_connection(host, int(port))
-    t0 = time.monotonic()
-    writer.write(data)
-    buf = b""
-    try:
-        while True:
-            chunk = await asyncio.wait_for(reader.read(65536), timeout)
-            if not chunk:
-                break
-            buf += chunk
-    finally:
-        writer.close()
-    return codec.decode_frames(buf)[0], time.monotonic() - t0
-
-
 async def test_oversized_and_inconsistent_length_fields(tmp_path: Path) -> None:
     cfg = make_config(tmp_path)
     async with running_gateway(cfg) as gw:
@@ -69,13 +49,13 @@ async def test_oversized_and_inconsistent_length_fields(tmp_path: Path) -> None:
             + struct.pack("<HH", 20, 65535),
         ]
         for data in cases:
-            msgs, took = await exchange(cfg, data)
+            msgs, took = await raw_exchange(cfg, data)
             assert [type(m).__name__ for m in msgs] == ["SessionReject", "Logout"], data[:16]
             assert msgs[0].reason == RejectReason.REJ_MALFORMED
             assert msgs[1].reason == LogoutReason.PROTOCOL_ERROR
             assert took < 1.0                         # answered at once, nothing awaited
         # the same after login: the session ends, the rest of the gateway does not notice
-        msgs, _ = await exchange(cfg, login_frame(cfg, "eve") + cases[0])
+        msgs, _ = await raw_exchange(cfg, login_frame(cfg, "eve") + cases[0])
         assert [type(m).__name__ for m in msgs] == ["LoginAccepted", "SessionReject", "Logout"]
         c = await login(cfg, "alice")
         c.send(order(1, BUY, 1_000_000))
@@ -136,7 +116,7 @@ async def test_a_client_that_never_logs_in_is_dropped(tmp_path: Path) -> None:
         assert isinstance(msgs[-1], Logout) and msgs[-1].reason == LogoutReason.LOGIN_TIMEOUT
         assert 0.35 < took < 2.0
         # half a frame announced as 65535 bytes, then silence: the same end, bounded memory
-        msgs, took = await exchange(cfg, struct.pack(">IH", 65535, 0xEB50) + bytes(1000))
+        msgs, took = await raw_exchange(cfg, struct.pack(">IH", 65535, 0xEB50) + bytes(1000))
         assert [type(m).__name__ for m in msgs] == ["Logout"] and msgs[0].reason == LogoutReason.LOGIN_TIMEOUT
         _, text = scrape(cfg)
         assert metric_value(text, "hftgw_login_timeouts_total") == 2

@@ -10,10 +10,12 @@ real PostgreSQL, the files as the gateway wrote them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -25,6 +27,7 @@ from fault_harness import (
     connect_all,
     expected_books,
     snapshot_levels,
+    stream_for,
 )
 from gateway_harness import make_config, metric_value, scrape
 
@@ -45,20 +48,6 @@ def cli(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
                           cwd=WORKTREE, capture_output=True, text=True, timeout=60)
 
 
-async def trade(server: ServerProcess, seconds: float, seed: int) -> list[StreamingClient]:
-    clients = [StreamingClient(server, a, seed=seed + i) for i, a in enumerate(ACCOUNTS)]
-    await connect_all(clients)
-    stop = asyncio.Event()
-    streams = [asyncio.create_task(c.stream(stop, batch=10)) for c in clients]
-    await asyncio.sleep(seconds)
-    stop.set()
-    await asyncio.gather(*streams)
-    for c in clients:
-        await c.settle(0.2)
-        await c.close()
-    return clients
-
-
 def cut_journal(server: ServerProcess, keep_fraction: float) -> int:
     """Keep the first ``keep_fraction`` of the journal's records (what a power loss leaves of
     unsynced writes); returns the records kept."""
@@ -70,9 +59,10 @@ def cut_journal(server: ServerProcess, keep_fraction: float) -> int:
     return keep
 
 
-def regenerated(server: ServerProcess, scratch: Path) -> Engine:
+@contextlib.contextmanager
+def regenerated(server: ServerProcess, scratch: Path) -> Iterator[Engine]:
     """An engine that replayed a copy of the journal alone (no snapshot, store or event log):
-    the one history the journal explains.  Caller closes it."""
+    the one history the journal explains."""
     scratch.mkdir()
     for p in server.journal_dir.iterdir():
         if SEGMENT_RE.match(p.name):
@@ -80,7 +70,11 @@ def regenerated(server: ServerProcess, scratch: Path) -> Engine:
     eng = Engine(make_config(scratch, pg_dsn="postgresql://unused@127.0.0.1:9/none",
                              symbols=ENV["HFTGW_SYMBOLS"]))
     eng.recover()
-    return eng
+    try:
+        yield eng
+    finally:
+        eng.close()
+        eng.audit.close()
 
 
 def journal_fills(ref: Engine) -> dict[int, tuple[int, int]]:
@@ -126,7 +120,7 @@ def test_journal_behind_store_event_log_and_postgres(tmp_path: Path, pg_dsn: str
                                              "HFTGW_SNAPSHOT_INTERVAL_COMMANDS": "0"})
     server.start()
 
-    before = asyncio.run(trade(server, 0.6, seed=3))
+    before = asyncio.run(stream_for(server, 0.6, ACCOUNTS, seed=3))
     wait_sink_caught_up(server)
     server.kill()
     sessions = sorted(c.view.session_id for c in before)
@@ -176,7 +170,7 @@ def test_journal_behind_store_event_log_and_postgres(tmp_path: Path, pg_dsn: str
             raise AssertionError("a login past the journal's end was accepted")
         except LoginError as exc:
             assert exc.reason == LoginRejectReason.LOGIN_INVALID_SEQUENCE, exc
-        return await trade(server, 0.4, seed=11)
+        return await stream_for(server, 0.4, ACCOUNTS, seed=11)
 
     after = asyncio.run(second_day())
     wait_sink_caught_up(server)
@@ -184,15 +178,11 @@ def test_journal_behind_store_event_log_and_postgres(tmp_path: Path, pg_dsn: str
     assert code == 0, server.log()
 
     # the store, event log and PostgreSQL now hold exactly the history the journal explains
-    ref = regenerated(server, tmp_path / "ref-2")
-    try:
+    with regenerated(server, tmp_path / "ref-2") as ref:
         sessions = sorted(set(sessions) | {c.view.session_id for c in after})
         assert store_bytes(server.journal_dir, sessions) == {
             sid: ref.store.read(sid, 1)[0] for sid in sessions}
         want_fills = journal_fills(ref)
-    finally:
-        ref.close()
-        ref.audit.close()
     # every trade id in fills has the content the journal gives it; the rows of the lost
     # history are in fills_lost as they were, none dropped
     rows = asyncio.run(pg_rows(pg_dsn, "SELECT trade_id, price, qty FROM fills"))
@@ -211,7 +201,7 @@ def test_journal_behind_shutdown_snapshot_refuses_then_continues_from_it(tmp_pat
     server.start()
 
     async def day() -> tuple[list[StreamingClient], Books]:
-        clients = await trade(server, 0.5, seed=5)
+        clients = await stream_for(server, 0.5, ACCOUNTS, seed=5)
         return clients, expected_books(c.view for c in clients)
 
     clients, books = asyncio.run(day())
@@ -265,7 +255,7 @@ def test_postgres_ahead_of_the_journal_stops_the_sink_until_repaired(tmp_path: P
                                              "HFTGW_SNAPSHOT_INTERVAL_COMMANDS": "0"})
     server.start()
 
-    asyncio.run(trade(server, 0.4, seed=7))
+    asyncio.run(stream_for(server, 0.4, ACCOUNTS, seed=7))
     wait_sink_caught_up(server)
     server.kill()
     # the journal, the store and the event log lost the same tail: nothing local is ahead, but
@@ -278,7 +268,7 @@ def test_postgres_ahead_of_the_journal_stops_the_sink_until_repaired(tmp_path: P
     rows_before = asyncio.run(pg_rows(pg_dsn, count))[0]
 
     server.start()
-    asyncio.run(trade(server, 0.4, seed=9))   # order entry goes on
+    asyncio.run(stream_for(server, 0.4, ACCOUNTS, seed=9))   # order entry goes on
     deadline = time.monotonic() + 10
     while metric_value(scrape(server.cfg)[1], "hftgw_sink_diverged") != 1:
         assert time.monotonic() < deadline, server.log()
@@ -296,11 +286,7 @@ def test_postgres_ahead_of_the_journal_stops_the_sink_until_repaired(tmp_path: P
     wait_sink_caught_up(server)
     assert metric_value(scrape(server.cfg)[1], "hftgw_sink_diverged") == 0
     server.close()
-    ref = regenerated(server, tmp_path / "ref")
-    try:
+    with regenerated(server, tmp_path / "ref") as ref:
         want = journal_fills(ref)
-    finally:
-        ref.close()
-        ref.audit.close()
     rows = asyncio.run(pg_rows(pg_dsn, "SELECT trade_id, price, qty FROM fills"))
     assert {r[0]: (r[1], r[2]) for r in rows} == want

@@ -17,7 +17,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from gateway_harness import limit as order
-from gateway_harness import make_config, metric_value, running_gateway, scrape
+from gateway_harness import make_config, metric_value, raw_exchange, running_gateway, scrape
 
 from gateway.clients.tcp import LoginError, OrderClient
 from gateway.config.schema import Config
@@ -31,6 +31,7 @@ from protocol.messages import (
     Login,
     LoginRejected,
     Logout,
+    Message,
     OrderAccepted,
     PositionQuery,
     PositionReport,
@@ -40,6 +41,11 @@ from protocol.session import LogoutReason
 
 L = LoginRejectReason
 BUY, SELL = Side.SIDE_BUY, Side.SIDE_SELL
+
+
+async def raw_messages(cfg: Config, data: bytes, timeout: float = 3.0) -> list[Message]:
+    """Send bytes on a fresh connection and read until the server closes it."""
+    return (await raw_exchange(cfg, data, timeout))[0]
 
 
 def hostport(cfg: Config) -> tuple[str, int]:
@@ -57,22 +63,6 @@ async def refused(cfg: Config, token: str) -> int:
         c = await connect(cfg, token)
         await c.close()
     return e.value.reason
-
-
-async def raw_session(cfg: Config, data: bytes, timeout: float = 3.0) -> list[Any]:
-    """Send bytes on a fresh connection and read until the server closes it."""
-    reader, writer = await asyncio.open_connection(*hostport(cfg))
-    writer.write(data)
-    buf = b""
-    try:
-        while True:
-            chunk = await asyncio.wait_for(reader.read(65536), timeout)
-            if not chunk:
-                break
-            buf += chunk
-    finally:
-        writer.close()
-    return codec.decode_frames(buf)[0]
 
 
 def audit_lines(cfg: Config) -> list[dict[str, Any]]:
@@ -222,7 +212,7 @@ async def test_roles_on_order_entry(tmp_path: Path) -> None:
 async def test_orders_before_login_count_as_violations(tmp_path: Path) -> None:
     cfg = make_config(tmp_path, max_role_violations=2)
     async with running_gateway(cfg):
-        msgs = await raw_session(cfg, codec.encode(order(1, BUY, 1_000_000, 1)) * 5)
+        msgs = await raw_messages(cfg, codec.encode(order(1, BUY, 1_000_000, 1)) * 5)
         assert [type(m).__name__ for m in msgs] == ["SessionReject", "SessionReject", "Logout"]
         assert msgs[0].reason == RejectReason.REJ_NOT_LOGGED_IN
         assert msgs[-1].reason == LogoutReason.POLICY_VIOLATION
@@ -292,11 +282,11 @@ async def test_login_rejected_message_for_each_refusal_is_clean(tmp_path: Path) 
     """A refused login gets LoginRejected and a close, never a crash or a hang."""
     cfg = make_config(tmp_path)
     async with running_gateway(cfg):
-        msgs = await raw_session(cfg, codec.encode(Login(heartbeat_interval_ms=0, next_expected_seq_num=0,
+        msgs = await raw_messages(cfg, codec.encode(Login(heartbeat_interval_ms=0, next_expected_seq_num=0,
                                                          cancel_on_disconnect=0, token="x" * 60000)))
         assert isinstance(msgs[0], LoginRejected) and msgs[0].reason == L.LOGIN_BAD_TOKEN
         bad_role = mint_token(cfg.jwt_secret, "alice", "md")
-        msgs = await raw_session(cfg, codec.encode(Login(heartbeat_interval_ms=0, next_expected_seq_num=0,
+        msgs = await raw_messages(cfg, codec.encode(Login(heartbeat_interval_ms=0, next_expected_seq_num=0,
                                                          cancel_on_disconnect=0, token=bad_role)))
         assert [type(m) for m in msgs] == [LoginRejected]
         assert isinstance(msgs[0], LoginRejected) and msgs[0].reason == L.LOGIN_NOT_AUTHORIZED
@@ -312,7 +302,7 @@ async def test_server_templates_from_a_client_are_role_violations(tmp_path: Path
                                leaves_qty=1, symbol="AAPL", side=1, ord_type=1, time_in_force=1)
         login = codec.encode(Login(heartbeat_interval_ms=1000, next_expected_seq_num=0,
                                    cancel_on_disconnect=0, token=mint_token(cfg.jwt_secret, "mallory")))
-        msgs = await raw_session(cfg, login + codec.encode(forged)
+        msgs = await raw_messages(cfg, login + codec.encode(forged)
                                  + codec.encode(LoginAccepted(session_id=1, next_seq_num=1,
                                                               heartbeat_interval_ms=1)))
         assert [type(m).__name__ for m in msgs] == ["LoginAccepted", "SessionReject", "SessionReject",
