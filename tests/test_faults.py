@@ -37,12 +37,22 @@ from protocol.session import LogoutReason
 ACCOUNTS = ("alice", "bob", "carol")
 
 
-async def check_books(clients: list[StreamingClient]) -> None:
-    """The server's books (BookQuery) equal those the clients' messages imply."""
+async def check_books_and_close(clients: list[StreamingClient]) -> None:
+    """The server's books (BookQuery) equal those the clients' messages imply; then the clients
+    log out."""
     want = expected_books(c.view for c in clients)
     for i, sym in enumerate(SYMBOLS):
         snap = await clients[0].book(sym, 9000 + i)
         assert snapshot_levels(snap) == want[sym], sym
+    for c in clients:
+        await c.close()
+
+
+async def close_and_check_journal(clients: list[StreamingClient], journal_dir: Path,
+                                  scratch: Path) -> None:
+    for c in clients:
+        await c.close()
+    check_acknowledged_in_journal([c.view for c in clients], journal_dir, scratch)
 
 
 def journal_outcome(journal_dir: Path, scratch: Path) -> tuple[set[tuple[int, int, int]], set[int]]:
@@ -109,16 +119,13 @@ def test_sigterm_under_load_exits_0_in_grace_period_and_loses_nothing(tmp_path: 
             assert c.view.logouts == [LogoutReason.SERVER_SHUTDOWN], (c.view.account, c.view.logouts)
             assert c.view.acked, "no order acknowledged before the stop"
             assert c.view.gaps() == []
-            await c.close()
-        check_acknowledged_in_journal([c.view for c in clients], server.journal_dir, tmp_path / "copy")
+        await close_and_check_journal(clients, server.journal_dir, tmp_path / "copy")
         # restart: every acknowledged order is back in the books, nothing missed by anyone
         server.start()
         for c in clients:
             next_seq = await c.connect()
             assert next_seq == c.view.last_seq + 1, "messages the client never got"
-        await check_books(clients)
-        for c in clients:
-            await c.close()
+        await check_books_and_close(clients)
 
     try:
         asyncio.run(main())
@@ -183,14 +190,9 @@ def run_kills(tmp_path: Path, kills: int, seed: int) -> None:
             await asyncio.sleep(rng.uniform(0.1, 0.4))
             server.kill()
             await asyncio.gather(*streams)
-            for c in clients:
-                await c.close()
-            check_acknowledged_in_journal([c.view for c in clients], server.journal_dir,
-                                          tmp_path / "copy")
+            await close_and_check_journal(clients, server.journal_dir, tmp_path / "copy")
         assert all(c.view.acked and c.view.fills for c in clients)
-        await check_books(clients)
-        for c in clients:
-            await c.close()
+        await check_books_and_close(clients)
 
     try:
         asyncio.run(main())
