@@ -70,7 +70,7 @@ def sbe_bytes(v: dict[str, Any]) -> bytes:
 def block_hex(text: str) -> str:
     """The bytes of a doc hex block: on each line, the hex pairs before the first run of two
     spaces (what follows is the explanation)."""
-    out = []
+    out: list[str] = []
     for line in text.splitlines():
         head = re.split(r" {2,}", line.strip(), maxsplit=1)[0]
         pairs = head.split(" ")
@@ -159,7 +159,7 @@ def test_jwt_section_names_every_key_and_role() -> None:
 
 
 def doc_blocks() -> list[tuple[str, str, str]]:
-    out = []
+    out: list[tuple[str, str, str]] = []
     for page in sorted(DOCS.glob("*.md")):
         for m in BLOCK.finditer(page.read_text()):
             out.append((page.name, m.group(1), m.group(2)))
