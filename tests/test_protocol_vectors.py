@@ -174,6 +174,15 @@ def test_docs_name_vectors() -> None:
     assert ("market-data.md", "md.bbo") in named and ("market-data.md", "md.depth_update") in named
 
 
+def test_every_hex_block_of_the_docs_names_a_vector() -> None:
+    """A block of hex bytes (fenced or indented) without a vector marker could drift unseen."""
+    for page in sorted(DOCS.glob("*.md")):
+        text = page.read_text()
+        fenced = re.findall(r"^(.*)\n```\n(?:[0-9a-f]{2} ){2}", text, re.M)
+        assert all(m.startswith("<!-- vector: ") for m in fenced), page.name
+        assert not re.search(r"^ {4,}(?:[0-9a-f]{2} ){4}", text, re.M), f"{page.name}: an indented hex block"
+
+
 @pytest.mark.parametrize("page,name,text", [pytest.param(*b, id=f"{b[0]}:{b[1]}") for b in doc_blocks()])
 def test_doc_hex_block_is_the_vector(page: str, name: str, text: str) -> None:
     assert name in VECTORS, f"{page} names an unknown vector {name}"
