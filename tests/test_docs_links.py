@@ -80,3 +80,25 @@ def test_relative_links_resolve(page: Path) -> None:
             elif anchor not in anchors(dest):
                 broken.append(f"{target}: no heading #{anchor} in {dest.relative_to(ROOT)}")
     assert not broken, f"{page.relative_to(ROOT)}: " + "; ".join(broken)
+
+
+def test_every_design_reference_in_the_code_resolves() -> None:
+    """Code comments cite docs/design.md as "DESIGN §n" (and §n, §m): each n is a section of it,
+    and a quoted name after it ("Scale-out") is in that section."""
+    design = prose((ROOT / "docs" / "design.md").read_text())
+    sections = {m.group(1): m.start() for m in re.finditer(r"^## (\d+)\. ", design, re.M)}
+    bounds = sorted(sections.values()) + [len(design)]
+    body = {n: design[start:bounds[bounds.index(start) + 1]] for n, start in sections.items()}
+    cited = 0
+    for folder in ("bench", "gateway", "matching", "monitoring", "persistence", "protocol", "tools"):
+        for path in (ROOT / folder).rglob("*"):
+            if path.suffix not in (".py", ".pyx", ".pxd", ".pxi", ".pyi", ".h") or not path.is_file():
+                continue
+            for m in re.finditer(r'DESIGN §(\d+)((?:, §\d+)*)(?: "([^"]+)")?', path.read_text()):
+                numbers = [m.group(1), *re.findall(r"§(\d+)", m.group(2))]
+                for n in numbers:
+                    assert n in body, f"{path.relative_to(ROOT)} cites DESIGN §{n}: not in design.md"
+                    cited += 1
+                if m.group(3):
+                    assert m.group(3) in body[numbers[0]], f"{path.relative_to(ROOT)}: {m.group(0)}"
+    assert cited >= 20, cited
