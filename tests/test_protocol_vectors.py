@@ -17,6 +17,7 @@ import msgspec
 import pytest
 from sbe_xml import Schema
 
+import matching.records as records
 from gateway.config.schema import DEV_JWT_SECRET, Config
 from gateway.security.auth import ROLES
 from protocol import codec
@@ -187,3 +188,22 @@ def test_every_hex_block_of_the_docs_names_a_vector() -> None:
 def test_doc_hex_block_is_the_vector(page: str, name: str, text: str) -> None:
     assert name in VECTORS, f"{page} names an unknown vector {name}"
     assert block_hex(text) == VECTORS[name]["hex"], f"{page}: the hex block of {name} is not the vector"
+
+
+def test_protocol_doc_reason_codes_are_the_records_enums() -> None:
+    """The three-pair table of reason codes in docs/protocol.md ("Types") lists exactly the
+    values of RejectReason, CancelReason and LoginRejectReason (first word of each cell)."""
+    doc = (DOCS / "protocol.md").read_text()
+    head = doc.index("| RejectReason (uint16) |")
+    table = doc[head:doc.index("\n\n", head)].splitlines()[2:]
+    got: list[dict[int, str]] = [{}, {}, {}]
+    for row in table:
+        cells = [c.strip() for c in row.strip().strip("|").split("|")]
+        for i in range(3):
+            code, text = cells[2 * i], cells[2 * i + 1]
+            if code:
+                got[i][int(code)] = text.split(" ")[0]
+    want = [{e.value: e.name.removeprefix(prefix) for e in enum}
+            for enum, prefix in ((records.RejectReason, "REJ_"), (records.CancelReason, "CXL_"),
+                                 (records.LoginRejectReason, "LOGIN_"))]
+    assert got == want
