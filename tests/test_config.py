@@ -196,9 +196,9 @@ def test_reference_lists_every_key() -> None:
     assert out.returncode == 0 and out.stdout == table
 
 
-def test_readme_configure_table_is_generated() -> None:
-    readme = (ROOT / "README.md").read_text()
-    start = readme.index("<!-- config-reference:start -->\n") + len("<!-- config-reference:start -->\n")
-    end = readme.index("<!-- config-reference:end -->")
-    assert readme[start:end] == reference_markdown(), (
-        "README's key table is stale: regenerate it with `hftgw config reference`")
+def test_docs_configuration_table_is_generated() -> None:
+    page = (ROOT / "docs" / "configuration.md").read_text()
+    start = page.index("<!-- config-reference:start -->\n") + len("<!-- config-reference:start -->\n")
+    end = page.index("<!-- config-reference:end -->")
+    assert page[start:end] == reference_markdown(), (
+        "docs/configuration.md's key table is stale: regenerate it with `hftgw config reference`")
