@@ -58,7 +58,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def make_stream(n: int, seed: int, symbol: str = "AAPL") -> tuple[bytes, array]:
+def make_stream(n: int, seed: int, symbol: str = "AAPL") -> tuple[bytes, array[int]]:
     """n pre-encoded requests (ClOrdID = 1..n) and each request's byte end offset."""
     rnd = random.Random(seed)
     parts: list[bytes] = []
@@ -86,7 +86,7 @@ class Conn(asyncio.Protocol):
     """One client connection; counts answers (gateway) or echoed bytes (echo)."""
 
     def __init__(self, echo: bool, hist: HdrHistogram | None = None,
-                 send_ns: array | None = None, batch: int = 1) -> None:
+                 send_ns: array[int] | None = None, batch: int = 1) -> None:
         self.echo = echo
         self.buf = bytearray()
         self.answered = 0
@@ -141,13 +141,13 @@ async def _open(host: str, port: int, echo: bool, account: str, **kw: object) ->
     return conn
 
 
-async def throughput(host: str, port: int, echo: bool, streams: list[tuple[bytes, array]],
+async def throughput(host: str, port: int, echo: bool, streams: list[tuple[bytes, array[int]]],
                      window: int, tag: str) -> float:
     """Send every stream on its own connection, at most ``window`` requests unanswered per
     connection; returns requests answered per second (echo: requests echoed per second)."""
     conns = [await _open(host, port, echo, f"{tag}{i}") for i in range(len(streams))]
 
-    async def run(conn: Conn, data: bytes, ends: array) -> None:
+    async def run(conn: Conn, data: bytes, ends: array[int]) -> None:
         assert conn.transport is not None
         n = len(ends)
         sent = 0
@@ -175,13 +175,13 @@ async def throughput(host: str, port: int, echo: bool, streams: list[tuple[bytes
     return sum(len(e) for _, e in streams) / dt
 
 
-def _count_le(ends: array, received: int) -> int:
+def _count_le(ends: array[int], received: int) -> int:
     import bisect
 
     return bisect.bisect_right(ends, received)
 
 
-async def latency(host: str, port: int, stream: tuple[bytes, array], rate: int, seconds: float
+async def latency(host: str, port: int, stream: tuple[bytes, array[int]], rate: int, seconds: float
                   ) -> tuple[HdrHistogram, HdrHistogram, int, int]:
     """Open loop: every 1 ms send the next rate/1000 requests; returns the histogram (µs),
     requests sent and answered."""

@@ -247,7 +247,7 @@ class SubscriberFleet:
 
 
 # -- order load -------------------------------------------------------------------------------
-def symbol_stream(n: int, seed: int, symbol: str) -> tuple[bytes, array]:
+def symbol_stream(n: int, seed: int, symbol: str) -> tuple[bytes, array[int]]:
     """n pre-encoded requests on one symbol: GTC limits around the mid, both sides, about half
     crossing; every third request cancels the order sent 30 requests earlier."""
     rnd = random.Random(seed)
@@ -268,7 +268,7 @@ def symbol_stream(n: int, seed: int, symbol: str) -> tuple[bytes, array]:
     return b"".join(parts), ends
 
 
-async def steady_load(port: int, streams: list[tuple[bytes, array]], rate: int, seconds: float,
+async def steady_load(port: int, streams: list[tuple[bytes, array[int]]], rate: int, seconds: float,
                       tag: str) -> tuple[int, int]:
     """Open loop: every 1 ms each symbol's session sends its share of ``rate``; returns (sent,
     answered)."""
@@ -340,7 +340,7 @@ def pct(h: HdrHistogram) -> str:
             f"max {h.get_max_value():,} us ({h.get_total_count():,} messages)")
 
 
-def order_path(gw_pid: int, port: int, streams: list[tuple[bytes, array]], window: int,
+def order_path(gw_pid: int, port: int, streams: list[tuple[bytes, array[int]]], window: int,
                tag: str, repeat: int = 1) -> tuple[float, float]:
     """(acked requests/s, gateway CPU us per request): medians of ``repeat`` windowed
     throughput runs."""

@@ -238,7 +238,8 @@ class OrderEntryProtocol(asyncio.Protocol):
         s = self.session
         assert s is not None
         if self.login_refusal is not None and not s.session_id:
-            return "login_" + LoginRejectReason(self.login_refusal).name.removeprefix("LOGIN_").lower()
+            name: str = LoginRejectReason(self.login_refusal).name
+            return "login_" + name.removeprefix("LOGIN_").lower()
         try:
             return LogoutReason(-1 if s.close_reason is None else s.close_reason).name.lower()
         except ValueError:
