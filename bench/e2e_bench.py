@@ -34,6 +34,7 @@ import time
 import urllib.request
 from array import array
 from pathlib import Path
+from typing import cast
 
 import uvloop
 from hdrh.histogram import HdrHistogram
@@ -99,7 +100,8 @@ class Conn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # uvloop's TCPTransport implements asyncio.Transport without subclassing it
+        self.transport = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
@@ -129,9 +131,10 @@ class Conn(asyncio.Protocol):
                         self.hist.record_value(max(1, (now - self.send_ns[(cl - 1) // self.batch]) // 1000))
 
 
-async def _open(host: str, port: int, echo: bool, account: str, **kw: object) -> Conn:
+async def _open(host: str, port: int, echo: bool, account: str, hist: HdrHistogram | None = None,
+                send_ns: array[int] | None = None, batch: int = 1) -> Conn:
     loop = asyncio.get_running_loop()
-    _, conn = await loop.create_connection(lambda: Conn(echo, **kw), host, port)  # type: ignore[arg-type]
+    _, conn = await loop.create_connection(lambda: Conn(echo, hist, send_ns, batch), host, port)
     if not echo:
         assert conn.transport is not None
         conn.transport.write(codec.encode(Login(heartbeat_interval_ms=30000, next_expected_seq_num=0,

@@ -9,11 +9,15 @@ import os
 import sys
 import time
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from enum import IntEnum
+from typing import TYPE_CHECKING
 
 from gateway.config.directory import Directory, DirectoryError, load_directory
 from gateway.config.load import load_config
-from gateway.config.schema import ConfigError, parse_hostport
+from gateway.config.schema import Config, ConfigError, parse_hostport
+
+if TYPE_CHECKING:
+    from protocol.messages import Message
 
 PRICE_SCALE = 10_000  # price units per currency unit (1e-4, as Nasdaq ITCH Price(4))
 
@@ -33,7 +37,7 @@ def _fmt_price(units: int) -> str:
     return f"{Decimal(units) / PRICE_SCALE:.4f}".rstrip("0").rstrip(".")
 
 
-def describe(m: Any) -> str:
+def describe(m: Message) -> str:
     """A readable one-line rendering of a decoded protocol message."""
     from matching.records import (
         CancelReason,
@@ -47,7 +51,7 @@ def describe(m: Any) -> str:
         TimeInForce,
     )
 
-    def enum_name(cls: Any, v: int, prefix: str) -> str:
+    def enum_name(cls: type[IntEnum], v: int, prefix: str) -> str:
         try:
             return str(cls(v).name).removeprefix(prefix)
         except ValueError:
@@ -178,7 +182,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     return status
 
 
-def _directory_problems(cfg: Any) -> list[str]:
+def _directory_problems(cfg: Config) -> list[str]:
     """The directory file of ``cfg`` must load and must not give its symbols to another
     partition."""
     from gateway.config.directory import PartitionEntry, with_entry
@@ -336,7 +340,7 @@ async def _client_request(args: argparse.Namespace, endpoint: str, token: str, s
             ord_type = OrdType.ORD_STOP if market else OrdType.ORD_STOP_LIMIT
         else:
             ord_type = OrdType.ORD_MARKET if market else OrdType.ORD_LIMIT
-        msg: Any = NewOrder(cl_ord_id=cl, price=0 if market else args.price, order_qty=args.qty,
+        msg: Message = NewOrder(cl_ord_id=cl, price=0 if market else args.price, order_qty=args.qty,
                             symbol=args.symbol, side=side, ord_type=ord_type,
                             time_in_force={"gtc": TimeInForce.TIF_GTC, "ioc": TimeInForce.TIF_IOC,
                                            "fok": TimeInForce.TIF_FOK, "day": TimeInForce.TIF_DAY}[args.tif],

@@ -5,6 +5,7 @@ import asyncio
 import logging
 import socket
 import time
+from typing import cast
 
 from gateway.engine import Engine
 from gateway.security.access import peer_host
@@ -53,7 +54,7 @@ class OrderEntryProtocol(asyncio.Protocol):
     # -- asyncio.Protocol --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's TCPTransport implements asyncio.Transport without subclassing it
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
