@@ -268,6 +268,28 @@ def wait_port(port: int, timeout: float = 10) -> None:
     raise TimeoutError(port)
 
 
+def latency_phase(gw_port: int, m_port: int, stream: tuple[bytes, array[int]], rate: int,
+                  seconds: float) -> None:
+    """The open-loop latency run, printed: the client's order-to-ack percentiles (us), the
+    generator's own lateness, and the gateway's histogram over the same phase (its metrics)."""
+    metrics = f"http://127.0.0.1:{m_port}/metrics"
+    before = server_latency_buckets(metrics)
+    hist, late, sent, answered = uvloop.run(latency("127.0.0.1", gw_port, stream, rate, seconds))
+    pct = {p: hist.get_value_at_percentile(p) for p in (50, 90, 99, 99.9, 100)}
+    print(f"open loop at {rate:,}/s for {seconds:g}s: sent {sent:,}, "
+          f"answered {answered:,}; order-to-ack latency us (client, from the send "
+          f"schedule): p50 {pct[50]} p90 {pct[90]} p99 {pct[99]} p99.9 {pct[99.9]} "
+          f"max {pct[100]}")
+    print(f"  the generator's own send lateness (us, part of the figures above): "
+          f"p99 {late.get_value_at_percentile(99)} p99.9 {late.get_value_at_percentile(99.9)} "
+          f"max {late.get_value_at_percentile(100)}")
+    after = server_latency_buckets(metrics)
+    delta = {b: after[b] - before.get(b, 0) for b in after}
+    print("  gateway's own histogram (read to ack written), same phase: "
+          + ", ".join(f"p{q} <= {bucket_quantile(delta, q / 100) * 1e6:g} us"
+                      for q in (50, 99, 99.9)))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--requests", type=int, default=1_000_000, help="total, split over sessions")
@@ -316,23 +338,7 @@ def main() -> int:
             print(f"echo server (ceiling)        {echo_rate:>12,.0f} requests/s")
             print(f"gateway, acked + journaled   {gw_rate:>12,.0f} requests/s   = "
                   f"{gw_rate / echo_rate:.3f} of the echo ceiling  (durability={args.durability})")
-        metrics = f"http://127.0.0.1:{m_port}/metrics"
-        before = server_latency_buckets(metrics)
-        hist, late, sent, answered = uvloop.run(latency("127.0.0.1", gw_port, lat_stream, args.rate,
-                                                  args.latency_seconds))
-        pct = {p: hist.get_value_at_percentile(p) for p in (50, 90, 99, 99.9, 100)}
-        print(f"open loop at {args.rate:,}/s for {args.latency_seconds:g}s: sent {sent:,}, "
-              f"answered {answered:,}; order-to-ack latency us (client, from the send "
-              f"schedule): p50 {pct[50]} p90 {pct[90]} p99 {pct[99]} p99.9 {pct[99.9]} "
-              f"max {pct[100]}")
-        print(f"  the generator's own send lateness (us, part of the figures above): "
-              f"p99 {late.get_value_at_percentile(99)} p99.9 {late.get_value_at_percentile(99.9)} "
-              f"max {late.get_value_at_percentile(100)}")
-        after = server_latency_buckets(metrics)
-        delta = {b: after[b] - before.get(b, 0) for b in after}
-        print("  gateway's own histogram (read to ack written), same phase: "
-              + ", ".join(f"p{q} <= {bucket_quantile(delta, q / 100) * 1e6:g} us"
-                          for q in (50, 99, 99.9)))
+        latency_phase(gw_port, m_port, lat_stream, args.rate, args.latency_seconds)
         if args.lobster:
             lob = ROOT.parent / "shared" / "data" / "lobster"
             out = subprocess.run(
