@@ -34,6 +34,7 @@ import time
 import urllib.request
 from array import array
 from pathlib import Path
+from typing import cast
 
 import uvloop
 from hdrh.histogram import HdrHistogram
@@ -58,7 +59,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def make_stream(n: int, seed: int, symbol: str = "AAPL") -> tuple[bytes, array]:
+def make_stream(n: int, seed: int, symbol: str = "AAPL") -> tuple[bytes, array[int]]:
     """n pre-encoded requests (ClOrdID = 1..n) and each request's byte end offset."""
     rnd = random.Random(seed)
     parts: list[bytes] = []
@@ -86,7 +87,7 @@ class Conn(asyncio.Protocol):
     """One client connection; counts answers (gateway) or echoed bytes (echo)."""
 
     def __init__(self, echo: bool, hist: HdrHistogram | None = None,
-                 send_ns: array | None = None, batch: int = 1) -> None:
+                 send_ns: array[int] | None = None, batch: int = 1) -> None:
         self.echo = echo
         self.buf = bytearray()
         self.answered = 0
@@ -99,7 +100,8 @@ class Conn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # uvloop's TCPTransport implements asyncio.Transport without subclassing it
+        self.transport = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
@@ -129,9 +131,10 @@ class Conn(asyncio.Protocol):
                         self.hist.record_value(max(1, (now - self.send_ns[(cl - 1) // self.batch]) // 1000))
 
 
-async def _open(host: str, port: int, echo: bool, account: str, **kw: object) -> Conn:
+async def _open(host: str, port: int, echo: bool, account: str, hist: HdrHistogram | None = None,
+                send_ns: array[int] | None = None, batch: int = 1) -> Conn:
     loop = asyncio.get_running_loop()
-    _, conn = await loop.create_connection(lambda: Conn(echo, **kw), host, port)  # type: ignore[arg-type]
+    _, conn = await loop.create_connection(lambda: Conn(echo, hist, send_ns, batch), host, port)
     if not echo:
         assert conn.transport is not None
         conn.transport.write(codec.encode(Login(heartbeat_interval_ms=30000, next_expected_seq_num=0,
@@ -141,13 +144,13 @@ async def _open(host: str, port: int, echo: bool, account: str, **kw: object) ->
     return conn
 
 
-async def throughput(host: str, port: int, echo: bool, streams: list[tuple[bytes, array]],
+async def throughput(host: str, port: int, echo: bool, streams: list[tuple[bytes, array[int]]],
                      window: int, tag: str) -> float:
     """Send every stream on its own connection, at most ``window`` requests unanswered per
     connection; returns requests answered per second (echo: requests echoed per second)."""
     conns = [await _open(host, port, echo, f"{tag}{i}") for i in range(len(streams))]
 
-    async def run(conn: Conn, data: bytes, ends: array) -> None:
+    async def run(conn: Conn, data: bytes, ends: array[int]) -> None:
         assert conn.transport is not None
         n = len(ends)
         sent = 0
@@ -175,13 +178,13 @@ async def throughput(host: str, port: int, echo: bool, streams: list[tuple[bytes
     return sum(len(e) for _, e in streams) / dt
 
 
-def _count_le(ends: array, received: int) -> int:
+def _count_le(ends: array[int], received: int) -> int:
     import bisect
 
     return bisect.bisect_right(ends, received)
 
 
-async def latency(host: str, port: int, stream: tuple[bytes, array], rate: int, seconds: float
+async def latency(host: str, port: int, stream: tuple[bytes, array[int]], rate: int, seconds: float
                   ) -> tuple[HdrHistogram, HdrHistogram, int, int]:
     """Open loop: every 1 ms send the next rate/1000 requests; returns the histogram (µs),
     requests sent and answered."""
@@ -265,6 +268,28 @@ def wait_port(port: int, timeout: float = 10) -> None:
     raise TimeoutError(port)
 
 
+def latency_phase(gw_port: int, m_port: int, stream: tuple[bytes, array[int]], rate: int,
+                  seconds: float) -> None:
+    """The open-loop latency run, printed: the client's order-to-ack percentiles (us), the
+    generator's own lateness, and the gateway's histogram over the same phase (its metrics)."""
+    metrics = f"http://127.0.0.1:{m_port}/metrics"
+    before = server_latency_buckets(metrics)
+    hist, late, sent, answered = uvloop.run(latency("127.0.0.1", gw_port, stream, rate, seconds))
+    pct = {p: hist.get_value_at_percentile(p) for p in (50, 90, 99, 99.9, 100)}
+    print(f"open loop at {rate:,}/s for {seconds:g}s: sent {sent:,}, "
+          f"answered {answered:,}; order-to-ack latency us (client, from the send "
+          f"schedule): p50 {pct[50]} p90 {pct[90]} p99 {pct[99]} p99.9 {pct[99.9]} "
+          f"max {pct[100]}")
+    print(f"  the generator's own send lateness (us, part of the figures above): "
+          f"p99 {late.get_value_at_percentile(99)} p99.9 {late.get_value_at_percentile(99.9)} "
+          f"max {late.get_value_at_percentile(100)}")
+    after = server_latency_buckets(metrics)
+    delta = {b: after[b] - before.get(b, 0) for b in after}
+    print("  gateway's own histogram (read to ack written), same phase: "
+          + ", ".join(f"p{q} <= {bucket_quantile(delta, q / 100) * 1e6:g} us"
+                      for q in (50, 99, 99.9)))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--requests", type=int, default=1_000_000, help="total, split over sessions")
@@ -313,23 +338,7 @@ def main() -> int:
             print(f"echo server (ceiling)        {echo_rate:>12,.0f} requests/s")
             print(f"gateway, acked + journaled   {gw_rate:>12,.0f} requests/s   = "
                   f"{gw_rate / echo_rate:.3f} of the echo ceiling  (durability={args.durability})")
-        metrics = f"http://127.0.0.1:{m_port}/metrics"
-        before = server_latency_buckets(metrics)
-        hist, late, sent, answered = uvloop.run(latency("127.0.0.1", gw_port, lat_stream, args.rate,
-                                                  args.latency_seconds))
-        pct = {p: hist.get_value_at_percentile(p) for p in (50, 90, 99, 99.9, 100)}
-        print(f"open loop at {args.rate:,}/s for {args.latency_seconds:g}s: sent {sent:,}, "
-              f"answered {answered:,}; order-to-ack latency us (client, from the send "
-              f"schedule): p50 {pct[50]} p90 {pct[90]} p99 {pct[99]} p99.9 {pct[99.9]} "
-              f"max {pct[100]}")
-        print(f"  the generator's own send lateness (us, part of the figures above): "
-              f"p99 {late.get_value_at_percentile(99)} p99.9 {late.get_value_at_percentile(99.9)} "
-              f"max {late.get_value_at_percentile(100)}")
-        after = server_latency_buckets(metrics)
-        delta = {b: after[b] - before.get(b, 0) for b in after}
-        print("  gateway's own histogram (read to ack written), same phase: "
-              + ", ".join(f"p{q} <= {bucket_quantile(delta, q / 100) * 1e6:g} us"
-                          for q in (50, 99, 99.9)))
+        latency_phase(gw_port, m_port, lat_stream, args.rate, args.latency_seconds)
         if args.lobster:
             lob = ROOT.parent / "shared" / "data" / "lobster"
             out = subprocess.run(

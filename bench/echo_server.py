@@ -8,19 +8,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import socket
+from typing import cast
 
 import uvloop
 
 
 class Echo(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
+        # uvloop's TCPTransport implements asyncio.Transport without subclassing it
+        self.transport = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def data_received(self, data: bytes) -> None:
-        self.transport.write(data)  # type: ignore[attr-defined]
+        self.transport.write(data)
 
 
 async def main(host: str, port: int) -> None:

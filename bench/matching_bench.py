@@ -94,7 +94,8 @@ class Stream:
 
     @property
     def n(self) -> int:
-        return len(self.cmds) // COMMAND_RECORD_SIZE
+        n: int = len(self.cmds) // COMMAND_RECORD_SIZE  # matching.records has no stub: Any
+        return n
 
 
 # -- running ----------------------------------------------------------------------------------------
@@ -129,8 +130,9 @@ class Recorder:
 
     def cmd(self, **fields: int) -> bytes:
         self.seq += 1
-        return pack_command(seq=self.seq, ts=1_700_000_000_000_000_000 + self.seq, session_id=SESSION,
-                            account_id=1, **fields)
+        rec: bytes = pack_command(seq=self.seq, ts=1_700_000_000_000_000_000 + self.seq,
+                                  session_id=SESSION, account_id=1, **fields)
+        return rec
 
     def live(self, cl: int) -> dict[str, int] | None:
         return self.core.lookup(SESSION, cl)
@@ -245,7 +247,7 @@ def load_driver() -> ModuleType:
     return mod
 
 
-def records(n: int) -> array:
+def records(n: int) -> array[int]:
     """Zeroed Command records as uint64 words, seq 1..n, session SESSION, account 1."""
     w = array("Q", bytes(COMMAND_RECORD_SIZE * n))
     seq = array("Q", range(1, n + 1))

@@ -38,9 +38,11 @@ import tempfile
 import time
 import urllib.request
 from array import array
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from typing import cast
 
 import uvloop
 from hdrh.histogram import HdrHistogram
@@ -64,11 +66,24 @@ BBO_FRAME = 2 + 8 + 56  # WebSocket header, SBE header, Bbo block
 
 
 # -- subscriber processes -------------------------------------------------------------------
+@dataclass(slots=True)
+class SubStats:
+    """What one subscriber process's connections counted: WebSocket frames and bytes (probes),
+    bytes (the others, all BBO_FRAME frames), connections lost, latency histograms (us)."""
+
+    frames: int = 0
+    bytes: int = 0
+    plain_bytes: int = 0
+    lost: int = 0
+    bbo_hist: HdrHistogram = field(default_factory=lambda: HdrHistogram(1, 60_000_000, 3))
+    trade_hist: HdrHistogram = field(default_factory=lambda: HdrHistogram(1, 60_000_000, 3))
+
+
 class Subscriber(asyncio.Protocol):
     """One market-data connection: handshake with websockets' sans-I/O client, then count frames
     (and, for a probe, read each message's transactTime)."""
 
-    def __init__(self, url: str, probe: bool, stats: dict[str, Any], ready: asyncio.Future[None]) -> None:
+    def __init__(self, url: str, probe: bool, stats: SubStats, ready: asyncio.Future[None]) -> None:
         from websockets.client import ClientProtocol
         from websockets.uri import parse_uri
 
@@ -78,12 +93,13 @@ class Subscriber(asyncio.Protocol):
         self.ready = ready
         self.open = False
         self.buf = bytearray()
-        self.transport: Any = None
+        self.transport: asyncio.Transport | None = None
 
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's TCPTransport implements asyncio.Transport without subclassing it
+        self.transport = cast(asyncio.Transport, transport)
         self.ws.send_request(self.ws.connect())
-        transport.write(b"".join(self.ws.data_to_send()))
+        self.transport.write(b"".join(self.ws.data_to_send()))
 
     def data_received(self, data: bytes) -> None:
         if not self.open:
@@ -102,11 +118,12 @@ class Subscriber(asyncio.Protocol):
             symbols = ", ".join(f'"{s}"' for s in SYMBOLS)
             self.ws.send_text(f'{{"op": "subscribe", "id": 1, "channels": {channels}, '
                               f'"symbols": [{symbols}], "encoding": "binary"}}'.encode())
+            assert self.transport is not None
             self.transport.write(b"".join(self.ws.data_to_send()))
             self.ready.set_result(None)
             return
         if not self.probe:
-            self.stats["plain_bytes"] += len(data)
+            self.stats.plain_bytes += len(data)
             return
         buf = self.buf
         buf += data
@@ -129,8 +146,8 @@ class Subscriber(asyncio.Protocol):
             if n - pos < hdr + ln:
                 break
             opcode = buf[pos] & 0x0F
-            st["frames"] += 1
-            st["bytes"] += hdr + ln
+            st.frames += 1
+            st.bytes += hdr + ln
             if opcode == 2:
                 m = pos + hdr
                 end = m + ln
@@ -140,24 +157,22 @@ class Subscriber(asyncio.Protocol):
                     ts = int.from_bytes(buf[m + 16:m + 24], "little")
                     lat = max(1, (now - ts) // 1000)
                     if tid == TPL_BBO:
-                        st["bbo_hist"].record_value(min(lat, 60_000_000))
+                        st.bbo_hist.record_value(min(lat, 60_000_000))
                     elif tid == TPL_TRADE:
-                        st["trade_hist"].record_value(min(lat, 60_000_000))
+                        st.trade_hist.record_value(min(lat, 60_000_000))
                     m += 8 + blen
             pos += hdr + ln
         del buf[:pos]
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.stats["lost"] += 1
+        self.stats.lost += 1
 
 
 def subscriber_process(url: str, count: int, probe_every: int, first: int, pipe: Connection) -> None:
     """Open ``count`` subscribers, report "ready", then answer "reset" / "report" / "stop"."""
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        stats: dict[str, Any] = {"frames": 0, "bytes": 0, "plain_bytes": 0, "lost": 0,
-                                 "bbo_hist": HdrHistogram(1, 60_000_000, 3),
-                                 "trade_hist": HdrHistogram(1, 60_000_000, 3)}
+        stats = SubStats()
         host, port = url.split("//", 1)[1].split("/", 1)[0].split(":")
         transports = []
         for k in range(0, count, 200):  # in waves, within the listen backlog
@@ -177,14 +192,14 @@ def subscriber_process(url: str, count: int, probe_every: int, first: int, pipe:
         def command() -> None:
             cmd = pipe.recv()
             if cmd == "reset":
-                stats["frames"] = stats["bytes"] = stats["plain_bytes"] = 0
-                stats["bbo_hist"].reset()
-                stats["trade_hist"].reset()
+                stats.frames = stats.bytes = stats.plain_bytes = 0
+                stats.bbo_hist.reset()
+                stats.trade_hist.reset()
                 pipe.send("ok")
             elif cmd == "report":
-                pipe.send({"frames": stats["frames"] + stats["plain_bytes"] // BBO_FRAME,
-                           "bytes": stats["bytes"] + stats["plain_bytes"], "lost": stats["lost"],
-                           "bbo": stats["bbo_hist"].encode(), "trade": stats["trade_hist"].encode()})
+                pipe.send({"frames": stats.frames + stats.plain_bytes // BBO_FRAME,
+                           "bytes": stats.bytes + stats.plain_bytes, "lost": stats.lost,
+                           "bbo": stats.bbo_hist.encode(), "trade": stats.trade_hist.encode()})
             else:
                 done.set()
         loop.add_reader(pipe.fileno(), command)
@@ -200,7 +215,7 @@ class SubscriberFleet:
     def __init__(self, url: str, n: int, probes: int, cpus: set[int] | None) -> None:
         probe_every = max(1, n // max(1, probes))
         ctx = mp.get_context("spawn")
-        self.procs: list[Any] = []
+        self.procs: list[BaseProcess] = []
         self.pipes: list[Connection] = []
         for first in range(0, n, PER_PROCESS):
             mine, theirs = ctx.Pipe()
@@ -247,7 +262,7 @@ class SubscriberFleet:
 
 
 # -- order load -------------------------------------------------------------------------------
-def symbol_stream(n: int, seed: int, symbol: str) -> tuple[bytes, array]:
+def symbol_stream(n: int, seed: int, symbol: str) -> tuple[bytes, array[int]]:
     """n pre-encoded requests on one symbol: GTC limits around the mid, both sides, about half
     crossing; every third request cancels the order sent 30 requests earlier."""
     rnd = random.Random(seed)
@@ -268,7 +283,7 @@ def symbol_stream(n: int, seed: int, symbol: str) -> tuple[bytes, array]:
     return b"".join(parts), ends
 
 
-async def steady_load(port: int, streams: list[tuple[bytes, array]], rate: int, seconds: float,
+async def steady_load(port: int, streams: list[tuple[bytes, array[int]]], rate: int, seconds: float,
                       tag: str) -> tuple[int, int]:
     """Open loop: every 1 ms each symbol's session sends its share of ``rate``; returns (sent,
     answered)."""
@@ -340,7 +355,7 @@ def pct(h: HdrHistogram) -> str:
             f"max {h.get_max_value():,} us ({h.get_total_count():,} messages)")
 
 
-def order_path(gw_pid: int, port: int, streams: list[tuple[bytes, array]], window: int,
+def order_path(gw_pid: int, port: int, streams: list[tuple[bytes, array[int]]], window: int,
                tag: str, repeat: int = 1) -> tuple[float, float]:
     """(acked requests/s, gateway CPU us per request): medians of ``repeat`` windowed
     throughput runs."""

@@ -70,7 +70,7 @@ class Partition:
             self.proc.wait(30)
 
 
-async def _concurrent(parts: list[tuple[Partition, list[tuple[bytes, array]]]], window: int) -> float:
+async def _concurrent(parts: list[tuple[Partition, list[tuple[bytes, array[int]]]]], window: int) -> float:
     """Every partition's streams at once; aggregate requests answered per second."""
     t0 = time.perf_counter()
     await asyncio.gather(*(throughput("127.0.0.1", p.port, False, streams, window, f"{p.name}-")

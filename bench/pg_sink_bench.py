@@ -66,8 +66,13 @@ def make_fills(n: int) -> bytes:
     return bytes(out)
 
 
-def tuples_of(data: bytes, partition: str) -> list[tuple]:
-    rows = []
+# a fills row, in FILL_COLUMNS order: partition, trade_id, seq, symbol, price, qty, maker order id
+# and account, taker order id and account, aggressor side, ts, ts_ns
+FillRow = tuple[str, int, int, str, int, int, int, str, int, str, str, datetime, int]
+
+
+def tuples_of(data: bytes, partition: str) -> list[FillRow]:
+    rows: list[FillRow] = []
     for (seq, ts, sid, sym, _typ, side, _r, csid, _c, oid, price, qty, _l, ref, _cc, coid,
          *_rest) in EVENT_STRUCT.iter_unpack(data):
         rows.append((partition, ref, seq, SYMBOLS[sym], price, qty, coid, account_of(csid), oid,

@@ -50,8 +50,8 @@ class _Segment:
     first_no: int                  # first event of the segment
     last_no: int                   # last event of the segment
     size: int                      # bytes of whole frames
-    firsts: array = field(default_factory=lambda: array("Q"))    # first event of each frame
-    offsets: array = field(default_factory=lambda: array("Q"))   # header offset of each frame
+    firsts: array[int] = field(default_factory=lambda: array("Q"))    # first event of each frame
+    offsets: array[int] = field(default_factory=lambda: array("Q"))   # header offset of each frame
 
 
 class EventLog:

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.clients.md import DepthBook, GapError
-from gateway.marketdata.fanout import diff_levels
+from gateway.marketdata.topics import diff_levels
 from matching.core import MatchingCore
 from matching.records import (
     COMMAND_RECORD_SIZE,

@@ -8,81 +8,15 @@ import logging
 import os
 import sys
 import time
-from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING
 
+from gateway.cli.render import describe, price_units
 from gateway.config.directory import Directory, DirectoryError, load_directory
 from gateway.config.load import load_config
-from gateway.config.schema import ConfigError, parse_hostport
+from gateway.config.schema import Config, ConfigError, parse_hostport
 
-PRICE_SCALE = 10_000  # price units per currency unit (1e-4, as Nasdaq ITCH Price(4))
-
-
-def _price_units(text: str) -> int:
-    """'150.25' (currency) -> 1502500 price units.  Raises argparse.ArgumentTypeError."""
-    try:
-        d = Decimal(text) * PRICE_SCALE
-    except InvalidOperation:
-        raise argparse.ArgumentTypeError(f"not a price: {text!r}") from None
-    if d != d.to_integral_value():
-        raise argparse.ArgumentTypeError(f"{text} is finer than 1e-4")
-    return int(d)
-
-
-def _fmt_price(units: int) -> str:
-    return f"{Decimal(units) / PRICE_SCALE:.4f}".rstrip("0").rstrip(".")
-
-
-def describe(m: Any) -> str:
-    """A readable one-line rendering of a decoded protocol message."""
-    from matching.records import (
-        CancelReason,
-        Liquidity,
-        LoginRejectReason,
-        MassCancelScope,
-        OrdType,
-        RejectReason,
-        Side,
-        StpMode,
-        TimeInForce,
-    )
-
-    def enum_name(cls: Any, v: int, prefix: str) -> str:
-        try:
-            return str(cls(v).name).removeprefix(prefix)
-        except ValueError:
-            return str(v)
-
-    name = type(m).__name__
-    parts = [f"seq={m.seq_num}"] if hasattr(m, "seq_num") else []
-    parts.append(name)
-    for f in m.__struct_fields__:
-        if f in ("seq_num", "transact_time"):
-            continue
-        v = getattr(m, f)
-        if f in ("side", "aggressor_side"):
-            v = enum_name(Side, v, "SIDE_")
-        elif f == "time_in_force":
-            v = enum_name(TimeInForce, v, "TIF_")
-        elif f == "ord_type":
-            v = enum_name(OrdType, v, "ORD_")
-        elif f == "stp_mode":
-            v = enum_name(StpMode, v, "STP_")
-        elif f == "scope":
-            v = enum_name(MassCancelScope, v, "SCOPE_")
-        elif f == "flags":
-            v = "POST_ONLY" if v & 1 else "-"
-        elif f == "liquidity":
-            v = enum_name(Liquidity, v, "LIQ_")
-        elif f == "reason":
-            cls = {"OrderCanceled": CancelReason, "LoginRejected": LoginRejectReason}.get(name, RejectReason)
-            v = enum_name(cls, v, {CancelReason: "CXL_", LoginRejectReason: "LOGIN_"}.get(cls, "REJ_"))
-        elif f in ("price", "last_px", "stop_px", "bid_price", "ask_price", "avg_price", "realized_pnl"):
-            v = _fmt_price(v)           # realized P&L: price units x lots = 1e-4 currency too
-        elif f in ("bids", "asks"):
-            v = "[" + ", ".join(f"{_fmt_price(lv.price)} x {lv.size} ({lv.order_count})" for lv in v) + "]"
-        parts.append(f"{f}={v}")
-    return " ".join(str(p) for p in parts)
+if TYPE_CHECKING:
+    from protocol.messages import Message
 
 
 # -- serve ------------------------------------------------------------------------------------
@@ -178,7 +112,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     return status
 
 
-def _directory_problems(cfg: Any) -> list[str]:
+def _directory_problems(cfg: Config) -> list[str]:
     """The directory file of ``cfg`` must load and must not give its symbols to another
     partition."""
     from gateway.config.directory import PartitionEntry, with_entry
@@ -336,7 +270,7 @@ async def _client_request(args: argparse.Namespace, endpoint: str, token: str, s
             ord_type = OrdType.ORD_STOP if market else OrdType.ORD_STOP_LIMIT
         else:
             ord_type = OrdType.ORD_MARKET if market else OrdType.ORD_LIMIT
-        msg: Any = NewOrder(cl_ord_id=cl, price=0 if market else args.price, order_qty=args.qty,
+        msg: Message = NewOrder(cl_ord_id=cl, price=0 if market else args.price, order_qty=args.qty,
                             symbol=args.symbol, side=side, ord_type=ord_type,
                             time_in_force={"gtc": TimeInForce.TIF_GTC, "ioc": TimeInForce.TIF_IOC,
                                            "fok": TimeInForce.TIF_FOK, "day": TimeInForce.TIF_DAY}[args.tif],
@@ -477,7 +411,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=os.environ.get("HFTGW_CONFIG"),
                    help="TOML config file (default: embedded defaults + HFTGW_* variables)")
     sub = p.add_subparsers(dest="command", required=True)
+    _add_operator_commands(sub)
+    _add_client_command(sub)
+    _add_md_and_replay_commands(sub)
+    return p
 
+
+_Subparsers = argparse._SubParsersAction  # the type add_subparsers returns
+
+
+def _add_operator_commands(sub: _Subparsers[argparse.ArgumentParser]) -> None:
+    """serve, repair, config, probe, reload, directory, token."""
     s = sub.add_parser("serve", help="run the gateway")
     s.add_argument("--config", default=argparse.SUPPRESS, help="TOML config file")
     s.add_argument("--log-level", default=None)
@@ -524,18 +468,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="PEM private key for RS256/ES256 (default: the HS256 jwt_secret)")
     t.set_defaults(func=cmd_token)
 
-    def conn_args(q: argparse.ArgumentParser, account: str) -> None:
-        q.add_argument("--connect", default=os.environ.get("HFTGW_CONNECT", "127.0.0.1:7001"),
-                       help="HOST:PORT of order entry")
-        q.add_argument("--token", default=None,
-                       help="JWT (default: one minted from HFTGW_JWT_SECRET for --account)")
-        q.add_argument("--account", default=account)
-        q.add_argument("--directory", default=os.environ.get("HFTGW_DIRECTORY"),
-                       help="partition directory, FILE or http://HOST:PORT/directory: connect to "
-                            "the partition serving the symbol instead of --connect")
 
+def _conn_args(q: argparse.ArgumentParser, account: str) -> None:
+    """The order-entry connection options of ``client`` and ``replay-lobster``."""
+    q.add_argument("--connect", default=os.environ.get("HFTGW_CONNECT", "127.0.0.1:7001"),
+                   help="HOST:PORT of order entry")
+    q.add_argument("--token", default=None,
+                   help="JWT (default: one minted from HFTGW_JWT_SECRET for --account)")
+    q.add_argument("--account", default=account)
+    q.add_argument("--directory", default=os.environ.get("HFTGW_DIRECTORY"),
+                   help="partition directory, FILE or http://HOST:PORT/directory: connect to "
+                        "the partition serving the symbol instead of --connect")
+
+
+def _add_client_command(sub: _Subparsers[argparse.ArgumentParser]) -> None:
+    """client and its requests: new, cancel, replace, mass-cancel, end-of-session, positions, book."""
     c = sub.add_parser("client", help="log in, send one request, print the responses")
-    conn_args(c, "demo")
+    _conn_args(c, "demo")
     c.add_argument("--role", default="trader", choices=["trader", "admin"],
                    help="role of the token minted for --account (admin may send end-of-session)")
     c.add_argument("--stp-default", choices=STP_CHOICES, default="none",
@@ -551,10 +500,10 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("symbol")
     n.add_argument("side", choices=["buy", "sell"])
     n.add_argument("qty", type=int)
-    n.add_argument("price", type=_price_units, nargs="?", default=None, help="e.g. 150.25")
+    n.add_argument("price", type=price_units, nargs="?", default=None, help="e.g. 150.25")
     n.add_argument("--tif", choices=["gtc", "ioc", "fok", "day"], default="gtc")
     n.add_argument("--post-only", action="store_true")
-    n.add_argument("--stop", type=_price_units, default=None, metavar="PRICE",
+    n.add_argument("--stop", type=price_units, default=None, metavar="PRICE",
                    help="stop trigger price: a stop (no PRICE) or stop-limit (with PRICE) order")
     n.add_argument("--display", type=int, default=0, metavar="QTY",
                    help="iceberg: lots shown at a time")
@@ -566,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = csub.add_parser("replace", help="replace: SYMBOL ORIG_CL_ORD_ID PRICE QTY")
     r.add_argument("symbol")
     r.add_argument("orig", type=int)
-    r.add_argument("price", type=_price_units)
+    r.add_argument("price", type=price_units)
     r.add_argument("qty", type=int, help="new total order quantity")
     r.add_argument("--new-cl-ord-id", type=int, default=None)
     m = csub.add_parser("mass-cancel", help="cancel this session's orders [on SYMBOL]")
@@ -583,6 +532,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--depth", type=int, default=5)
     c.set_defaults(func=cmd_client)
 
+
+def _add_md_and_replay_commands(sub: _Subparsers[argparse.ArgumentParser]) -> None:
+    """md (market data) and replay-lobster."""
     md = sub.add_parser("md", help="subscribe to market data over WebSocket and print it")
     md.add_argument("symbols", nargs="+")
     md.add_argument("--connect", default=os.environ.get("HFTGW_WS_CONNECT", "127.0.0.1:7002"),
@@ -601,9 +553,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--symbol", default="AMZN")
     rp.add_argument("--limit", type=int, default=None)
     rp.add_argument("--json", action="store_true")
-    conn_args(rp, "lobster")
+    _conn_args(rp, "lobster")
     rp.set_defaults(func=cmd_replay)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

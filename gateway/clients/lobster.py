@@ -21,7 +21,6 @@ import asyncio
 import csv
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
 
 from gateway.clients.tcp import OrderClient
 from matching.records import Liquidity, OrdType, Side, StpMode, TimeInForce
@@ -31,6 +30,7 @@ from protocol.messages import (
     CancelOrder,
     CancelRejected,
     Execution,
+    Message,
     NewOrder,
     OrderAccepted,
     OrderCanceled,
@@ -65,7 +65,7 @@ class ReplayResult:
     elapsed_s: float = 0.0
     messages_per_s: float = 0.0
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, float]:
         return asdict(self)
 
 
@@ -100,7 +100,7 @@ class _Tracker:
         self.wait_for = -1
         self.errors: list[str] = []
 
-    def on_message(self, m: Any) -> None:
+    def on_message(self, m: Message) -> None:
         if isinstance(m, Execution):
             if m.liquidity == Liquidity.LIQ_TAKER:
                 self.r.fills += 1

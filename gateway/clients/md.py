@@ -18,14 +18,18 @@ from protocol.mdjson import (
     JsonDepthUpdate,
     Request,
     Response,
+    ServerMessage,
     encoder,
     server_decoder,
 )
-from protocol.messages import DepthSnapshot, DepthUpdate
+from protocol.messages import BookLevel, DepthSnapshot, DepthUpdate, Message
 
 DEFAULT_MD_URL = "ws://127.0.0.1:7002/md"
 
 Level = tuple[int, int, int]
+#: what ``MdClient.recv`` returns: a JSON text frame's message or one message of a binary frame
+MdMessage = ServerMessage | Message
+DepthMessage = DepthSnapshot | DepthUpdate | JsonDepthSnapshot | JsonDepthUpdate
 
 
 class GapError(Exception):
@@ -58,7 +62,7 @@ class DepthBook:
         self.bids: dict[int, tuple[int, int]] = {}
         self.asks: dict[int, tuple[int, int]] = {}
 
-    def apply(self, msg: Any) -> bool:
+    def apply(self, msg: DepthMessage) -> bool:
         """Apply one depth message; True when it changed the copy.  Raises GapError."""
         if isinstance(msg, (DepthSnapshot, JsonDepthSnapshot)):
             self.bids = {}
@@ -79,9 +83,9 @@ class DepthBook:
         return True
 
     @staticmethod
-    def _levels(side: dict[int, tuple[int, int]], levels: Any) -> None:
+    def _levels(side: dict[int, tuple[int, int]], levels: list[BookLevel] | list[Level]) -> None:
         for lv in levels:
-            price, size, count = (lv.price, lv.size, lv.order_count) if hasattr(lv, "price") else lv
+            price, size, count = (lv.price, lv.size, lv.order_count) if isinstance(lv, BookLevel) else lv
             if size:
                 side[price] = (size, count)
             else:
@@ -103,7 +107,7 @@ class MdClient:
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
         self._ids = 0
-        self._pending: list[Any] = []
+        self._pending: list[MdMessage] = []
 
     @classmethod
     async def connect(cls, url: str = DEFAULT_MD_URL, token: str | None = None,
@@ -131,7 +135,7 @@ class MdClient:
         """Send a control message and wait for its reply; market data that arrives first is
         kept for ``recv``."""
         rid = self.send_request(op, channels, symbols, encoding, levels)
-        held: list[Any] = []
+        held: list[MdMessage] = []
         try:
             while True:
                 m = await asyncio.wait_for(self._recv_one(), timeout)
@@ -149,7 +153,7 @@ class MdClient:
             raise RuntimeError(f"subscribe refused: {r.error} ({r.code}): {r.message}")
         return r
 
-    async def _recv_one(self) -> Any:
+    async def _recv_one(self) -> MdMessage:
         if self._pending:
             return self._pending.pop(0)
         data = await self.ws.recv()
@@ -161,7 +165,7 @@ class MdClient:
         self._pending.extend(msgs[1:])
         return msgs[0]
 
-    async def recv(self, timeout: float | None = 5.0) -> Any:
+    async def recv(self, timeout: float | None = 5.0) -> MdMessage:
         """The next market-data message or reply.  Raises TimeoutError,
         websockets.exceptions.ConnectionClosed."""
         return await asyncio.wait_for(self._recv_one(), timeout)

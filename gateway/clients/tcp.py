@@ -8,10 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from typing import Any
 
 from protocol import codec
-from protocol.messages import Heartbeat, Login, LoginAccepted, LoginRejected, Logout
+from protocol.messages import Heartbeat, Login, LoginAccepted, LoginRejected, Logout, Message
 
 DEFAULT_CONNECT = "127.0.0.1:7001"
 
@@ -29,11 +28,11 @@ class MessageInbox:
     queued in ``messages`` in arrival order; ``closed`` is set when the connection ends, with
     ``close_reason``."""
 
-    messages: asyncio.Queue[Any]
+    messages: asyncio.Queue[Message]
     closed: asyncio.Event
     close_reason: str | None
 
-    async def recv(self, timeout: float = 5.0) -> Any:
+    async def recv(self, timeout: float = 5.0) -> Message:
         """The next message.  Raises asyncio.TimeoutError; ConnectionError once closed and empty."""
         if self.messages.empty() and self.closed.is_set():
             raise ConnectionError(self.close_reason or "closed")
@@ -53,9 +52,9 @@ class MessageInbox:
             raise TimeoutError()
         return await self.messages.get()
 
-    async def recv_until(self, pred: Callable[[Any], bool], timeout: float = 5.0) -> list[Any]:
+    async def recv_until(self, pred: Callable[[Message], bool], timeout: float = 5.0) -> list[Message]:
         """Messages up to and including the first for which ``pred`` is true."""
-        out: list[Any] = []
+        out: list[Message] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -78,11 +77,11 @@ class OrderClient(MessageInbox):
         self.session_id = 0
         self.next_seq_num = 0
         self.heartbeat_ms = 1000
-        self.messages: asyncio.Queue[Any] = asyncio.Queue()
+        self.messages: asyncio.Queue[Message] = asyncio.Queue()
         self.closed = asyncio.Event()
         self.close_reason: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self.on_message: Callable[[Any], None] | None = None
+        self.on_message: Callable[[Message], None] | None = None
 
     @classmethod
     async def connect(cls, host: str, port: int, token: str, *, next_expected_seq_num: int = 0,
@@ -146,7 +145,7 @@ class OrderClient(MessageInbox):
             if not self.writer.is_closing():
                 self.writer.write(hb)
 
-    def send(self, *msgs: Any) -> None:
+    def send(self, *msgs: Message) -> None:
         """Encode and send messages (no waiting)."""
         self.writer.write(b"".join(codec.encode(m) for m in msgs))
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from gateway.clients.tcp import LoginError, MessageInbox
 from protocol import codec
-from protocol.messages import Heartbeat, Login, LoginAccepted, LoginRejected, Logout
+from protocol.messages import Heartbeat, Login, LoginAccepted, LoginRejected, Logout, Message
 
 DEFAULT_ORDERS_URL = "ws://127.0.0.1:7002/orders"
 
@@ -31,10 +30,10 @@ class WsOrderClient(MessageInbox):
         self.session_id = 0
         self.next_seq_num = 0
         self.heartbeat_ms = 1000
-        self.messages: asyncio.Queue[Any] = asyncio.Queue()
+        self.messages: asyncio.Queue[Message] = asyncio.Queue()
         self.closed = asyncio.Event()
         self.close_reason: str | None = None
-        self.on_message: Callable[[Any], None] | None = None
+        self.on_message: Callable[[Message], None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     @classmethod
@@ -93,7 +92,7 @@ class WsOrderClient(MessageInbox):
                 await asyncio.sleep(self.heartbeat_ms / 1000 / 2)
                 await self.ws.send(hb)
 
-    def send(self, *msgs: Any) -> None:
+    def send(self, *msgs: Message) -> None:
         """Encode ``msgs`` into ONE binary WebSocket message and send it (no waiting)."""
         self.send_raw(b"".join(codec.encode(m, sofh=False) for m in msgs))
 

@@ -15,13 +15,13 @@ from gateway.config.schema import ENV_PREFIX, Config, ConfigError
 
 
 # -- loading -------------------------------------------------------------------------------------
-def _struct_type(tp: Any) -> type[msgspec.Struct] | None:
+def _struct_type(tp: object) -> type[msgspec.Struct] | None:
     if typing.get_origin(tp) is Annotated:
         tp = typing.get_args(tp)[0]
     return tp if isinstance(tp, type) and issubclass(tp, msgspec.Struct) else None
 
 
-def _json_valued(tp: Any) -> bool:
+def _json_valued(tp: object) -> bool:
     if typing.get_origin(tp) is Annotated:
         tp = typing.get_args(tp)[0]
     return typing.get_origin(tp) in (list, dict) or _struct_type(tp) is not None

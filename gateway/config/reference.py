@@ -24,7 +24,7 @@ class FieldDoc(msgspec.Struct, frozen=True):
     secret: bool
 
 
-def _type_name(tp: Any) -> str:
+def _type_name(tp: object) -> str:
     origin = typing.get_origin(tp)
     if origin is Annotated:
         return _type_name(typing.get_args(tp)[0])

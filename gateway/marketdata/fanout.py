@@ -30,6 +30,11 @@ and no depth updates (a fresh snapshot replaces them once it has caught up); tra
 conflated, so they keep going into its buffer, and past ``md_max_buffer_bytes`` unsent the
 connection is closed with code 1008 and reason "slow consumer".  Everything runs on the
 event-loop thread; nothing here blocks.
+
+The room: this module is the publisher (``MarketData``: per-pump publishing, the sliced fan-out,
+the connections' lifetime and the topic bookkeeping of subscriptions); topics.py the published
+state, frames.py the encoders, connection.py one subscriber connection, control.py its control
+requests, counters.py the counters the metrics collector reads.
 """
 from __future__ import annotations
 
@@ -38,34 +43,19 @@ import contextlib
 import logging
 import socket
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, cast
 
-import msgspec
 from websockets.exceptions import ConnectionClosed
-from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
-from protocol import codec
+from gateway.marketdata.connection import CLOSE_GRACE_S, MdConnection
+from gateway.marketdata.control import ControlHandler, Key
+from gateway.marketdata.counters import MdCounters
+from gateway.marketdata.frames import bbo_frame, depth_update_entry, snapshot_frame, trade_entry
+from gateway.marketdata.topics import BBO, DEPTH, KINDS, TRADES, Cursor, SymbolFeed, Topic, diff_levels
 from protocol.mdfeed import encode_trades
-from protocol.mdjson import (
-    CHANNELS,
-    DEPTH_LEVELS,
-    ENCODINGS,
-    MAX_DEPTH_LEVELS,
-    ErrorReply,
-    JsonBbo,
-    JsonDepthSnapshot,
-    JsonDepthUpdate,
-    MdError,
-    Request,
-    Response,
-    Subscription,
-    encoder,
-    request_decoder,
-    trades_prefix,
-)
-from protocol.messages import Bbo, DepthSnapshot, DepthUpdate
+from protocol.mdjson import CHANNELS, MAX_DEPTH_LEVELS
 
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
@@ -75,158 +65,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hftgw.md")
 
-MAX_CONTROL_BYTES = 4096
-CLOSE_GRACE_S = 2.0        # a closing subscriber that does not finish the handshake is aborted
 SERVICE_INTERVAL_S = 0.05  # how often congested connections are looked at when nothing changes
 CHECK_EVERY = 16           # connections visited between two looks at the clock
-
-TRADES, BBO, DEPTH = 0, 1, 2
-KINDS = {"trades": TRADES, "bbo": BBO, "depth": DEPTH}
-
-Levels = list[tuple[int, int, int]]  # (price, size in lots, order count), best first
-
-
-def ws_frame(payload: bytes, text: bool) -> bytes:
-    """One unmasked (server) WebSocket frame carrying ``payload`` as a text or binary message."""
-    return Frame(Opcode.TEXT if text else Opcode.BINARY, payload).serialize(mask=False)
-
-
-def diff_levels(old: Levels, new: Levels) -> Levels:
-    """The entries that turn ``old`` into ``new``: changed or new levels with their new state,
-    removed levels with size 0 and order count 0 (order: new levels best first, then removals)."""
-    if old == new:
-        return []
-    before = {p: (q, c) for p, q, c in old}
-    out = [(p, q, c) for p, q, c in new if before.get(p) != (q, c)]
-    if len(old):
-        now = {p for p, _, _ in new}
-        out.extend((p, 0, 0) for p, _, _ in old if p not in now)
-    return out
-
-
-@dataclass(slots=True)
-class MdCounters:
-    """Market-data outcomes, read by the metrics collector at scrape time."""
-
-    messages_sent: int = 0       # WebSocket messages written to subscribers
-    writes: int = 0              # writes to subscribers' sockets (one per connection visited with news)
-    bytes_sent: int = 0
-    dropped: int = 0             # BBO / depth messages conflated away (never sent to someone)
-    slow_disconnects: int = 0
-    connections_total: int = 0
-    refused_connections: int = 0  # over md_max_connections
-    auth_failures: int = 0
-    sweeps: int = 0              # complete fan-out sweeps
-    slices: int = 0              # fan-out slices (a sweep takes one or more)
-    fanout_ns: int = 0           # event-loop time spent in fan-out slices
-    control_errors: dict[int, int] = field(default_factory=dict)  # MdError -> count
-
-
-class Topic:
-    """One published stream of one symbol, in both encodings, and its subscribers.
-
-    BBO: ``version`` of the newest state (the feed's ``bbo``), its frames built on demand.
-    TRADES, DEPTH: ``log`` of (json frame, binary frame) entries, the first at absolute index
-    ``base``; a frame is None when nobody took that encoding when it was published.  DEPTH also
-    holds the stream's state after its last update (``levels``, ``last_seq``, ``bids``, ``asks``).
-    """
-
-    __slots__ = ("kind", "feed", "levels", "subs", "n_binary", "version", "frames", "log", "base",
-                 "mark", "last_seq", "bids", "asks")
-
-    def __init__(self, kind: int, feed: SymbolFeed, levels: int = 0) -> None:
-        self.kind = kind
-        self.feed = feed
-        self.levels = levels
-        self.subs: dict[MdConnection, bool] = {}   # connection -> binary
-        self.n_binary = 0
-        self.version = 0
-        self.frames: list[bytes | None] = [None, None]
-        self.log: list[tuple[bytes | None, bytes | None]] = []
-        self.base = 0
-        self.mark = 0
-        self.last_seq = feed.book_seq
-        self.bids: Levels = feed.bids[:levels]
-        self.asks: Levels = feed.asks[:levels]
-
-    @property
-    def end(self) -> int:
-        return self.base + len(self.log)
-
-    def encodings(self) -> tuple[bool, bool]:
-        """(somebody takes JSON, somebody takes binary)."""
-        return len(self.subs) > self.n_binary, self.n_binary > 0
-
-
-class SymbolFeed:
-    """One symbol's published book state and topics."""
-
-    __slots__ = ("sid", "name", "json_prefix", "book_seq", "ts", "bids", "asks", "bbo",
-                 "bbo_topic", "trades", "streams")
-
-    def __init__(self, sid: int, name: str) -> None:
-        self.sid = sid
-        self.name = name
-        self.json_prefix = trades_prefix(name)
-        self.book_seq = 0
-        self.ts = 0
-        self.bids: Levels = []
-        self.asks: Levels = []
-        self.bbo = (0, 0, 0, 0)
-        self.bbo_topic: Topic | None = None
-        self.trades: Topic | None = None
-        self.streams: dict[int, Topic] = {}  # depth topics by levels
-
-
-class MdConnection:
-    """One market-data WebSocket connection: its subscriptions with their cursors, the control
-    frames to send, and the depth streams it owes a fresh snapshot (after conflation)."""
-
-    __slots__ = ("md", "ws", "transport", "peer", "subs", "topics", "control", "resync", "tokens",
-                 "refill_at", "strikes", "closing")
-
-    def __init__(self, md: MarketData, ws: ServerConnection) -> None:
-        self.md = md
-        self.ws = ws
-        self.transport: Any = ws.transport
-        peer = ws.remote_address
-        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
-        self.subs: dict[tuple[str, int], tuple[bool, int]] = {}  # (channel, sid) -> (binary, levels)
-        # topic -> [binary, cursor]: BBO the version sent last (-1 none), else the next log index
-        self.topics: dict[Topic, list[Any]] = {}
-        self.control: list[bytes] = []
-        self.resync: set[Topic] = set()
-        self.tokens = float(md.cfg.md_max_control_per_s)
-        self.refill_at = time.monotonic()
-        self.strikes = 0
-        self.closing = False
-
-    def close(self, code: int, reason: str) -> None:
-        """Close with a WebSocket close code and reason; aborted if the peer does not answer in
-        CLOSE_GRACE_S (a slow reader may never get to the close frame)."""
-        if self.closing:
-            return
-        self.closing = True
-        self.control = []
-        self.resync = set()
-        self.md.congested.discard(self)
-        self.md.spawn(self.ws.close(code, reason))
-        asyncio.get_running_loop().call_later(CLOSE_GRACE_S, self._abort)
-
-    def _abort(self) -> None:
-        if self.ws.protocol.state is not State.CLOSED:
-            self.transport.abort()
-
-
-def _request_id(text: str) -> int | None:
-    """The integer ``id`` of a control message that is JSON but not a valid request, for the
-    error reply; None when there is none."""
-    try:
-        doc = msgspec.json.decode(text)
-    except msgspec.DecodeError:
-        return None
-    rid = doc.get("id") if isinstance(doc, dict) else None
-    return rid if isinstance(rid, int) and not isinstance(rid, bool) else None
 
 
 class MarketData:
@@ -252,9 +92,10 @@ class MarketData:
         self.n_trade_subs = 0
         self.sub_counts = dict.fromkeys(CHANNELS, 0)
         self.changed = False       # something was published since the current sweep began
+        self.controls = ControlHandler(self)
         self._sweep: list[MdConnection] | None = None
         self._sweep_pos = 0
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._service: asyncio.Task[None] | None = None
 
     @property
@@ -279,7 +120,8 @@ class MarketData:
         """Subscriptions per channel (a copy: safe to call from the metrics thread)."""
         return dict(self.sub_counts)
 
-    def spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` as a task that ``close`` waits for (up to CLOSE_GRACE_S)."""
         t = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
@@ -299,7 +141,7 @@ class MarketData:
             for sid, ts in ob.take_md_touched():
                 f = self.feeds[sid]
                 if f.bbo_topic is not None or f.streams:
-                    self._refresh(f, ts)
+                    self.refresh(f, ts)
         if self.changed and self._sweep is None:
             self._start_sweep()
             self._slice()
@@ -309,15 +151,13 @@ class MarketData:
             topic = self.feeds[sid].trades
             if topic is None:
                 continue
-            want_json, want_binary = topic.encodings()
-            assert sbe is not None and js is not None
-            topic.log.append((ws_frame(topic.feed.json_prefix + js + b"]}", True) if want_json else None,
-                              ws_frame(sbe, False) if want_binary else None))
+            assert sbe is not None and js is not None  # both encodings were asked for
+            topic.log.append(trade_entry(topic, sbe, js))
             self.changed = True
 
-    def _refresh(self, f: SymbolFeed, ts: int) -> None:
+    def refresh(self, f: SymbolFeed, ts: int) -> None:
         """Re-read the symbol's top levels; on a change number it and publish the depth updates
-        and the BBO it implies."""
+        and the BBO it implies (``ts``: ns since the epoch, the time of the change)."""
         bids = self.core.book_levels(f.sid, 1, MAX_DEPTH_LEVELS)
         asks = self.core.book_levels(f.sid, 2, MAX_DEPTH_LEVELS)
         if bids == f.bids and asks == f.asks:
@@ -337,15 +177,7 @@ class MarketData:
             topic.bids = nb
             topic.asks = na
             topic.last_seq = f.book_seq
-            want_json, want_binary = topic.encodings()
-            js = bs = None
-            if want_json:
-                js = ws_frame(encoder.encode(JsonDepthUpdate(f.name, ts, first, f.book_seq, topic.levels,
-                                                             db, da)), True)
-            if want_binary:
-                msg = DepthUpdate(f.name, ts, first, f.book_seq, topic.levels, db, da)  # type: ignore[arg-type]
-                bs = ws_frame(codec.encode(msg, sofh=False), False)
-            topic.log.append((js, bs))
+            topic.log.append(depth_update_entry(topic, ts, first, db, da))
             self.changed = True
         bbo = ((bids[0][0], bids[0][1]) if bids else (0, 0)) + ((asks[0][0], asks[0][1]) if asks else (0, 0))
         if bbo != f.bbo:
@@ -354,28 +186,6 @@ class MarketData:
                 f.bbo_topic.version += 1
                 f.bbo_topic.frames = [None, None]
                 self.changed = True
-
-    # -- encoders (once per message, whatever the number of subscribers) ---------------------
-    def bbo_frame(self, topic: Topic, binary: bool) -> bytes:
-        fr = topic.frames[binary]
-        if fr is None:
-            f = topic.feed
-            bp, bs, ap, asz = f.bbo
-            if binary:
-                fr = ws_frame(codec.encode(Bbo(f.name, f.ts, f.book_seq, bp, bs, ap, asz), sofh=False), False)
-            else:
-                fr = ws_frame(encoder.encode(JsonBbo(f.name, f.ts, f.book_seq, bp, bs, ap, asz)), True)
-            topic.frames[binary] = fr
-        return fr
-
-    def snapshot_frame(self, topic: Topic, binary: bool) -> bytes:
-        f = topic.feed
-        if binary:
-            msg = DepthSnapshot(f.name, f.ts, topic.last_seq, topic.levels,
-                                topic.bids, topic.asks)  # type: ignore[arg-type]
-            return ws_frame(codec.encode(msg, sofh=False), False)
-        return ws_frame(encoder.encode(JsonDepthSnapshot(f.name, f.ts, topic.last_seq, topic.levels,
-                                                         topic.bids, topic.asks)), True)
 
     # -- fan-out -----------------------------------------------------------------------------
     def _start_sweep(self) -> None:
@@ -436,28 +246,30 @@ class MarketData:
         for topic, st in conn.topics.items():
             kind = topic.kind
             if kind == BBO:
-                if topic.version != st[1] and not congested:
-                    if st[1] >= 0:
-                        c.dropped += topic.version - st[1] - 1
-                    frames.append(self.bbo_frame(topic, st[0]))
-                    st[1] = topic.version
+                if topic.version != st.at and not congested:
+                    if st.at >= 0:
+                        c.dropped += topic.version - st.at - 1
+                    frames.append(bbo_frame(topic, st.binary))
+                    st.at = topic.version
                 continue
             end = topic.base + len(topic.log)
             if kind == DEPTH and (congested or topic in conn.resync):
                 # what is skipped is covered by the snapshot the connection gets once it has
                 # caught up (the stream's state at its end)
-                c.dropped += end - st[1]
-                st[1] = end
+                c.dropped += end - st.at
+                st.at = end
                 if congested:
                     conn.resync.add(topic)
                 else:
                     conn.resync.discard(topic)
-                    frames.append(self.snapshot_frame(topic, st[0]))
+                    frames.append(snapshot_frame(topic, st.binary))
                 continue
-            if st[1] < end:
-                b = st[0]
-                frames.extend(e[b] for e in topic.log[st[1] - topic.base:])  # type: ignore[misc]
-                st[1] = end
+            if st.at < end:
+                b = st.binary
+                # the cursor started at the log's end when the connection subscribed, so every
+                # entry past it was published with a subscriber of its encoding: never None
+                frames.extend(cast("list[bytes]", [e[b] for e in topic.log[st.at - topic.base:]]))
+                st.at = end
         if frames:
             t.writelines(frames)
             c.writes += 1
@@ -506,7 +318,7 @@ class MarketData:
             self._service = asyncio.get_running_loop().create_task(self.service_loop())
         try:
             async for msg in ws:
-                self.control(conn, msg)
+                self.controls.handle(conn, msg)
         except ConnectionClosed:
             pass
         finally:
@@ -517,8 +329,8 @@ class MarketData:
         self.conns.discard(conn)
         self.congested.discard(conn)
         for key in list(conn.subs):
-            self._remove(conn, key)
-        self._update_tap()
+            self.remove_subscription(conn, key)
+        self.update_tap()
 
     async def close(self) -> None:
         """Server shutdown: close every subscriber (1001 going away)."""
@@ -531,122 +343,18 @@ class MarketData:
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=CLOSE_GRACE_S)
 
-    # -- control messages --------------------------------------------------------------------
-    def control(self, conn: MdConnection, msg: str | bytes) -> None:
-        """Handle one message from a subscriber; every request gets exactly one reply."""
-        if conn.closing:
-            return
-        now = time.monotonic()
-        rate = self.cfg.md_max_control_per_s
-        conn.tokens = min(float(rate), conn.tokens + (now - conn.refill_at) * rate)
-        conn.refill_at = now
-        if conn.tokens < 1.0:
-            conn.strikes += 1
-            if conn.strikes > rate:
-                self._error(conn, None, MdError.RATE_LIMITED, "too many control messages: closing")
-                self.visit(conn)
-                conn.close(1008, "too many control messages")
-                return
-            self._error(conn, None, MdError.RATE_LIMITED, f"more than {rate} control messages per second")
-            self.visit(conn)
-            return
-        conn.tokens -= 1.0
-        conn.strikes = 0
-        if isinstance(msg, bytes):
-            self._error(conn, None, MdError.BAD_REQUEST, "control messages are JSON text frames")
-        elif len(msg) > MAX_CONTROL_BYTES:
-            self._error(conn, None, MdError.BAD_REQUEST, f"control message over {MAX_CONTROL_BYTES} bytes")
-        else:
-            try:
-                req = request_decoder.decode(msg)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                self._error(conn, _request_id(msg), MdError.BAD_REQUEST, str(exc))
-            else:
-                self._request(conn, req)
-        self.visit(conn)  # the reply (and a new subscription's first data) right away
-
-    def _reply(self, conn: MdConnection, msg: Response | ErrorReply) -> None:
-        conn.control.append(ws_frame(encoder.encode(msg), True))
-
-    def _error(self, conn: MdConnection, rid: int | None, code: MdError, message: str) -> None:
-        self.counters.control_errors[code] = self.counters.control_errors.get(code, 0) + 1
-        self._reply(conn, ErrorReply(rid, int(code), code.name, message))
-
-    def _subscriptions(self, conn: MdConnection) -> list[Subscription]:
-        return [Subscription(ch, self.feeds[sid].name, "binary" if binary else "json", levels)
-                for (ch, sid), (binary, levels) in sorted(conn.subs.items())]
-
-    def _request(self, conn: MdConnection, req: Request) -> None:
-        if req.op == "ping":
-            self._reply(conn, Response(req.id, "pong"))
-        elif req.op == "list":
-            self._reply(conn, Response(req.id, "list", self._subscriptions(conn)))
-        elif req.op in ("subscribe", "unsubscribe"):
-            keys = self._validate(conn, req)
-            if keys is None:
-                return
-            if req.op == "subscribe":
-                self._subscribe(conn, req, keys)
-            else:
-                for key in keys:
-                    if key in conn.subs:
-                        self._remove(conn, key)
-                self._update_tap()
-                self._reply(conn, Response(req.id, "unsubscribed", self._subscriptions(conn)))
-        else:
-            self._error(conn, req.id, MdError.UNKNOWN_OP,
-                        f"unknown op {req.op!r}: subscribe, unsubscribe, list or ping")
-
-    def _validate(self, conn: MdConnection, req: Request) -> list[tuple[str, int]] | None:
-        if not req.channels or not req.symbols:
-            self._error(conn, req.id, MdError.BAD_REQUEST, "channels and symbols must not be empty")
-            return None
-        for ch in req.channels:
-            if ch not in CHANNELS:
-                self._error(conn, req.id, MdError.UNKNOWN_CHANNEL,
-                            f"unknown channel {ch!r}: {', '.join(CHANNELS)}")
-                return None
-        sids = []
-        self.sync_symbols()
-        for name in req.symbols:
-            sid = self.sid_by_name.get(name)
-            if sid is None:
-                self._error(conn, req.id, MdError.UNKNOWN_SYMBOL, f"unknown symbol {name!r}")
-                return None
-            sids.append(sid)
-        if req.op == "subscribe":
-            if req.encoding not in ENCODINGS:
-                self._error(conn, req.id, MdError.BAD_ENCODING,
-                            f"unknown encoding {req.encoding!r}: json or binary")
-                return None
-            if "depth" in req.channels and req.levels not in DEPTH_LEVELS:
-                self._error(conn, req.id, MdError.BAD_LEVELS,
-                            f"depth levels must be one of {DEPTH_LEVELS}, got {req.levels}")
-                return None
-        keys = list(dict.fromkeys((ch, sid) for ch in req.channels for sid in sids))
-        if req.op == "subscribe":
-            new = sum(1 for k in keys if k not in conn.subs)
-            if len(conn.subs) + new > self.cfg.md_max_subscriptions:
-                self._error(conn, req.id, MdError.TOO_MANY_SUBSCRIPTIONS,
-                            f"at most {self.cfg.md_max_subscriptions} subscriptions per connection")
-                return None
-        return keys
-
-    def _subscribe(self, conn: MdConnection, req: Request, keys: list[tuple[str, int]]) -> None:
-        binary = req.encoding == "binary"
-        for key in keys:
-            if key in conn.subs:
-                self._remove(conn, key)  # a repeated subscription re-sends the initial state
-        # bring each book up to date first: a change found now goes to the existing subscribers
-        now = time.time_ns()
-        for sid in dict.fromkeys(sid for ch, sid in keys if ch != "trades"):
-            self._refresh(self.feeds[sid], now)
+    # -- subscriptions (checked and answered by control.py) ----------------------------------
+    def add_subscriptions(self, conn: MdConnection, keys: list[Key], binary: bool,
+                          levels: int) -> list[bytes]:
+        """Subscribe ``conn`` to each (channel, symbol id) of ``keys`` (none of which it has),
+        ``levels`` a side for depth; returns the depth streams' snapshot frames it is owed now
+        (a congested connection gets them once it has caught up)."""
         snapshots = []
         congested = conn.transport.get_write_buffer_size() > self.cfg.md_conflate_bytes
         for ch, sid in keys:
             f = self.feeds[sid]
-            levels = req.levels if ch == "depth" else 0
-            conn.subs[(ch, sid)] = (binary, levels)
+            lv = levels if ch == "depth" else 0
+            conn.subs[(ch, sid)] = (binary, lv)
             self.n_subs += 1
             self.sub_counts[ch] += 1
             kind = KINDS[ch]
@@ -656,28 +364,28 @@ class MarketData:
             elif kind == BBO:
                 topic = f.bbo_topic = f.bbo_topic or Topic(BBO, f)
             else:
-                topic = f.streams.get(levels) or self._new_topic(DEPTH, f, levels)
-                f.streams[levels] = topic
+                topic = f.streams.get(lv) or self._new_topic(DEPTH, f, lv)
+                f.streams[lv] = topic
             topic.subs[conn] = binary
             topic.n_binary += binary
             # BBO: -1 = the newest state is due; logs: from their end on
-            conn.topics[topic] = [binary, -1 if kind == BBO else topic.end]
+            conn.topics[topic] = Cursor(binary, -1 if kind == BBO else topic.end)
             if kind == DEPTH:
                 if congested:
                     conn.resync.add(topic)
                 else:
-                    snapshots.append(self.snapshot_frame(topic, binary))
+                    snapshots.append(snapshot_frame(topic, binary))
         self.active[conn] = None
-        self._update_tap()
-        self._reply(conn, Response(req.id, "subscribed", self._subscriptions(conn)))
-        conn.control.extend(snapshots)  # the reply, then each depth stream's snapshot
+        return snapshots
 
     def _new_topic(self, kind: int, f: SymbolFeed, levels: int = 0) -> Topic:
         topic = Topic(kind, f, levels)
         self.log_topics.add(topic)
         return topic
 
-    def _remove(self, conn: MdConnection, key: tuple[str, int]) -> None:
+    def remove_subscription(self, conn: MdConnection, key: Key) -> None:
+        """Unsubscribe ``conn`` from ``key`` (a subscription it has); a topic left without
+        subscribers is dropped."""
         _, levels = conn.subs.pop(key)
         ch, sid = key
         f = self.feeds[sid]
@@ -707,5 +415,6 @@ class MarketData:
             else:
                 del f.streams[levels]
 
-    def _update_tap(self) -> None:
+    def update_tap(self) -> None:
+        """Tell the outbound encoder what to note for market data (books touched, trades)."""
         self.engine.outbound.md_tap(self.n_subs > 0, self.n_trade_subs > 0)

@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO
 
 import msgspec
 
@@ -134,7 +134,7 @@ class AuditLog:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             self._f = open(path, "ab", buffering=0)  # noqa: SIM115 - lives as long as the server
 
-    def write(self, event: str, **fields: Any) -> None:
+    def write(self, event: str, **fields: object) -> None:
         """Append one line.  Never raises for an I/O error (logged instead): the audit log must
         not take order entry down."""
         if self._f is None:

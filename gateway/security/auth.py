@@ -22,11 +22,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import jwt
 
 from matching.records import LoginRejectReason
+
+if TYPE_CHECKING:
+    from jwt.algorithms import AllowedPublicKeys
+
+    from gateway.config.schema import Config
 
 ROLES = ("trader", "md", "admin", "dropcopy")
 MAX_ACCOUNT_LEN = 32  # the account travels in a 32-byte field of the session-open command
@@ -96,8 +101,8 @@ def mint_token(key: str, account: str, role: str | list[str] = "trader", ttl_s: 
     if ttl_s <= 0:
         raise ValueError("ttl must be positive")
     t = int(time.time() if now is None else now)
-    claims: dict[str, Any] = {"sub": account, roles_claim: roles if len(roles) > 1 else roles[0],
-                              "iat": t, "exp": t + ttl_s}
+    claims: dict[str, str | int | list[str]] = {
+        "sub": account, roles_claim: roles if len(roles) > 1 else roles[0], "iat": t, "exp": t + ttl_s}
     if not_before_s:
         claims["nbf"] = t + not_before_s
     if issuer:
@@ -121,7 +126,7 @@ class TokenVerifier:
         if algorithm == "HS256":
             if not secret:
                 raise ValueError("HS256 needs a secret")
-            self.key: Any = secret
+            self.key: str | AllowedPublicKeys = secret
         elif algorithm in ("RS256", "ES256"):
             if not public_key:
                 raise ValueError(f"{algorithm} needs a public key")
@@ -136,7 +141,7 @@ class TokenVerifier:
         self.roles_claim = roles_claim
 
     @classmethod
-    def from_config(cls, cfg: Any) -> TokenVerifier:
+    def from_config(cls, cfg: Config) -> TokenVerifier:
         """Build from a gateway Config (reads jwt_public_key_file).  Raises OSError, ValueError."""
         public_key = ""
         if cfg.jwt_algorithm != "HS256":

@@ -5,6 +5,7 @@ import asyncio
 import logging
 import socket
 import time
+from typing import cast
 
 from gateway.engine import Engine
 from gateway.security.access import peer_host
@@ -53,7 +54,7 @@ class OrderEntryProtocol(asyncio.Protocol):
     # -- asyncio.Protocol --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's TCPTransport implements asyncio.Transport without subclassing it
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -238,7 +239,8 @@ class OrderEntryProtocol(asyncio.Protocol):
         s = self.session
         assert s is not None
         if self.login_refusal is not None and not s.session_id:
-            return "login_" + LoginRejectReason(self.login_refusal).name.removeprefix("LOGIN_").lower()
+            name: str = LoginRejectReason(self.login_refusal).name
+            return "login_" + name.removeprefix("LOGIN_").lower()
         try:
             return LogoutReason(-1 if s.close_reason is None else s.close_reason).name.lower()
         except ValueError:
