@@ -21,6 +21,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 export HFTGW_REQUIRE_BROWSER=1
 ruff check .
-mypy gateway matching monitoring persistence protocol bench
+mypy gateway matching monitoring persistence protocol bench tools
 (cd tests && mypy --config-file ../pyproject.toml .)
 python3 -m pytest -q "$@"
