@@ -52,12 +52,11 @@ from protocol.messages import (
     SessionReject,
 )
 from protocol.session_table import (
+    TRANSITIONS,
     Event,
     SessionProtocolError,
     SessionState,
-    allows,
     expects_login,
-    timers_armed,
     transition,
 )
 
@@ -66,6 +65,12 @@ __all__ = ["LoginDecision", "LogoutReason", "RiskGate", "ServerSession", "Sessio
 
 SOFH_SIZE = 6
 
+
+# the events looked up on every read or tick, bound once (an Enum attribute costs a lookup)
+_ORDER = Event.ORDER
+_LOGIN_TIMEOUT = Event.LOGIN_TIMEOUT
+_PEER_SILENT = Event.PEER_SILENT
+_HEARTBEAT_DUE = Event.HEARTBEAT_DUE
 
 #: the event of a decoded frame, by its message class (order entry and server-to-client templates
 #: are told by template id: see frame_event)
@@ -231,19 +236,21 @@ class ServerSession:
         interval with nothing sent."""
         if self.state is SessionState.CLOSED:
             return
-        for timer in timers_armed(self.state):
-            if self._timer_due(timer, now_ns):
-                self.state = transition(self.state, timer)
-                self._timer_fired(timer, now_ns)
-                return
-
-    def _timer_due(self, timer: Event, now_ns: int) -> bool:
+        # the timers in session_table.TIMERS' order, each only where the state's row has it
+        # (written out rather than looped: this runs for every connection on every tick)
+        row = TRANSITIONS[self.state]
         interval = self.heartbeat_ms * 1_000_000
-        if timer is Event.LOGIN_TIMEOUT:
-            return bool(self._login_deadline_ns) and now_ns > self._login_deadline_ns
-        if timer is Event.PEER_SILENT:
-            return now_ns - self._last_rx_ns > interval * self.timeout_factor
-        return now_ns - self._last_tx_ns >= interval       # HEARTBEAT_DUE
+        if (_LOGIN_TIMEOUT in row and self._login_deadline_ns
+                and now_ns > self._login_deadline_ns):
+            timer = _LOGIN_TIMEOUT
+        elif _PEER_SILENT in row and now_ns - self._last_rx_ns > interval * self.timeout_factor:
+            timer = _PEER_SILENT
+        elif _HEARTBEAT_DUE in row and now_ns - self._last_tx_ns >= interval:
+            timer = _HEARTBEAT_DUE
+        else:
+            return
+        self.state = transition(self.state, timer)
+        self._timer_fired(timer, now_ns)
 
     def _timer_fired(self, timer: Event, now_ns: int) -> None:
         if timer is Event.LOGIN_TIMEOUT:
@@ -310,15 +317,18 @@ class ServerSession:
 
     def _process(self, now_ns: int) -> None:
         while self.state is not SessionState.CLOSED:
-            if self.allowed is None and allows(self.state, Event.ORDER):
+            row = TRANSITIONS[self.state]
+            if self.allowed is None and _ORDER in row:
                 # a trading session: order frames in bulk, the table's ORDER row applied once
-                # per batch rather than per order (the decoder stops at the first other frame)
+                # per batch rather than per order (the decoder stops at the first other frame),
+                # and read directly rather than through transition(): the row is there, and
+                # this is the per-read path
                 pos, n, status = codec.decode_orders(
                     self._buf, self._pos, len(self._buf), self.ring, self.session_id,
                     self.symbols, now_ns, self.sofh, self.account_id, self.stp_default)
                 self._pos = pos
                 if n:
-                    self.state = transition(self.state, Event.ORDER)
+                    self.state = row[_ORDER]
                 if n and self.gate is not None:
                     # before anything else runs on this thread, so before the engine's pump
                     self.gate.check_recent(self.ring, n)
