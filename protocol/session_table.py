@@ -18,10 +18,14 @@ now, and where does it lead", and reading the table is reading the protocol:
 - A server-to-client template sent by the peer (SERVER_MESSAGE) is allowed nowhere.
 
 Timer events (LOGIN_TIMEOUT, PEER_SILENT, HEARTBEAT_DUE) are different in one way: a timer whose
-event a state's row does not have is simply not armed in that state (``tick`` only looks at
-``timers_armed(state)``), rather than being a protocol error.  That is where issue 14 is fixed:
-removing ``PEER_SILENT`` and ``HEARTBEAT_DUE`` from the AWAIT_LOGIN row makes the login timeout
-the only timer before login and stops heartbeats to connections that have not logged in.
+event a state's row does not have is simply not armed in that state (``tick`` checks a timer
+only where the row has it: ``timers_armed``), rather than being a protocol error.  That is where
+issue 14 is fixed: removing ``PEER_SILENT`` and ``HEARTBEAT_DUE`` from the AWAIT_LOGIN row makes
+the login timeout the only timer before login and stops heartbeats to connections that have not
+logged in.
+
+The session relies on one property of the table: every state but CLOSED has MALFORMED, SHUTDOWN
+and VIOLATION_LIMIT (it applies them with no refusal path; tests/test_session_state.py checks).
 """
 from __future__ import annotations
 

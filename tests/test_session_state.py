@@ -1,203 +1,60 @@
 """The order-entry session driven directly, sans I/O: bytes in through ``receive_data``, time
 through ``tick(now_ns)`` on a fake clock (plain integers of ns since the epoch), bytes out
-through ``data_to_send``.  No sockets, no sleeps, no event loop.
-
-Frames are built with the project's codec, and the Login and its LoginAccepted are also written
-out as literal bytes from the schema (protocol/schema/hftgw-v1.xml), so the tests do not only
-speak the codec they test.  ``test_every_state_and_event`` walks the whole table of
-``protocol.session_table`` (every state times every event: the row's transition or the
-refusal), and a hypothesis test drives random sequences of inputs and checks that the session
-never raises and only moves along the table.
+through ``data_to_send``.  No sockets, no sleeps, no event loop.  Login (in literal bytes too),
+rejects, heartbeats both ways and the heartbeat timeout, the login timeout (today's behaviour,
+with what issue 14 changes), replay requests, logout both ways, refusals before login and by
+role, malformed frames.  The table itself, walked cell by cell, and random sequences of inputs:
+tests/test_session_table.py.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from unittest import mock
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from session_inputs import (
+    ACTIVE,
+    ADMIN,
+    AWAIT_LOGIN,
+    BAD_SOFH,
+    CANCEL,
+    CLOSED,
+    DROPCOPY,
+    EOS,
+    GOOD,
+    LIVE_NEXT_SEQ,
+    LOGIN_ACCEPTED_LITERAL,
+    LOGIN_LITERAL,
+    MS,
+    NEW_ORDER,
+    POSITION_QUERY,
+    SERVER_ONLY,
+    T0,
+    UNKNOWN_TEMPLATE,
+    answers,
+    frame,
+    logged_in,
+    login,
+    make_session,
+    reject,
+    report,
+)
 
-from matching.records import COMMAND_RECORD_SIZE, LoginRejectReason, RejectReason
-from matching.ring import SpscRing
-from protocol import codec, session_table
-from protocol import session as session_module
+from matching.records import LoginRejectReason, RejectReason
 from protocol.messages import (
-    CancelOrder,
     EndOfSession,
     Heartbeat,
-    Login,
     LoginAccepted,
     LoginRejected,
     Logout,
     Message,
     NewOrder,
     PositionQuery,
-    PositionReport,
-    SessionReject,
 )
-from protocol.session import LoginDecision, LogoutReason, ServerSession
+from protocol.session import LogoutReason, ServerSession
 from protocol.session_table import (
-    TIMERS,
     TRANSITIONS,
     Event,
-    SessionProtocolError,
-    SessionState,
-    allows,
-    expects_login,
-    reachable,
-    timers_armed,
-    transition,
 )
-
-MS = 1_000_000
-T0 = 1_767_225_600 * 1_000_000_000      # the fake clock's start: 2026-01-01T00:00:00Z in ns
-GOOD = "tok"                           # the token the stand-in gateway accepts as a trader
-DROPCOPY = "dropcopy"                  # ... as a drop copy (PositionQuery only)
-ADMIN = "admin"                        # ... as an admin (may send EndOfSession)
-LIVE_NEXT_SEQ = 43                     # the stand-in gateway's next seqNum without a replay
-
-AWAIT_LOGIN, ACTIVE, CLOSED = SessionState.AWAIT_LOGIN, SessionState.ACTIVE, SessionState.CLOSED
-
-# Login, template 1, on TCP, byte by byte from the schema (SBE 1.0, little-endian fields):
-LOGIN_LITERAL = bytes.fromhex(
-    "00000021" "eb50"        # SOFH: frame length 33 (big-endian, includes the SOFH), type 0xEB50
-    "0e00" "0100" "0100" "0200"  # header: blockLength 14, templateId 1, schemaId 1, version 2
-    "e8030000"               # heartbeatIntervalMs: uint32 1000
-    "0500000000000000"       # nextExpectedSeqNum: uint64 5 (a replay from seqNum 5)
-    "01"                     # cancelOnDisconnect: true
-    "00"                     # defaultStpMode: NONE
-    "0300" "746f6b"          # token: varString, uint16 length 3, "tok"
-)
-# the answer: LoginAccepted, template 2: sessionId 7, nextSeqNum 5, heartbeatIntervalMs 1000
-LOGIN_ACCEPTED_LITERAL = bytes.fromhex(
-    "0000001e" "eb50" "1000" "0200" "0100" "0200"
-    "07000000" "0500000000000000" "e8030000"
-)
-BAD_SOFH = bytes.fromhex("0000000e" "eb51" "0000" "0400" "0100" "0200")   # wrong encoding type
-UNKNOWN_TEMPLATE = bytes.fromhex("0000000e" "eb50" "0000" "6300" "0100" "0200")  # template 99
-
-NEW_ORDER = NewOrder(cl_ord_id=1, price=1_000_000, order_qty=10, symbol="AAPL", side=1,
-                     ord_type=1, time_in_force=1)
-CANCEL = CancelOrder(cl_ord_id=2, orig_cl_ord_id=1, symbol="AAPL")
-EOS = EndOfSession(cl_ord_id=1, symbol="")
-POSITION_QUERY = PositionQuery(request_id=9, symbol="")
-SERVER_ONLY = LoginAccepted(session_id=1, next_seq_num=1, heartbeat_interval_ms=1000)
-
-
-def login(token: str = GOOD, hb: int = 0, next_expected: int = 0) -> Login:
-    return Login(heartbeat_interval_ms=hb, next_expected_seq_num=next_expected,
-                 cancel_on_disconnect=0, token=token)
-
-
-def report(request_id: int) -> PositionReport:
-    return PositionReport(request_id=request_id, symbol="AAPL", net_position=0, avg_price=0,
-                          realized_pnl=0, open_buy_qty=0, open_sell_qty=0, bought_qty=0,
-                          sold_qty=0, report_index=1, report_count=1)
-
-
-def reject(reason: int, template: int) -> SessionReject:
-    return SessionReject(reason=int(reason), ref_template_id=template)
-
-
-@dataclass
-class Gateway:
-    """Stands in for the gateway's login decision: remembers every Login it was asked about."""
-
-    logins: list[Login] = field(default_factory=list)
-
-    def decide(self, msg: Login) -> LoginDecision:
-        self.logins.append(msg)
-
-        def positions(q: PositionQuery) -> list[Message]:
-            return [report(q.request_id)]
-
-        if msg.token in (GOOD, ADMIN):
-            # a replay request (nextExpectedSeqNum n > 0): the next message sent is n
-            nxt = msg.next_expected_seq_num or LIVE_NEXT_SEQ
-            return LoginDecision(True, session_id=7, next_seq_num=nxt,
-                                 replay_from=msg.next_expected_seq_num, account_id=3,
-                                 role="admin" if msg.token == ADMIN else "trader",
-                                 positions=positions)
-        if msg.token == DROPCOPY:
-            return LoginDecision(True, session_id=8, next_seq_num=1, role="dropcopy",
-                                 allowed=frozenset({PositionQuery.TEMPLATE_ID}), positions=positions)
-        return LoginDecision(False, reason=LoginRejectReason.LOGIN_BAD_TOKEN)
-
-
-def make_session(sofh: bool = True, *, now_ns: int = T0, login_timeout_ms: int = 5000,
-                 max_violations: int = 3, heartbeat_ms: int = 1000) -> tuple[ServerSession, Gateway]:
-    """A session at ``now_ns`` with the configuration defaults (gateway/config/schema.py):
-    heartbeat 1 s, timeout factor 3, login timeout 5 s, 3 violations."""
-    gw = Gateway()
-    ring = SpscRing(64, COMMAND_RECORD_SIZE)
-    s = ServerSession(codec.SymbolTable(["AAPL", "MSFT"]), ring, gw.decide, now_ns=now_ns,
-                      sofh=sofh, heartbeat_ms=heartbeat_ms, timeout_factor=3.0,
-                      max_heartbeat_ms=60_000, login_timeout_ms=login_timeout_ms,
-                      max_violations=max_violations)
-    return s, gw
-
-
-def frame(msg: Message, sofh: bool = True) -> bytes:
-    return codec.encode(msg, sofh=sofh)
-
-
-def answers(s: ServerSession) -> list[Message]:
-    """What the session wrote since the last call, decoded; it only ever writes whole frames."""
-    out = s.data_to_send()
-    msgs, end = codec.decode_frames(out, 0, s.sofh)
-    assert end == len(out)
-    return msgs
-
-
-def logged_in(token: str = GOOD, *, login_timeout_ms: int = 5000) -> tuple[ServerSession, Gateway]:
-    s, gw = make_session(login_timeout_ms=login_timeout_ms)
-    s.receive_data(frame(login(token)), T0)
-    assert isinstance(answers(s)[0], LoginAccepted) and s.state is ACTIVE
-    return s, gw
-
-
-Applied = list[tuple[SessionState, Event, SessionState | None]]
-
-
-class _RecordingRow(Mapping[Event, SessionState]):
-    """One row of the table that logs every application (a read of an event's next state:
-    what ``transition`` and the session's bulk order path do); asking ``event in row`` is not
-    an application."""
-
-    def __init__(self, state: SessionState, row: Mapping[Event, SessionState], log: Applied) -> None:
-        self._state, self._row, self._log = state, row, log
-
-    def __getitem__(self, event: Event) -> SessionState:
-        try:
-            nxt = self._row[event]
-        except KeyError:
-            self._log.append((self._state, event, None))
-            raise
-        self._log.append((self._state, event, nxt))
-        return nxt
-
-    def __contains__(self, event: object) -> bool:
-        return event in self._row
-
-    def __iter__(self) -> Iterator[Event]:
-        return iter(self._row)
-
-    def __len__(self) -> int:
-        return len(self._row)
-
-
-@contextmanager
-def recorded_transitions() -> Iterator[Applied]:
-    """Every application of the table while inside: (state, event, next state), next None when
-    the table refused it."""
-    log: Applied = []
-    table = {state: _RecordingRow(state, row, log) for state, row in TRANSITIONS.items()}
-    with mock.patch.object(session_module, "TRANSITIONS", table), \
-            mock.patch.object(session_table, "TRANSITIONS", table):
-        yield log
 
 
 # -- login --------------------------------------------------------------------------------------
@@ -460,199 +317,3 @@ def test_websocket_leftovers_and_text_messages_are_protocol_errors() -> None:
     t.protocol_error(T0 + 2 * MS)
     assert t.data_to_send() == b""
 
-
-# -- the table itself ------------------------------------------------------------------------------
-def test_the_table_has_a_row_per_state_and_closed_is_final() -> None:
-    assert set(TRANSITIONS) == set(SessionState)
-    assert TRANSITIONS[CLOSED] == {}
-    for row in TRANSITIONS.values():
-        assert all(isinstance(e, Event) and isinstance(nxt, SessionState) for e, nxt in row.items())
-    assert all(CLOSED in reachable(state) for state in SessionState)
-    # only a login the gateway accepted leads to ACTIVE from elsewhere
-    into_active = {(st, e) for st, row in TRANSITIONS.items() for e, nxt in row.items()
-                   if nxt is ACTIVE and st is not ACTIVE}
-    assert into_active == {(AWAIT_LOGIN, Event.LOGIN_ACCEPTED)}
-    # the session applies these itself, without a refusal path: every live state has them
-    for state in (AWAIT_LOGIN, ACTIVE):
-        for event in (Event.MALFORMED, Event.SHUTDOWN, Event.VIOLATION_LIMIT):
-            assert TRANSITIONS[state][event] is CLOSED
-    assert Event.SERVER_MESSAGE not in {e for row in TRANSITIONS.values() for e in row}
-    assert expects_login(AWAIT_LOGIN) and not expects_login(ACTIVE)
-    assert timers_armed(ACTIVE) == (Event.PEER_SILENT, Event.HEARTBEAT_DUE)
-    assert timers_armed(AWAIT_LOGIN) == TIMERS       # issue 14: will be (LOGIN_TIMEOUT,)
-
-
-def test_transition_raises_for_what_the_table_does_not_allow() -> None:
-    assert transition(AWAIT_LOGIN, Event.LOGIN_ACCEPTED) is ACTIVE
-    with pytest.raises(SessionProtocolError) as err:
-        transition(AWAIT_LOGIN, Event.ORDER)
-    assert (err.value.state, err.value.event) == (AWAIT_LOGIN, Event.ORDER)
-    assert "order is not allowed in AWAIT_LOGIN" in str(err.value)
-    with pytest.raises(SessionProtocolError):
-        transition(CLOSED, Event.HEARTBEAT)
-
-
-@dataclass(frozen=True)
-class Driver:
-    """How to make an event happen with public inputs, on a session set up at T0."""
-
-    act: Callable[[ServerSession], None]
-    login_timeout_ms: int = 0
-    max_violations: int = 0
-
-
-def feeding(msg: Message) -> Callable[[ServerSession], None]:
-    return lambda s: s.receive_data(frame(msg), T0)
-
-
-DRIVERS: dict[Event, Driver] = {
-    Event.LOGIN_ACCEPTED: Driver(feeding(login())),
-    Event.LOGIN_REJECTED: Driver(feeding(login("wrong"))),
-    Event.HEARTBEAT: Driver(feeding(Heartbeat())),
-    Event.LOGOUT: Driver(feeding(Logout())),
-    Event.ORDER: Driver(feeding(NEW_ORDER)),
-    Event.POSITION_QUERY: Driver(feeding(POSITION_QUERY)),
-    Event.END_OF_SESSION: Driver(feeding(EOS)),
-    Event.SERVER_MESSAGE: Driver(feeding(SERVER_ONLY)),
-    Event.MALFORMED: Driver(lambda s: s.receive_data(BAD_SOFH, T0)),
-    Event.LOGIN_TIMEOUT: Driver(lambda s: s.tick(T0 + 501 * MS), login_timeout_ms=500),
-    Event.PEER_SILENT: Driver(lambda s: s.tick(T0 + 3001 * MS)),
-    Event.HEARTBEAT_DUE: Driver(lambda s: s.tick(T0 + 1000 * MS)),
-    # a refused EndOfSession (not logged in, or not an admin) is the one violation allowed
-    Event.VIOLATION_LIMIT: Driver(feeding(EOS), max_violations=1),
-    Event.SHUTDOWN: Driver(lambda s: s.shutdown()),
-}
-
-_NOT_LOGGED_IN = RejectReason.REJ_NOT_LOGGED_IN
-_NOT_AUTHORIZED = RejectReason.REJ_NOT_AUTHORIZED
-_PROTOCOL_ERROR = [reject(RejectReason.REJ_MALFORMED, 0), Logout(reason=LogoutReason.PROTOCOL_ERROR)]
-_ALREADY = [LoginRejected(reason=LoginRejectReason.LOGIN_ALREADY_LOGGED_IN)]
-#: today's answer to each event in each live state (in CLOSED: nothing, always)
-EXPECTED: dict[tuple[SessionState, Event], list[Message]] = {
-    (AWAIT_LOGIN, Event.LOGIN_ACCEPTED): [LoginAccepted(session_id=7, next_seq_num=LIVE_NEXT_SEQ,
-                                                        heartbeat_interval_ms=1000)],
-    (AWAIT_LOGIN, Event.LOGIN_REJECTED): [LoginRejected(reason=LoginRejectReason.LOGIN_BAD_TOKEN)],
-    (AWAIT_LOGIN, Event.HEARTBEAT): [],
-    (AWAIT_LOGIN, Event.LOGOUT): [Logout(reason=LogoutReason.NORMAL)],
-    (AWAIT_LOGIN, Event.ORDER): [reject(_NOT_LOGGED_IN, NewOrder.TEMPLATE_ID)],
-    (AWAIT_LOGIN, Event.POSITION_QUERY): [reject(_NOT_LOGGED_IN, PositionQuery.TEMPLATE_ID)],
-    (AWAIT_LOGIN, Event.END_OF_SESSION): [reject(_NOT_LOGGED_IN, EndOfSession.TEMPLATE_ID)],
-    (AWAIT_LOGIN, Event.SERVER_MESSAGE): [reject(_NOT_LOGGED_IN, LoginAccepted.TEMPLATE_ID)],
-    (AWAIT_LOGIN, Event.MALFORMED): _PROTOCOL_ERROR,
-    (AWAIT_LOGIN, Event.LOGIN_TIMEOUT): [Logout(reason=LogoutReason.LOGIN_TIMEOUT)],
-    # issue 14: the next two become [] (the timers are not armed before login)
-    (AWAIT_LOGIN, Event.PEER_SILENT): [Logout(reason=LogoutReason.HEARTBEAT_TIMEOUT)],
-    (AWAIT_LOGIN, Event.HEARTBEAT_DUE): [Heartbeat()],
-    (AWAIT_LOGIN, Event.VIOLATION_LIMIT): [reject(_NOT_LOGGED_IN, EndOfSession.TEMPLATE_ID),
-                                           Logout(reason=LogoutReason.POLICY_VIOLATION)],
-    (AWAIT_LOGIN, Event.SHUTDOWN): [Logout(reason=LogoutReason.SERVER_SHUTDOWN)],
-    (ACTIVE, Event.LOGIN_ACCEPTED): _ALREADY,
-    (ACTIVE, Event.LOGIN_REJECTED): _ALREADY,
-    (ACTIVE, Event.HEARTBEAT): [],
-    (ACTIVE, Event.LOGOUT): [Logout(reason=LogoutReason.NORMAL)],
-    (ACTIVE, Event.ORDER): [],                                   # into the ring
-    (ACTIVE, Event.POSITION_QUERY): [report(9)],
-    (ACTIVE, Event.END_OF_SESSION): [reject(_NOT_AUTHORIZED, EndOfSession.TEMPLATE_ID)],  # a trader
-    (ACTIVE, Event.SERVER_MESSAGE): [reject(_NOT_AUTHORIZED, LoginAccepted.TEMPLATE_ID)],
-    (ACTIVE, Event.MALFORMED): _PROTOCOL_ERROR,
-    (ACTIVE, Event.LOGIN_TIMEOUT): [],                            # not armed
-    (ACTIVE, Event.PEER_SILENT): [Logout(reason=LogoutReason.HEARTBEAT_TIMEOUT)],
-    (ACTIVE, Event.HEARTBEAT_DUE): [Heartbeat()],
-    (ACTIVE, Event.VIOLATION_LIMIT): [reject(_NOT_AUTHORIZED, EndOfSession.TEMPLATE_ID),
-                                      Logout(reason=LogoutReason.POLICY_VIOLATION)],
-    (ACTIVE, Event.SHUTDOWN): [Logout(reason=LogoutReason.SERVER_SHUTDOWN)],
-}
-
-
-def in_state(state: SessionState, driver: Driver) -> ServerSession:
-    s, _ = make_session(login_timeout_ms=driver.login_timeout_ms,
-                        max_violations=driver.max_violations)
-    if state is not AWAIT_LOGIN:
-        s.receive_data(frame(login() if state is ACTIVE else Logout()), T0)
-        s.data_to_send()
-    assert s.state is state
-    return s
-
-
-def test_every_event_has_a_driver_and_every_live_cell_an_answer() -> None:
-    """So that a new event or state cannot be added without the walk below covering it."""
-    assert set(DRIVERS) == set(Event)
-    assert set(EXPECTED) == {(st, e) for st in SessionState if st is not CLOSED for e in Event}
-
-
-@pytest.mark.parametrize(("state", "event"), [(st, e) for st in SessionState for e in Event],
-                         ids=lambda v: v.name)
-def test_every_state_and_event(state: SessionState, event: Event) -> None:
-    """The walk of the table: each event in each state either applies its row (the session
-    reaches the row's state, the transition is recorded) or is refused (the state stays, the
-    answer is the refusal).  VIOLATION_LIMIT's driver is a refused or unauthorized frame."""
-    driver = DRIVERS[event]
-    s = in_state(state, driver)
-    with recorded_transitions() as log:
-        driver.act(s)
-    applied = [(st, e) for st, e, nxt in log if nxt is not None]
-    if allows(state, event):
-        assert (state, event) in applied
-        assert s.state is TRANSITIONS[state][event]
-    else:
-        assert (state, event) not in applied and s.state is state
-    assert answers(s) == EXPECTED.get((state, event), [])
-
-
-# -- any sequence of inputs ------------------------------------------------------------------------
-def _inputs(sofh: bool) -> list[bytes]:
-    msgs: list[Message] = [login(), login("wrong"), login(DROPCOPY), login(ADMIN, hb=150),
-                           login(next_expected=5), Heartbeat(), Logout(), NEW_ORDER, CANCEL,
-                           POSITION_QUERY, EOS, SERVER_ONLY]
-    frames = [frame(m, sofh) for m in msgs]
-    bad = [BAD_SOFH, UNKNOWN_TEMPLATE, b"\x00\x01\x02"] if sofh else [UNKNOWN_TEMPLATE[6:], b"\x07"]
-    return frames + bad + [frames[7][:9], frames[0][9:]]       # and pieces of frames
-
-
-INPUTS = {True: _inputs(True), False: _inputs(False)}
-REACHABLE = {state: reachable(state) for state in SessionState}   # outside the recording
-STEP = st.tuples(st.integers(0, 6), st.integers(0, 10_000))
-
-
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(sofh=st.booleans(), login_timeout_ms=st.sampled_from([0, 500, 5000]),
-       max_violations=st.integers(0, 3), steps=st.lists(STEP, max_size=40))
-def test_any_sequence_of_inputs_stays_in_the_table(sofh: bool, login_timeout_ms: int,
-                                                   max_violations: int,
-                                                   steps: list[tuple[int, int]]) -> None:
-    """Valid and invalid frames, pieces of frames, ticks, transport errors and shutdowns in any
-    order: the session never raises, every state change it makes is a row of the table, it
-    writes only whole frames, and nothing once it is closed."""
-    s, _ = make_session(sofh, login_timeout_ms=login_timeout_ms, max_violations=max_violations)
-    inputs = INPUTS[sofh]
-    now = T0
-    with recorded_transitions() as log:
-        for kind, arg in steps:
-            before = s.state
-            now += (arg % 4000) * MS if kind == 1 else 1
-            if kind in (0, 6):
-                s.receive_data(inputs[arg % len(inputs)], now)
-                while s.ring_full:
-                    s.ring.pop()
-                    s.receive_data(b"", now)
-            elif kind == 1:
-                s.tick(now)
-            elif kind == 2:
-                s.end_of_message(now)
-            elif kind == 3:
-                s.protocol_error(now, arg % 50)
-            elif kind == 4:
-                s.shutdown(arg % 7)
-            else:
-                s.note_sent(now)
-            assert s.state in REACHABLE[before]
-            out = answers(s)
-            assert not (before is CLOSED and out)
-            assert s.closed == (s.state is CLOSED)
-    state = AWAIT_LOGIN
-    for st_, event, nxt in log:
-        assert st_ is state                      # no state change outside the table
-        if nxt is not None:
-            assert nxt is TRANSITIONS[st_][event]
-            state = nxt
-    assert state is s.state
