@@ -6,7 +6,11 @@ a WebSocket handler) moves the bytes; the engine owns the inbound ring this writ
 
 Session layer semantics follow SoupBinTCP 4.1 carried in SBE messages (DESIGN §2):
 Login -> LoginAccepted | LoginRejected; heartbeats both ways; a peer silent for
-``heartbeat_timeout_factor`` intervals is logged out; Logout ends the session.  Order-entry
+``heartbeat_timeout_factor`` intervals is logged out; Logout ends the session.  Which events
+are allowed in which state and where they lead is the table in ``protocol.session_table``;
+this module classifies its inputs into those events (``frame_event``, the login decision,
+the timers in ``tick``), applies the table, and does the side effects (what is sent, the
+counters, the ring); a frame the table does not allow is answered by ``_refuse``.  Order-entry
 messages are decoded in batches straight into fixed-size command records in the inbound ring
 (``protocol.codec.decode_orders``), stamped with the session's account id and default StpMode;
 only session messages (and the rare admin EndOfSession) are decoded one by one in Python.
@@ -47,8 +51,47 @@ from protocol.messages import (
     PositionQuery,
     SessionReject,
 )
+from protocol.session_table import (
+    TRANSITIONS,
+    Event,
+    SessionProtocolError,
+    SessionState,
+    expects_login,
+    transition,
+)
+
+__all__ = ["LoginDecision", "LogoutReason", "RiskGate", "ServerSession", "SessionCounters",
+           "SessionState"]
 
 SOFH_SIZE = 6
+
+
+# the events looked up on every read or tick, bound once (an Enum attribute costs a lookup)
+_ORDER = Event.ORDER
+_LOGIN_TIMEOUT = Event.LOGIN_TIMEOUT
+_PEER_SILENT = Event.PEER_SILENT
+_HEARTBEAT_DUE = Event.HEARTBEAT_DUE
+
+#: the event of a decoded frame, by its message class (order entry and server-to-client templates
+#: are told by template id: see frame_event)
+_FRAME_EVENTS: dict[type, Event] = {
+    Heartbeat: Event.HEARTBEAT,
+    Logout: Event.LOGOUT,
+    PositionQuery: Event.POSITION_QUERY,
+    EndOfSession: Event.END_OF_SESSION,
+}
+
+
+def frame_event(msg: Message) -> Event:
+    """The session event a decoded frame from the peer is.  Not for a Login: its event
+    (LOGIN_ACCEPTED or LOGIN_REJECTED) is the gateway's decision, asked only when the state
+    expects a login."""
+    event = _FRAME_EVENTS.get(type(msg))
+    if event is not None:
+        return event
+    if codec.is_order_template(int(type(msg).TEMPLATE_ID)):
+        return Event.ORDER
+    return Event.SERVER_MESSAGE
 
 
 class LogoutReason(enum.IntEnum):
@@ -62,12 +105,6 @@ class LogoutReason(enum.IntEnum):
     POLICY_VIOLATION = 5      # repeated messages the session's role may not send
     CONNECTION_LIMIT = 6      # too many connections (in all or from the address)
     LOGIN_TIMEOUT = 7         # no Login within login_timeout_ms
-
-
-class SessionState(enum.Enum):
-    AWAIT_LOGIN = 1
-    ACTIVE = 2
-    CLOSED = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,31 +221,45 @@ class ServerSession:
         message: SessionReject MALFORMED, then Logout PROTOCOL_ERROR."""
         if self.state is SessionState.CLOSED or self.ring_full or self._pos >= len(self._buf):
             return
-        self._reject(RejectReason.REJ_MALFORMED, self._template_at(self._pos), now_ns)
-        self._close(LogoutReason.PROTOCOL_ERROR, logout=True)
+        self._malformed(RejectReason.REJ_MALFORMED, self._template_at(self._pos), now_ns)
 
     def protocol_error(self, now_ns: int, template_id: int = 0) -> None:
         """The transport got something that is not this protocol at all (a WebSocket text
         message): SessionReject MALFORMED, then Logout PROTOCOL_ERROR."""
         if self.state is not SessionState.CLOSED:
-            self._reject(RejectReason.REJ_MALFORMED, template_id, now_ns)
-            self._close(LogoutReason.PROTOCOL_ERROR, logout=True)
+            self._malformed(RejectReason.REJ_MALFORMED, template_id, now_ns)
 
     def tick(self, now_ns: int) -> None:
-        """Timers: send a Heartbeat after an interval with nothing sent; log out a silent peer."""
+        """Timers, at most one per call: the first of the state's armed timers
+        (``session_table.timers_armed``: login timeout, silent peer, heartbeat due) that is
+        due fires.  A silent peer or a missed login is logged out; a Heartbeat is sent after an
+        interval with nothing sent."""
         if self.state is SessionState.CLOSED:
             return
-        if (self.state is SessionState.AWAIT_LOGIN and self._login_deadline_ns
-                and now_ns > self._login_deadline_ns):
-            self.counters.login_timeouts += 1
-            self._close(LogoutReason.LOGIN_TIMEOUT, logout=True)
-            return
+        # the timers in session_table.TIMERS' order, each only where the state's row has it
+        # (written out rather than looped: this runs for every connection on every tick)
+        row = TRANSITIONS[self.state]
         interval = self.heartbeat_ms * 1_000_000
-        if now_ns - self._last_rx_ns > interval * self.timeout_factor:
-            self.counters.heartbeat_timeouts += 1
-            self._close(LogoutReason.HEARTBEAT_TIMEOUT, logout=True)
+        if (_LOGIN_TIMEOUT in row and self._login_deadline_ns
+                and now_ns > self._login_deadline_ns):
+            timer = _LOGIN_TIMEOUT
+        elif _PEER_SILENT in row and now_ns - self._last_rx_ns > interval * self.timeout_factor:
+            timer = _PEER_SILENT
+        elif _HEARTBEAT_DUE in row and now_ns - self._last_tx_ns >= interval:
+            timer = _HEARTBEAT_DUE
+        else:
             return
-        if now_ns - self._last_tx_ns >= interval:
+        self.state = transition(self.state, timer)
+        self._timer_fired(timer, now_ns)
+
+    def _timer_fired(self, timer: Event, now_ns: int) -> None:
+        if timer is Event.LOGIN_TIMEOUT:
+            self.counters.login_timeouts += 1
+            self._logout(LogoutReason.LOGIN_TIMEOUT)
+        elif timer is Event.PEER_SILENT:
+            self.counters.heartbeat_timeouts += 1
+            self._logout(LogoutReason.HEARTBEAT_TIMEOUT)
+        else:
             self._send(Heartbeat(), now_ns)
 
     def note_sent(self, now_ns: int) -> None:
@@ -218,7 +269,8 @@ class ServerSession:
     def shutdown(self, reason: int = LogoutReason.SERVER_SHUTDOWN) -> None:
         """Server-initiated end: a Logout with ``reason``, then the transport closes."""
         if self.state is not SessionState.CLOSED:
-            self._close(reason, logout=True)
+            self.state = transition(self.state, Event.SHUTDOWN)
+            self._logout(reason)
 
     # -- outputs -----------------------------------------------------------------------------
     def data_to_send(self) -> bytes:
@@ -236,11 +288,17 @@ class ServerSession:
         self._out += codec.encode(msg, sofh=self.sofh)
         self._last_tx_ns = now_ns
 
-    def _close(self, reason: int, logout: bool) -> None:
-        if logout:
-            self._out += codec.encode(Logout(reason=int(reason)), sofh=self.sofh)
-        self.state = SessionState.CLOSED
+    def _logout(self, reason: int) -> None:
+        # what every transition to CLOSED sends (but LOGIN_REJECTED's, which is the
+        # LoginRejected alone); the caller has applied the table already
+        self._out += codec.encode(Logout(reason=int(reason)), sofh=self.sofh)
         self.close_reason = int(reason)
+
+    def _malformed(self, reject_reason: int, template_id: int, now_ns: int) -> None:
+        # a frame (or transport message) that is not this protocol: SessionReject, then Logout
+        self.state = transition(self.state, Event.MALFORMED)
+        self._reject(reject_reason, template_id, now_ns)
+        self._logout(LogoutReason.PROTOCOL_ERROR)
 
     def _reject(self, reason: int, template_id: int, now_ns: int) -> None:
         self.counters.rejects[reason] = self.counters.rejects.get(reason, 0) + 1
@@ -253,16 +311,24 @@ class ServerSession:
         self.violations += 1
         self._reject(reason, template_id, now_ns)
         if self.max_violations and self.violations >= self.max_violations:
+            self.state = transition(self.state, Event.VIOLATION_LIMIT)
             self.counters.policy_disconnects += 1
-            self._close(LogoutReason.POLICY_VIOLATION, logout=True)
+            self._logout(LogoutReason.POLICY_VIOLATION)
 
     def _process(self, now_ns: int) -> None:
         while self.state is not SessionState.CLOSED:
-            if self.state is SessionState.ACTIVE and self.allowed is None:
+            row = TRANSITIONS[self.state]
+            if self.allowed is None and _ORDER in row:
+                # a trading session: order frames in bulk, the table's ORDER row applied once
+                # per batch rather than per order (the decoder stops at the first other frame),
+                # and read directly rather than through transition(): the row is there, and
+                # this is the per-read path
                 pos, n, status = codec.decode_orders(
                     self._buf, self._pos, len(self._buf), self.ring, self.session_id,
                     self.symbols, now_ns, self.sofh, self.account_id, self.stp_default)
                 self._pos = pos
+                if n:
+                    self.state = row[_ORDER]
                 if n and self.gate is not None:
                     # before anything else runs on this thread, so before the engine's pump
                     self.gate.check_recent(self.ring, n)
@@ -275,38 +341,72 @@ class ServerSession:
                 if status == codec.MALFORMED or status == codec.UNKNOWN_TEMPLATE:
                     reason = (RejectReason.REJ_MALFORMED if status == codec.MALFORMED
                               else RejectReason.REJ_UNKNOWN_TEMPLATE)
-                    self._reject(reason, self._template_at(pos), now_ns)
-                    self._close(LogoutReason.PROTOCOL_ERROR, logout=True)
+                    self._malformed(reason, self._template_at(pos), now_ns)
                     return
                 # SESSION_MESSAGE: fall through to one-by-one handling of that frame
             try:
                 msg, nxt = codec.decode_next(self._buf, self._pos, self.sofh)
             except codec.ProtocolError as exc:
-                self._reject(exc.reason, self._template_at(self._pos), now_ns)
-                self._close(LogoutReason.PROTOCOL_ERROR, logout=True)
+                self._malformed(exc.reason, self._template_at(self._pos), now_ns)
                 return
-            if msg is None:
+            if msg is None or not self._on_frame(msg, nxt, now_ns):
                 return
-            if (self.allowed is not None and self.state is SessionState.ACTIVE
-                    and codec.is_order_template(type(msg).TEMPLATE_ID)):
-                if not self._order_by_role(type(msg).TEMPLATE_ID, nxt, now_ns):
-                    return
-                continue
-            if isinstance(msg, EndOfSession) and self.state is SessionState.ACTIVE:
-                if not self._end_of_session(msg, now_ns):
-                    self.ring_full = True          # retried once the engine has drained
-                    return
-                self._pos = nxt
-                continue
+
+    def _on_frame(self, msg: Message, nxt: int, now_ns: int) -> bool:
+        """One decoded frame ending at ``nxt``: classify it, ask the table, run its effects.
+        Returns False when the caller must stop with the frame not consumed (ring full)."""
+        if isinstance(msg, Login):
             self._pos = nxt
-            self._handle_session_message(msg, now_ns)
+            self._on_login(msg, now_ns)
+            return True
+        template = int(type(msg).TEMPLATE_ID)
+        event = frame_event(msg)
+        try:
+            self.state = transition(self.state, event)
+        except SessionProtocolError:
+            self._pos = nxt
+            self._refuse(event, template, now_ns)
+            return True
+        if event is Event.ORDER:
+            return self._order_by_role(template, nxt, now_ns)
+        if event is Event.END_OF_SESSION:
+            assert isinstance(msg, EndOfSession)
+            if not self._end_of_session(msg, now_ns):
+                self.ring_full = True          # retried once the engine has drained
+                return False
+            self._pos = nxt
+            return True
+        self._pos = nxt
+        if event is Event.LOGOUT:
+            self._logout(LogoutReason.NORMAL)
+        elif event is Event.POSITION_QUERY:
+            assert isinstance(msg, PositionQuery)
+            if self._positions is None:
+                self._violation(RejectReason.REJ_NOT_AUTHORIZED, template, now_ns)
+            else:
+                for m in self._positions(msg):
+                    self._send(m, now_ns)
+        # HEARTBEAT: receiving it (any bytes) already reset the peer's silence timer
+        return True
+
+    def _refuse(self, event: Event, template: int, now_ns: int) -> None:
+        # a frame the table does not allow in this state: answered, the state unchanged (unless
+        # the refusals add up to max_violations).  Before login it is NOT_LOGGED_IN, after it
+        # NOT_AUTHORIZED; a server-to-client template before login is rejected without
+        # counting as a violation (it is noise, not an attempt to trade).
+        if expects_login(self.state):
+            if event is Event.SERVER_MESSAGE:
+                self._reject(RejectReason.REJ_NOT_LOGGED_IN, template, now_ns)
+            else:
+                self._violation(RejectReason.REJ_NOT_LOGGED_IN, template, now_ns)
+        else:
+            self._violation(RejectReason.REJ_NOT_AUTHORIZED, template, now_ns)
 
     def _order_by_role(self, template: int, end: int, now_ns: int) -> bool:
         # an order-entry frame on a session that is not a trading session: into the ring when
         # its role allows it (through the same batch decoder and gate), refused otherwise.
         # Returns False when the caller must stop (ring full).
-        assert self.allowed is not None
-        if template not in self.allowed:
+        if self.allowed is None or template not in self.allowed:
             self._pos = end
             self._violation(RejectReason.REJ_NOT_AUTHORIZED, template, now_ns)
             return True
@@ -354,57 +454,36 @@ class ServerSession:
             return int.from_bytes(buf[off + 2:off + 4], "little")
         return 0
 
-    def _handle_session_message(self, msg: Message, now_ns: int) -> None:
-        if isinstance(msg, Heartbeat):
+    def _on_login(self, msg: Login, now_ns: int) -> None:
+        if not expects_login(self.state):
+            # a second Login: refused, the session goes on
+            self._login_failed(LoginRejectReason.LOGIN_ALREADY_LOGGED_IN, now_ns, close=False)
             return
-        if isinstance(msg, Logout):
-            self._close(LogoutReason.NORMAL, logout=True)
+        # the agreed interval is echoed in LoginAccepted, so clamping is visible to the client
+        hb = min(max(msg.heartbeat_interval_ms or self.heartbeat_ms, 100), self.max_heartbeat_ms)
+        decision = self._login(msg)
+        if not decision.accepted:
+            self._login_failed(decision.reason, now_ns)
             return
-        if isinstance(msg, Login):
-            if self.state is SessionState.ACTIVE:
-                self._login_failed(LoginRejectReason.LOGIN_ALREADY_LOGGED_IN, now_ns, close=False)
-                return
-            # the agreed interval is echoed in LoginAccepted, so clamping is visible to the client
-            hb = min(max(msg.heartbeat_interval_ms or self.heartbeat_ms, 100), self.max_heartbeat_ms)
-            decision = self._login(msg)
-            if not decision.accepted:
-                self._login_failed(decision.reason, now_ns)
-                return
-            self.state = SessionState.ACTIVE
-            self.session_id = decision.session_id
-            self.allowed = decision.allowed
-            self._positions = decision.positions
-            self.account_id = decision.account_id
-            self.role = decision.role
-            # stamped on the NewOrders sent with stpMode NONE (an invalid value makes the core
-            # reject those orders with INVALID_FIELD, so the mistake is visible)
-            self.stp_default = msg.default_stp_mode
-            self.cancel_on_disconnect = bool(msg.cancel_on_disconnect)
-            self.heartbeat_ms = hb
-            self._send(LoginAccepted(session_id=decision.session_id,
-                                     next_seq_num=decision.next_seq_num,
-                                     heartbeat_interval_ms=hb), now_ns)
-            return
-        # an order-entry or server-only message before login, or a server-only one after
-        template = int(getattr(msg, "TEMPLATE_ID", 0))
-        if self.state is SessionState.AWAIT_LOGIN:
-            if codec.is_order_template(template) or isinstance(msg, (PositionQuery, EndOfSession)):
-                self._violation(RejectReason.REJ_NOT_LOGGED_IN, template, now_ns)
-            else:
-                self._reject(RejectReason.REJ_NOT_LOGGED_IN, template, now_ns)
-        elif isinstance(msg, PositionQuery):
-            if self._positions is None:
-                self._violation(RejectReason.REJ_NOT_AUTHORIZED, template, now_ns)
-            else:
-                for m in self._positions(msg):
-                    self._send(m, now_ns)
-        else:
-            # a server-to-client template: no role may send it
-            self._violation(RejectReason.REJ_NOT_AUTHORIZED, template, now_ns)
+        self.state = transition(self.state, Event.LOGIN_ACCEPTED)
+        self.session_id = decision.session_id
+        self.allowed = decision.allowed
+        self._positions = decision.positions
+        self.account_id = decision.account_id
+        self.role = decision.role
+        # stamped on the NewOrders sent with stpMode NONE (an invalid value makes the core
+        # reject those orders with INVALID_FIELD, so the mistake is visible)
+        self.stp_default = msg.default_stp_mode
+        self.cancel_on_disconnect = bool(msg.cancel_on_disconnect)
+        self.heartbeat_ms = hb
+        self._send(LoginAccepted(session_id=decision.session_id,
+                                 next_seq_num=decision.next_seq_num,
+                                 heartbeat_interval_ms=hb), now_ns)
 
     def _login_failed(self, reason: int, now_ns: int, close: bool = True) -> None:
         self.counters.login_failures[int(reason)] = self.counters.login_failures.get(int(reason), 0) + 1
         self._send(LoginRejected(reason=int(reason)), now_ns)
         if close:
-            self.state = SessionState.CLOSED
+            # no Logout after a LoginRejected: the rejection is the end
+            self.state = transition(self.state, Event.LOGIN_REJECTED)
             self.close_reason = int(reason)

@@ -14,10 +14,18 @@ from fuzz_inputs import SessionHarness, mutate, seed_frames
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from matching.records import COMMAND_RECORD_SIZE
+from matching.records import COMMAND_RECORD_SIZE, LoginRejectReason, RejectReason
 from matching.ring import SpscRing
 from protocol import codec
-from protocol.messages import ProtocolError
+from protocol.messages import (
+    LoginAccepted,
+    LoginRejected,
+    Logout,
+    PositionReport,
+    ProtocolError,
+    SessionReject,
+)
+from protocol.session_table import TRANSITIONS, SessionState
 
 SEEDS = seed_frames()
 SEEDS_WS = seed_frames(sofh=False)
@@ -50,6 +58,42 @@ def splits(data: bytes, cuts: list[int]) -> list[bytes]:
         out.append(data[prev:p])
         prev = p
     return [c for c in out if c] or [b""]
+
+
+#: what the session itself writes while time stands still (no tick, so no Heartbeat); business
+#: messages come from the engine, never from the session
+SESSION_ANSWERS = (LoginAccepted, LoginRejected, Logout, SessionReject, PositionReport)
+SESSION_REJECTS = {RejectReason.REJ_MALFORMED, RejectReason.REJ_UNKNOWN_TEMPLATE,
+                   RejectReason.REJ_NOT_LOGGED_IN, RejectReason.REJ_NOT_AUTHORIZED}
+
+
+def assert_session_output(out: bytes, h: SessionHarness) -> None:
+    """What must hold of everything a fuzzed session wrote: whole frames of the session's own
+    answers only, every refusal a SessionReject the session counted, at most one LoginAccepted
+    and positions only after it, exactly one final message (Logout, or a LoginRejected that
+    ends the session) and only when it is closed, last, carrying its close reason; and the
+    session's state is one of the table's."""
+    s = h.session
+    msgs, end = codec.decode_frames(out, 0, s.sofh)
+    assert end == len(out)                            # the session only writes whole frames
+    assert all(isinstance(m, SESSION_ANSWERS) for m in msgs), msgs
+    assert s.state in TRANSITIONS and s.closed == (s.state is SessionState.CLOSED)
+    rejects = [m for m in msgs if isinstance(m, SessionReject)]
+    assert {m.reason for m in rejects} <= SESSION_REJECTS
+    assert len(rejects) == sum(s.counters.rejects.values())
+    final = [m for m in msgs if isinstance(m, Logout) or (
+        isinstance(m, LoginRejected) and m.reason != LoginRejectReason.LOGIN_ALREADY_LOGGED_IN)]
+    assert len(final) == (1 if s.closed else 0)
+    if final:
+        assert msgs[-1] is final[0] and s.close_reason == final[0].reason
+    accepted = [i for i, m in enumerate(msgs) if isinstance(m, LoginAccepted)]
+    assert len(accepted) <= 1
+    reports = [i for i, m in enumerate(msgs) if isinstance(m, PositionReport)]
+    assert all(accepted and i > accepted[0] for i in reports)
+    if accepted:
+        assert s.state is not SessionState.AWAIT_LOGIN
+    else:
+        assert s.state is not SessionState.ACTIVE
 
 
 FAST = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -111,12 +155,14 @@ def test_decode_orders_agrees_with_decode_frames(data: bytes, sofh: bool) -> Non
 @FAST
 @given(data=streams(), cuts=st.lists(st.integers(0, 10_000), max_size=20))
 def test_session_answers_do_not_depend_on_how_bytes_are_split(data: bytes, cuts: list[int]) -> None:
-    whole_out, whole_cmds = SessionHarness().feed([data])
+    whole = SessionHarness()
+    whole_out, whole_cmds = whole.feed([data])
     parts = splits(data, cuts)
     split_out, split_cmds = SessionHarness().feed(parts)
     assert split_out == whole_out and split_cmds == whole_cmds
     msgs, end = codec.decode_frames(whole_out)
     assert end == len(whole_out)                   # the session only writes whole, valid frames
+    assert_session_output(whole_out, whole)
 
 
 @FAST
@@ -124,7 +170,7 @@ def test_session_answers_do_not_depend_on_how_bytes_are_split(data: bytes, cuts:
 def test_websocket_mode_session_never_crashes(data: bytes, cuts: list[int]) -> None:
     h = SessionHarness(sofh=False)
     out, _ = h.feed(splits(data, cuts))
-    codec.decode_frames(out, 0, False)
+    assert_session_output(out, h)
 
 
 @settings(max_examples=300, deadline=None)

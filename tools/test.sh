@@ -4,6 +4,7 @@
 #   - the package with its test extra (the Cython extensions are built here);
 #   - promtool (alert rules and /metrics checks) from Debian's prometheus package;
 #   - Chromium and its driver (the book page test) from Debian's chromium and chromium-driver;
+#   - kubectl (`kubectl kustomize` of the manifests) from Debian's kubernetes-client;
 #   - ruff, mypy, then pytest (extra arguments go to pytest).
 # PostgreSQL and NATS must be running (tests say how to start them when they are not).
 set -euo pipefail
@@ -15,6 +16,7 @@ missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
+command -v kubectl >/dev/null || missing+=(kubernetes-client)
 if [ ${#missing[@]} -gt 0 ]; then
     $SUDO apt-get update -qq
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
