@@ -1,0 +1,193 @@
+# Command handlers for one order: new, cancel, replace.
+# Included by matching/core.pyx (one module: the hot path stays one translation unit).
+
+cdef int _on_new(MatchingCore self, const Command *c) except -1 nogil:
+    cdef Book *bk
+    cdef BookSide *opp
+    cdef Order t
+    cdef Event *ev
+    cdef uint64_t pos
+    cdef uint32_t idx
+    cdef uint8_t ot = c.ord_type
+    cdef bint has_limit, is_stop
+    if c.symbol_id >= self.n_symbols:
+        return _reject(self, c, REJ_UNKNOWN_SYMBOL, c.cl_ord_id)
+    if ((c.side != SIDE_BUY and c.side != SIDE_SELL)
+            or (ot != ORD_LIMIT and ot != ORD_MARKET and ot != ORD_STOP and ot != ORD_STOP_LIMIT)
+            or (c.tif != TIF_GTC and c.tif != TIF_IOC and c.tif != TIF_FOK and c.tif != TIF_DAY)
+            or (c.flags & ~(<uint8_t>FLAG_POST_ONLY)) or c.stp > STP_DECREMENT):
+        return _reject(self, c, REJ_INVALID_FIELD, c.cl_ord_id)
+    bk = &self.books[c.symbol_id]
+    if c.qty == 0 or c.qty > bk.max_qty:
+        return _reject(self, c, REJ_INVALID_QUANTITY, c.cl_ord_id)
+    has_limit = ot == ORD_LIMIT or ot == ORD_STOP_LIMIT
+    is_stop = ot == ORD_STOP or ot == ORD_STOP_LIMIT
+    if has_limit and (c.price <= 0 or c.price % bk.tick != 0):
+        return _reject(self, c, REJ_INVALID_PRICE, c.cl_ord_id)
+    if is_stop:
+        if c.stop_price <= 0 or c.stop_price % bk.tick != 0:
+            return _reject(self, c, REJ_INVALID_PRICE, c.cl_ord_id)
+    elif c.stop_price != 0:
+        return _reject(self, c, REJ_INVALID_FIELD, c.cl_ord_id)
+    if c.display_qty:
+        if ot != ORD_LIMIT or (c.tif != TIF_GTC and c.tif != TIF_DAY):
+            return _reject(self, c, REJ_INVALID_FIELD, c.cl_ord_id)
+        if c.display_qty >= c.qty:
+            return _reject(self, c, REJ_INVALID_QUANTITY, c.cl_ord_id)
+    if _hfind(self, c.session_id, c.cl_ord_id, _hash(c.session_id, c.cl_ord_id), &pos) != NIL:
+        return _reject(self, c, REJ_DUPLICATE_CL_ORD_ID, c.cl_ord_id)
+    opp = &bk.side[2 - c.side]
+    if c.flags & FLAG_POST_ONLY:
+        if is_stop:
+            return _reject(self, c, REJ_INVALID_FIELD, c.cl_ord_id)
+        if opp.n > 0 and (ot == ORD_MARKET or _crosses(c.side, c.price, opp.lv[opp.n - 1].price)):
+            return _reject(self, c, REJ_POST_ONLY_WOULD_TAKE, c.cl_ord_id)
+        if ot == ORD_MARKET or (c.tif != TIF_GTC and c.tif != TIF_DAY):
+            return _reject(self, c, REJ_INVALID_FIELD, c.cl_ord_id)
+
+    t.order_id = self._next_order_id
+    self._next_order_id += 1
+    t.cl_ord_id = c.cl_ord_id
+    t.price = c.price if has_limit else 0
+    t.qty = c.qty
+    t.leaves = c.qty
+    t.prev = NIL
+    t.next = NIL
+    t.session_id = c.session_id
+    t.account_id = c.account_id
+    t.symbol_id = <uint16_t>c.symbol_id
+    t.level_hint = 0xFFFF
+    t.side = c.side
+    t.ord_type = ot
+    t.tif = c.tif
+    t.flags = (c.flags & FLAG_POST_ONLY) | (c.stp << STP_SHIFT)
+    ev = _emit(self, c, EVT_ACCEPTED)
+    _order_fields(ev, &t)
+    ev.cl_ord_id = t.cl_ord_id
+    ev.qty = t.qty
+    ev.leaves = t.qty
+    self._win_lo = INT64_MAX
+    self._win_hi = INT64_MIN
+    if is_stop:
+        idx = _alloc(self)
+        _copy_order(&self.pool[idx], &t)
+        self.pool[idx].flags |= OF_STOP
+        _hput(self, idx)
+        _stop_insert(self, &bk.stops[c.side - 1], c.side, c.stop_price, idx)
+        if bk.has_last and _stop_met(c.side, c.stop_price, bk.last_px, bk.last_px):
+            self._win_lo = bk.last_px          # already triggered: it runs at once
+            self._win_hi = bk.last_px
+    else:
+        _execute(self, bk, &t, NIL, c.display_qty, c)
+    if self._win_hi >= self._win_lo and (bk.stops[0].n or bk.stops[1].n):
+        _run_stops(self, bk, c)
+    return 0
+
+
+cdef int _on_cancel(MatchingCore self, const Command *c) except -1 nogil:
+    cdef uint64_t pos
+    cdef uint32_t idx = _hfind(self, c.session_id, c.orig_cl_ord_id,
+                                    _hash(c.session_id, c.orig_cl_ord_id), &pos)
+    cdef Order *o
+    cdef Book *bk
+    if idx == NIL or self.pool[idx].symbol_id != c.symbol_id:
+        return _cancel_reject(self, c, REJ_UNKNOWN_ORDER, NULL)
+    o = &self.pool[idx]
+    bk = &self.books[o.symbol_id]
+    _canceled(self, c, o, o.leaves + _hidden(self, idx, o), CXL_USER, c.cl_ord_id, 0)
+    if o.flags & OF_STOP:
+        _stop_remove(self, &bk.stops[o.side - 1], o.side, _stop_px(o), idx)
+    else:
+        _unlink(self, bk, o, idx)
+    if o.flags & OF_ICEBERG:
+        _ice_del(self, idx)
+    _hdel_at(self, pos)
+    _release(self, idx)
+    return 0
+
+
+cdef int _on_replace(MatchingCore self, const Command *c) except -1 nogil:
+    cdef uint64_t pos, pos2, cum, new_leaves, hid, d, dh
+    cdef uint32_t idx = _hfind(self, c.session_id, c.orig_cl_ord_id,
+                                    _hash(c.session_id, c.orig_cl_ord_id), &pos)
+    cdef Order *o
+    cdef Book *bk
+    cdef BookSide *opp
+    cdef StopSide *ss
+    cdef Level *L
+    cdef IceSlot *ice = NULL
+    cdef Event *ev
+    cdef int64_t price, spx
+    cdef uint64_t peak = 0
+    cdef bint keep
+    if idx == NIL or self.pool[idx].symbol_id != c.symbol_id:
+        return _cancel_reject(self, c, REJ_UNKNOWN_ORDER, NULL)
+    o = &self.pool[idx]
+    bk = &self.books[o.symbol_id]
+    if (c.cl_ord_id != c.orig_cl_ord_id
+            and _hfind(self, c.session_id, c.cl_ord_id, _hash(c.session_id, c.cl_ord_id), &pos2) != NIL):
+        return _cancel_reject(self, c, REJ_DUPLICATE_CL_ORD_ID, o)
+    price = 0 if o.ord_type == ORD_STOP else c.price      # a stop (market) order has no price
+    if o.ord_type != ORD_STOP and (price <= 0 or price % bk.tick != 0):
+        return _cancel_reject(self, c, REJ_INVALID_PRICE, o)
+    if o.flags & OF_ICEBERG:
+        ice = _ice(self, idx)
+        hid = ice.hidden
+        peak = ice.peak
+    else:
+        hid = 0
+    cum = o.qty - o.leaves - hid
+    if c.qty > bk.max_qty or c.qty <= cum:
+        return _cancel_reject(self, c, REJ_INVALID_QUANTITY, o)
+    opp = &bk.side[2 - o.side]
+    if (o.flags & FLAG_POST_ONLY) and opp.n > 0 and _crosses(o.side, price, opp.lv[opp.n - 1].price):
+        return _cancel_reject(self, c, REJ_POST_ONLY_WOULD_TAKE, o)
+    new_leaves = c.qty - cum
+    if c.cl_ord_id != c.orig_cl_ord_id:
+        _hdel_at(self, pos)
+        o.cl_ord_id = c.cl_ord_id
+        _hput(self, idx)
+    ev = _emit(self, c, EVT_REPLACED)
+    _order_fields(ev, o)
+    ev.cl_ord_id = c.cl_ord_id
+    ev.ref = c.orig_cl_ord_id
+    ev.price = price
+    ev.qty = c.qty
+    ev.leaves = new_leaves
+    ev.contra_leaves = o.leaves + hid         # the total leaves before (risk bookkeeping)
+    # FIX: a quantity decrease at the same price keeps time priority
+    keep = price == o.price and new_leaves <= o.leaves + hid
+    if o.flags & OF_STOP:
+        ss = &bk.stops[o.side - 1]
+        spx = _stop_px(o)
+        if not keep:                          # to the back of its stop price
+            _stop_remove(self, ss, o.side, spx, idx)
+            _stop_insert(self, ss, o.side, spx, idx)
+        o.price = price
+        o.qty = c.qty
+        o.leaves = new_leaves
+        return 0
+    if keep:
+        # the iceberg's reserve goes first, the shown lots last
+        d = o.leaves + hid - new_leaves
+        dh = hid if hid < d else d
+        L = _order_level(&bk.side[o.side - 1], o)
+        if ice != NULL:
+            ice.hidden -= dh
+        L.hidden -= dh
+        L.qty -= d - dh
+        o.leaves -= d - dh
+        o.qty = c.qty
+        return 0
+    _unlink(self, bk, o, idx)
+    o.price = price
+    o.qty = c.qty
+    o.leaves = new_leaves                     # the total: it takes as a whole
+    if ice != NULL:
+        ice.hidden = 0
+    self._win_lo = INT64_MAX
+    self._win_hi = INT64_MIN
+    _execute(self, bk, o, idx, peak, c)
+    if self._win_hi >= self._win_lo and (bk.stops[0].n or bk.stops[1].n):
+        _run_stops(self, bk, c)
+    return 0
