@@ -201,6 +201,24 @@ include "core_commands.pxi"
 include "core_snapshot.pxi"
 
 
+cdef int _check_rings(MatchingCore self, SpscRing commands, SpscRing events) except -1:
+    # process() and process_timed(): rings of the record sizes, and not from on_events_full
+    if commands.slot_size != sizeof(Command) or events.slot_size != sizeof(Event):
+        raise ValueError(f"need a {sizeof(Command)}-byte command ring and a {sizeof(Event)}-byte "
+                         "event ring")
+    if self._busy:
+        raise RuntimeError("MatchingCore.process is not reentrant")
+    return 0
+
+
+cdef int _check_book_side(MatchingCore self, uint32_t symbol_id, int side) except -1:
+    if symbol_id >= self.n_symbols:
+        raise ValueError(f"unknown symbol id {symbol_id}")
+    if side != SIDE_BUY and side != SIDE_SELL:
+        raise ValueError(f"side must be 1 or 2, got {side}")
+    return 0
+
+
 # -------------------------------------------------------------------------------------- the class
 
 cdef class MatchingCore:
@@ -285,11 +303,7 @@ cdef class MatchingCore:
         are lost: rebuild the core from the journal (or a snapshot and the journal after it).
         """
         cdef uint64_t maxc, done = 0
-        if commands.slot_size != sizeof(Command) or events.slot_size != sizeof(Event):
-            raise ValueError(f"need a {sizeof(Command)}-byte command ring and a {sizeof(Event)}-byte "
-                             "event ring")
-        if self._busy:
-            raise RuntimeError("MatchingCore.process is not reentrant")
+        _check_rings(self, commands, events)
         maxc = max_commands if max_commands < (1 << 64) else 0xFFFFFFFFFFFFFFFF
         self._busy = True
         self._evq = events
@@ -318,11 +332,7 @@ cdef class MatchingCore:
         cdef timespec t0, t1
         if batch == 0:
             raise ValueError("batch must be positive")
-        if commands.slot_size != sizeof(Command) or events.slot_size != sizeof(Event):
-            raise ValueError(f"need a {sizeof(Command)}-byte command ring and a {sizeof(Event)}-byte "
-                             "event ring")
-        if self._busy:
-            raise RuntimeError("MatchingCore.process is not reentrant")
+        _check_rings(self, commands, events)
         cdef bint in_run = False
         self._busy = True
         self._evq = events
@@ -374,10 +384,7 @@ cdef class MatchingCore:
         """
         cdef BookSide *bs
         cdef uint32_t k
-        if symbol_id >= self.n_symbols:
-            raise ValueError(f"unknown symbol id {symbol_id}")
-        if side != SIDE_BUY and side != SIDE_SELL:
-            raise ValueError(f"side must be 1 or 2, got {side}")
+        _check_book_side(self, symbol_id, side)
         if depth < 0:
             raise ValueError("depth must be >= 0")
         bs = &self.books[symbol_id].side[side - 1]
@@ -394,10 +401,7 @@ cdef class MatchingCore:
         when there is no such level.  Raises ValueError for an unknown symbol or side."""
         cdef BookSide *bs
         cdef uint32_t pos, oi
-        if symbol_id >= self.n_symbols:
-            raise ValueError(f"unknown symbol id {symbol_id}")
-        if side != SIDE_BUY and side != SIDE_SELL:
-            raise ValueError(f"side must be 1 or 2, got {side}")
+        _check_book_side(self, symbol_id, side)
         bs = &self.books[symbol_id].side[side - 1]
         pos = _level_pos(bs, side, price)
         out = []
@@ -425,10 +429,7 @@ cdef class MatchingCore:
         """Pending stop orders of one side in trigger order: ``[(stop_price, order_id), ...]``.
         Raises ValueError for an unknown symbol or side."""
         cdef StopSide *ss
-        if symbol_id >= self.n_symbols:
-            raise ValueError(f"unknown symbol id {symbol_id}")
-        if side != SIDE_BUY and side != SIDE_SELL:
-            raise ValueError(f"side must be 1 or 2, got {side}")
+        _check_book_side(self, symbol_id, side)
         ss = &self.books[symbol_id].stops[side - 1]
         return [(ss.e[ss.n - 1 - k].stop_px, self.pool[ss.e[ss.n - 1 - k].idx].order_id)
                 for k in range(ss.n)]
@@ -566,43 +567,4 @@ cdef class MatchingCore:
 SNAPSHOT_VERSION = SNAPSHOT_FORMAT
 
 
-# ------------------------------------------------------------------------------ consumers
-
-cdef class EventTally:
-    """A cheap C-level consumer for benchmarks and tests: counts events by type, fills and
-    filled quantity, and canceled events by reason, without building Python objects."""
-
-    cdef uint64_t by_type[16]
-    cdef uint64_t cancel_by_reason[16]
-    cdef readonly uint64_t events
-    cdef readonly uint64_t fills
-    cdef readonly uint64_t fill_qty
-
-    def drain(self, SpscRing events not None) -> int:
-        """Consume every available record of an Event ring; returns how many."""
-        cdef uint64_t n, t, k
-        cdef const Event *ev
-        if events.slot_size != sizeof(Event):
-            raise ValueError("not an Event ring")
-        with nogil:
-            n = events.available()
-            t = events.read_pos()
-            for k in range(n):
-                ev = <const Event *>events.slot(t + k)
-                self.by_type[ev.type & 15] += 1
-                if ev.type == EVT_FILL:
-                    self.fill_qty += ev.qty
-                elif ev.type == EVT_CANCELED:
-                    self.cancel_by_reason[ev.reason & 15] += 1
-            events.consume(n)
-            self.events += n
-            self.fills = self.by_type[<int>EVT_FILL]
-        return n
-
-    def count(self, int event_type) -> int:
-        """Events seen of one EventType."""
-        return self.by_type[event_type & 15]
-
-    def canceled(self, int reason) -> int:
-        """EVT_CANCELED events seen with one CancelReason."""
-        return self.cancel_by_reason[reason & 15]
+include "core_tally.pxi"

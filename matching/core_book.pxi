@@ -3,11 +3,19 @@
 
 # ------------------------------------------------------------------------------------- levels
 
-cdef inline uint32_t _level_pos(const BookSide *bs, uint8_t side, int64_t price) noexcept nogil:
-    # Index of the level holding `price`, or where such a level would be inserted.  Levels are
-    # sorted worst..best (bids ascending, asks descending).  The touch is checked first, as most
-    # traffic lands there; then a branch-free lower bound over the rest (the compiler turns the
-    # conditional step into a cmov, so each probe costs one load, not a mispredicted branch).
+cdef inline bint _better(bint buy, int64_t a, int64_t b) noexcept nogil:
+    # price a is strictly better than price b for a resting order of that side
+    return a > b if buy else a < b
+
+
+cdef inline bint _worse(uint8_t side, int64_t a, int64_t b) noexcept nogil:
+    # price a is strictly worse than price b for a resting order of this side
+    return _better(side == SIDE_BUY, b, a)
+
+
+cdef inline uint32_t _level_pos_of(const BookSide *bs, bint buy, int64_t price) noexcept nogil:
+    # _level_pos for one side; `buy` is a constant at each call, so the compiler emits one
+    # copy per side with plain comparisons
     cdef const Level *lv = bs.lv
     cdef const Level *base = lv
     cdef uint32_t n = bs.n, half, steps = 0
@@ -16,26 +24,11 @@ cdef inline uint32_t _level_pos(const BookSide *bs, uint8_t side, int64_t price)
         return 0
     best = lv[n - 1].price
     n -= 1
-    if side == SIDE_BUY:
-        if price >= best:
-            return n + (price > best)
-        # a few steps from the touch first: new orders cluster there
-        while n > 0 and steps < 6:
-            if lv[n - 1].price <= price:
-                return n - (lv[n - 1].price == price)
-            n -= 1
-            steps += 1
-        if n == 0:
-            return 0
-        while n > 1:
-            half = n >> 1
-            base = base + half if base[half].price < price else base
-            n -= half
-        return <uint32_t>(base - lv) + (base[0].price < price)
-    if price <= best:
-        return n + (price < best)
+    if not _better(buy, best, price):
+        return n + (price != best)
+    # a few steps from the touch first: new orders cluster there
     while n > 0 and steps < 6:
-        if lv[n - 1].price >= price:
+        if not _better(buy, lv[n - 1].price, price):
             return n - (lv[n - 1].price == price)
         n -= 1
         steps += 1
@@ -43,9 +36,19 @@ cdef inline uint32_t _level_pos(const BookSide *bs, uint8_t side, int64_t price)
         return 0
     while n > 1:
         half = n >> 1
-        base = base + half if base[half].price > price else base
+        base = base + half if _better(buy, price, base[half].price) else base
         n -= half
-    return <uint32_t>(base - lv) + (base[0].price > price)
+    return <uint32_t>(base - lv) + _better(buy, price, base[0].price)
+
+
+cdef inline uint32_t _level_pos(const BookSide *bs, uint8_t side, int64_t price) noexcept nogil:
+    # Index of the level holding `price`, or where such a level would be inserted.  Levels are
+    # sorted worst..best (bids ascending, asks descending).  The touch is checked first, as most
+    # traffic lands there; then a branch-free lower bound over the rest (the compiler turns the
+    # conditional step into a cmov, so each probe costs one load, not a mispredicted branch).
+    if side == SIDE_BUY:
+        return _level_pos_of(bs, True, price)
+    return _level_pos_of(bs, False, price)
 
 
 cdef inline Level *_order_level(BookSide *bs, Order *o) noexcept nogil:
@@ -100,6 +103,17 @@ cdef int _grow_levels(MatchingCore self, BookSide *bs) except -1 nogil:
     return 0
 
 
+cdef inline void _level_start(Level *L, Order *o, uint32_t idx, uint64_t hidden) noexcept nogil:
+    # level L (price set) holds pool order idx alone
+    L.qty = o.leaves
+    L.hidden = hidden
+    L.head = idx
+    L.tail = idx
+    L.count = 1
+    o.prev = NIL
+    o.next = NIL
+
+
 cdef int _rest(MatchingCore self, Book *bk, uint32_t idx, uint64_t hidden) except -1 nogil:
     # Append pool order idx (leaves > 0) at the back of its price level; hidden: its
     # iceberg reserve (0 for a plain order).
@@ -112,13 +126,7 @@ cdef int _rest(MatchingCore self, Book *bk, uint32_t idx, uint64_t hidden) excep
         L = &bs.lv[pos]
         if L.count == 0:                  # a kept empty level comes back to life
             bs.empty -= 1
-            L.qty = o.leaves
-            L.hidden = hidden
-            L.head = idx
-            L.tail = idx
-            L.count = 1
-            o.prev = NIL
-            o.next = NIL
+            _level_start(L, o, idx, hidden)
             return 0
         o.prev = L.tail
         o.next = NIL
@@ -141,14 +149,8 @@ cdef int _rest(MatchingCore self, Book *bk, uint32_t idx, uint64_t hidden) excep
         memmove(L + 1, L, (bs.n - pos) * sizeof(Level))
     bs.n += 1
     L.price = o.price
-    L.qty = o.leaves
-    L.hidden = hidden
-    L.head = idx
-    L.tail = idx
-    L.count = 1
     L._pad = 0
-    o.prev = NIL
-    o.next = NIL
+    _level_start(L, o, idx, hidden)
     return 0
 
 
@@ -218,10 +220,9 @@ cdef inline bint _stop_met(uint8_t side, int64_t stop_px, int64_t lo, int64_t hi
 
 
 cdef inline bint _farther(uint8_t side, int64_t a, int64_t b) noexcept nogil:
-    # stop price a triggers strictly later than stop price b on this side
-    if side == SIDE_BUY:
-        return a > b
-    return a < b
+    # stop price a triggers strictly later than stop price b on this side (buy stops trigger
+    # upwards: a higher one later)
+    return _better(side == SIDE_BUY, a, b)
 
 
 cdef inline uint32_t _stop_lower(const StopSide *ss, uint8_t side, int64_t px) noexcept nogil:
@@ -236,11 +237,6 @@ cdef inline uint32_t _stop_lower(const StopSide *ss, uint8_t side, int64_t px) n
     return lo
 
 
-cdef inline bint _worse(uint8_t side, int64_t a, int64_t b) noexcept nogil:
-    # price a is strictly worse than price b for a resting order of this side
-    if side == SIDE_BUY:
-        return a < b
-    return a > b
 
 
 cdef int _stop_insert(MatchingCore self, StopSide *ss, uint8_t side, int64_t px, uint32_t idx) except -1 nogil:

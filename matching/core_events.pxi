@@ -86,8 +86,10 @@ cdef int _refill(MatchingCore self) except -1 nogil:
     return 0
 
 
-cdef int _reject(MatchingCore self, const Command *c, uint16_t reason, uint64_t cl_ord_id) except -1 nogil:
-    cdef Event *ev = _emit(self, c, EVT_REJECTED)
+cdef inline Event *_refusal(MatchingCore self, const Command *c, uint8_t typ, uint16_t reason,
+                           uint64_t cl_ord_id) except NULL nogil:
+    # a reject of type typ echoing the request's fields
+    cdef Event *ev = _emit(self, c, typ)
     ev.side = c.side
     ev.ord_type = c.ord_type
     ev.tif = c.tif
@@ -95,19 +97,18 @@ cdef int _reject(MatchingCore self, const Command *c, uint16_t reason, uint64_t 
     ev.cl_ord_id = cl_ord_id
     ev.price = c.price
     ev.qty = c.qty
+    return ev
+
+
+cdef int _reject(MatchingCore self, const Command *c, uint16_t reason, uint64_t cl_ord_id) except -1 nogil:
+    _refusal(self, c, EVT_REJECTED, reason, cl_ord_id)
     return 0
 
 
 cdef int _cancel_reject(MatchingCore self, const Command *c, uint16_t reason, Order *o) except -1 nogil:
-    cdef Event *ev = _emit(self, c, EVT_CANCEL_REJECTED)
-    ev.side = c.side
-    ev.ord_type = c.ord_type
-    ev.tif = c.tif
-    ev.reason = reason
-    ev.cl_ord_id = c.cl_ord_id
+    # o: the live order the request named, NULL when there is none
+    cdef Event *ev = _refusal(self, c, EVT_CANCEL_REJECTED, reason, c.cl_ord_id)
     ev.ref = c.orig_cl_ord_id
-    ev.price = c.price
-    ev.qty = c.qty
     if o != NULL:
         ev.order_id = o.order_id
         ev.leaves = o.leaves + _hidden(self, <uint32_t>(o - self.pool), o)

@@ -68,6 +68,62 @@ cdef inline void _drop_head(MatchingCore self, Level *L, Order *m, uint32_t mi) 
     _forget(self, mi)
 
 
+cdef inline void _fill_fields(Event *ev, const Order *t, const Order *m, int64_t price,
+                              uint64_t qty) noexcept nogil:
+    # an EVT_FILL of taker t against maker m, after both leaves were reduced by qty
+    ev.session_id = t.session_id
+    ev.symbol_id = t.symbol_id
+    ev.side = t.side
+    ev.ord_type = t.ord_type
+    ev.tif = t.tif
+    ev.contra_session = m.session_id
+    ev.cl_ord_id = t.cl_ord_id
+    ev.order_id = t.order_id
+    ev.price = price
+    ev.qty = qty
+    ev.leaves = t.leaves
+    ev.contra_cl_ord_id = m.cl_ord_id
+    ev.contra_order_id = m.order_id
+    ev.contra_leaves = m.leaves
+
+
+cdef inline bint _next_slice(MatchingCore self, Level *L, Order *m, uint32_t mi,
+                             Event *ev) noexcept nogil:
+    # Maker m (the level's head, an iceberg) has shown all its lots: show the next slice of
+    # its reserve at the back of the queue.  False when the reserve is empty.
+    cdef IceSlot *ice = _ice(self, mi)
+    cdef uint64_t s
+    if ice.hidden == 0:
+        return False
+    s = ice.peak if ice.peak < ice.hidden else ice.hidden
+    ice.hidden -= s
+    m.leaves = s
+    L.qty += s
+    L.hidden -= s
+    ev.contra_leaves = s + ice.hidden
+    if L.count > 1:
+        L.head = m.next
+        self.pool[L.head].prev = NIL
+        m.prev = L.tail
+        m.next = NIL
+        self.pool[L.tail].next = mi
+        L.tail = mi
+    return True
+
+
+cdef inline void _traded(MatchingCore self, Book *bk, int64_t first_px, int64_t px) noexcept nogil:
+    # a taker traded from first_px to px: the last price, and the window stops trigger in
+    bk.last_px = px
+    bk.has_last = 1
+    # a taker's fills move one way, so first and last bound its prices
+    if first_px > px:
+        first_px, px = px, first_px
+    if first_px < self._win_lo:
+        self._win_lo = first_px
+    if px > self._win_hi:
+        self._win_hi = px
+
+
 cdef int _match(MatchingCore self, Book *bk, Order *t, const Command *c) except -1 nogil:
     # Fill taker t (leaves = its total leaves) against the opposite side, best level
     # first, FIFO within a level.
@@ -77,9 +133,8 @@ cdef int _match(MatchingCore self, Book *bk, Order *t, const Command *c) except 
     cdef uint32_t acct = t.account_id
     cdef Level *L
     cdef Order *m
-    cdef IceSlot *ice
     cdef uint32_t mi
-    cdef uint64_t x, s
+    cdef uint64_t x
     cdef int64_t first_px = 0, px = 0
     cdef bint traded = False
     cdef Event *ev
@@ -100,61 +155,23 @@ cdef int _match(MatchingCore self, Book *bk, Order *t, const Command *c) except 
             m.leaves -= x
             t.leaves -= x
             L.qty -= x
-            ev.session_id = t.session_id
-            ev.symbol_id = t.symbol_id
-            ev.side = t.side
-            ev.ord_type = t.ord_type
-            ev.tif = t.tif
-            ev.contra_session = m.session_id
-            ev.cl_ord_id = t.cl_ord_id
-            ev.order_id = t.order_id
-            ev.price = L.price
-            ev.qty = x
-            ev.leaves = t.leaves
+            _fill_fields(ev, t, m, L.price, x)
             ev.ref = self._next_trade_id
-            ev.contra_cl_ord_id = m.cl_ord_id
-            ev.contra_order_id = m.order_id
-            ev.contra_leaves = m.leaves
             self._next_trade_id += 1
             if not traded:
                 traded = True
                 first_px = L.price
             px = L.price
             if m.leaves == 0:
-                if m.flags & OF_ICEBERG:
-                    ice = _ice(self, mi)
-                    if ice.hidden:
-                        # next slice, to the back of the queue
-                        s = ice.peak if ice.peak < ice.hidden else ice.hidden
-                        ice.hidden -= s
-                        m.leaves = s
-                        L.qty += s
-                        L.hidden -= s
-                        ev.contra_leaves = s + ice.hidden
-                        if L.count > 1:
-                            L.head = m.next
-                            self.pool[L.head].prev = NIL
-                            m.prev = L.tail
-                            m.next = NIL
-                            self.pool[L.tail].next = mi
-                            L.tail = mi
-                        continue
-                _drop_head(self, L, m, mi)
+                if not (m.flags & OF_ICEBERG and _next_slice(self, L, m, mi, ev)):
+                    _drop_head(self, L, m, mi)
             elif m.flags & OF_ICEBERG:
                 ev.contra_leaves = m.leaves + _ice(self, mi).hidden
         if L.count == 0:
             opp.n -= 1
             _pop_empty_top(opp)
     if traded:
-        bk.last_px = px
-        bk.has_last = 1
-        # a taker's fills move one way, so first and last bound its prices
-        if first_px > px:
-            first_px, px = px, first_px
-        if first_px < self._win_lo:
-            self._win_lo = first_px
-        if px > self._win_hi:
-            self._win_hi = px
+        _traded(self, bk, first_px, px)
     return 0
 
 
