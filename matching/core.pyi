@@ -1,8 +1,8 @@
 """Type stub of the compiled matching.core (see core.pyx for the documentation)."""
 from collections.abc import Callable, Sequence
-from typing import Any, final
+from typing import Any, Self, final
 
-from typing_extensions import Self, disjoint_base
+from typing_extensions import disjoint_base
 
 from matching.ring import SpscRing
 

@@ -1,5 +1,7 @@
 """Type stub of the compiled matching.ring (see ring.pyx for the documentation)."""
-from typing_extensions import Buffer, Self, disjoint_base
+from typing import Self
+
+from typing_extensions import Buffer, disjoint_base
 
 @disjoint_base
 class SpscRing:
