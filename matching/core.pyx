@@ -70,7 +70,8 @@ prevention as Binance spot, https://developers.binance.com/docs/binance-spot-api
 * CMD_RISK_REJECT (a request the gateway refused before the ring; records.pxd) -> the request's
   EVT_REJECTED (new order, book query, mass cancel) or EVT_CANCEL_REJECTED (cancel, replace)
   with reason = depth, so that the refusal is sequenced and journaled like any answer.
-* CMD_SESSION_OPEN, CMD_SESSION_STATE, CMD_ADMIN -> nothing; any other type -> EVT_REJECTED(REJ_INVALID_FIELD).
+* CMD_SESSION_OPEN, CMD_SESSION_STATE, CMD_ADMIN -> nothing; any other type ->
+  EVT_REJECTED(REJ_INVALID_FIELD).
 * EVT_REPLACED carries the order's leaves before the replace in contra_leaves (for the
   gateway's open-quantity bookkeeping); a kill-switch mass cancel (flags 2, sent with scope
   ACCOUNT) cancels in every symbol with CXL_KILL_SWITCH.
@@ -143,7 +144,6 @@ from matching.records cimport (
     SIDE_SELL,
     STP_CANCEL_BOTH,
     STP_CANCEL_NEWEST,
-    STP_CANCEL_OLDEST,
     STP_DECREMENT,
     STP_NONE,
     TIF_DAY,

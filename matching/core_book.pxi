@@ -237,9 +237,8 @@ cdef inline uint32_t _stop_lower(const StopSide *ss, uint8_t side, int64_t px) n
     return lo
 
 
-
-
-cdef int _stop_insert(MatchingCore self, StopSide *ss, uint8_t side, int64_t px, uint32_t idx) except -1 nogil:
+cdef int _stop_insert(MatchingCore self, StopSide *ss, uint8_t side, int64_t px,
+                      uint32_t idx) except -1 nogil:
     # Behind the stops of the same price (they arrived first), i.e. nearer index 0.
     cdef uint32_t pos
     cdef StopEntry *e
@@ -261,7 +260,8 @@ cdef int _stop_insert(MatchingCore self, StopSide *ss, uint8_t side, int64_t px,
     return 0
 
 
-cdef void _stop_remove(MatchingCore self, StopSide *ss, uint8_t side, int64_t px, uint32_t idx) noexcept nogil:
+cdef void _stop_remove(MatchingCore self, StopSide *ss, uint8_t side, int64_t px,
+                       uint32_t idx) noexcept nogil:
     cdef uint32_t pos = _stop_lower(ss, side, px)
     while pos < ss.n and ss.e[pos].idx != idx:
         pos += 1

@@ -205,7 +205,8 @@ cdef uint64_t _bounded_events(MatchingCore self, const Command *c) noexcept nogi
     return 1
 
 
-cdef int64_t _run(MatchingCore self, SpscRing commands, SpscRing events, uint64_t max_commands) except -1 nogil:
+cdef int64_t _run(MatchingCore self, SpscRing commands, SpscRing events,
+                  uint64_t max_commands) except -1 nogil:
     cdef uint64_t n = commands.available(), rp = commands.read_pos(), i = 0, need
     cdef const Command *c
     cdef uint8_t typ

@@ -87,7 +87,7 @@ cdef int _refill(MatchingCore self) except -1 nogil:
 
 
 cdef inline Event *_refusal(MatchingCore self, const Command *c, uint8_t typ, uint16_t reason,
-                           uint64_t cl_ord_id) except NULL nogil:
+                            uint64_t cl_ord_id) except NULL nogil:
     # a reject of type typ echoing the request's fields
     cdef Event *ev = _emit(self, c, typ)
     ev.side = c.side

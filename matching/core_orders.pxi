@@ -109,7 +109,7 @@ cdef int _on_new(MatchingCore self, const Command *c) except -1 nogil:
 cdef int _on_cancel(MatchingCore self, const Command *c) except -1 nogil:
     cdef uint64_t pos
     cdef uint32_t idx = _hfind(self, c.session_id, c.orig_cl_ord_id,
-                                    _hash(c.session_id, c.orig_cl_ord_id), &pos)
+                               _hash(c.session_id, c.orig_cl_ord_id), &pos)
     cdef Order *o
     cdef Book *bk
     if idx == NIL or self.pool[idx].symbol_id != c.symbol_id:

@@ -16,7 +16,7 @@ The C loop writes every row straight into the result bytes object: no Python obj
 into ``order_events`` (columns ORDER_EVENT_COLUMNS); ``events_info`` summarizes a mixed batch.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
@@ -446,8 +446,9 @@ def fills_to_copy(const unsigned char[::1] records not None, symbols, accounts_b
 
 def events_info(const unsigned char[::1] records not None, uint64_t after_trade_id=0) -> tuple:
     """A batch of the event log: (records, fills among them, those with trade id >
-    after_trade_id, trade id and command seq of the last fill (0, 0 without fills)).  Raises ValueError when the
-    length is not a multiple of 128 or a record is neither a fill nor an order event."""
+    after_trade_id, trade id and command seq of the last fill (0, 0 without fills)).  Raises
+    ValueError when the length is not a multiple of 128 or a record is neither a fill nor an
+    order event."""
     cdef size_t n = records.shape[0] // EVENT_SIZE, i, nf = 0, nall = 0
     cdef const Event *e
     cdef uint64_t tid = 0, fseq = 0

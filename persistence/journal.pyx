@@ -705,7 +705,7 @@ cdef class Journal:
         if fd < 0:
             raise RuntimeError("journal not open")
         while self._unsynced:
-            path, ufd = self._unsynced[0]
+            _, ufd = self._unsynced[0]
             os.fdatasync(ufd)
             os.close(ufd)
             del self._unsynced[0]
