@@ -20,6 +20,7 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
+from matching.native.byteorder cimport st16, st32, st64
 from matching.records cimport (
     EVT_ACCEPTED,
     EVT_CANCELED,
@@ -70,22 +71,20 @@ ctypedef struct Text:
     int32_t n            # -1 = NULL
 
 
+# COPY BINARY is big-endian: byte-swap, then the shared little-endian stores
 cdef inline char *_put16(char *p, uint16_t v) noexcept nogil:
-    v = __builtin_bswap16(v)
-    memcpy(p, &v, 2)
+    st16(p, __builtin_bswap16(v))
     return p + 2
 
 
 cdef inline char *_put32(char *p, uint32_t v) noexcept nogil:
-    v = __builtin_bswap32(v)
-    memcpy(p, &v, 4)
+    st32(p, __builtin_bswap32(v))
     return p + 4
 
 
 cdef inline char *_int8(char *p, uint64_t v) noexcept nogil:
     p = _put32(p, 8)
-    v = __builtin_bswap64(v)
-    memcpy(p, &v, 8)
+    st64(p, __builtin_bswap64(v))
     return p + 8
 
 

@@ -35,6 +35,7 @@ from libc.string cimport memcpy
 from posix.types cimport off_t
 from posix.unistd cimport close, fdatasync, ftruncate, pread, write
 
+from matching.native.byteorder cimport ld32, ld64, st32
 from matching.records cimport COMMAND_SIZE
 from matching.ring cimport SpscRing
 
@@ -121,32 +122,18 @@ def crc32c_backend() -> str:
     return "sse4.2" if hftgw_crc32c_hw == 1 else "table"
 
 
-cdef inline uint32_t _ld32(const char *p) noexcept nogil:
-    cdef uint32_t v
-    memcpy(&v, p, 4)
-    return v        # x86-64/aarch64 are little-endian, as the format
-
-
-cdef inline uint64_t _ld64(const char *p) noexcept nogil:
-    cdef uint64_t v
-    memcpy(&v, p, 8)
-    return v
-
-
 cdef inline void _frame(char *dst, const char *payload) noexcept nogil:
-    cdef uint32_t ln = PAYLOAD
-    cdef uint32_t crc = hftgw_crc32c(0, payload, PAYLOAD)
-    memcpy(dst, &ln, 4)
-    memcpy(dst + 4, &crc, 4)
+    st32(dst, PAYLOAD)
+    st32(dst + 4, hftgw_crc32c(0, payload, PAYLOAD))
     memcpy(dst + 8, payload, PAYLOAD)
 
 
 cdef inline bint _frame_ok(const char *p) noexcept nogil:
-    return _ld32(p) == PAYLOAD and _ld32(p + 4) == hftgw_crc32c(0, p + 8, PAYLOAD)
+    return ld32(p) == PAYLOAD and ld32(p + 4) == hftgw_crc32c(0, p + 8, PAYLOAD)
 
 
 cdef inline uint64_t _seq_at(const char *frame) noexcept nogil:
-    return _ld64(frame + 8)
+    return ld64(frame + 8)
 
 
 cdef size_t _valid_prefix(const char *buf, size_t n, uint64_t *records, uint64_t *first_seq,
