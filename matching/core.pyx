@@ -88,6 +88,14 @@ half the array and a new level is inserted, which squeezes them out.
 
 Not thread-safe: one thread at a time may call into a core (``process`` releases the GIL, so do
 not call other methods from another thread while it runs).
+
+Source layout: this file holds the Python API (the class) and includes the parts, which are
+module-level ``cdef`` functions taking the core as their first argument (a cdef class body
+cannot ``include``; a final class's methods and these compile to the same direct C calls):
+core_store.pxi (pool, order hash, iceberg reserves), core_book.pxi (levels, stop lists),
+core_events.pxi (event emission), core_match.pxi (the crossing loop, STP, FOK, stop triggers),
+core_orders.pxi (new, cancel, replace), core_commands.pxi (mass cancel, end of session, symbol
+add, book query, the command loop), core_snapshot.pxi, core_tally.pxi (EventTally).
 """
 from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 from libc.stdlib cimport calloc, free, malloc, realloc
