@@ -122,6 +122,12 @@ cdef inline int _oe_kind(uint8_t t) noexcept nogil:
     return -2
 
 
+cdef int _check_events(Py_ssize_t nbytes) except -1:
+    if nbytes % EVENT_SIZE:
+        raise ValueError("not a whole number of 128-byte Event records")
+    return 0
+
+
 cdef inline const Event *_ev(const unsigned char *base, size_t i) noexcept nogil:
     return <const Event *>(base + i * EVENT_SIZE)
 
@@ -285,8 +291,7 @@ def fill_batch_info(const unsigned char[::1] records not None, uint32_t n_symbol
     cdef const Event *e
     cdef uint64_t prev = 0
     cdef int bad = 0
-    if <size_t>records.shape[0] != n * EVENT_SIZE:
-        raise ValueError("not a whole number of 128-byte Event records")
+    _check_events(records.shape[0])
     if n == 0:
         return (0, 0, 0, 0)
     with nogil:
@@ -422,11 +427,8 @@ def fills_to_copy(const unsigned char[::1] records not None, symbols, accounts_b
     cdef Py_ssize_t bad = -1
     keep = []                        # owns every bytes object a Text points into
     m.slots = NULL
-    if <size_t>records.shape[0] != n * EVENT_SIZE:
-        raise ValueError("not a whole number of 128-byte Event records")
-    part_b = _utf8(partition)
-    part.p = PyBytes_AS_STRING(part_b)
-    part.n = len(part_b)
+    _check_events(records.shape[0])
+    _set_texts(&part, (partition,), keep)
     try:
         sym = <Text *>malloc((nsym + 1) * sizeof(Text))
         acc = <Text *>malloc((2 * n + 1) * sizeof(Text))
@@ -484,8 +486,7 @@ def events_info(const unsigned char[::1] records not None, uint64_t after_trade_
     cdef const Event *e
     cdef uint64_t tid = 0, fseq = 0
     cdef Py_ssize_t bad = -1
-    if <size_t>records.shape[0] != n * EVENT_SIZE:
-        raise ValueError("not a whole number of 128-byte Event records")
+    _check_events(records.shape[0])
     with nogil:
         for i in range(n):
             e = _ev(&records[0], i)
@@ -576,11 +577,8 @@ def order_events_to_copy(const unsigned char[::1] records not None, uint64_t fir
     cdef Py_ssize_t bad = -1
     keep = []
     m.slots = NULL
-    if <size_t>records.shape[0] != n * EVENT_SIZE:
-        raise ValueError("not a whole number of 128-byte Event records")
-    part_b = _utf8(partition)
-    part.p = PyBytes_AS_STRING(part_b)
-    part.n = len(part_b)
+    _check_events(records.shape[0])
+    _set_texts(&part, (partition,), keep)
     _set_texts(names, (b"accepted", b"rejected", b"canceled", b"replaced", b"triggered"), keep)
     try:
         sym = <Text *>malloc((nsym + 1) * sizeof(Text))
