@@ -10,7 +10,6 @@
 cimport cython
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
-from matching.records cimport Command, Event
 from matching.ring cimport SpscRing
 
 cdef enum:
@@ -126,6 +125,8 @@ cdef class MatchingCore:
 
     cdef public object on_events_full
 
+    # The engine's functions are module-level cdef functions of core.pyx's .pxi parts, taking
+    # the core first; only what other modules call is declared here.
     # for the gateway's pre-trade risk pass (gateway/risk/pretrade.pyx): a live order's side, qty, leaves
     cdef bint live_order(self, uint32_t session_id, uint64_t cl_ord_id, uint8_t *side,
                          uint64_t *qty, uint64_t *leaves) noexcept nogil
