@@ -32,7 +32,8 @@ setup(
     description="Exchange order gateway: SBE over TCP, Cython matching core, journal, PostgreSQL fills",
     python_requires=">=3.11",
     packages=PACKAGES,
-    package_data={p: ["*.pxd", "*.pxi", "*.pyi", "*.h", "*.pyx", "schema/*.xml", "static/*"] for p in PACKAGES},
+    package_data={p: ["*.pxd", "*.pxi", "*.pyi", "*.h", "*.pyx", "schema/*.xml", "static/*"]
+                  for p in PACKAGES},
     ext_modules=cythonize(
         extensions(),
         language_level=3,
