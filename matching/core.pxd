@@ -10,7 +10,6 @@
 cimport cython
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
-from matching.records cimport Command, Event
 from matching.ring cimport SpscRing
 
 cdef enum:
@@ -126,57 +125,8 @@ cdef class MatchingCore:
 
     cdef public object on_events_full
 
-    cdef int _init_book(self, Book *bk, int64_t tick, uint64_t max_qty) except -1
-    cdef int _add_book(self, int64_t tick, uint64_t max_qty) except -1 nogil
-    cdef int _grow_pool(self) except -1 nogil
-    cdef int _grow_hash(self) except -1 nogil
-    cdef int _grow_levels(self, BookSide *bs) except -1 nogil
-    cdef int _grow_ice(self) except -1 nogil
-    cdef inline uint32_t _alloc(self) except? NIL nogil
-    cdef inline void _release(self, uint32_t idx) noexcept nogil
-    cdef int _refill(self) except -1 nogil
-    cdef uint32_t _hfind(self, uint32_t session_id, uint64_t cl_ord_id, uint32_t h,
-                         uint64_t *pos) noexcept nogil
-    cdef void _hdel_at(self, uint64_t pos) noexcept nogil
-    cdef void _hdel(self, uint32_t idx) noexcept nogil
-    cdef int _hput(self, uint32_t idx) except -1 nogil
-    cdef IceSlot *_ice(self, uint32_t idx) noexcept nogil
-    cdef int _ice_put(self, uint32_t idx, uint64_t peak, uint64_t hidden) except -1 nogil
-    cdef void _ice_del(self, uint32_t idx) noexcept nogil
-    cdef inline uint64_t _hidden(self, uint32_t idx, const Order *o) noexcept nogil
-    cdef void _forget(self, uint32_t idx) noexcept nogil
-    cdef inline void _drop_head(self, Level *L, Order *m, uint32_t mi) noexcept nogil
-    cdef int _stop_insert(self, StopSide *ss, uint8_t side, int64_t px, uint32_t idx) except -1 nogil
-    cdef void _stop_remove(self, StopSide *ss, uint8_t side, int64_t px, uint32_t idx) noexcept nogil
-    cdef void _level_emptied(self, BookSide *bs, uint32_t pos) noexcept nogil
-    cdef int _rest(self, Book *bk, uint32_t idx, uint64_t hidden) except -1 nogil
-    cdef int _rest_split(self, Book *bk, uint32_t idx, uint64_t peak) except -1 nogil
-    cdef void _unlink(self, Book *bk, Order *o, uint32_t idx) noexcept nogil
-    cdef int _self_trade(self, Level *L, Order *t, Order *m, uint32_t mi, uint8_t stp,
-                         const Command *c) except -1 nogil
-    cdef int _match(self, Book *bk, Order *t, const Command *c) except -1 nogil
-    cdef bint _fok_fillable(self, Book *bk, const Order *t) noexcept nogil
-    cdef int _execute(self, Book *bk, Order *t, uint32_t idx, uint64_t peak,
-                      const Command *c) except -1 nogil
-    cdef int _run_stops(self, Book *bk, const Command *c) except -1 nogil
-    cdef uint64_t _bounded_events(self, const Command *c) noexcept nogil
-    cdef int _on_new(self, const Command *c) except -1 nogil
-    cdef int _on_cancel(self, const Command *c) except -1 nogil
-    cdef int _on_replace(self, const Command *c) except -1 nogil
-    cdef int64_t _cancel_many(self, const Command *c, uint32_t sym, uint32_t sym_end, int mode,
-                              uint16_t reason, bint own_request) except -1 nogil
-    cdef int _on_mass_cancel(self, const Command *c) except -1 nogil
-    cdef int _on_end_of_session(self, const Command *c) except -1 nogil
-    cdef int _on_symbol_add(self, const Command *c) except -1 nogil
-    cdef int _on_book_query(self, const Command *c) except -1 nogil
-    cdef int _reject(self, const Command *c, uint16_t reason, uint64_t cl_ord_id) except -1 nogil
-    cdef int _cancel_reject(self, const Command *c, uint16_t reason, Order *o) except -1 nogil
-    cdef int _canceled(self, const Command *c, const Order *o, uint64_t qty, uint16_t reason,
-                       uint64_t cl_ord_id, uint64_t leaves) except -1 nogil
-    cdef int64_t _run(self, SpscRing commands, SpscRing events, uint64_t max_commands) except -1 nogil
+    # The engine's functions are module-level cdef functions of core.pyx's .pxi parts, taking
+    # the core first; only what other modules call is declared here.
     # for the gateway's pre-trade risk pass (gateway/risk/pretrade.pyx): a live order's side, qty, leaves
     cdef bint live_order(self, uint32_t session_id, uint64_t cl_ord_id, uint8_t *side,
                          uint64_t *qty, uint64_t *leaves) noexcept nogil
-    cdef char *_snap_order(self, char *p, uint32_t idx) noexcept
-    cdef uint32_t _restore_order(self, const char *q, uint32_t symbol_id, uint8_t side,
-                                 bint stop) except? NIL

@@ -1,6 +1,8 @@
 """Type stub of the compiled matching.core (see core.pyx for the documentation)."""
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Self, final
+
+from typing_extensions import disjoint_base
 
 from matching.ring import SpscRing
 
@@ -9,9 +11,10 @@ MAX_BOOK_DEPTH: int
 MAX_SYMBOL_COUNT: int
 SNAPSHOT_VERSION: int
 
+@final
 class MatchingCore:
     on_events_full: Callable[[], Any] | None
-    def __init__(self, symbols: Sequence[tuple[int, int]], initial_orders: int = 65536) -> None: ...
+    def __new__(cls, symbols: Sequence[tuple[int, int]], initial_orders: int = 65536) -> Self: ...
     def process(self, commands: SpscRing, events: SpscRing, max_commands: int = 2**63) -> int: ...
     def process_timed(self, commands: SpscRing, events: SpscRing, batch: int,
                       out: Any) -> tuple[int, int]: ...
@@ -34,6 +37,7 @@ class MatchingCore:
     @property
     def n_symbols(self) -> int: ...
 
+@disjoint_base
 class EventTally:
     @property
     def events(self) -> int: ...

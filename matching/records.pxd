@@ -186,7 +186,7 @@ ctypedef struct Event:
                               #     cancel of self-trade prevention DECREMENT; the order lives on)
     uint64_t ref              # 72  FILL: trade id; REPLACED/CANCEL_REJECTED/CANCELED: orig ClOrdID;
                               #     BOOK_SNAPSHOT: request id; TRIGGERED: the stop price
-    uint64_t contra_cl_ord_id # 80  FILL: maker ClOrdID
+    uint64_t contra_cl_ord_id  # 80  FILL: maker ClOrdID
     uint64_t contra_order_id  # 88  FILL: maker order id
     uint64_t contra_leaves    # 96  FILL: maker leaves after the fill; REPLACED: leaves before
     uint32_t count            # 104 BOOK_LEVEL: orders at level; BOOK_SNAPSHOT: bid levels;

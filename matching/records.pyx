@@ -7,7 +7,6 @@ without C.  Both formats are checked against ``sizeof`` at import, so the two ca
 """
 import struct
 
-from libc.stdint cimport uint64_t
 
 from matching.records cimport CMD_SYMBOL_ADD, Command, Event
 

@@ -3,7 +3,7 @@
 sequence number and a time that never goes backwards, so that the matcher, a pure function of
 the sequenced stream, sees the same times on replay as it did live.
 """
-from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdint cimport uint8_t, uint64_t
 from libc.string cimport memset
 
 from matching.records cimport CMD_SESSION_OPEN, CMD_SYMBOL_ADD, Command

@@ -16,10 +16,11 @@ The C loop writes every row straight into the result bytes object: no Python obj
 into ``order_events`` (columns ORDER_EVENT_COLUMNS); ``events_info`` summarizes a mixed batch.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
+from matching.native.byteorder cimport st16, st32, st64
 from matching.records cimport (
     EVT_ACCEPTED,
     EVT_CANCELED,
@@ -70,22 +71,20 @@ ctypedef struct Text:
     int32_t n            # -1 = NULL
 
 
+# COPY BINARY is big-endian: byte-swap, then the shared little-endian stores
 cdef inline char *_put16(char *p, uint16_t v) noexcept nogil:
-    v = __builtin_bswap16(v)
-    memcpy(p, &v, 2)
+    st16(p, __builtin_bswap16(v))
     return p + 2
 
 
 cdef inline char *_put32(char *p, uint32_t v) noexcept nogil:
-    v = __builtin_bswap32(v)
-    memcpy(p, &v, 4)
+    st32(p, __builtin_bswap32(v))
     return p + 4
 
 
 cdef inline char *_int8(char *p, uint64_t v) noexcept nogil:
     p = _put32(p, 8)
-    v = __builtin_bswap64(v)
-    memcpy(p, &v, 8)
+    st64(p, __builtin_bswap64(v))
     return p + 8
 
 
@@ -121,6 +120,12 @@ cdef inline int _oe_kind(uint8_t t) noexcept nogil:
     if t == EVT_TRIGGERED:
         return 4
     return -2
+
+
+cdef int _check_events(Py_ssize_t nbytes) except -1:
+    if nbytes % EVENT_SIZE:
+        raise ValueError("not a whole number of 128-byte Event records")
+    return 0
 
 
 cdef inline const Event *_ev(const unsigned char *base, size_t i) noexcept nogil:
@@ -286,8 +291,7 @@ def fill_batch_info(const unsigned char[::1] records not None, uint32_t n_symbol
     cdef const Event *e
     cdef uint64_t prev = 0
     cdef int bad = 0
-    if <size_t>records.shape[0] != n * EVENT_SIZE:
-        raise ValueError("not a whole number of 128-byte Event records")
+    _check_events(records.shape[0])
     if n == 0:
         return (0, 0, 0, 0)
     with nogil:
@@ -328,6 +332,75 @@ def first_after(const unsigned char[::1] records not None, uint64_t trade_id) ->
     return lo
 
 
+cdef int _lookup_sessions(SidMap *m, object accounts, list keep) except -1:
+    # the only Python work of a payload: one lookup per distinct session
+    cdef size_t c
+    for c in range(m.cap):
+        if m.slots[c].key >= 0:
+            _lookup(accounts, <uint32_t>m.slots[c].key, keep, &m.slots[c].val)
+    return 0
+
+
+cdef inline char *_copy_header(char *p) noexcept nogil:
+    memcpy(p, SIGNATURE, 11)
+    p = _put32(p + 11, 0)          # flags: no OIDs
+    return _put32(p, 0)            # header extension length
+
+
+cdef inline char *_side(char *p, uint8_t side) noexcept nogil:
+    # a one-byte text 'B' / 'S'
+    p = _put32(p, 1)
+    p[0] = b'B' if side == SIDE_BUY else b'S'
+    return p + 1
+
+
+cdef inline char *_times(char *p, uint64_t ts) noexcept nogil:
+    # ts (timestamp, microseconds since 2000-01-01) and ts_ns (ns since the Unix epoch)
+    p = _int8(p, <uint64_t>(<int64_t>(ts // 1000) - PG_EPOCH_US))
+    return _int8(p, ts)
+
+
+cdef Py_ssize_t _pick_fills(const unsigned char *base, size_t n, uint64_t after_trade_id,
+                            bint skip_other, Py_ssize_t nsym, SidMap *m, size_t *rows,
+                            size_t *nrows) noexcept nogil:
+    # the fills to write (indices into rows) and their sessions into m; -1 when all is well,
+    # -2 out of memory, else the index of a record that is no fill of one of the symbols
+    cdef size_t i
+    cdef const Event *e
+    for i in range(n):
+        e = _ev(base, i)
+        if skip_other and e.type != EVT_FILL:
+            continue
+        if e.ref <= after_trade_id:
+            continue
+        if e.type != EVT_FILL or (e.side != SIDE_BUY and e.side != SIDE_SELL) \
+                or e.symbol_id >= <uint64_t>nsym:
+            return <Py_ssize_t>i
+        if _map_add(m, e.contra_session) != 0 or _map_add(m, e.session_id) != 0:
+            return -2
+        rows[nrows[0]] = i
+        nrows[0] += 1
+    return -1
+
+
+cdef inline char *_fill_row(char *p, const Event *e, Text part, Text sym, Text maker,
+                            Text taker) noexcept nogil:
+    # one fills row, columns FILL_COLUMNS
+    p = _put16(p, NFIELDS)
+    p = _text(p, part)
+    p = _int8(p, e.ref)
+    p = _int8(p, e.seq)
+    p = _text(p, sym)
+    p = _int8(p, <uint64_t>e.price)
+    p = _int8(p, e.qty)
+    p = _int8(p, e.contra_order_id)
+    p = _text(p, maker)
+    p = _int8(p, e.order_id)
+    p = _text(p, taker)
+    p = _side(p, e.side)
+    return _times(p, e.ts)
+
+
 def fills_to_copy(const unsigned char[::1] records not None, symbols, accounts_by_session,
                   partition, uint64_t after_trade_id=0, bint skip_other=False) -> bytes:
     """Binary COPY payload for the fills table (columns FILL_COLUMNS, in that order).
@@ -342,7 +415,7 @@ def fills_to_copy(const unsigned char[::1] records not None, symbols, accounts_b
     Raises ValueError for a record that is not a fill of one of the symbols or has a side
     other than BUY/SELL, and whatever the mapping raises for a missing session.
     """
-    cdef size_t n = records.shape[0] // EVENT_SIZE, i, nrows = 0, k, total, c
+    cdef size_t n = records.shape[0] // EVENT_SIZE, nrows = 0, k, total
     cdef Py_ssize_t nsym = len(symbols)
     cdef Text *sym = NULL
     cdef Text *acc = NULL            # per included row: [2*k] maker, [2*k+1] taker
@@ -351,17 +424,11 @@ def fills_to_copy(const unsigned char[::1] records not None, symbols, accounts_b
     cdef SidMap m
     cdef const Event *e
     cdef char *p
-    cdef char side_ch
-    cdef uint16_t nf = NFIELDS
     cdef Py_ssize_t bad = -1
-    cdef int nomem = 0
     keep = []                        # owns every bytes object a Text points into
     m.slots = NULL
-    if <size_t>records.shape[0] != n * EVENT_SIZE:
-        raise ValueError("not a whole number of 128-byte Event records")
-    part_b = _utf8(partition)
-    part.p = PyBytes_AS_STRING(part_b)
-    part.n = len(part_b)
+    _check_events(records.shape[0])
+    _set_texts(&part, (partition,), keep)
     try:
         sym = <Text *>malloc((nsym + 1) * sizeof(Text))
         acc = <Text *>malloc((2 * n + 1) * sizeof(Text))
@@ -370,32 +437,16 @@ def fills_to_copy(const unsigned char[::1] records not None, symbols, accounts_b
             raise MemoryError()
         _set_texts(sym, symbols, keep)
         # pass 1: pick and check the rows, collect their sessions
-        with nogil:
-            for i in range(n):
-                e = _ev(&records[0], i)
-                if skip_other and e.type != EVT_FILL:
-                    continue
-                if e.ref <= after_trade_id:
-                    continue
-                if e.type != EVT_FILL or (e.side != SIDE_BUY and e.side != SIDE_SELL) \
-                        or e.symbol_id >= <uint64_t>nsym:
-                    bad = i
-                    break
-                if _map_add(&m, e.contra_session) != 0 or _map_add(&m, e.session_id) != 0:
-                    nomem = 1
-                    break
-                rows[nrows] = i
-                nrows += 1
-        if nomem:
+        if n:
+            with nogil:
+                bad = _pick_fills(&records[0], n, after_trade_id, skip_other, nsym, &m, rows, &nrows)
+        if bad == -2:
             raise MemoryError()
         if bad >= 0:
             e = _ev(&records[0], bad)
             raise ValueError(f"record {bad}: type {e.type} side {e.side} symbol_id {e.symbol_id} "
                              f"is not a fill of one of the {nsym} symbols")
-        # the only Python work: one lookup per distinct session
-        for c in range(m.cap):
-            if m.slots[c].key >= 0:
-                _lookup(accounts_by_session, <uint32_t>m.slots[c].key, keep, &m.slots[c].val)
+        _lookup_sessions(&m, accounts_by_session, keep)
         # pass 2: size the payload
         total = HEADER_SIZE + TRAILER_SIZE
         with nogil:
@@ -411,28 +462,10 @@ def fills_to_copy(const unsigned char[::1] records not None, symbols, accounts_b
         p = PyBytes_AS_STRING(out)
         # pass 3: write it
         with nogil:
-            memcpy(p, SIGNATURE, 11)
-            p = _put32(p + 11, 0)          # flags: no OIDs
-            p = _put32(p, 0)               # header extension length
+            p = _copy_header(p)
             for k in range(nrows):
                 e = _ev(&records[0], rows[k])
-                side_ch = b'B' if e.side == SIDE_BUY else b'S'
-                p = _put16(p, nf)
-                p = _text(p, part)
-                p = _int8(p, e.ref)
-                p = _int8(p, e.seq)
-                p = _text(p, sym[e.symbol_id])
-                p = _int8(p, <uint64_t>e.price)
-                p = _int8(p, e.qty)
-                p = _int8(p, e.contra_order_id)
-                p = _text(p, acc[2 * k])
-                p = _int8(p, e.order_id)
-                p = _text(p, acc[2 * k + 1])
-                p = _put32(p, 1)
-                p[0] = side_ch
-                p += 1
-                p = _int8(p, <uint64_t>(<int64_t>(e.ts // 1000) - PG_EPOCH_US))
-                p = _int8(p, e.ts)
+                p = _fill_row(p, e, part, sym[e.symbol_id], acc[2 * k], acc[2 * k + 1])
             p = _put16(p, 0xFFFF)          # trailer: field count -1
         if p != PyBytes_AS_STRING(out) + total:
             raise AssertionError("COPY payload size mismatch")
@@ -446,14 +479,14 @@ def fills_to_copy(const unsigned char[::1] records not None, symbols, accounts_b
 
 def events_info(const unsigned char[::1] records not None, uint64_t after_trade_id=0) -> tuple:
     """A batch of the event log: (records, fills among them, those with trade id >
-    after_trade_id, trade id and command seq of the last fill (0, 0 without fills)).  Raises ValueError when the
-    length is not a multiple of 128 or a record is neither a fill nor an order event."""
+    after_trade_id, trade id and command seq of the last fill (0, 0 without fills)).  Raises
+    ValueError when the length is not a multiple of 128 or a record is neither a fill nor an
+    order event."""
     cdef size_t n = records.shape[0] // EVENT_SIZE, i, nf = 0, nall = 0
     cdef const Event *e
     cdef uint64_t tid = 0, fseq = 0
     cdef Py_ssize_t bad = -1
-    if <size_t>records.shape[0] != n * EVENT_SIZE:
-        raise ValueError("not a whole number of 128-byte Event records")
+    _check_events(records.shape[0])
     with nogil:
         for i in range(n):
             e = _ev(&records[0], i)
@@ -471,6 +504,51 @@ def events_info(const unsigned char[::1] records not None, uint64_t after_trade_
     return (n, nall, nf, tid, fseq)
 
 
+cdef Py_ssize_t _pick_order_events(const unsigned char *base, size_t n, SidMap *m, size_t *rows,
+                                   size_t *nrows) noexcept nogil:
+    # the order events to write (fills are left out) and their sessions into m; -1 when all
+    # is well, -2 out of memory, else the index of a record of another type
+    cdef size_t i
+    cdef const Event *e
+    cdef int kind
+    for i in range(n):
+        e = _ev(base, i)
+        kind = _oe_kind(e.type)
+        if kind == -1:
+            continue
+        if kind < 0:
+            return <Py_ssize_t>i
+        if _map_add(m, e.session_id) != 0:
+            return -2
+        rows[nrows[0]] = i
+        nrows[0] += 1
+    return -1
+
+
+cdef inline char *_oe_row(char *p, const Event *e, uint64_t no, Text part, Text name, Text acc,
+                          const Text *sym, Py_ssize_t nsym) noexcept nogil:
+    # one order_events row, columns ORDER_EVENT_COLUMNS (order_events_to_copy's docstring)
+    p = _put16(p, OE_NFIELDS)
+    p = _text(p, part)
+    p = _int8(p, no)
+    p = _int8(p, e.seq)
+    p = _text(p, name)
+    p = _text(p, acc)
+    p = _int8(p, e.order_id) if e.order_id else _null(p)
+    p = _int8(p, e.cl_ord_id)
+    p = _int8(p, e.ref) if (e.type == EVT_CANCELED or e.type == EVT_REPLACED) else _null(p)
+    p = _text(p, sym[e.symbol_id]) if e.symbol_id < <uint64_t>nsym else _null(p)
+    p = _side(p, e.side) if (e.side == SIDE_BUY or e.side == SIDE_SELL) else _null(p)
+    p = _int2(p, e.ord_type)
+    p = _int2(p, e.tif)
+    p = _int8(p, <uint64_t>e.price)
+    p = _int8(p, e.qty)
+    p = _int8(p, e.leaves)
+    p = _int8(p, e.ref) if e.type == EVT_TRIGGERED else _null(p)
+    p = _int2(p, e.reason)
+    return _times(p, e.ts)
+
+
 def order_events_to_copy(const unsigned char[::1] records not None, uint64_t first_no, symbols,
                          accounts_by_session, partition) -> bytes:
     """Binary COPY payload for the order_events table (columns ORDER_EVENT_COLUMNS).
@@ -486,7 +564,7 @@ def order_events_to_copy(const unsigned char[::1] records not None, uint64_t fir
     else NULL), reason (RejectReason / CancelReason, 0 = none), ts (microseconds), ts_ns.
     Raises ValueError for a record of another type, and whatever the mapping raises.
     """
-    cdef size_t n = records.shape[0] // EVENT_SIZE, i, nrows = 0, k, total, c
+    cdef size_t n = records.shape[0] // EVENT_SIZE, nrows = 0, k, total
     cdef Py_ssize_t nsym = len(symbols)
     cdef Text *sym = NULL
     cdef Text *acc = NULL
@@ -496,17 +574,11 @@ def order_events_to_copy(const unsigned char[::1] records not None, uint64_t fir
     cdef SidMap m
     cdef const Event *e
     cdef char *p
-    cdef int kind
-    cdef uint16_t nf = OE_NFIELDS
     cdef Py_ssize_t bad = -1
-    cdef int nomem = 0
     keep = []
     m.slots = NULL
-    if <size_t>records.shape[0] != n * EVENT_SIZE:
-        raise ValueError("not a whole number of 128-byte Event records")
-    part_b = _utf8(partition)
-    part.p = PyBytes_AS_STRING(part_b)
-    part.n = len(part_b)
+    _check_events(records.shape[0])
+    _set_texts(&part, (partition,), keep)
     _set_texts(names, (b"accepted", b"rejected", b"canceled", b"replaced", b"triggered"), keep)
     try:
         sym = <Text *>malloc((nsym + 1) * sizeof(Text))
@@ -515,27 +587,14 @@ def order_events_to_copy(const unsigned char[::1] records not None, uint64_t fir
         if sym == NULL or acc == NULL or rows == NULL or _map_init(&m, 64) != 0:
             raise MemoryError()
         _set_texts(sym, symbols, keep)
-        with nogil:
-            for i in range(n):
-                e = _ev(&records[0], i)
-                kind = _oe_kind(e.type)
-                if kind == -1:
-                    continue
-                if kind < 0:
-                    bad = i
-                    break
-                if _map_add(&m, e.session_id) != 0:
-                    nomem = 1
-                    break
-                rows[nrows] = i
-                nrows += 1
-        if nomem:
+        if n:
+            with nogil:
+                bad = _pick_order_events(&records[0], n, &m, rows, &nrows)
+        if bad == -2:
             raise MemoryError()
         if bad >= 0:
             raise ValueError(f"record {bad} has type {_ev(&records[0], bad).type}: not an order event")
-        for c in range(m.cap):
-            if m.slots[c].key >= 0:
-                _lookup(accounts_by_session, <uint32_t>m.slots[c].key, keep, &m.slots[c].val)
+        _lookup_sessions(&m, accounts_by_session, keep)
         total = HEADER_SIZE + TRAILER_SIZE
         with nogil:
             for k in range(nrows):
@@ -550,40 +609,10 @@ def order_events_to_copy(const unsigned char[::1] records not None, uint64_t fir
         out = PyBytes_FromStringAndSize(NULL, total)
         p = PyBytes_AS_STRING(out)
         with nogil:
-            memcpy(p, SIGNATURE, 11)
-            p = _put32(p + 11, 0)
-            p = _put32(p, 0)
+            p = _copy_header(p)
             for k in range(nrows):
                 e = _ev(&records[0], rows[k])
-                kind = _oe_kind(e.type)
-                p = _put16(p, nf)
-                p = _text(p, part)
-                p = _int8(p, first_no + rows[k])
-                p = _int8(p, e.seq)
-                p = _text(p, names[kind])
-                p = _text(p, acc[k])
-                p = _int8(p, e.order_id) if e.order_id else _null(p)
-                p = _int8(p, e.cl_ord_id)
-                p = _int8(p, e.ref) if (e.type == EVT_CANCELED or e.type == EVT_REPLACED) else _null(p)
-                if e.symbol_id < <uint64_t>nsym:
-                    p = _text(p, sym[e.symbol_id])
-                else:
-                    p = _null(p)
-                if e.side == SIDE_BUY or e.side == SIDE_SELL:
-                    p = _put32(p, 1)
-                    p[0] = b'B' if e.side == SIDE_BUY else b'S'
-                    p += 1
-                else:
-                    p = _null(p)
-                p = _int2(p, e.ord_type)
-                p = _int2(p, e.tif)
-                p = _int8(p, <uint64_t>e.price)
-                p = _int8(p, e.qty)
-                p = _int8(p, e.leaves)
-                p = _int8(p, e.ref) if e.type == EVT_TRIGGERED else _null(p)
-                p = _int2(p, e.reason)
-                p = _int8(p, <uint64_t>(<int64_t>(e.ts // 1000) - PG_EPOCH_US))
-                p = _int8(p, e.ts)
+                p = _oe_row(p, e, first_no + rows[k], part, names[_oe_kind(e.type)], acc[k], sym, nsym)
             p = _put16(p, 0xFFFF)
         # nullable fields took less room than reserved: the payload ends at p
         return out[:p - PyBytes_AS_STRING(out)]

@@ -2,6 +2,8 @@
 from collections.abc import Iterator
 from types import TracebackType
 
+from typing_extensions import disjoint_base
+
 from matching.ring import SpscRing
 
 _Buffer = bytes | bytearray | memoryview
@@ -25,6 +27,7 @@ def crc32c(data: _Buffer, value: int = 0) -> int: ...
 def crc32c_table(data: _Buffer, value: int = 0) -> int: ...
 def crc32c_backend() -> str: ...
 
+@disjoint_base
 class Journal:
     def __init__(self, directory: str, durability: str = "os",
                  segment_bytes: int = ...) -> None: ...

@@ -35,6 +35,7 @@ from libc.string cimport memcpy
 from posix.types cimport off_t
 from posix.unistd cimport close, fdatasync, ftruncate, pread, write
 
+from matching.native.byteorder cimport ld32, ld64, st32
 from matching.records cimport COMMAND_SIZE
 from matching.ring cimport SpscRing
 
@@ -121,32 +122,18 @@ def crc32c_backend() -> str:
     return "sse4.2" if hftgw_crc32c_hw == 1 else "table"
 
 
-cdef inline uint32_t _ld32(const char *p) noexcept nogil:
-    cdef uint32_t v
-    memcpy(&v, p, 4)
-    return v        # x86-64/aarch64 are little-endian, as the format
-
-
-cdef inline uint64_t _ld64(const char *p) noexcept nogil:
-    cdef uint64_t v
-    memcpy(&v, p, 8)
-    return v
-
-
 cdef inline void _frame(char *dst, const char *payload) noexcept nogil:
-    cdef uint32_t ln = PAYLOAD
-    cdef uint32_t crc = hftgw_crc32c(0, payload, PAYLOAD)
-    memcpy(dst, &ln, 4)
-    memcpy(dst + 4, &crc, 4)
+    st32(dst, PAYLOAD)
+    st32(dst + 4, hftgw_crc32c(0, payload, PAYLOAD))
     memcpy(dst + 8, payload, PAYLOAD)
 
 
 cdef inline bint _frame_ok(const char *p) noexcept nogil:
-    return _ld32(p) == PAYLOAD and _ld32(p + 4) == hftgw_crc32c(0, p + 8, PAYLOAD)
+    return ld32(p) == PAYLOAD and ld32(p + 4) == hftgw_crc32c(0, p + 8, PAYLOAD)
 
 
 cdef inline uint64_t _seq_at(const char *frame) noexcept nogil:
-    return _ld64(frame + 8)
+    return ld64(frame + 8)
 
 
 cdef size_t _valid_prefix(const char *buf, size_t n, uint64_t *records, uint64_t *first_seq,
@@ -218,6 +205,22 @@ def _fsync_dir(path: str) -> None:
         os.fsync(dfd)
     finally:
         os.close(dfd)
+
+
+def _lock_directory(str d) -> int:
+    # an fd holding the exclusive flock on d's lock file; BlockingIOError if another holds it
+    lock_path = os.path.join(d, LOCK_NAME)
+    lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock_fd)
+        raise BlockingIOError(_errno.EWOULDBLOCK, "journal is open in another process or object",
+                              lock_path) from None
+    except BaseException:
+        os.close(lock_fd)
+        raise
+    return lock_fd
 
 
 cdef class Journal:
@@ -359,17 +362,7 @@ cdef class Journal:
             raise RuntimeError("journal already open")
         d = self._directory
         os.makedirs(d, exist_ok=True)
-        lock_path = os.path.join(d, LOCK_NAME)
-        lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(lock_fd)
-            raise BlockingIOError(_errno.EWOULDBLOCK, "journal is open in another process or object",
-                                  lock_path) from None
-        except BaseException:
-            os.close(lock_fd)
-            raise
+        lock_fd = _lock_directory(d)
         fd = -1
         buf = <char *>malloc(SCAN_FRAMES * FRAME)
         if buf == NULL:
@@ -382,16 +375,48 @@ cdef class Journal:
                 if m is not None:
                     found.append((int(m.group(1)), name))
             found.sort()
-            closed = []
-            act = (0, 0, 0)
-            cut = None
-            prev = None           # (path, last_seq) of the newest non-empty segment so far
             if not found:
                 index = 1
                 path = os.path.join(d, segment_name(1))
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
                 # the new directory entry must be durable too, or a crash could lose the file
                 _fsync_dir(d)
+                closed, act, prev = [], (0, 0, 0), None
+            else:
+                index, name = found[len(found) - 1]   # (no negative index: wraparound is off)
+                path = os.path.join(d, name)
+                fd, closed, act, prev = self._scan_segments(d, found, buf)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            os.close(lock_fd)
+            raise
+        finally:
+            free(buf)
+        self.fd = fd
+        self.lock_fd = lock_fd
+        self._path = path
+        self._index = index
+        self._closed = closed
+        self._unsynced = []
+        self._dir_dirty = False
+        self._act_first, self._act_last, self._act_size = act
+        self._size = sum(s[3] for s in closed) + self._act_size
+        self._last_seq = prev[1] if prev is not None else 0
+        self._bytes_written = 0
+        self._ensure_scratch(4096)
+
+    cdef tuple _scan_segments(self, str d, list found, char *buf):
+        """Validate the segments ``found`` ([(index, name)] in order) and open the last for
+        appends, cutting a torn tail off it: (its fd, [(path, first, last, bytes)] of the
+        closed ones, (first, last, bytes) of the last, (path, last seq) of the newest non-empty
+        one or None).  Raises as ``open``; the last segment's fd is closed on an error."""
+        cdef int fd = -1
+        closed = []
+        act = (0, 0, 0)
+        cut = None
+        prev = None           # (path, last_seq) of the newest non-empty segment so far
+        try:
             for i, (index, name) in enumerate(found):
                 path = os.path.join(d, name)
                 is_last = i == len(found) - 1
@@ -425,22 +450,8 @@ cdef class Journal:
         except BaseException:
             if fd >= 0:
                 os.close(fd)
-            os.close(lock_fd)
             raise
-        finally:
-            free(buf)
-        self.fd = fd
-        self.lock_fd = lock_fd
-        self._path = path
-        self._index = index
-        self._closed = closed
-        self._unsynced = []
-        self._dir_dirty = False
-        self._act_first, self._act_last, self._act_size = act
-        self._size = sum(s[3] for s in closed) + self._act_size
-        self._last_seq = prev[1] if prev is not None else 0
-        self._bytes_written = 0
-        self._ensure_scratch(4096)
+        return fd, closed, act, prev
 
     cdef tuple _scan(self, int fd, str path, uint64_t size, bint is_last, char *buf):
         """(bytes of valid frames at the start, first seq, last seq) of one segment; raises
@@ -705,7 +716,7 @@ cdef class Journal:
         if fd < 0:
             raise RuntimeError("journal not open")
         while self._unsynced:
-            path, ufd = self._unsynced[0]
+            _, ufd = self._unsynced[0]
             os.fdatasync(ufd)
             os.close(ufd)
             del self._unsynced[0]

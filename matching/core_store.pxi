@@ -1,0 +1,251 @@
+# Storage: the order pool, the (session, ClOrdID) hash and the iceberg reserve table.
+# Included by matching/core.pyx (one module: the hot path stays one translation unit).
+
+cdef inline uint32_t _hash(uint32_t session_id, uint64_t cl_ord_id) noexcept nogil:
+    # splitmix64 finalizer: ClOrdIDs are often sequential, the low bits must still spread
+    cdef uint64_t x = cl_ord_id ^ (<uint64_t>session_id * <uint64_t>0x9E3779B97F4A7C15ULL)
+    x ^= x >> 30
+    x *= <uint64_t>0xBF58476D1CE4E5B9ULL
+    x ^= x >> 27
+    x *= <uint64_t>0x94D049BB133111EBULL
+    x ^= x >> 31
+    return <uint32_t>x
+
+
+cdef inline uint64_t _ice_hash(uint32_t idx) noexcept nogil:
+    return (<uint64_t>idx * <uint64_t>0x9E3779B97F4A7C15ULL) >> 32
+
+
+cdef int _init_book(MatchingCore self, Book *bk, int64_t tick, uint64_t max_qty) except -1:
+    cdef int s
+    memset(bk, 0, sizeof(Book))
+    bk.tick = tick
+    bk.max_qty = max_qty
+    for s in range(2):
+        bk.side[s].lv = <Level *>malloc(_INITIAL_LEVELS * sizeof(Level))
+        bk.stops[s].e = <StopEntry *>malloc(_INITIAL_STOPS * sizeof(StopEntry))
+        if bk.side[s].lv == NULL or bk.stops[s].e == NULL:
+            raise MemoryError()
+        bk.side[s].cap = _INITIAL_LEVELS
+        bk.stops[s].cap = _INITIAL_STOPS
+    return 0
+
+
+cdef int _add_book(MatchingCore self, int64_t tick, uint64_t max_qty) except -1 nogil:
+    cdef Book *books = <Book *>realloc(self.books, (<size_t>self.n_symbols + 1) * sizeof(Book))
+    if books == NULL:
+        with gil:
+            raise MemoryError()
+    self.books = books
+    with gil:
+        _init_book(self, &self.books[self.n_symbols], tick, max_qty)
+    self.n_symbols += 1
+    return 0
+
+
+# --------------------------------------------------------------------------------------- pool
+
+cdef int _grow_pool(MatchingCore self) except -1 nogil:
+    # Chunks of max(64 Ki orders, 1/8 of the pool): little slack at any size, and an
+    # amortised O(1) cost per order, as realloc of a big block is an mremap (no copy) on
+    # Linux.  realloc keeps 16-byte alignment only, so re-align by hand when the offset of
+    # the aligned view inside the block changes.
+    cdef uint64_t step = self.pool_cap >> 3
+    cdef uint64_t new_cap
+    cdef size_t old_off = <char *>self.pool - <char *>self._pool_mem, new_off
+    cdef void *mem
+    if step < _POOL_CHUNK:
+        step = _POOL_CHUNK
+    new_cap = <uint64_t>self.pool_cap + step
+    if new_cap > _MAX_POOL:
+        new_cap = _MAX_POOL
+    if new_cap <= self.pool_cap:
+        with gil:
+            raise MemoryError("order pool is at its 2**32 - 2 limit")
+    mem = realloc(self._pool_mem, new_cap * sizeof(Order) + 64)
+    if mem == NULL:
+        with gil:
+            raise MemoryError()
+    new_off = ((<uintptr_t>mem + 63) & ~(<uintptr_t>63)) - <uintptr_t>mem
+    if new_off != old_off:
+        memmove(<char *>mem + new_off, <char *>mem + old_off, <size_t>self.pool_used * sizeof(Order))
+    self._pool_mem = mem
+    self.pool = <Order *>(<char *>mem + new_off)
+    self.pool_cap = <uint32_t>new_cap
+    return 0
+
+
+cdef inline uint32_t _alloc(MatchingCore self) except? NIL nogil:
+    cdef uint32_t idx = self.free_head
+    if idx != NIL:
+        self.free_head = self.pool[idx].next
+    else:
+        if self.pool_used == self.pool_cap:
+            _grow_pool(self)
+        idx = self.pool_used
+        self.pool_used += 1
+    self.resting += 1
+    return idx
+
+
+cdef inline void _release(MatchingCore self, uint32_t idx) noexcept nogil:
+    self.pool[idx].next = self.free_head
+    self.free_head = idx
+    self.resting -= 1
+
+
+# --------------------------------------------------------------------------------- order hash
+
+cdef int _grow_hash(MatchingCore self) except -1 nogil:
+    cdef uint64_t new_cap = self.hcap * 2, mask = new_cap - 1, i, j
+    cdef HSlot *t = <HSlot *>calloc(new_cap, sizeof(HSlot))
+    if t == NULL:
+        with gil:
+            raise MemoryError()
+    for i in range(self.hcap):
+        if self.htab[i].idx1 != 0:
+            j = self.htab[i].h & mask
+            while t[j].idx1 != 0:
+                j = (j + 1) & mask
+            t[j] = self.htab[i]
+    free(self.htab)
+    self.htab = t
+    self.hcap = new_cap
+    return 0
+
+
+cdef uint32_t _hfind(MatchingCore self, uint32_t session_id, uint64_t cl_ord_id, uint32_t h,
+                     uint64_t *pos) noexcept nogil:
+    # Pool index of the live order (session_id, cl_ord_id), or NIL; *pos = its slot, or
+    # the empty slot that ended the probe.
+    cdef uint64_t mask = self.hcap - 1, i = h & mask
+    cdef HSlot *e
+    cdef Order *o
+    while True:
+        e = &self.htab[i]
+        if e.idx1 == 0:
+            pos[0] = i
+            return NIL
+        if e.h == h:
+            o = &self.pool[e.idx1 - 1]
+            if o.cl_ord_id == cl_ord_id and o.session_id == session_id:
+                pos[0] = i
+                return e.idx1 - 1
+        i = (i + 1) & mask
+
+
+cdef void _hdel_at(MatchingCore self, uint64_t pos) noexcept nogil:
+    # Backward-shift deletion: pull each following entry of the cluster into the hole
+    # unless that would move it before its home bucket; no tombstones, so probe lengths
+    # stay those of the live entries.
+    cdef uint64_t mask = self.hcap - 1, i = pos, j = pos, home
+    while True:
+        j = (j + 1) & mask
+        if self.htab[j].idx1 == 0:
+            break
+        home = self.htab[j].h & mask
+        if ((j - home) & mask) >= ((j - i) & mask):
+            self.htab[i] = self.htab[j]
+            i = j
+    self.htab[i].idx1 = 0
+    self.hcount -= 1
+
+
+cdef void _hdel(MatchingCore self, uint32_t idx) noexcept nogil:
+    cdef Order *o = &self.pool[idx]
+    cdef uint64_t mask = self.hcap - 1, i = _hash(o.session_id, o.cl_ord_id) & mask
+    while self.htab[i].idx1 != idx + 1:
+        i = (i + 1) & mask
+    _hdel_at(self, i)
+
+
+cdef int _hput(MatchingCore self, uint32_t idx) except -1 nogil:
+    # The key must not be present.
+    cdef Order *o = &self.pool[idx]
+    cdef uint32_t h = _hash(o.session_id, o.cl_ord_id)
+    cdef uint64_t mask, i
+    if (self.hcount + 1) * 2 > self.hcap:
+        _grow_hash(self)
+    mask = self.hcap - 1
+    i = h & mask
+    while self.htab[i].idx1 != 0:
+        i = (i + 1) & mask
+    self.htab[i].h = h
+    self.htab[i].idx1 = idx + 1
+    self.hcount += 1
+    return 0
+
+
+# --------------------------------------------------------------------------- iceberg reserves
+
+cdef int _grow_ice(MatchingCore self) except -1 nogil:
+    cdef uint64_t new_cap = self.ice_cap * 2, mask = new_cap - 1, i, j
+    cdef IceSlot *t = <IceSlot *>calloc(new_cap, sizeof(IceSlot))
+    if t == NULL:
+        with gil:
+            raise MemoryError()
+    for i in range(self.ice_cap):
+        if self.ice[i].key1 != 0:
+            j = _ice_hash(self.ice[i].key1 - 1) & mask
+            while t[j].key1 != 0:
+                j = (j + 1) & mask
+            t[j] = self.ice[i]
+    free(self.ice)
+    self.ice = t
+    self.ice_cap = new_cap
+    return 0
+
+
+cdef IceSlot *_ice(MatchingCore self, uint32_t idx) noexcept nogil:
+    # The reserve of an order flagged OF_ICEBERG (it is always there).
+    cdef uint64_t mask = self.ice_cap - 1, i = _ice_hash(idx) & mask
+    while self.ice[i].key1 != idx + 1:
+        i = (i + 1) & mask
+    return &self.ice[i]
+
+
+cdef int _ice_put(MatchingCore self, uint32_t idx, uint64_t peak, uint64_t hidden) except -1 nogil:
+    # Insert or update.
+    cdef uint64_t mask, i
+    if (self.ice_count + 1) * 2 > self.ice_cap:
+        _grow_ice(self)
+    mask = self.ice_cap - 1
+    i = _ice_hash(idx) & mask
+    while self.ice[i].key1 != 0 and self.ice[i].key1 != idx + 1:
+        i = (i + 1) & mask
+    if self.ice[i].key1 == 0:
+        self.ice[i].key1 = idx + 1
+        self.ice_count += 1
+    self.ice[i].peak = peak
+    self.ice[i].hidden = hidden
+    return 0
+
+
+cdef void _ice_del(MatchingCore self, uint32_t idx) noexcept nogil:
+    cdef uint64_t mask = self.ice_cap - 1, i, j, home
+    cdef IceSlot *e = _ice(self, idx)
+    i = j = <uint64_t>(e - self.ice)
+    while True:                       # backward-shift deletion, as in the order hash
+        j = (j + 1) & mask
+        if self.ice[j].key1 == 0:
+            break
+        home = _ice_hash(self.ice[j].key1 - 1) & mask
+        if ((j - home) & mask) >= ((j - i) & mask):
+            self.ice[i] = self.ice[j]
+            i = j
+    self.ice[i].key1 = 0
+    self.ice_count -= 1
+
+
+cdef inline uint64_t _hidden(MatchingCore self, uint32_t idx, const Order *o) noexcept nogil:
+    if o.flags & OF_ICEBERG:
+        return _ice(self, idx).hidden
+    return 0
+
+
+cdef void _forget(MatchingCore self, uint32_t idx) noexcept nogil:
+    # A live order leaves for good: out of the hash (and the reserve table), slot freed.
+    if self.pool[idx].flags & OF_ICEBERG:
+        _ice_del(self, idx)
+    _hdel(self, idx)
+    _release(self, idx)
