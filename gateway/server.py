@@ -49,7 +49,9 @@ class Gateway:
         self.reloader = Reloader(cfg, config_path, self._appliers())
         self.directory_base: Directory | None = None  # directory_file as last loaded
         self.registry = CollectorRegistry()
-        self.registry.register(GatewayCollector(self.engine, self.session_counters, self.reloader))
+        # monitoring reads the engine through its one read-only stats object only
+        self.registry.register(GatewayCollector(self.engine.stats, self.session_counters,
+                                                logs.LIMITER, self.reloader))
         self.md = MarketData(self.engine)
         self.ws: WsGateway | None = None  # the WebSocket port, when ws_listen is set
         self.registry.register(MarketDataCollector(
@@ -143,7 +145,7 @@ class Gateway:
     def reject_counts(self) -> dict[str, int]:
         """Cumulative rejects by reason name for the log's summaries: order and cancel rejects
         (C counters), session-level rejects, refused logins as ``login_<reason>``."""
-        return reason_totals(self.engine, self.session_counters, with_logins=True)
+        return reason_totals(self.engine.stats, self.session_counters, with_logins=True)
 
     # -- probes ------------------------------------------------------------------------------
     def health(self) -> tuple[bool, dict[str, object]]:
@@ -179,7 +181,8 @@ class Gateway:
         self.admin = AdminApi(self, asyncio.get_running_loop())
         self.side = SidePortServer(mhost, mport, self.registry, self.health, self.ready,
                                    routes={"/directory": lambda: self.directory().encode()},
-                                   pages=BookPages(self.engine.symbol_names, cfg.ws_listen),
+                                   pages=BookPages(self.engine.symbol_names, parse_hostport(
+                                       cfg.ws_listen, "ws_listen")[1] if cfg.ws_listen else 0),
                                    apps={"/admin": self.admin})
         self.side.start()
         if not cfg.pg_dsn:
