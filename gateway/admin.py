@@ -192,32 +192,34 @@ class AdminApi:
             raise AdminError(404, "unknown_symbol", f"no symbol {name!r}") from None
 
     def _stats(self, parts: list[str], body: bytes, who: str, peer: str) -> dict[str, Any]:
-        e = self.engine
-        oc = e.outbound.counters()
-        by_type = e.sequencer.counts()
+        # the figures /metrics exports too, from the same read-only stats object
+        e, st = self.engine, self.engine.stats
+        oc = st.order_counters()
+        by_type = st.commands_by_type()
+        rc = st.risk_counters()
         rejects: dict[str, int] = {}
         for reason, n in list(oc["rejects"].items()) + list(self.gw.session_counters.rejects.items()):
             key = _name(RejectReason, reason, "REJ_")
             rejects[key] = rejects.get(key, 0) + n
-        sink = e.sink
+        sink = st.sink
+        used, capacity = st.ring_occupancy(), st.ring_capacity()
         return {
-            "sessions": {"connected": e.sessions_connected(), "known": len(e.account_of_session) - 1,
+            "sessions": {"connected": st.sessions_open, "known": len(e.account_of_session) - 1,
                          "drop_copies": sum(len(v) for v in e.dropcopy.values()),
-                         "connections": e.addresses.total},
-            "orders": {"received": by_type.get(1, 0) + e.risk.counters()["refused_new"],
+                         "connections": st.connections_open},
+            "orders": {"received": by_type.get(1, 0) + rc["refused_new"],
                        "accepted": oc["events"].get(int(EventType.EVT_ACCEPTED), 0),
-                       "resting": e.core.order_count()},
+                       "resting": st.resting_orders},
             "fills": {"count": oc["fills"], "quantity": oc["traded_qty"]},
             "rejects": dict(sorted(rejects.items())),
-            "risk": {"checked": e.risk.counters()["checked"],
-                     "throttled_session": e.risk.counters()["throttled_session"],
-                     "throttled_account": e.risk.counters()["throttled_account"],
+            "risk": {"checked": rc["checked"],
+                     "throttled_session": rc["throttled_session"],
+                     "throttled_account": rc["throttled_account"],
                      "halted": [e.symbol_names[i] for i in e.risk.halted()],
                      "blocked": e.risk.blocked()},
-            "rings": {"inbound": {"used": len(e.inbound), "capacity": e.inbound.capacity},
-                      "events": {"used": len(e.events), "capacity": e.events.capacity}},
-            "journal": {"last_seq": e.journal.last_seq,
-                        "lag_records": max(0, e.sequencer.next_seq - 1 - e.journal.last_seq)},
+            "rings": {ring: {"used": used[ring], "capacity": capacity[ring]} for ring in used},
+            "journal": {"last_seq": st.journal_last_seq,
+                        "lag_records": max(0, st.sequence_last - st.journal_last_seq)},
             "sink": ({"enabled": False} if sink is None else
                      {"enabled": True, "connected": sink.connected, "lag_events": sink.lag_events,
                       "last_event_no": sink.last_event_no, "rows_written": sink.rows_written,

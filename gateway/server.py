@@ -8,7 +8,7 @@ import logging
 import signal
 import socket
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
@@ -26,6 +26,9 @@ from monitoring.collector import GatewayCollector, reason_totals
 from monitoring.http import SidePortServer
 from monitoring.md_collector import MarketDataCollector
 from protocol.session import SessionCounters
+
+if TYPE_CHECKING:
+    from persistence.pg_sink import EventSink
 
 log = logging.getLogger("hftgw.server")
 
@@ -49,7 +52,9 @@ class Gateway:
         self.reloader = Reloader(cfg, config_path, self._appliers())
         self.directory_base: Directory | None = None  # directory_file as last loaded
         self.registry = CollectorRegistry()
-        self.registry.register(GatewayCollector(self.engine, self.session_counters, self.reloader))
+        # monitoring reads the engine through its one read-only stats object only
+        self.registry.register(GatewayCollector(self.engine.stats, self.session_counters,
+                                                logs.LIMITER, self.reloader))
         self.md = MarketData(self.engine)
         self.ws: WsGateway | None = None  # the WebSocket port, when ws_listen is set
         self.registry.register(MarketDataCollector(
@@ -143,7 +148,7 @@ class Gateway:
     def reject_counts(self) -> dict[str, int]:
         """Cumulative rejects by reason name for the log's summaries: order and cancel rejects
         (C counters), session-level rejects, refused logins as ``login_<reason>``."""
-        return reason_totals(self.engine, self.session_counters, with_logins=True)
+        return reason_totals(self.engine.stats, self.session_counters, with_logins=True)
 
     # -- probes ------------------------------------------------------------------------------
     def health(self) -> tuple[bool, dict[str, object]]:
@@ -179,7 +184,8 @@ class Gateway:
         self.admin = AdminApi(self, asyncio.get_running_loop())
         self.side = SidePortServer(mhost, mport, self.registry, self.health, self.ready,
                                    routes={"/directory": lambda: self.directory().encode()},
-                                   pages=BookPages(self.engine.symbol_names, cfg.ws_listen),
+                                   pages=BookPages(self.engine.symbol_names, parse_hostport(
+                                       cfg.ws_listen, "ws_listen")[1] if cfg.ws_listen else 0),
                                    apps={"/admin": self.admin})
         self.side.start()
         if not cfg.pg_dsn:
@@ -301,6 +307,30 @@ class Gateway:
         deadline = t0 + self.cfg.drain_timeout_s
         log.info("shutting down (grace period %.1f s)", self.cfg.drain_timeout_s,
                  extra={"event": "gateway.stopping"})
+        commands, sessions, ws_close = self._log_everyone_out()
+        for t in self._tasks:
+            if t.get_name() != "hftgw-sink":
+                t.cancel()
+        sink = self.engine.sink
+        sink_close = await self._drain(deadline, sink, ws_close)
+        left = await self._release(sink, sink_close)
+        elapsed = loop.time() - t0
+        done_part = (f"{commands} commands answered in the final pump, {sessions} sessions "
+                     "logged out, journal synced")
+        if left or self._hurry.is_set():
+            log.warning("stopped in %.2f s%s: %s; left: %s", elapsed,
+                        " (second signal)" if self._hurry.is_set() else "", done_part,
+                        "; ".join(left) or "nothing",
+                        extra={"event": "gateway.stopped", "elapsed_s": elapsed, "clean": False})
+        else:
+            log.info("stopped in %.2f s: %s%s", elapsed, done_part,
+                     ", sink drained" if sink is not None else "",
+                     extra={"event": "gateway.stopped", "elapsed_s": elapsed, "clean": True})
+
+    def _log_everyone_out(self) -> tuple[int, int, asyncio.Future[None] | None]:
+        # close steps 1-4 (synchronous): stop accepting, final pump, Logout to every session,
+        # the cancel-on-disconnect pump, the shutdown snapshot, journal sync; returns the
+        # commands pumped, the sessions logged out and the WebSocket port's closing
         engine = self.engine
         engine.ready = False
         if self.server is not None:
@@ -321,10 +351,13 @@ class Gateway:
             # the shutdown snapshot: the next start loads it instead of replaying the journal
             engine.write_snapshot(background=False)
             self._sync_journal()
-        for t in self._tasks:
-            if t.get_name() != "hftgw-sink":
-                t.cancel()
-        sink = engine.sink
+        return commands, sessions, ws_close
+
+    async def _drain(self, deadline: float, sink: EventSink | None,
+                     ws_close: asyncio.Future[None] | None) -> asyncio.Future[None] | None:
+        # close step 5: wait (until the deadline or a second signal) for the peers to close,
+        # the WebSocket port and the sink's flush; returns the sink's closing
+        loop = asyncio.get_running_loop()
         waits: list[asyncio.Future[None]] = [asyncio.ensure_future(self._peers_gone(deadline))]
         if ws_close is not None:
             waits.append(ws_close)
@@ -343,11 +376,17 @@ class Gateway:
                                          return_when=asyncio.FIRST_COMPLETED)
             pending -= done
         hurry.cancel()
-        left = []
         for f in pending:
             f.cancel()
         if pending:
             await asyncio.wait(pending)
+        return sink_close
+
+    async def _release(self, sink: EventSink | None,
+                       sink_close: asyncio.Future[None] | None) -> list[str]:
+        # after the drain: stop what is left, close the engine's files and the side port;
+        # returns what was left undone
+        left = []
         if sink is not None and sink_close is not None and sink_close.cancelled():
             await sink.close(flush_timeout=0.0)  # cut short: stop its task and connection now
         if sink is not None and sink.lag_events:
@@ -364,22 +403,11 @@ class Gateway:
         if self.server is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.server.wait_closed(), 0.5)
-        engine.close()  # journal, message store, event log
+        self.engine.close()  # journal, message store, event log
         if self.side is not None:
             self.side.stop()
-        engine.audit.close()
-        elapsed = loop.time() - t0
-        done_part = (f"{commands} commands answered in the final pump, {sessions} sessions "
-                     "logged out, journal synced")
-        if left or self._hurry.is_set():
-            log.warning("stopped in %.2f s%s: %s; left: %s", elapsed,
-                        " (second signal)" if self._hurry.is_set() else "", done_part,
-                        "; ".join(left) or "nothing",
-                        extra={"event": "gateway.stopped", "elapsed_s": elapsed, "clean": False})
-        else:
-            log.info("stopped in %.2f s: %s%s", elapsed, done_part,
-                     ", sink drained" if sink is not None else "",
-                     extra={"event": "gateway.stopped", "elapsed_s": elapsed, "clean": True})
+        self.engine.audit.close()
+        return left
 
     def _sync_journal(self) -> None:
         # in "os" mode the last groups (and segments closed since the last sync) may still be

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gateway.config.schema import parse_hostport
-
 PAGE = Path(__file__).with_name("static") / "book.html"
 PLACEHOLDER = "/*HFTGW_CONFIG*/null"
 PREFIX = "/book/"
@@ -21,11 +19,11 @@ LEVELS = 10
 class BookPages:
     """Serves ``/book/<SYMBOL>`` for the served symbols; ``symbols`` is the engine's live list
     (kept by reference: symbols are defined from the journal after start and by reloads);
-    ``ws_listen``: "host:port" of the WebSocket port ("" = none: the page answers 404)."""
+    ``ws_port``: the WebSocket port's TCP port (0 = none: the page answers 404)."""
 
-    def __init__(self, symbols: list[str], ws_listen: str) -> None:
+    def __init__(self, symbols: list[str], ws_port: int) -> None:
         self.symbols = symbols
-        self.ws_port = parse_hostport(ws_listen, "ws_listen")[1] if ws_listen else 0
+        self.ws_port = ws_port
         self.template = PAGE.read_text(encoding="utf-8")
         if PLACEHOLDER not in self.template:
             raise RuntimeError(f"{PAGE} lacks {PLACEHOLDER}")

@@ -6,25 +6,25 @@ as the gateway's main collector does: nothing on the publishing path calls prome
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from monitoring.sources import MarketDataFigures
 from protocol.mdjson import MdError
-
-if TYPE_CHECKING:
-    from gateway.marketdata.fanout import MarketData
 
 
 class MarketDataCollector(Collector):
-    """md: the publisher; ws_order_connections: the number of ``/orders`` connections now."""
+    """md: the publisher (gateway/marketdata/fanout.py's ``MarketData``, read through the
+    monitoring.sources.MarketDataFigures view); ws_order_connections: the number of
+    ``/orders`` connections now."""
 
-    def __init__(self, md: MarketData, ws_order_connections: Callable[[], int]) -> None:
+    def __init__(self, md: MarketDataFigures, ws_order_connections: Callable[[], int]) -> None:
         self.md = md
         self.ws_order_connections = ws_order_connections
 
     def collect(self) -> Iterator[Metric]:
+        """Every market-data and WebSocket order-entry metric."""
         md = self.md
         c = md.counters
         yield GaugeMetricFamily("hftgw_md_subscribers", "Connected market-data WebSocket clients",

@@ -6,7 +6,7 @@ cannot take back what they hold beyond the journal: that happens when the journa
 acknowledged records the other logs kept (a power loss under ``durability = "os"``: the files
 lose their unsynced tails independently) or when an older journal was restored.  Going on then
 would reissue session sequence numbers and event numbers with other content, so the start
-refuses (``JournalBehind``) and ``hftgw repair`` (gateway/repair.py) moves the excess aside:
+refuses (``JournalBehind``) and ``hftgw repair`` (gateway/engine/repair.py) moves the excess aside:
 
 * ``find_divergence`` compares, after the replay, each session's stored end with the seq the
   journal gave it and the event log's end with the journal's event counter;

@@ -51,7 +51,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_repair(args: argparse.Namespace) -> int:
-    from gateway import repair
+    from gateway.engine import repair
 
     cfg = load_config(args.config)
     try:

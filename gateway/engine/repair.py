@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from gateway.config.schema import Config
-from gateway.engine import Engine, JournalBehindSnapshot
+from gateway.engine.errors import JournalBehindSnapshot
+from gateway.engine.facade import Engine
 from persistence.pg_sink import DIVERGED_FILE, read_divergence
 from persistence.reconcile import (
     JournalBehind,
