@@ -26,7 +26,7 @@ class EngineStats:
     # -- order path --------------------------------------------------------------------------
     def commands_by_type(self) -> Mapping[int, int]:
         """CommandType -> commands sequenced."""
-        return cast("dict[int, int]", self._e.sequencer.counts())
+        return self._e.sequencer.counts()
 
     def order_counters(self) -> OrderCounters:
         """The outbound encoder's counters (events, rejects, cancels by reason; fills,
