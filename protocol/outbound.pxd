@@ -3,7 +3,7 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 
 from matching.records cimport Event
 from matching.ring cimport SpscRing
-from protocol.codec cimport SymbolTable
+from protocol.symbols cimport SymbolTable
 
 cdef enum:
     N_LATENCY_BOUNDS = 18            # finite bucket bounds; one more bucket for +Inf

@@ -62,8 +62,8 @@ from protocol.codec cimport (
     OrderReplacedBlock,
     OrderTriggeredBlock,
     SbeHeader,
-    SymbolTable,
 )
+from protocol.symbols cimport SymbolTable
 
 # Order-to-ack latency bucket upper bounds (ns, inclusive as Prometheus `le`); +Inf is implied.
 cdef uint64_t LATENCY_BOUNDS_NS[N_LATENCY_BOUNDS]
