@@ -14,7 +14,7 @@ encoder notes which symbols' books changed and copies the fill records, so the m
 publisher works per symbol per tick, never per order.
 """
 from cpython.pycapsule cimport PyCapsule_GetPointer
-from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, realloc
 from libc.string cimport memcmp, memcpy, memset
 
@@ -33,6 +33,7 @@ from matching.records cimport (
     LIQ_TAKER,
     Event,
 )
+from matching.native.byteorder cimport st32
 from matching.ring cimport SpscRing
 from protocol.codec cimport (
     GROUP_SIZE_SIZE,
@@ -65,6 +66,9 @@ from protocol.codec cimport (
 )
 from protocol.symbols cimport SymbolTable
 
+# fill_<template>(p, ev, seq, key): generated from the XML schema by protocol/fillgen.py (setup.py)
+include "outbound_fills.pxi"
+
 # Order-to-ack latency bucket upper bounds (ns, inclusive as Prometheus `le`); +Inf is implied.
 cdef uint64_t LATENCY_BOUNDS_NS[N_LATENCY_BOUNDS]
 _BOUNDS_S = (5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1,
@@ -79,10 +83,6 @@ cdef size_t MAX_SNAPSHOT_LEVELS = (
 
 #: version of ``Outbound.export_state``
 OUTBOUND_STATE_VERSION = 1
-
-
-cdef inline void _st32(char *p, uint32_t v) noexcept nogil:
-    memcpy(p, &v, 4)
 
 
 # A session buffer larger than this is freed when taken rather than kept for reuse.
@@ -241,8 +241,8 @@ cdef class Outbound:
         out = bytearray(16 + 8 * <size_t>n)
         w = out
         memcpy(w, <const char *>b"HFTGWOUT", 8)
-        _st32(w + 8, OUTBOUND_STATE_VERSION)
-        _st32(w + 12, n)
+        st32(w + 8, OUTBOUND_STATE_VERSION)
+        st32(w + 12, n)
         for i in range(n):
             memcpy(w + 16 + 8 * <size_t>i, &self.sessions[i].last_seq, 8)
         return bytes(out)
@@ -465,15 +465,16 @@ cdef class Outbound:
             if _append_record(&self.md_trades_buf, &self.md_trades_len, &self.md_trades_cap, ev) < 0:
                 self.out_of_memory = True
 
+    cdef char *_begin(self, const Event *ev, uint16_t template_id, size_t block_length,
+                      uint64_t *seq) noexcept nogil:
+        # number the message for ev's session, then _reserve its block (NULL: not buffered)
+        seq[0] = self._number(ev.session_id)
+        return self._reserve(ev.session_id, template_id, block_length, 0)
+
     cdef void _event(self, const Event *ev, uint64_t now_ns) noexcept nogil:
+        # the blocks are filled by the generated fill_* functions (protocol/fillgen.py)
         cdef uint64_t seq, key
-        cdef OrderAcceptedBlock *oa
-        cdef OrderRejectedBlock *oj
-        cdef OrderCanceledBlock *oc
-        cdef OrderReplacedBlock *orp
-        cdef CancelRejectedBlock *cr
-        cdef MassCancelDoneBlock *md
-        cdef OrderTriggeredBlock *ot
+        cdef char *p
         cdef uint8_t t = ev.type
         if self.observer.fn != NULL:
             self.observer.fn(self.observer.ctx, ev)
@@ -485,34 +486,16 @@ cdef class Outbound:
         if t == EVT_ACCEPTED:
             self._observe_latency(ev, now_ns)
             self._capture(ev)
-            seq = self._number(ev.session_id)
-            oa = <OrderAcceptedBlock *>self._reserve(ev.session_id, TPL_ORDER_ACCEPTED,
-                                                     sizeof(OrderAcceptedBlock), 0)
-            if oa != NULL:
-                oa.seq_num = seq
-                oa.transact_time = ev.ts
-                oa.cl_ord_id = ev.cl_ord_id
-                oa.order_id = ev.order_id
-                oa.price = ev.price
-                oa.order_qty = ev.qty
-                oa.leaves_qty = ev.leaves
-                memcpy(oa.symbol, &key, 8)
-                oa.side = ev.side
-                oa.ord_type = ev.ord_type
-                oa.time_in_force = ev.tif
+            p = self._begin(ev, TPL_ORDER_ACCEPTED, sizeof(OrderAcceptedBlock), &seq)
+            if p != NULL:
+                fill_order_accepted(p, ev, seq, key)
         elif t == EVT_REJECTED:
             self._observe_latency(ev, now_ns)
             self._capture(ev)
             self.rejects_by_reason[_reason_slot(ev.reason)] += 1
-            seq = self._number(ev.session_id)
-            oj = <OrderRejectedBlock *>self._reserve(ev.session_id, TPL_ORDER_REJECTED,
-                                                     sizeof(OrderRejectedBlock), 0)
-            if oj != NULL:
-                oj.seq_num = seq
-                oj.transact_time = ev.ts
-                oj.cl_ord_id = ev.cl_ord_id
-                memcpy(oj.symbol, &key, 8)
-                oj.reason = ev.reason
+            p = self._begin(ev, TPL_ORDER_REJECTED, sizeof(OrderRejectedBlock), &seq)
+            if p != NULL:
+                fill_order_rejected(p, ev, seq, key)
         elif t == EVT_FILL:
             self.fills += 1
             self.traded_qty += ev.qty
@@ -522,81 +505,36 @@ cdef class Outbound:
         elif t == EVT_CANCELED:
             self.cancels_by_reason[_reason_slot(ev.reason)] += 1
             self._capture(ev)
-            seq = self._number(ev.session_id)
-            oc = <OrderCanceledBlock *>self._reserve(ev.session_id, TPL_ORDER_CANCELED,
-                                                     sizeof(OrderCanceledBlock), 0)
-            if oc != NULL:
-                oc.seq_num = seq
-                oc.transact_time = ev.ts
-                oc.cl_ord_id = ev.cl_ord_id
-                oc.orig_cl_ord_id = ev.ref
-                oc.order_id = ev.order_id
-                oc.price = ev.price
-                oc.canceled_qty = ev.qty
-                memcpy(oc.symbol, &key, 8)
-                oc.side = ev.side
-                oc.reason = ev.reason
-                oc.leaves_qty = ev.leaves
+            p = self._begin(ev, TPL_ORDER_CANCELED, sizeof(OrderCanceledBlock), &seq)
+            if p != NULL:
+                fill_order_canceled(p, ev, seq, key)
         elif t == EVT_TRIGGERED:
             self._capture(ev)
-            seq = self._number(ev.session_id)
-            ot = <OrderTriggeredBlock *>self._reserve(ev.session_id, TPL_ORDER_TRIGGERED,
-                                                      sizeof(OrderTriggeredBlock), 0)
-            if ot != NULL:
-                ot.seq_num = seq
-                ot.transact_time = ev.ts
-                ot.cl_ord_id = ev.cl_ord_id
-                ot.order_id = ev.order_id
-                ot.stop_px = <int64_t>ev.ref
-                ot.price = ev.price
-                ot.order_qty = ev.qty
-                ot.leaves_qty = ev.leaves
-                memcpy(ot.symbol, &key, 8)
-                ot.side = ev.side
-                ot.ord_type = ev.ord_type
+            p = self._begin(ev, TPL_ORDER_TRIGGERED, sizeof(OrderTriggeredBlock), &seq)
+            if p != NULL:
+                fill_order_triggered(p, ev, seq, key)
         elif t == EVT_REPLACED:
             self._capture(ev)
-            seq = self._number(ev.session_id)
-            orp = <OrderReplacedBlock *>self._reserve(ev.session_id, TPL_ORDER_REPLACED,
-                                                      sizeof(OrderReplacedBlock), 0)
-            if orp != NULL:
-                orp.seq_num = seq
-                orp.transact_time = ev.ts
-                orp.cl_ord_id = ev.cl_ord_id
-                orp.orig_cl_ord_id = ev.ref
-                orp.order_id = ev.order_id
-                orp.price = ev.price
-                orp.order_qty = ev.qty
-                orp.leaves_qty = ev.leaves
-                memcpy(orp.symbol, &key, 8)
-                orp.side = ev.side
+            p = self._begin(ev, TPL_ORDER_REPLACED, sizeof(OrderReplacedBlock), &seq)
+            if p != NULL:
+                fill_order_replaced(p, ev, seq, key)
         elif t == EVT_CANCEL_REJECTED:
             self.rejects_by_reason[_reason_slot(ev.reason)] += 1
-            seq = self._number(ev.session_id)
-            cr = <CancelRejectedBlock *>self._reserve(ev.session_id, TPL_CANCEL_REJECTED,
-                                                      sizeof(CancelRejectedBlock), 0)
-            if cr != NULL:
-                cr.seq_num = seq
-                cr.transact_time = ev.ts
-                cr.cl_ord_id = ev.cl_ord_id
-                cr.orig_cl_ord_id = ev.ref
-                cr.reason = ev.reason
+            p = self._begin(ev, TPL_CANCEL_REJECTED, sizeof(CancelRejectedBlock), &seq)
+            if p != NULL:
+                fill_cancel_rejected(p, ev, seq, key)
         elif t == EVT_MASS_CANCEL_DONE:
-            seq = self._number(ev.session_id)
-            md = <MassCancelDoneBlock *>self._reserve(ev.session_id, TPL_MASS_CANCEL_DONE,
-                                                      sizeof(MassCancelDoneBlock), 0)
-            if md != NULL:
-                md.seq_num = seq
-                md.transact_time = ev.ts
-                md.cl_ord_id = ev.cl_ord_id
-                md.canceled_count = ev.count
+            p = self._begin(ev, TPL_MASS_CANCEL_DONE, sizeof(MassCancelDoneBlock), &seq)
+            if p != NULL:
+                fill_mass_cancel_done(p, ev, seq, key)
         # EVT_BOOK_LEVEL outside a snapshot and unknown types: counted above, nothing to send
 
     cdef void _execution(self, const Event *ev, bint maker) noexcept nogil:
         cdef uint32_t sid = ev.contra_session if maker else ev.session_id
         cdef uint64_t seq = self._number(sid)
         cdef uint64_t key
-        cdef ExecutionBlock *ex = <ExecutionBlock *>self._reserve(sid, TPL_EXECUTION, sizeof(ExecutionBlock), 0)
+        cdef ExecutionBlock *ex = <ExecutionBlock *>self._reserve(sid, TPL_EXECUTION,
+                                                                  sizeof(ExecutionBlock), 0)
         if ex == NULL:
             return
         key = self.symbols.key_of(ev.symbol_id)
@@ -624,7 +562,7 @@ cdef class Outbound:
         cdef const Event *ev = <const Event *>events.slot(pos)
         cdef uint64_t n_bids = ev.count if with_levels else 0
         cdef uint64_t n_asks = ev.count2 if with_levels else 0
-        cdef uint64_t send_bids = n_bids, send_asks = n_asks, key, seq
+        cdef uint64_t send_bids = n_bids, send_asks = n_asks, seq
         cdef BookSnapshotBlock *b
         cdef char *p
         self.events_by_type[<int>EVT_BOOK_SNAPSHOT] += 1
@@ -639,11 +577,7 @@ cdef class Outbound:
             2 * GROUP_SIZE_SIZE + (send_bids + send_asks) * sizeof(BookLevelEntry))
         if b == NULL:
             return
-        key = self.symbols.key_of(ev.symbol_id)
-        b.seq_num = seq
-        b.transact_time = ev.ts
-        b.request_id = ev.ref
-        memcpy(b.symbol, &key, 8)
+        fill_book_snapshot(<char *>b, ev, seq, self.symbols.key_of(ev.symbol_id))
         p = _write_group(<char *>b + sizeof(BookSnapshotBlock), events, pos + 1, send_bids)
         _write_group(p, events, pos + 1 + n_bids, send_asks)
 
