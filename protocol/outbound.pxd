@@ -83,4 +83,3 @@ cdef class Outbound:
                       uint64_t *seq) noexcept nogil
     cdef void _event(self, const Event *ev, uint64_t now_ns) noexcept nogil
     cdef void _execution(self, const Event *ev, bint maker) noexcept nogil
-    cdef void _snapshot(self, SpscRing events, uint64_t pos, bint with_levels) noexcept nogil

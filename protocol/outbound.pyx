@@ -33,7 +33,7 @@ from matching.records cimport (
     LIQ_TAKER,
     Event,
 )
-from matching.native.byteorder cimport st32
+from matching.native.byteorder cimport ld32, st32
 from matching.ring cimport SpscRing
 from protocol.codec cimport (
     GROUP_SIZE_SIZE,
@@ -68,6 +68,8 @@ from protocol.symbols cimport SymbolTable
 
 # fill_<template>(p, ev, seq, key): generated from the XML schema by protocol/fillgen.py (setup.py)
 include "outbound_fills.pxi"
+include "_outbound_snapshot.pxi"
+include "_outbound_state.pxi"
 
 # Order-to-ack latency bucket upper bounds (ns, inclusive as Prometheus `le`); +Inf is implied.
 cdef uint64_t LATENCY_BOUNDS_NS[N_LATENCY_BOUNDS]
@@ -76,41 +78,12 @@ _BOUNDS_S = (5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1
 for _i, _b in enumerate(_BOUNDS_S):
     LATENCY_BOUNDS_NS[_i] = <uint64_t>round(_b * 1e9)
 
-# A BookSnapshot frame must stay within MAX_FRAME: levels beyond this (bids first) are left out.
-cdef size_t MAX_SNAPSHOT_LEVELS = (
-    (MAX_FRAME - SOFH_SIZE - SBE_HEADER_SIZE - sizeof(BookSnapshotBlock) - 2 * GROUP_SIZE_SIZE)
-    // sizeof(BookLevelEntry))
-
-#: version of ``Outbound.export_state``
-OUTBOUND_STATE_VERSION = 1
-
-
 # A session buffer larger than this is freed when taken rather than kept for reuse.
 cdef size_t KEEP_BUFFER_BYTES = 1 << 20
 
 
 cdef inline int _reason_slot(uint16_t reason) noexcept nogil:
     return reason if reason < N_REASON_COUNTERS else N_REASON_COUNTERS - 1
-
-
-cdef char *_write_group(char *p, SpscRing events, uint64_t first, uint64_t n) noexcept nogil:
-    # one BookSnapshot group: groupSizeEncoding + n entries from the EVT_BOOK_LEVEL records at
-    # ring positions first .. first+n-1; returns the end of the group
-    cdef const Event *lv
-    cdef BookLevelEntry *e
-    cdef GroupSize *g = <GroupSize *>p
-    cdef uint64_t i
-    g.block_length = sizeof(BookLevelEntry)
-    g.num_in_group = <uint16_t>n
-    p += GROUP_SIZE_SIZE
-    for i in range(n):
-        lv = <const Event *>events.slot(first + i)
-        e = <BookLevelEntry *>p
-        e.price = lv.price
-        e.size = lv.qty
-        e.order_count = lv.count
-        p += sizeof(BookLevelEntry)
-    return p
 
 
 cdef int _append_record(char **buf, size_t *length, size_t *cap, const Event *ev) noexcept nogil:
@@ -233,39 +206,13 @@ cdef class Outbound:
         every session's last seqNum.  Little-endian: 8s b"HFTGWOUT", u32 version
         (OUTBOUND_STATE_VERSION), u32 n, then n x u64 last seqNum for session ids 0 .. n-1
         (n: one past the highest session with a message)."""
-        cdef uint32_t i, n = 0
-        cdef char *w
-        for i in range(self.max_sessions):
-            if self.sessions[i].last_seq:
-                n = i + 1
-        out = bytearray(16 + 8 * <size_t>n)
-        w = out
-        memcpy(w, <const char *>b"HFTGWOUT", 8)
-        st32(w + 8, OUTBOUND_STATE_VERSION)
-        st32(w + 12, n)
-        for i in range(n):
-            memcpy(w + 16 + 8 * <size_t>i, &self.sessions[i].last_seq, 8)
-        return bytes(out)
+        return _export_state(self)
 
     def import_state(self, data) -> None:
         """Load what ``export_state`` saved (sessions beyond it keep theirs).  Raises
         ValueError for data of another format or version, of a wrong length, or with more
         sessions than max_sessions."""
-        cdef const unsigned char[::1] v = memoryview(data).cast("B")
-        cdef uint32_t i, n, version
-        if v.shape[0] < 16 or memcmp(&v[0], <const char *>b"HFTGWOUT", 8) != 0:
-            raise ValueError("outbound state: bad magic or truncated")
-        memcpy(&version, &v[8], 4)
-        memcpy(&n, &v[12], 4)
-        if version != OUTBOUND_STATE_VERSION:
-            raise ValueError(f"outbound state: version {version}, this build reads "
-                             f"{OUTBOUND_STATE_VERSION}")
-        if <size_t>v.shape[0] != 16 + 8 * <size_t>n:
-            raise ValueError("outbound state: length does not match its header")
-        if n > self.max_sessions:
-            raise ValueError(f"outbound state: {n} sessions, max_sessions is {self.max_sessions}")
-        for i in range(n):
-            memcpy(&self.sessions[i].last_seq, &v[16 + 8 * <size_t>i], 8)
+        _import_state(self, data)
 
     def dirty(self) -> list:
         """Ids of the sessions with buffered bytes, in the order they got their first one."""
@@ -350,12 +297,12 @@ cdef class Outbound:
                     levels = <uint64_t>ev.count + ev.count2
                     if levels + 1 > events.capacity:
                         # cannot be a real snapshot (it would never fit the ring): send it empty
-                        self._snapshot(events, pos + i, False)
+                        _book_snapshot(self, events, pos + i, False)
                         i += 1
                         continue
                     if i + 1 + levels > n:
                         break
-                    self._snapshot(events, pos + i, True)
+                    _book_snapshot(self, events, pos + i, True)
                     i += 1 + levels
                 else:
                     self._event(ev, now_ns)
@@ -556,30 +503,6 @@ cdef class Outbound:
             ex.leaves_qty = ev.leaves
             ex.side = ev.side
             ex.liquidity = LIQ_TAKER
-
-    cdef void _snapshot(self, SpscRing events, uint64_t pos, bint with_levels) noexcept nogil:
-        # pos: the EVT_BOOK_SNAPSHOT record; its bid then ask EVT_BOOK_LEVEL records follow it
-        cdef const Event *ev = <const Event *>events.slot(pos)
-        cdef uint64_t n_bids = ev.count if with_levels else 0
-        cdef uint64_t n_asks = ev.count2 if with_levels else 0
-        cdef uint64_t send_bids = n_bids, send_asks = n_asks, seq
-        cdef BookSnapshotBlock *b
-        cdef char *p
-        self.events_by_type[<int>EVT_BOOK_SNAPSHOT] += 1
-        self.events_by_type[<int>EVT_BOOK_LEVEL] += n_bids + n_asks
-        if send_bids > MAX_SNAPSHOT_LEVELS:
-            send_bids = MAX_SNAPSHOT_LEVELS
-        if send_asks > MAX_SNAPSHOT_LEVELS - send_bids:
-            send_asks = MAX_SNAPSHOT_LEVELS - send_bids
-        seq = self._number(ev.session_id)
-        b = <BookSnapshotBlock *>self._reserve(
-            ev.session_id, TPL_BOOK_SNAPSHOT, sizeof(BookSnapshotBlock),
-            2 * GROUP_SIZE_SIZE + (send_bids + send_asks) * sizeof(BookLevelEntry))
-        if b == NULL:
-            return
-        fill_book_snapshot(<char *>b, ev, seq, self.symbols.key_of(ev.symbol_id))
-        p = _write_group(<char *>b + sizeof(BookSnapshotBlock), events, pos + 1, send_bids)
-        _write_group(p, events, pos + 1 + n_bids, send_asks)
 
     # -- scrape-time reads ------------------------------------------------------------------------
     def counters(self) -> dict:
