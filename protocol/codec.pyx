@@ -304,13 +304,14 @@ def scan_responses(buf, Py_ssize_t start=0):
     cdef const OrderAcceptedBlock *b
     cdef uint64_t *out
     cdef carray.array result = array("Q")
+    cdef const TemplateInfo *templates = TEMPLATES   # a local: stores to `out` cannot alias it
     PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
     try:
         if start < 0 or start > view.len:
             raise ValueError(f"start {start} outside a buffer of {view.len} bytes")
         carray.resize(result, 3 * 64)
         while True:
-            st = frame_at(TEMPLATES, <const uint8_t *>view.buf + off, view.len - off, True, &fi)
+            st = frame_at(templates, <const uint8_t *>view.buf + off, view.len - off, True, &fi)
             if st == DEC_NEED_MORE:
                 break
             if st != DEC_FRAME_OK:

@@ -68,6 +68,10 @@ MALFORMED = DecodeStatus.MALFORMED
 UNKNOWN_TEMPLATE = DecodeStatus.UNKNOWN_TEMPLATE
 
 
+# all fields 0: the start of every record written (ring slots are reused)
+cdef Command _ZERO_COMMAND
+
+
 cdef inline void _to_command(Command *c, const char *m, uint16_t tid, uint32_t session_id,
                              uint32_t symbol_id, bint blank_symbol, uint64_t recv_ts,
                              uint32_t account_id, uint8_t stp_default) noexcept nogil:
@@ -77,7 +81,7 @@ cdef inline void _to_command(Command *c, const char *m, uint16_t tid, uint32_t s
     cdef const ReplaceOrderBlock *ro
     cdef const MassCancelBlock *mc
     cdef const BookQueryBlock *bq
-    memset(c, 0, sizeof(Command))
+    c[0] = _ZERO_COMMAND
     c.ts = recv_ts
     c.session_id = session_id
     c.symbol_id = symbol_id

@@ -79,7 +79,5 @@ cdef class Outbound:
     cdef void _capture(self, const Event *ev) noexcept nogil
     cdef void _md_tap(self, const Event *ev) noexcept nogil
     cdef int _grow_md(self, uint32_t cap) except -1
-    cdef char *_begin(self, const Event *ev, uint16_t template_id, size_t block_length,
-                      uint64_t *seq) noexcept nogil
     cdef void _event(self, const Event *ev, uint64_t now_ns) noexcept nogil
     cdef void _execution(self, const Event *ev, bint maker) noexcept nogil

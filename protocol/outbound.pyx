@@ -102,6 +102,13 @@ cdef int _append_record(char **buf, size_t *length, size_t *cap, const Event *ev
     return 0
 
 
+cdef inline char *_begin(Outbound o, const Event *ev, uint16_t template_id, size_t block_length,
+                         uint64_t *seq) noexcept nogil:
+    # number the message for ev's session, then reserve its block (NULL: not buffered)
+    seq[0] = o._number(ev.session_id)
+    return o._reserve(ev.session_id, template_id, block_length, 0)
+
+
 cdef class Outbound:
     """Per-session SBE encoder of the matching core's events.
 
@@ -412,12 +419,6 @@ cdef class Outbound:
             if _append_record(&self.md_trades_buf, &self.md_trades_len, &self.md_trades_cap, ev) < 0:
                 self.out_of_memory = True
 
-    cdef char *_begin(self, const Event *ev, uint16_t template_id, size_t block_length,
-                      uint64_t *seq) noexcept nogil:
-        # number the message for ev's session, then _reserve its block (NULL: not buffered)
-        seq[0] = self._number(ev.session_id)
-        return self._reserve(ev.session_id, template_id, block_length, 0)
-
     cdef void _event(self, const Event *ev, uint64_t now_ns) noexcept nogil:
         # the blocks are filled by the generated fill_* functions (protocol/fillgen.py)
         cdef uint64_t seq, key
@@ -433,14 +434,14 @@ cdef class Outbound:
         if t == EVT_ACCEPTED:
             self._observe_latency(ev, now_ns)
             self._capture(ev)
-            p = self._begin(ev, TPL_ORDER_ACCEPTED, sizeof(OrderAcceptedBlock), &seq)
+            p = _begin(self, ev, TPL_ORDER_ACCEPTED, sizeof(OrderAcceptedBlock), &seq)
             if p != NULL:
                 fill_order_accepted(p, ev, seq, key)
         elif t == EVT_REJECTED:
             self._observe_latency(ev, now_ns)
             self._capture(ev)
             self.rejects_by_reason[_reason_slot(ev.reason)] += 1
-            p = self._begin(ev, TPL_ORDER_REJECTED, sizeof(OrderRejectedBlock), &seq)
+            p = _begin(self, ev, TPL_ORDER_REJECTED, sizeof(OrderRejectedBlock), &seq)
             if p != NULL:
                 fill_order_rejected(p, ev, seq, key)
         elif t == EVT_FILL:
@@ -452,26 +453,26 @@ cdef class Outbound:
         elif t == EVT_CANCELED:
             self.cancels_by_reason[_reason_slot(ev.reason)] += 1
             self._capture(ev)
-            p = self._begin(ev, TPL_ORDER_CANCELED, sizeof(OrderCanceledBlock), &seq)
+            p = _begin(self, ev, TPL_ORDER_CANCELED, sizeof(OrderCanceledBlock), &seq)
             if p != NULL:
                 fill_order_canceled(p, ev, seq, key)
         elif t == EVT_TRIGGERED:
             self._capture(ev)
-            p = self._begin(ev, TPL_ORDER_TRIGGERED, sizeof(OrderTriggeredBlock), &seq)
+            p = _begin(self, ev, TPL_ORDER_TRIGGERED, sizeof(OrderTriggeredBlock), &seq)
             if p != NULL:
                 fill_order_triggered(p, ev, seq, key)
         elif t == EVT_REPLACED:
             self._capture(ev)
-            p = self._begin(ev, TPL_ORDER_REPLACED, sizeof(OrderReplacedBlock), &seq)
+            p = _begin(self, ev, TPL_ORDER_REPLACED, sizeof(OrderReplacedBlock), &seq)
             if p != NULL:
                 fill_order_replaced(p, ev, seq, key)
         elif t == EVT_CANCEL_REJECTED:
             self.rejects_by_reason[_reason_slot(ev.reason)] += 1
-            p = self._begin(ev, TPL_CANCEL_REJECTED, sizeof(CancelRejectedBlock), &seq)
+            p = _begin(self, ev, TPL_CANCEL_REJECTED, sizeof(CancelRejectedBlock), &seq)
             if p != NULL:
                 fill_cancel_rejected(p, ev, seq, key)
         elif t == EVT_MASS_CANCEL_DONE:
-            p = self._begin(ev, TPL_MASS_CANCEL_DONE, sizeof(MassCancelDoneBlock), &seq)
+            p = _begin(self, ev, TPL_MASS_CANCEL_DONE, sizeof(MassCancelDoneBlock), &seq)
             if p != NULL:
                 fill_mass_cancel_done(p, ev, seq, key)
         # EVT_BOOK_LEVEL outside a snapshot and unknown types: counted above, nothing to send
