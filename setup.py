@@ -2,12 +2,19 @@
 
 The Cython extensions are compiled here, at install time; generated C is never committed.
 """
+import sys
 from pathlib import Path
 
 from Cython.Build import cythonize
 from setuptools import Extension, find_packages, setup
 
 HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))      # a PEP 517 build does not put the project on the path
+from protocol import fillgen  # noqa: E402
+
+# code generated from protocol/schema/hftgw-v1.xml at build time (never committed: build/ is ignored)
+GENERATED = HERE / "build" / "generated"
+fillgen.write(GENERATED / "outbound_fills.pxi")
 TOP = ["gateway", "matching", "protocol", "persistence", "monitoring"]
 PACKAGES = [p for p in find_packages(include=[f"{t}*" for t in TOP])]
 
@@ -37,6 +44,7 @@ setup(
     ext_modules=cythonize(
         extensions(),
         language_level=3,
+        include_path=[str(GENERATED)],
         compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True},
     ),
     install_requires=[

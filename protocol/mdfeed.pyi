@@ -1,5 +1,5 @@
 """Type stub of the compiled protocol.mdfeed (see mdfeed.pyx for the documentation)."""
-from protocol.codec import SymbolTable
+from protocol.symbols import SymbolTable
 
 TRADE_MESSAGE_SIZE: int
 

@@ -18,7 +18,7 @@ since the Unix epoch (the time stamp of the aggressing command).
 """
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy
 
@@ -29,9 +29,9 @@ from protocol.codec cimport (
     SBE_SCHEMA_VERSION,
     TPL_TRADE,
     SbeHeader,
-    SymbolTable,
     TradeBlock,
 )
+from protocol.symbols cimport SymbolTable
 
 #: bytes of one binary Trade message (header + block)
 TRADE_MESSAGE_SIZE = SBE_HEADER_SIZE + sizeof(TradeBlock)

@@ -3,7 +3,7 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 
 from matching.records cimport Event
 from matching.ring cimport SpscRing
-from protocol.codec cimport SymbolTable
+from protocol.symbols cimport SymbolTable
 
 cdef enum:
     N_LATENCY_BOUNDS = 18            # finite bucket bounds; one more bucket for +Inf
@@ -81,4 +81,3 @@ cdef class Outbound:
     cdef int _grow_md(self, uint32_t cap) except -1
     cdef void _event(self, const Event *ev, uint64_t now_ns) noexcept nogil
     cdef void _execution(self, const Event *ev, bint maker) noexcept nogil
-    cdef void _snapshot(self, SpscRing events, uint64_t pos, bint with_levels) noexcept nogil

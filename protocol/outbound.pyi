@@ -1,13 +1,16 @@
 """Type stub of the compiled protocol.outbound (see outbound.pyx for the documentation)."""
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Self
+
+from typing_extensions import disjoint_base
 
 OUTBOUND_STATE_VERSION: int
 
+@disjoint_base
 class Outbound:
     max_sessions: int
     retain: bool
-    def __init__(self, symbols: Iterable[str], max_sessions: int = 65536) -> None: ...
+    def __new__(cls, symbols: Iterable[str], max_sessions: int = 65536) -> Self: ...
     def add_symbol(self, name: str) -> int: ...
     def set_session(self, sid: int, connected: bool, sofh: bool = True) -> None: ...
     def next_seq(self, sid: int) -> int: ...

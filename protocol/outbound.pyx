@@ -14,7 +14,7 @@ encoder notes which symbols' books changed and copies the fill records, so the m
 publisher works per symbol per tick, never per order.
 """
 from cpython.pycapsule cimport PyCapsule_GetPointer
-from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, realloc
 from libc.string cimport memcmp, memcpy, memset
 
@@ -33,6 +33,7 @@ from matching.records cimport (
     LIQ_TAKER,
     Event,
 )
+from matching.native.byteorder cimport ld32, st32
 from matching.ring cimport SpscRing
 from protocol.codec cimport (
     GROUP_SIZE_SIZE,
@@ -62,8 +63,13 @@ from protocol.codec cimport (
     OrderReplacedBlock,
     OrderTriggeredBlock,
     SbeHeader,
-    SymbolTable,
 )
+from protocol.symbols cimport SymbolTable
+
+# fill_<template>(p, ev, seq, key): generated from the XML schema by protocol/fillgen.py (setup.py)
+include "outbound_fills.pxi"
+include "_outbound_snapshot.pxi"
+include "_outbound_state.pxi"
 
 # Order-to-ack latency bucket upper bounds (ns, inclusive as Prometheus `le`); +Inf is implied.
 cdef uint64_t LATENCY_BOUNDS_NS[N_LATENCY_BOUNDS]
@@ -72,45 +78,12 @@ _BOUNDS_S = (5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1
 for _i, _b in enumerate(_BOUNDS_S):
     LATENCY_BOUNDS_NS[_i] = <uint64_t>round(_b * 1e9)
 
-# A BookSnapshot frame must stay within MAX_FRAME: levels beyond this (bids first) are left out.
-cdef size_t MAX_SNAPSHOT_LEVELS = (
-    (MAX_FRAME - SOFH_SIZE - SBE_HEADER_SIZE - sizeof(BookSnapshotBlock) - 2 * GROUP_SIZE_SIZE)
-    // sizeof(BookLevelEntry))
-
-#: version of ``Outbound.export_state``
-OUTBOUND_STATE_VERSION = 1
-
-
-cdef inline void _st32(char *p, uint32_t v) noexcept nogil:
-    memcpy(p, &v, 4)
-
-
 # A session buffer larger than this is freed when taken rather than kept for reuse.
 cdef size_t KEEP_BUFFER_BYTES = 1 << 20
 
 
 cdef inline int _reason_slot(uint16_t reason) noexcept nogil:
     return reason if reason < N_REASON_COUNTERS else N_REASON_COUNTERS - 1
-
-
-cdef char *_write_group(char *p, SpscRing events, uint64_t first, uint64_t n) noexcept nogil:
-    # one BookSnapshot group: groupSizeEncoding + n entries from the EVT_BOOK_LEVEL records at
-    # ring positions first .. first+n-1; returns the end of the group
-    cdef const Event *lv
-    cdef BookLevelEntry *e
-    cdef GroupSize *g = <GroupSize *>p
-    cdef uint64_t i
-    g.block_length = sizeof(BookLevelEntry)
-    g.num_in_group = <uint16_t>n
-    p += GROUP_SIZE_SIZE
-    for i in range(n):
-        lv = <const Event *>events.slot(first + i)
-        e = <BookLevelEntry *>p
-        e.price = lv.price
-        e.size = lv.qty
-        e.order_count = lv.count
-        p += sizeof(BookLevelEntry)
-    return p
 
 
 cdef int _append_record(char **buf, size_t *length, size_t *cap, const Event *ev) noexcept nogil:
@@ -127,6 +100,13 @@ cdef int _append_record(char **buf, size_t *length, size_t *cap, const Event *ev
     memcpy(buf[0] + length[0], ev, sizeof(Event))
     length[0] += sizeof(Event)
     return 0
+
+
+cdef inline char *_begin(Outbound o, const Event *ev, uint16_t template_id, size_t block_length,
+                         uint64_t *seq) noexcept nogil:
+    # number the message for ev's session, then reserve its block (NULL: not buffered)
+    seq[0] = o._number(ev.session_id)
+    return o._reserve(ev.session_id, template_id, block_length, 0)
 
 
 cdef class Outbound:
@@ -233,39 +213,13 @@ cdef class Outbound:
         every session's last seqNum.  Little-endian: 8s b"HFTGWOUT", u32 version
         (OUTBOUND_STATE_VERSION), u32 n, then n x u64 last seqNum for session ids 0 .. n-1
         (n: one past the highest session with a message)."""
-        cdef uint32_t i, n = 0
-        cdef char *w
-        for i in range(self.max_sessions):
-            if self.sessions[i].last_seq:
-                n = i + 1
-        out = bytearray(16 + 8 * <size_t>n)
-        w = out
-        memcpy(w, <const char *>b"HFTGWOUT", 8)
-        _st32(w + 8, OUTBOUND_STATE_VERSION)
-        _st32(w + 12, n)
-        for i in range(n):
-            memcpy(w + 16 + 8 * <size_t>i, &self.sessions[i].last_seq, 8)
-        return bytes(out)
+        return _export_state(self)
 
     def import_state(self, data) -> None:
         """Load what ``export_state`` saved (sessions beyond it keep theirs).  Raises
         ValueError for data of another format or version, of a wrong length, or with more
         sessions than max_sessions."""
-        cdef const unsigned char[::1] v = memoryview(data).cast("B")
-        cdef uint32_t i, n, version
-        if v.shape[0] < 16 or memcmp(&v[0], <const char *>b"HFTGWOUT", 8) != 0:
-            raise ValueError("outbound state: bad magic or truncated")
-        memcpy(&version, &v[8], 4)
-        memcpy(&n, &v[12], 4)
-        if version != OUTBOUND_STATE_VERSION:
-            raise ValueError(f"outbound state: version {version}, this build reads "
-                             f"{OUTBOUND_STATE_VERSION}")
-        if <size_t>v.shape[0] != 16 + 8 * <size_t>n:
-            raise ValueError("outbound state: length does not match its header")
-        if n > self.max_sessions:
-            raise ValueError(f"outbound state: {n} sessions, max_sessions is {self.max_sessions}")
-        for i in range(n):
-            memcpy(&self.sessions[i].last_seq, &v[16 + 8 * <size_t>i], 8)
+        _import_state(self, data)
 
     def dirty(self) -> list:
         """Ids of the sessions with buffered bytes, in the order they got their first one."""
@@ -350,12 +304,12 @@ cdef class Outbound:
                     levels = <uint64_t>ev.count + ev.count2
                     if levels + 1 > events.capacity:
                         # cannot be a real snapshot (it would never fit the ring): send it empty
-                        self._snapshot(events, pos + i, False)
+                        _book_snapshot(self, events, pos + i, False)
                         i += 1
                         continue
                     if i + 1 + levels > n:
                         break
-                    self._snapshot(events, pos + i, True)
+                    _book_snapshot(self, events, pos + i, True)
                     i += 1 + levels
                 else:
                     self._event(ev, now_ns)
@@ -466,14 +420,9 @@ cdef class Outbound:
                 self.out_of_memory = True
 
     cdef void _event(self, const Event *ev, uint64_t now_ns) noexcept nogil:
+        # the blocks are filled by the generated fill_* functions (protocol/fillgen.py)
         cdef uint64_t seq, key
-        cdef OrderAcceptedBlock *oa
-        cdef OrderRejectedBlock *oj
-        cdef OrderCanceledBlock *oc
-        cdef OrderReplacedBlock *orp
-        cdef CancelRejectedBlock *cr
-        cdef MassCancelDoneBlock *md
-        cdef OrderTriggeredBlock *ot
+        cdef char *p
         cdef uint8_t t = ev.type
         if self.observer.fn != NULL:
             self.observer.fn(self.observer.ctx, ev)
@@ -485,34 +434,16 @@ cdef class Outbound:
         if t == EVT_ACCEPTED:
             self._observe_latency(ev, now_ns)
             self._capture(ev)
-            seq = self._number(ev.session_id)
-            oa = <OrderAcceptedBlock *>self._reserve(ev.session_id, TPL_ORDER_ACCEPTED,
-                                                     sizeof(OrderAcceptedBlock), 0)
-            if oa != NULL:
-                oa.seq_num = seq
-                oa.transact_time = ev.ts
-                oa.cl_ord_id = ev.cl_ord_id
-                oa.order_id = ev.order_id
-                oa.price = ev.price
-                oa.order_qty = ev.qty
-                oa.leaves_qty = ev.leaves
-                memcpy(oa.symbol, &key, 8)
-                oa.side = ev.side
-                oa.ord_type = ev.ord_type
-                oa.time_in_force = ev.tif
+            p = _begin(self, ev, TPL_ORDER_ACCEPTED, sizeof(OrderAcceptedBlock), &seq)
+            if p != NULL:
+                fill_order_accepted(p, ev, seq, key)
         elif t == EVT_REJECTED:
             self._observe_latency(ev, now_ns)
             self._capture(ev)
             self.rejects_by_reason[_reason_slot(ev.reason)] += 1
-            seq = self._number(ev.session_id)
-            oj = <OrderRejectedBlock *>self._reserve(ev.session_id, TPL_ORDER_REJECTED,
-                                                     sizeof(OrderRejectedBlock), 0)
-            if oj != NULL:
-                oj.seq_num = seq
-                oj.transact_time = ev.ts
-                oj.cl_ord_id = ev.cl_ord_id
-                memcpy(oj.symbol, &key, 8)
-                oj.reason = ev.reason
+            p = _begin(self, ev, TPL_ORDER_REJECTED, sizeof(OrderRejectedBlock), &seq)
+            if p != NULL:
+                fill_order_rejected(p, ev, seq, key)
         elif t == EVT_FILL:
             self.fills += 1
             self.traded_qty += ev.qty
@@ -522,81 +453,36 @@ cdef class Outbound:
         elif t == EVT_CANCELED:
             self.cancels_by_reason[_reason_slot(ev.reason)] += 1
             self._capture(ev)
-            seq = self._number(ev.session_id)
-            oc = <OrderCanceledBlock *>self._reserve(ev.session_id, TPL_ORDER_CANCELED,
-                                                     sizeof(OrderCanceledBlock), 0)
-            if oc != NULL:
-                oc.seq_num = seq
-                oc.transact_time = ev.ts
-                oc.cl_ord_id = ev.cl_ord_id
-                oc.orig_cl_ord_id = ev.ref
-                oc.order_id = ev.order_id
-                oc.price = ev.price
-                oc.canceled_qty = ev.qty
-                memcpy(oc.symbol, &key, 8)
-                oc.side = ev.side
-                oc.reason = ev.reason
-                oc.leaves_qty = ev.leaves
+            p = _begin(self, ev, TPL_ORDER_CANCELED, sizeof(OrderCanceledBlock), &seq)
+            if p != NULL:
+                fill_order_canceled(p, ev, seq, key)
         elif t == EVT_TRIGGERED:
             self._capture(ev)
-            seq = self._number(ev.session_id)
-            ot = <OrderTriggeredBlock *>self._reserve(ev.session_id, TPL_ORDER_TRIGGERED,
-                                                      sizeof(OrderTriggeredBlock), 0)
-            if ot != NULL:
-                ot.seq_num = seq
-                ot.transact_time = ev.ts
-                ot.cl_ord_id = ev.cl_ord_id
-                ot.order_id = ev.order_id
-                ot.stop_px = <int64_t>ev.ref
-                ot.price = ev.price
-                ot.order_qty = ev.qty
-                ot.leaves_qty = ev.leaves
-                memcpy(ot.symbol, &key, 8)
-                ot.side = ev.side
-                ot.ord_type = ev.ord_type
+            p = _begin(self, ev, TPL_ORDER_TRIGGERED, sizeof(OrderTriggeredBlock), &seq)
+            if p != NULL:
+                fill_order_triggered(p, ev, seq, key)
         elif t == EVT_REPLACED:
             self._capture(ev)
-            seq = self._number(ev.session_id)
-            orp = <OrderReplacedBlock *>self._reserve(ev.session_id, TPL_ORDER_REPLACED,
-                                                      sizeof(OrderReplacedBlock), 0)
-            if orp != NULL:
-                orp.seq_num = seq
-                orp.transact_time = ev.ts
-                orp.cl_ord_id = ev.cl_ord_id
-                orp.orig_cl_ord_id = ev.ref
-                orp.order_id = ev.order_id
-                orp.price = ev.price
-                orp.order_qty = ev.qty
-                orp.leaves_qty = ev.leaves
-                memcpy(orp.symbol, &key, 8)
-                orp.side = ev.side
+            p = _begin(self, ev, TPL_ORDER_REPLACED, sizeof(OrderReplacedBlock), &seq)
+            if p != NULL:
+                fill_order_replaced(p, ev, seq, key)
         elif t == EVT_CANCEL_REJECTED:
             self.rejects_by_reason[_reason_slot(ev.reason)] += 1
-            seq = self._number(ev.session_id)
-            cr = <CancelRejectedBlock *>self._reserve(ev.session_id, TPL_CANCEL_REJECTED,
-                                                      sizeof(CancelRejectedBlock), 0)
-            if cr != NULL:
-                cr.seq_num = seq
-                cr.transact_time = ev.ts
-                cr.cl_ord_id = ev.cl_ord_id
-                cr.orig_cl_ord_id = ev.ref
-                cr.reason = ev.reason
+            p = _begin(self, ev, TPL_CANCEL_REJECTED, sizeof(CancelRejectedBlock), &seq)
+            if p != NULL:
+                fill_cancel_rejected(p, ev, seq, key)
         elif t == EVT_MASS_CANCEL_DONE:
-            seq = self._number(ev.session_id)
-            md = <MassCancelDoneBlock *>self._reserve(ev.session_id, TPL_MASS_CANCEL_DONE,
-                                                      sizeof(MassCancelDoneBlock), 0)
-            if md != NULL:
-                md.seq_num = seq
-                md.transact_time = ev.ts
-                md.cl_ord_id = ev.cl_ord_id
-                md.canceled_count = ev.count
+            p = _begin(self, ev, TPL_MASS_CANCEL_DONE, sizeof(MassCancelDoneBlock), &seq)
+            if p != NULL:
+                fill_mass_cancel_done(p, ev, seq, key)
         # EVT_BOOK_LEVEL outside a snapshot and unknown types: counted above, nothing to send
 
     cdef void _execution(self, const Event *ev, bint maker) noexcept nogil:
         cdef uint32_t sid = ev.contra_session if maker else ev.session_id
         cdef uint64_t seq = self._number(sid)
         cdef uint64_t key
-        cdef ExecutionBlock *ex = <ExecutionBlock *>self._reserve(sid, TPL_EXECUTION, sizeof(ExecutionBlock), 0)
+        cdef ExecutionBlock *ex = <ExecutionBlock *>self._reserve(sid, TPL_EXECUTION,
+                                                                  sizeof(ExecutionBlock), 0)
         if ex == NULL:
             return
         key = self.symbols.key_of(ev.symbol_id)
@@ -618,34 +504,6 @@ cdef class Outbound:
             ex.leaves_qty = ev.leaves
             ex.side = ev.side
             ex.liquidity = LIQ_TAKER
-
-    cdef void _snapshot(self, SpscRing events, uint64_t pos, bint with_levels) noexcept nogil:
-        # pos: the EVT_BOOK_SNAPSHOT record; its bid then ask EVT_BOOK_LEVEL records follow it
-        cdef const Event *ev = <const Event *>events.slot(pos)
-        cdef uint64_t n_bids = ev.count if with_levels else 0
-        cdef uint64_t n_asks = ev.count2 if with_levels else 0
-        cdef uint64_t send_bids = n_bids, send_asks = n_asks, key, seq
-        cdef BookSnapshotBlock *b
-        cdef char *p
-        self.events_by_type[<int>EVT_BOOK_SNAPSHOT] += 1
-        self.events_by_type[<int>EVT_BOOK_LEVEL] += n_bids + n_asks
-        if send_bids > MAX_SNAPSHOT_LEVELS:
-            send_bids = MAX_SNAPSHOT_LEVELS
-        if send_asks > MAX_SNAPSHOT_LEVELS - send_bids:
-            send_asks = MAX_SNAPSHOT_LEVELS - send_bids
-        seq = self._number(ev.session_id)
-        b = <BookSnapshotBlock *>self._reserve(
-            ev.session_id, TPL_BOOK_SNAPSHOT, sizeof(BookSnapshotBlock),
-            2 * GROUP_SIZE_SIZE + (send_bids + send_asks) * sizeof(BookLevelEntry))
-        if b == NULL:
-            return
-        key = self.symbols.key_of(ev.symbol_id)
-        b.seq_num = seq
-        b.transact_time = ev.ts
-        b.request_id = ev.ref
-        memcpy(b.symbol, &key, 8)
-        p = _write_group(<char *>b + sizeof(BookSnapshotBlock), events, pos + 1, send_bids)
-        _write_group(p, events, pos + 1 + n_bids, send_asks)
 
     # -- scrape-time reads ------------------------------------------------------------------------
     def counters(self) -> dict:

@@ -26,8 +26,8 @@ from matching.records import (
 )
 from matching.ring import SpscRing
 from persistence.journal import Journal
-from protocol.codec import UNKNOWN_SYMBOL, SymbolTable
 from protocol.messages import BookQuery, BookSnapshot, OrderAccepted, OrderRejected
+from protocol.symbols import UNKNOWN_SYMBOL, SymbolTable
 
 BUY, SELL = Side.SIDE_BUY, Side.SIDE_SELL
 

@@ -38,7 +38,7 @@ ctypedef struct Position:
     uint64_t open_buy            # leaves of the account's live buy orders (committed by the core)
     uint64_t open_sell
     uint64_t pend_buy            # checked here, not yet processed by the core; valid only while
-    uint64_t pend_sell           #   pend_gen == RiskEngine.gen (clear_pending bumps gen)
+    uint64_t pend_sell           # pend_gen == RiskEngine.gen (clear_pending bumps gen)
     uint64_t pend_gen
     uint64_t bought              # filled lots
     uint64_t sold
@@ -101,7 +101,5 @@ cdef class RiskEngine:
     cdef AccountRisk *_account(self, str name) except NULL
     cdef int _grow_symbols(self, uint32_t need) except -1
     cdef void _symbol_limits(self, AccountRisk *a, dict lim, uint32_t s)
-    cdef uint16_t _check_new(self, AccountRisk *ar, const Command *c) noexcept nogil
-    cdef uint16_t _check_replace(self, AccountRisk *ar, const Command *c) noexcept nogil
     cdef uint64_t _check(self, SpscRing ring, uint64_t first, uint64_t n) noexcept nogil
     cdef uint64_t _observe(self, SpscRing events) noexcept nogil

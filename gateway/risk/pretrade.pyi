@@ -1,7 +1,7 @@
-"""Type stub of the compiled gateway.risk.pretrade (see risk.pyx for the documentation)."""
+"""Type stub of the compiled gateway.risk.pretrade (see pretrade.pyx for the documentation)."""
 from collections.abc import Callable, Iterable
 from enum import IntEnum
-from typing import Any
+from typing import Any, Self, final
 
 from matching.core import MatchingCore
 from matching.ring import SpscRing
@@ -34,13 +34,14 @@ def admin_record(action: int, *, account: str = "", symbol_id: int | None = None
                  value: int = 0, ts: int = 0) -> bytes: ...
 def parse_admin(record: bytes) -> dict[str, Any]: ...
 
+@final
 class RiskEngine:
     n_symbols: int
     max_sessions: int
     enabled: bool
     skipped_admin: int
-    def __init__(self, symbols: Iterable[dict[str, Any]], core: MatchingCore, max_sessions: int,
-                 account_limits: Callable[[str], dict[str, Any]] | None) -> None: ...
+    def __new__(cls, symbols: Iterable[dict[str, Any]], core: MatchingCore, max_sessions: int,
+                account_limits: Callable[[str], dict[str, Any]] | None) -> Self: ...
     def define_symbol(self, symbol_id: int, settings: dict[str, Any]) -> None: ...
     def configure_symbol(self, symbol_id: int, settings: dict[str, Any]) -> None: ...
     def set_account_limits_source(self, account_limits: Callable[[str], dict[str, Any]] | None) -> None: ...

@@ -57,6 +57,8 @@ from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, realloc
 from libc.string cimport memcmp, memcpy, memset
 
+from matching.native.byteorder cimport ld16, ld32, ld64, st16, st32, st64
+
 from matching.core cimport MatchingCore
 from matching.records cimport (
     CMD_ADMIN,
@@ -83,7 +85,6 @@ from matching.records cimport (
     REJ_THROTTLED,
     SIDE_BUY,
     SIDE_SELL,
-    UNKNOWN_SYMBOL_ID,
     Command,
     Event,
 )
@@ -99,234 +100,10 @@ import struct
 ACCOUNT_NAME_BYTES = 32
 
 
-class AdminAction(IntEnum):
-    """CMD_ADMIN actions (the record's ``side`` byte)."""
-
-    HALT = 1
-    RESUME = 2
-    BLOCK = 3            # kill switch: new orders refused (the engine also cancels the orders)
-    RELEASE = 4
-    SET_SYMBOL_LIMIT = 5
-    SET_ACCOUNT_LIMIT = 6
-
-
-class RiskField(IntEnum):
-    """Limits a CMD_ADMIN may change (the record's ``ord_type`` byte).
-
-    Units: quantities in lots, notional in price units x lots, prices in price units, the band
-    in ticks or in millionths (ppm) of the reference price (1 % = 10000).
-    """
-
-    MAX_ORDER_QTY = 1        # symbol or account
-    MAX_NOTIONAL = 2         # symbol or account
-    MAX_OPEN_ORDERS = 3      # account
-    MAX_POSITION_NET = 4     # account, one symbol or all
-    MAX_POSITION_GROSS = 5   # account, one symbol or all
-    PRICE_BAND_TICKS = 6     # symbol
-    PRICE_BAND_PPM = 7       # symbol
-    REFERENCE_PRICE = 8      # symbol
-
-
-SYMBOL_FIELDS = frozenset({RiskField.MAX_ORDER_QTY, RiskField.MAX_NOTIONAL, RiskField.PRICE_BAND_TICKS,
-                           RiskField.PRICE_BAND_PPM, RiskField.REFERENCE_PRICE})
-ACCOUNT_FIELDS = frozenset({RiskField.MAX_ORDER_QTY, RiskField.MAX_NOTIONAL, RiskField.MAX_OPEN_ORDERS,
-                            RiskField.MAX_POSITION_NET, RiskField.MAX_POSITION_GROSS})
-# seq, ts, value, type, action, field, 0, 0, 0, symbol+1, account, then zeros to the 96-byte record
-_ADMIN = struct.Struct("<QQqBBBBBBH32s32x")
-
-
-def admin_record(action: int, *, account: str = "", symbol_id: int | None = None, field: int = 0,
-                 value: int = 0, ts: int = 0) -> bytes:
-    """One 96-byte CMD_ADMIN record (COMMAND_RECORD_SIZE; layout in matching/records.pxd).
-
-    Raises ValueError for an account that is not 1-32 ASCII bytes when given, a symbol id over
-    65534, or a value outside int64.
-    """
-    raw = account.encode("ascii") if account.isascii() else b"\xff" * 33
-    if len(raw) > ACCOUNT_NAME_BYTES:
-        raise ValueError("account must be at most 32 ASCII characters")
-    if symbol_id is not None and not (0 <= symbol_id < 0xFFFF):
-        raise ValueError(f"symbol id {symbol_id} out of range")
-    if not (-(1 << 63) <= value < (1 << 63)):
-        raise ValueError("value out of int64 range")
-    return _ADMIN.pack(0, ts, value, CMD_ADMIN, int(action), int(field), 0, 0, 0,
-                       0 if symbol_id is None else symbol_id + 1, raw)
-
-
-def parse_admin(record) -> dict:
-    """The fields of a CMD_ADMIN record: action, field, value, symbol_id (None), account."""
-    _, ts, value, typ, action, field, _, _, _, sym1, raw = _ADMIN.unpack_from(record, 0)
-    if typ != CMD_ADMIN:
-        raise ValueError(f"not a CMD_ADMIN record (type {typ})")
-    return {"action": action, "field": field, "value": value, "ts": ts,
-            "symbol_id": None if sym1 == 0 else sym1 - 1,
-            "account": raw.rstrip(b"\0").decode("ascii", "replace")}
-
-
-# risk snapshot layout (RiskEngine.snapshot)
-RISK_SNAPSHOT_VERSION = 1
-cdef enum:
-    _RSK_HEADER = 48
-
-
-cdef inline void _w16(char *p, uint16_t v) noexcept nogil:
-    memcpy(p, &v, 2)
-
-
-cdef inline void _w32(char *p, uint32_t v) noexcept nogil:
-    memcpy(p, &v, 4)
-
-
-cdef inline void _w64(char *p, uint64_t v) noexcept nogil:
-    memcpy(p, &v, 8)
-
-
-cdef inline uint16_t _r16(const char *p) noexcept nogil:
-    cdef uint16_t v
-    memcpy(&v, p, 2)
-    return v
-
-
-cdef inline uint32_t _r32(const char *p) noexcept nogil:
-    cdef uint32_t v
-    memcpy(&v, p, 4)
-    return v
-
-
-cdef inline uint64_t _r64(const char *p) noexcept nogil:
-    cdef uint64_t v
-    memcpy(&v, p, 8)
-    return v
-
-
-cdef inline uint64_t _min_limit(uint64_t a, uint64_t b) noexcept nogil:
-    # the tighter of two limits where 0 means "none"
-    if a == 0:
-        return b
-    if b == 0:
-        return a
-    return a if a < b else b
-
-
-cdef inline void _refill(Bucket *b, uint64_t ts) noexcept nogil:
-    if ts > b.last_ts:
-        b.tokens += (ts - b.last_ts) * 1e-9 * b.rate
-        if b.tokens > b.burst:
-            b.tokens = b.burst
-        b.last_ts = ts
-
-
-cdef inline void _set_bucket(Bucket *b, double rate, double burst) noexcept nogil:
-    b.rate = rate
-    b.burst = burst if burst >= 1.0 else 1.0
-    b.tokens = b.burst
-    b.last_ts = 0
-
-
-cdef inline bint _outside_band(const SymbolRisk *sy, int64_t px, int64_t ref) noexcept nogil:
-    # |px - ref| beyond the tick band or beyond the relative band (the narrower applies);
-    # multiplications only, no 128-bit division on the order path
-    cdef int64_t diff = px - ref if px > ref else ref - px
-    if sy.band_ticks and <i128>diff > <i128>sy.band_ticks * sy.tick:
-        return True
-    if sy.band_ppm and <i128>diff * 1000000 > <i128>ref * sy.band_ppm:
-        return True
-    return False
-
-
-cdef inline void _pend(Position *p, uint64_t gen) noexcept nogil:
-    # bring a cell's in-flight quantities to the current generation (older ones are processed)
-    if p.pend_gen != gen:
-        p.pend_buy = 0
-        p.pend_sell = 0
-        p.pend_gen = gen
-
-
-cdef inline int64_t _close_cost(int64_t cost, uint64_t close, uint64_t held) noexcept nogil:
-    # the part of a position's cost that `close` of its `held` lots carry: cost * close / held,
-    # in 64 bits when the product fits (a 128-bit division is several times slower)
-    cdef uint64_t prod
-    if close == held:
-        return cost
-    if cost >= 0 and not __builtin_mul_overflow(<uint64_t>cost, close, &prod):
-        return <int64_t>(prod // held)
-    return <int64_t>(<i128>cost * close // held)
-
-
-cdef inline void _fill(Position *p, uint8_t side, int64_t px, uint64_t qty) noexcept nogil:
-    # one fill of `qty` at `px` on one account's position (average-cost P&L)
-    cdef uint64_t close, rem
-    cdef int64_t close_cost
-    if side == SIDE_BUY:
-        p.open_buy = p.open_buy - qty if p.open_buy > qty else 0
-        p.bought += qty
-        if p.net >= 0:
-            p.net += qty
-            p.cost += px * <int64_t>qty
-            return
-        close = qty if qty < <uint64_t>(-p.net) else <uint64_t>(-p.net)
-        close_cost = _close_cost(p.cost, close, <uint64_t>(-p.net))
-        p.realized += close_cost - px * <int64_t>close
-        p.cost -= close_cost
-        p.net += close
-        rem = qty - close
-        if rem:
-            p.net = rem
-            p.cost = px * <int64_t>rem
-    else:
-        p.open_sell = p.open_sell - qty if p.open_sell > qty else 0
-        p.sold += qty
-        if p.net <= 0:
-            p.net -= qty
-            p.cost += px * <int64_t>qty
-            return
-        close = qty if qty < <uint64_t>p.net else <uint64_t>p.net
-        close_cost = _close_cost(p.cost, close, <uint64_t>p.net)
-        p.realized += px * <int64_t>close - close_cost
-        p.cost -= close_cost
-        p.net -= close
-        rem = qty - close
-        if rem:
-            p.net = -<int64_t>rem
-            p.cost = px * <int64_t>rem
-
-
-cdef void _on_event(void *ctx, const Event *ev) noexcept nogil:
-    # one event's effect on the committed state (the EventHook of the encoder's drain pass)
-    cdef const EventView *v = <const EventView *>ctx
-    cdef AccountRisk *ar
-    cdef uint64_t *op
-    cdef uint32_t sid
-    cdef uint8_t typ = ev.type
-    if typ == 0 or typ > EVT_REPLACED or typ == EVT_REJECTED or ev.symbol_id >= v.n_symbols:
-        return                            # rejects, snapshots, levels, done, cancel rejects
-    sid = ev.session_id
-    ar = v.ses[sid].ar if sid < v.max_sessions else NULL
-    if typ == EVT_FILL:
-        v.sym[ev.symbol_id].last_px = ev.price
-        if ar != NULL:
-            ar.open_orders -= ev.leaves == 0 and ar.open_orders != 0
-            _fill(&ar.pos[ev.symbol_id], ev.side, ev.price, ev.qty)
-        sid = ev.contra_session
-        ar = v.ses[sid].ar if sid < v.max_sessions else NULL
-        if ar != NULL:
-            ar.open_orders -= ev.contra_leaves == 0 and ar.open_orders != 0
-            _fill(&ar.pos[ev.symbol_id], 3 - ev.side, ev.price, ev.qty)
-        return
-    if ar == NULL:
-        return
-    # open_buy and open_sell are adjacent (risk.pxd): index by side instead of branching on it,
-    # the event mix is too irregular for the branch predictor
-    op = &(&ar.pos[ev.symbol_id].open_buy)[ev.side == SIDE_SELL]
-    if typ == EVT_ACCEPTED:
-        ar.open_orders += 1
-        op[0] += ev.qty
-    elif typ == EVT_CANCELED:
-        # leaves > 0: a partial cancel (self-trade prevention DECREMENT), the order lives on
-        ar.open_orders -= ev.leaves == 0 and ar.open_orders != 0
-        op[0] = op[0] - ev.qty if op[0] > ev.qty else 0
-    else:  # EVT_REPLACED: leaves went from contra_leaves to leaves
-        op[0] = op[0] + ev.leaves - ev.contra_leaves if op[0] + ev.leaves > ev.contra_leaves else 0
+include "_admin.pxi"
+include "_snapshot.pxi"
+include "_checks.pxi"
+include "_positions.pxi"
 
 
 @cython.final
@@ -518,123 +295,6 @@ cdef class RiskEngine:
         _set_bucket(&self._account(account).bucket, rate, burst)
 
     # -- the check pass ----------------------------------------------------------------------------
-    cdef uint16_t _check_new(self, AccountRisk *ar, const Command *c) noexcept nogil:
-        cdef SymbolRisk *sy
-        cdef Position *p
-        cdef uint64_t lim, q = c.qty, gen = self.gen
-        cdef int64_t ref, px
-        cdef i128 long_w, short_w, gross
-        if ar.blocked:
-            return REJ_ACCOUNT_BLOCKED
-        if c.symbol_id >= self.n_symbols or (c.side != SIDE_BUY and c.side != SIDE_SELL) or q == 0:
-            return 0                      # not a valid order: the core rejects it with its reason
-        sy = &self.sym[c.symbol_id]
-        if sy.halted:
-            return REJ_SYMBOL_HALTED
-        lim = _min_limit(sy.max_order_qty, ar.max_order_qty)
-        if lim and q > lim:
-            return REJ_MAX_ORDER_QTY
-        ref = sy.last_px if sy.last_px > 0 else sy.ref_price
-        if c.ord_type == ORD_MARKET:
-            px = ref
-        elif c.ord_type == ORD_STOP:
-            # a stop becomes a market order at its trigger: its notional is counted at the stop
-            # price (no limit price to hold to the band)
-            px = c.stop_price if c.stop_price > 0 else ref
-        else:
-            px = c.price
-            if ref > 0 and px > 0 and _outside_band(sy, px, ref):
-                return REJ_PRICE_BAND
-        lim = _min_limit(sy.max_notional, ar.max_notional)
-        if lim:
-            if px <= 0:
-                if c.ord_type == ORD_MARKET:
-                    return REJ_NO_REFERENCE_PRICE
-            elif <i128>px * q > <i128>lim:
-                return REJ_MAX_NOTIONAL
-        if ar.pend_gen != gen:
-            ar.pend_orders = 0
-            ar.pend_gen = gen
-        if ar.max_open_orders and ar.open_orders + ar.pend_orders + 1 > ar.max_open_orders:
-            return REJ_MAX_OPEN_ORDERS
-        p = &ar.pos[c.symbol_id]
-        _pend(p, gen)
-        if p.max_net or p.max_gross:
-            long_w = <i128>p.net + p.open_buy + p.pend_buy
-            short_w = -<i128>p.net + p.open_sell + p.pend_sell
-            gross = (<i128>p.net if p.net >= 0 else -<i128>p.net) + p.open_buy + p.pend_buy \
-                + p.open_sell + p.pend_sell + q
-            if c.side == SIDE_BUY:
-                long_w += q
-            else:
-                short_w += q
-            if p.max_net and ((c.side == SIDE_BUY and long_w > p.max_net)
-                              or (c.side == SIDE_SELL and short_w > p.max_net)):
-                return REJ_MAX_POSITION_NET
-            if p.max_gross and gross > p.max_gross:
-                return REJ_MAX_POSITION_GROSS
-        # accepted by the gateway: count it in flight until the core has processed it
-        if c.side == SIDE_BUY:
-            p.pend_buy += q
-        else:
-            p.pend_sell += q
-        ar.pend_orders += 1
-        return 0
-
-    cdef uint16_t _check_replace(self, AccountRisk *ar, const Command *c) noexcept nogil:
-        cdef SymbolRisk *sy
-        cdef Position *p
-        cdef uint64_t lim, q = c.qty, old_qty = 0, old_leaves = 0, delta
-        cdef uint8_t side = 0
-        cdef int64_t ref
-        cdef i128 long_w, short_w, gross
-        if ar.blocked:
-            return REJ_ACCOUNT_BLOCKED
-        if c.symbol_id >= self.n_symbols or q == 0 or c.price <= 0:
-            return 0
-        sy = &self.sym[c.symbol_id]
-        if sy.halted:
-            return REJ_SYMBOL_HALTED
-        lim = _min_limit(sy.max_order_qty, ar.max_order_qty)
-        if lim and q > lim:
-            return REJ_MAX_ORDER_QTY
-        ref = sy.last_px if sy.last_px > 0 else sy.ref_price
-        if ref > 0 and _outside_band(sy, c.price, ref):
-            return REJ_PRICE_BAND
-        lim = _min_limit(sy.max_notional, ar.max_notional)
-        if lim and <i128>c.price * q > <i128>lim:
-            return REJ_MAX_NOTIONAL
-        p = &ar.pos[c.symbol_id]
-        if not (p.max_net or p.max_gross):
-            return 0
-        if self.core.live_order(c.session_id, c.orig_cl_ord_id, &side, &old_qty, &old_leaves):
-            if q <= old_qty:
-                return 0                  # not an increase: never refused on position
-            delta = q - old_qty
-        else:
-            delta = q                     # not in the book yet (in flight) or unknown: worst case
-        _pend(p, self.gen)
-        long_w = <i128>p.net + p.open_buy + p.pend_buy
-        short_w = -<i128>p.net + p.open_sell + p.pend_sell
-        gross = (<i128>p.net if p.net >= 0 else -<i128>p.net) + p.open_buy + p.pend_buy \
-            + p.open_sell + p.pend_sell + delta
-        if side != SIDE_SELL:
-            long_w += delta
-        if side != SIDE_BUY:
-            short_w += delta
-            if side == 0:
-                gross += delta            # both sides reserved
-        if p.max_net and ((side != SIDE_SELL and long_w > p.max_net)
-                          or (side != SIDE_BUY and short_w > p.max_net)):
-            return REJ_MAX_POSITION_NET
-        if p.max_gross and gross > p.max_gross:
-            return REJ_MAX_POSITION_GROSS
-        if side != SIDE_SELL:
-            p.pend_buy += delta
-        if side != SIDE_BUY:
-            p.pend_sell += delta
-        return 0
-
     cdef uint64_t _check(self, SpscRing ring, uint64_t first, uint64_t n) noexcept nogil:
         # A batch comes from one decode call, so from one session: its session and account and
         # their token counts are looked up (and the buckets refilled) once per run of records
@@ -685,9 +345,9 @@ cdef class RiskEngine:
                 if lim_a:
                     tok_a -= 1.0
                 if typ == CMD_NEW:
-                    reason = self._check_new(ar, c)
+                    reason = _check_new(self, ar, c)
                 elif typ == CMD_REPLACE:
-                    reason = self._check_replace(ar, c)
+                    reason = _check_replace(self, ar, c)
                 else:
                     reason = 0
             if reason:
@@ -760,79 +420,11 @@ cdef class RiskEngine:
         """Apply one CMD_ADMIN record (``admin_record``).  Returns its parsed fields.  Raises
         ValueError for an unknown action or field, a field that does not fit the scope, a
         negative limit, an unknown symbol, or a missing account."""
-        d = self._apply_admin(record)
+        d = _apply_admin(self, record)
         # kept for ``snapshot``: a restore re-applies them over the configured limits, as a
         # journal replay does (admin actions are rare: the list stays small)
         self._admin_log.append(bytes(record[:sizeof(Command)]))
         return d
-
-    def _apply_admin(self, record) -> dict:
-        cdef AccountRisk *ar
-        cdef SymbolRisk *sy
-        cdef uint32_t s
-        d = parse_admin(record)
-        action, field, value, symbol_id, account = (d["action"], d["field"], d["value"],
-                                                    d["symbol_id"], d["account"])
-        if symbol_id is not None and symbol_id >= self.n_symbols:
-            raise ValueError(f"unknown symbol id {symbol_id}")
-        if action in (AdminAction.HALT, AdminAction.RESUME):
-            if symbol_id is None:
-                raise ValueError("halt/resume needs a symbol")
-            self.sym[symbol_id].halted = action == AdminAction.HALT
-            return d
-        if action in (AdminAction.BLOCK, AdminAction.RELEASE, AdminAction.SET_ACCOUNT_LIMIT) and not account:
-            raise ValueError("this action needs an account")
-        if action in (AdminAction.BLOCK, AdminAction.RELEASE):
-            self._account(account).blocked = action == AdminAction.BLOCK
-            return d
-        if value < 0:
-            raise ValueError("limits are >= 0 (0 = no limit)")
-        if action == AdminAction.SET_SYMBOL_LIMIT:
-            if symbol_id is None or field not in SYMBOL_FIELDS:
-                raise ValueError("a symbol limit needs a symbol and one of "
-                                 + ", ".join(f.name for f in sorted(SYMBOL_FIELDS)))
-            sy = &self.sym[symbol_id]
-            if field == RiskField.MAX_ORDER_QTY:
-                sy.max_order_qty = value
-            elif field == RiskField.MAX_NOTIONAL:
-                sy.max_notional = value
-            elif field == RiskField.PRICE_BAND_TICKS:
-                sy.band_ticks = value
-            elif field == RiskField.PRICE_BAND_PPM:
-                sy.band_ppm = value
-            else:
-                if value % sy.tick:
-                    raise ValueError("the reference price must be a multiple of the tick")
-                sy.ref_price = value
-            return d
-        if action == AdminAction.SET_ACCOUNT_LIMIT:
-            if field not in ACCOUNT_FIELDS:
-                raise ValueError("an account limit is one of "
-                                 + ", ".join(f.name for f in sorted(ACCOUNT_FIELDS)))
-            if symbol_id is not None and field not in (RiskField.MAX_POSITION_NET,
-                                                       RiskField.MAX_POSITION_GROSS):
-                raise ValueError(f"{RiskField(field).name} is per account, not per symbol")
-            ar = self._account(account)
-            if field == RiskField.MAX_ORDER_QTY:
-                ar.max_order_qty = value
-            elif field == RiskField.MAX_NOTIONAL:
-                ar.max_notional = value
-            elif field == RiskField.MAX_OPEN_ORDERS:
-                ar.max_open_orders = value
-            else:
-                if symbol_id is None:
-                    # symbols defined later inherit it too
-                    self._limits[account] = dict(self._limits[account])
-                    self._limits[account]["max_position_net" if field == RiskField.MAX_POSITION_NET
-                                          else "max_position_gross"] = value
-                for s in range(self.n_symbols):
-                    if symbol_id is None or s == symbol_id:
-                        if field == RiskField.MAX_POSITION_NET:
-                            ar.pos[s].max_net = value
-                        else:
-                            ar.pos[s].max_gross = value
-            return d
-        raise ValueError(f"unknown admin action {action}")
 
     def observe_commands(self, const uint8_t[:] records) -> int:
         """Journal replay: apply every CMD_ADMIN among sequenced Command records, in order.
@@ -872,69 +464,7 @@ cdef class RiskEngine:
         config change between stop and start has the same effect either way.  Throttle buckets
         are not stored (they start full, as after any restart).  Raises RuntimeError while
         checked requests are in flight (call between pumps, after ``clear_pending``)."""
-        cdef uint32_t a, s, nb = 0
-        cdef uint64_t gen = self.gen
-        cdef Position *p
-        cdef char *w
-        cdef Py_ssize_t size, off
-        names = [n.encode("ascii") for n in self._names]
-        for a in range(self.n_acc):
-            if self.acc[a].pend_gen == gen and self.acc[a].pend_orders:
-                raise RuntimeError("risk snapshot while requests are in flight")
-            for s in range(self.n_symbols):
-                p = &self.acc[a].pos[s]
-                if p.pend_gen == gen and (p.pend_buy or p.pend_sell):
-                    raise RuntimeError("risk snapshot while requests are in flight")
-        index = {}
-        for a in range(self.n_acc):
-            index[<size_t>self.acc[a]] = a
-        bound = []
-        for s in range(self.max_sessions):
-            if self.ses[s].ar != NULL:
-                bound.append((s, index[<size_t>self.ses[s].ar]))
-        nb = len(bound)
-        size = (_RSK_HEADER + 8 * self.n_symbols + sizeof(Command) * len(self._admin_log)
-                + sum(2 + len(n) + 8 for n in names) + <Py_ssize_t>self.n_acc * self.n_symbols * 56
-                + 8 * nb)
-        out = bytearray(size)
-        w = out
-        memset(w, 0, _RSK_HEADER)
-        memcpy(w, <const char *>b"HFTGWRSK", 8)
-        _w32(w + 8, RISK_SNAPSHOT_VERSION)
-        _w32(w + 12, self.n_symbols)
-        _w32(w + 16, self.n_acc)
-        _w32(w + 20, len(self._admin_log))
-        _w32(w + 24, nb)
-        _w64(w + 32, self.skipped_admin)
-        off = _RSK_HEADER
-        for s in range(self.n_symbols):
-            _w64(w + off, <uint64_t>self.sym[s].last_px)
-            off += 8
-        for rec in self._admin_log:
-            out[off:off + sizeof(Command)] = rec
-            off += sizeof(Command)
-        for a in range(self.n_acc):
-            n = names[a]
-            _w16(w + off, len(n))
-            out[off + 2:off + 2 + len(n)] = n
-            off += 2 + len(n)
-            _w64(w + off, self.acc[a].open_orders)
-            off += 8
-            for s in range(self.n_symbols):
-                p = &self.acc[a].pos[s]
-                _w64(w + off, <uint64_t>p.net)
-                _w64(w + off + 8, <uint64_t>p.cost)
-                _w64(w + off + 16, <uint64_t>p.realized)
-                _w64(w + off + 24, p.open_buy)
-                _w64(w + off + 32, p.open_sell)
-                _w64(w + off + 40, p.bought)
-                _w64(w + off + 48, p.sold)
-                off += 56
-        for sid, a in bound:
-            _w32(w + off, sid)
-            _w32(w + off + 4, a)
-            off += 8
-        return bytes(out)
+        return _snapshot(self)
 
     def restore(self, data) -> None:
         """Load a ``snapshot`` into this state, which must be fresh (no admin action applied)
@@ -945,82 +475,7 @@ cdef class RiskEngine:
         positions, open quantities, order counts, last prices and session bindings are set.
         Raises ValueError for data that is not a risk snapshot of this version, is truncated or
         inconsistent, or does not fit (other symbol count, not fresh)."""
-        cdef const unsigned char[::1] v = memoryview(data).cast("B")
-        cdef const char *r
-        cdef Py_ssize_t n = v.shape[0], off
-        cdef uint32_t nsym, nacc, nadm, nb, s, k, ln
-        cdef AccountRisk *ar
-        cdef Position *p
-        if n < _RSK_HEADER:
-            raise ValueError("risk snapshot: truncated header")
-        r = <const char *>&v[0]
-        if memcmp(r, <const char *>b"HFTGWRSK", 8) != 0:
-            raise ValueError("risk snapshot: bad magic")
-        if _r32(r + 8) != RISK_SNAPSHOT_VERSION:
-            raise ValueError(f"risk snapshot: version {_r32(r + 8)}, this build reads "
-                             f"{RISK_SNAPSHOT_VERSION}")
-        nsym = _r32(r + 12)
-        nacc = _r32(r + 16)
-        nadm = _r32(r + 20)
-        nb = _r32(r + 24)
-        if nsym != self.n_symbols:
-            raise ValueError(f"risk snapshot: {nsym} symbols, {self.n_symbols} defined")
-        if self._admin_log:
-            raise ValueError("risk snapshot: restore into a state that has admin actions applied")
-        off = _RSK_HEADER + 8 * <Py_ssize_t>nsym + <Py_ssize_t>sizeof(Command) * nadm
-        if off > n:
-            raise ValueError("risk snapshot: truncated")
-        # parse and check everything before changing anything
-        accounts = []
-        for k in range(nacc):
-            if off + 2 > n:
-                raise ValueError("risk snapshot: truncated in the accounts")
-            ln = _r16(r + off)
-            if ln == 0 or off + 2 + ln + 8 + <Py_ssize_t>nsym * 56 > n:
-                raise ValueError("risk snapshot: truncated in the accounts")
-            try:
-                name = bytes(v[off + 2:off + 2 + ln]).decode("ascii")
-            except UnicodeDecodeError:
-                raise ValueError("risk snapshot: account name is not ASCII") from None
-            accounts.append((name, off + 2 + ln))
-            off += 2 + ln + 8 + <Py_ssize_t>nsym * 56
-        if off + 8 * <Py_ssize_t>nb != n:
-            raise ValueError("risk snapshot: length does not match its content")
-        bound = []
-        for k in range(nb):
-            s = _r32(r + off + 8 * k)
-            if s >= self.max_sessions or _r32(r + off + 8 * k + 4) >= nacc:
-                raise ValueError(f"risk snapshot: bad session binding {s}")
-            bound.append((s, _r32(r + off + 8 * k + 4)))
-        for name, _ in accounts:
-            self._account(name)
-        off = _RSK_HEADER + 8 * <Py_ssize_t>nsym
-        for k in range(nadm):
-            try:
-                self.apply_admin(bytes(v[off:off + sizeof(Command)]))
-            except ValueError:
-                self.skipped_admin += 1
-            off += sizeof(Command)
-        self.skipped_admin += _r64(r + 32)
-        for s in range(nsym):
-            self.sym[s].last_px = <int64_t>_r64(r + _RSK_HEADER + 8 * s)
-        for name, pos_off in accounts:
-            ar = self._account(name)
-            off = pos_off
-            ar.open_orders = _r64(r + off)
-            off += 8
-            for s in range(nsym):
-                p = &ar.pos[s]
-                p.net = <int64_t>_r64(r + off)
-                p.cost = <int64_t>_r64(r + off + 8)
-                p.realized = <int64_t>_r64(r + off + 16)
-                p.open_buy = _r64(r + off + 24)
-                p.open_sell = _r64(r + off + 32)
-                p.bought = _r64(r + off + 40)
-                p.sold = _r64(r + off + 48)
-                off += 56
-        for s, k in bound:
-            self.ses[s].ar = self._account(accounts[k][0])
+        _restore(self, data)
 
     # -- queries ---------------------------------------------------------------------------------
     def accounts(self) -> list:
