@@ -64,7 +64,7 @@ setup(
             "pytest>=8", "pytest-asyncio>=0.23", "hypothesis>=6.100", "pytest-timeout>=2.2",
             "ruff>=0.4",
             "mypy>=1.18",          # 1.18: @disjoint_base (PEP 800) in the .pyi and its stubtest check
-            "cython-lint>=0.16",   # lints the .pyx/.pxd/.pxi (tests/test_core_lint.py); reads
+            "cython-lint>=0.16",   # lints the .pyx/.pxd/.pxi (tests/test_stubs.py); reads
                                    # [tool.cython-lint] in pyproject.toml
             "cryptography>=41",    # tests generate RS256/ES256 key pairs
             # checks of what is shipped for operators (tests/test_deployments.py):
