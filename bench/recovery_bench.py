@@ -12,7 +12,7 @@ engines on that directory and times ``Engine.recover()``:
 Both must end in the same state (the core's snapshot bytes, the sequence, the sessions' next
 seqNums), which is checked.  The stream: ``--resting`` (1 M) passive orders far from the
 touch first (a big book at snapshot time, on session 9), then a realistic mix of 8 sessions
-(tests/command_stream.py ``seeded_stream``: every order type, cancels and replaces of recent
+(tests/support/command_stream.py ``seeded_stream``: every order type, cancels and replaces of recent
 orders, self-trade prevention, mass cancels, book queries, invalid commands) in blocks of
 ``--block`` commands generated once (cached under /tmp) and repeated with fresh ClOrdIDs.
 Also printed: the time ``write_snapshot`` held the event loop (capture of every part;

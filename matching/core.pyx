@@ -5,7 +5,7 @@
 128-byte ``Event`` records to another (layouts in ``matching/records.pxd``), without the GIL and
 without a Python object per order or event.  Events are a pure function of the command stream:
 time is ``Command.ts``, never the clock; order ids and trade ids are global counters from 1.
-tests/reference_book.py implements the same rules in plain Python; the differential tests
+tests/support/reference_book.py implements the same rules in plain Python; the differential tests
 compare the two event by event.
 
 Units: prices are int64 in 1e-4 currency units and must be positive multiples of the symbol's

@@ -67,7 +67,7 @@ class Divergence:
 class JournalBehind(RuntimeError):
     """The journal ends before what the message store or event log hold: acknowledged commands
     are missing from it.  ``divergence`` says what; the message names the folders and the
-    repair (``hftgw repair``, README "Durability")."""
+    repair (``hftgw repair``, docs/durability.md)."""
 
     def __init__(self, journal_dir: str, store_dir: str, events_dir: str | None,
                  divergence: Divergence) -> None:

@@ -3,7 +3,7 @@
 # Every SBE block is a packed struct read or written in place: SBE blocks have no padding and
 # fields at any offset, and the host is little-endian (checked at import of protocol.codec), so a
 # packed struct IS the wire layout.  protocol.framing.LAYOUT is built from these structs and
-# tests/test_schema.py compares it with the XML, so a drift between this file and the schema fails
+# tests/protocol/test_schema.py compares it with the XML, so a drift between this file and the schema fails
 # the tests.
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 

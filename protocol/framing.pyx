@@ -2,7 +2,7 @@
 """The layout tables of the hftgw wire protocol, built from the packed structs of codec.pxd.
 
 ``LAYOUT``, ``GROUPS``, ``VAR_DATA`` and ``SINCE_VERSION`` describe every template of
-protocol/schema/hftgw-v1.xml (tests/test_schema.py compares them with the XML); at import they are
+protocol/schema/hftgw-v1.xml (tests/protocol/test_schema.py compares them with the XML); at import they are
 checked against ``protocol.messages`` and compiled into the per-template C table that
 ``frame_at`` (framing.pxd) reads.  Raises ImportError when the structs, the tables and the
 message classes disagree.

@@ -25,7 +25,7 @@ the login timeout the only timer before login and stops heartbeats to connection
 logged in.
 
 The session relies on one property of the table: every state but CLOSED has MALFORMED, SHUTDOWN
-and VIOLATION_LIMIT (it applies them with no refusal path; tests/test_session_state.py checks).
+and VIOLATION_LIMIT (it applies them with no refusal path; tests/protocol/test_session_state.py checks).
 """
 from __future__ import annotations
 

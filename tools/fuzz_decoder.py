@@ -1,5 +1,5 @@
 """On-demand fuzzing of the framing, the SBE decoder and the session state machine with atheris
-(libFuzzer for Python).  The bounded CI run is tests/test_fuzz.py (hypothesis).
+(libFuzzer for Python).  The bounded CI run is tests/protocol/test_fuzz.py (hypothesis).
 
     python tools/fuzz_decoder.py --target codec   -runs=10000000           # the decoders
     python tools/fuzz_decoder.py --target session -runs=10000000           # session + risk gate + core
@@ -8,7 +8,7 @@
 Any other argument goes to libFuzzer (``-timeout=5`` and ``-rss_limit_mb`` are set unless given:
 an input that takes over 5 s counts as a hang, a process over the limit as unbounded memory;
 both stop the run with a crash report).  The corpus starts from valid frames of every client
-template (tests/fuzz_inputs.py).  libFuzzer prints "Done N runs in T second(s)" at the end.
+template (tests/support/fuzz_inputs.py).  libFuzzer prints "Done N runs in T second(s)" at the end.
 
 Coverage feedback.  atheris instruments the Python modules (protocol.session,
 protocol.messages, the helpers).  The Cython extensions are C: by default they run as built,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command of the README, and what .ci/run runs on a clean clone: installs everything the
+# The README's test command, and what .ci/run runs on a clean clone: installs everything the
 # checks and tests need on a machine that has never seen the project, then runs them.
 #   - the package with its test extra (the Cython extensions are built here);
 #   - promtool (alert rules and /metrics checks) from Debian's prometheus package;

@@ -428,7 +428,7 @@ def _add_operator_commands(sub: _Subparsers[argparse.ArgumentParser]) -> None:
     s.set_defaults(func=cmd_serve)
 
     rep = sub.add_parser("repair", help="check the partition's files against its journal and "
-                         "move aside what the journal no longer explains (README Durability)")
+                         "move aside what the journal no longer explains (docs/durability.md)")
     rep.add_argument("--config", default=argparse.SUPPRESS, help="TOML config file")
     rep.add_argument("--apply", action="store_true",
                      help="do it (without: only say what was found and what would be done)")

@@ -5,6 +5,7 @@ client developers (the wire format is in docs/protocol.md).
 """
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 from collections.abc import Callable
@@ -23,7 +24,7 @@ class LoginError(Exception):
         self.reason = reason
 
 
-class MessageInbox:
+class MessageInbox(abc.ABC):
     """The receiving side shared by the TCP and WebSocket order clients: decoded messages
     queued in ``messages`` in arrival order; ``closed`` is set when the connection ends, with
     ``close_reason``."""
@@ -31,6 +32,33 @@ class MessageInbox:
     messages: asyncio.Queue[Message]
     closed: asyncio.Event
     close_reason: str | None
+    session_id: int
+    next_seq_num: int
+    heartbeat_ms: int
+    _tasks: list[asyncio.Task[None]]
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Log out if still connected and end the connection."""
+
+    @abc.abstractmethod
+    async def _heartbeat_loop(self) -> None:
+        """Send a Heartbeat every ``heartbeat_ms`` while the connection is open."""
+
+    async def _logged_in(self, first: Message) -> None:
+        """Take the server's answer to the Login: LoginAccepted sets the session's id, next
+        seqNum and heartbeat interval and starts the heartbeats.  Raises LoginError (the
+        LoginRejectReason) for LoginRejected, ConnectionError for anything else; both close."""
+        if isinstance(first, LoginRejected):
+            await self.close()
+            raise LoginError(int(first.reason))
+        if not isinstance(first, LoginAccepted):
+            await self.close()
+            raise ConnectionError(f"unexpected first message {first!r}")
+        self.session_id = first.session_id
+        self.next_seq_num = first.next_seq_num
+        self.heartbeat_ms = first.heartbeat_interval_ms
+        self._tasks.append(asyncio.create_task(self._heartbeat_loop()))
 
     async def recv(self, timeout: float = 5.0) -> Message:
         """The next message.  Raises asyncio.TimeoutError; ConnectionError once closed and empty."""
@@ -98,17 +126,7 @@ class OrderClient(MessageInbox):
                                         cancel_on_disconnect=int(cancel_on_disconnect),
                                         default_stp_mode=default_stp_mode, token=token)))
         self._tasks.append(asyncio.create_task(self._read_loop()))
-        first = await asyncio.wait_for(self.messages.get(), timeout)
-        if isinstance(first, LoginRejected):
-            await self.close()
-            raise LoginError(int(first.reason))
-        if not isinstance(first, LoginAccepted):
-            await self.close()
-            raise ConnectionError(f"unexpected first message {first!r}")
-        self.session_id = first.session_id
-        self.next_seq_num = first.next_seq_num
-        self.heartbeat_ms = first.heartbeat_interval_ms
-        self._tasks.append(asyncio.create_task(self._heartbeat_loop()))
+        await self._logged_in(await asyncio.wait_for(self.messages.get(), timeout))
         return self
 
     async def _read_loop(self) -> None:

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from gateway.clients.tcp import LoginError, MessageInbox
+from gateway.clients.tcp import MessageInbox
 from protocol import codec
-from protocol.messages import Heartbeat, Login, LoginAccepted, LoginRejected, Logout, Message
+from protocol.messages import Heartbeat, Login, Logout, Message
 
 DEFAULT_ORDERS_URL = "ws://127.0.0.1:7002/orders"
 
@@ -49,17 +49,7 @@ class WsOrderClient(MessageInbox):
                                          cancel_on_disconnect=int(cancel_on_disconnect),
                                          token=token), sofh=False))
         self._tasks.append(asyncio.create_task(self._read_loop()))
-        first = await self.recv(timeout)
-        if isinstance(first, LoginRejected):
-            await self.close()
-            raise LoginError(int(first.reason))
-        if not isinstance(first, LoginAccepted):
-            await self.close()
-            raise ConnectionError(f"unexpected first message {first!r}")
-        self.session_id = first.session_id
-        self.next_seq_num = first.next_seq_num
-        self.heartbeat_ms = first.heartbeat_interval_ms
-        self._tasks.append(asyncio.create_task(self._heartbeat_loop()))
+        await self._logged_in(await self.recv(timeout))
         return self
 
     async def _read_loop(self) -> None:

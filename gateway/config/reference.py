@@ -1,5 +1,5 @@
 """The config keys as documented: one FieldDoc per key from the structs' ``Meta`` (description,
-``live``, ``secret``), and the README / docs key table that ``hftgw config reference`` prints."""
+``live``, ``secret``), and the key table (docs/configuration.md) that ``hftgw config reference`` prints."""
 from __future__ import annotations
 
 import typing
@@ -72,7 +72,7 @@ def secret_keys() -> frozenset[str]:
 
 
 def reference_markdown() -> str:
-    """The README's table of every key with its default (``hftgw config reference``)."""
+    """The table of every key (docs/configuration.md) with its default (``hftgw config reference``)."""
 
     def fmt(v: object) -> str:
         if isinstance(v, list):

@@ -7,9 +7,9 @@ Unknown keys are errors (``forbid_unknown_fields``), and every error names the k
 (``symbols[1].tick``), where the value came from (the file or the variable) and the reason.
 
 Each key's documentation lives in its ``msgspec.Meta(description=...)``: ``hftgw config
-reference`` renders the README's key table from it.  ``Meta(extra={"live": True})`` marks a key
-that a SIGHUP reload applies to the running gateway (gateway/config/reload.py); ``{"secret": True}``
-one that ``hftgw config show`` masks.
+reference`` renders the key table of docs/configuration.md from it.
+``Meta(extra={"live": True})`` marks a key that a SIGHUP reload applies to the running gateway
+(gateway/config/reload.py); ``{"secret": True}`` one that ``hftgw config show`` masks.
 """
 from __future__ import annotations
 
@@ -160,7 +160,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     jwt_secret: Annotated[str, Meta(min_length=32, description=(
         "HS256 secret of login tokens, at least 32 characters (RFC 7518 §3.2); `hftgw token` "
         "mints tokens with it; change it outside development"), extra={"secret": True})] = DEV_JWT_SECRET
-    # -- access control (issue 6; README "Security") --
+    # -- access control (issue 6; docs/security.md) --
     jwt_algorithm: Annotated[Literal["HS256", "RS256", "ES256"], Meta(description=(
         "JWT signature algorithm, the only one accepted: HS256 with `jwt_secret`, or RS256 / "
         "ES256 with `jwt_public_key_file`"))] = "HS256"

@@ -10,7 +10,7 @@ The parts (each its own module, sharing only the few state objects they need):
 - ``snapshots`` (snapshots.py) and ``recovery`` (recovery.py): snapshots, the start;
 - ``stats`` (stats.py): the read-only figures monitoring reads.
 
-Access control and pre-trade risk (issue 6, README "Security"): every decoded batch of a
+Access control and pre-trade risk (issue 6, docs/security.md): every decoded batch of a
 trading session goes through ``risk`` (gateway/risk/pretrade.pyx) before the pump sees it, and
 the risk state follows the core's events.  Admin actions (halt, kill switch, limits) are
 CMD_ADMIN records queued and journaled like commands, applied to the risk state as they are

@@ -1,5 +1,5 @@
 """Trading sessions and drop copies: who is logged in, as which account, and what a login,
-a disconnect or a position query does (issue 6, README "Security").
+a disconnect or a position query does (issue 6, docs/security.md).
 
 Logins are verified here (gateway/security/auth.py), rate-limited per source address and
 written to the audit log.  Every attach and detach of a trading session is journaled as a
@@ -243,7 +243,7 @@ class Sessions:
     def _login_dropcopy(self, ident: Identity, writer: SessionWriter, peer: str,
                         sofh: bool) -> LoginDecision:
         # read-only: a copy of every business message of the account's trading session, in
-        # the trading session's framing while it is connected (see README "Security")
+        # the trading session's framing while it is connected (see docs/security.md)
         t = self.table
         sid = t.accounts.get(ident.account, 0)
         t.dropcopy.setdefault(ident.account, set()).add(writer)

@@ -9,7 +9,7 @@ required and checked when configured, all with ``jwt_leeway_s`` of clock skew.  
 the ``jwt_roles_claim`` claim (default ``roles``: a string or a list of strings; ``role`` is read
 as well), defaulting to ``trader`` when the token carries none.
 
-Roles (README "Security"):
+Roles (docs/security.md):
 
 * ``trader``: order entry for its own account (every order-entry message, PositionQuery);
 * ``dropcopy``: a read-only copy of the account's messages on an order-entry connection

@@ -4,7 +4,7 @@
  *   - SSE4.2 `crc32` instruction, 8 bytes per step, chosen at run time when the CPU has it
  *     (the build stays portable: only this function is compiled for sse4.2);
  *   - slice-by-8 tables (8 KiB, built once by hftgw_crc32c_init) everywhere else.
- * Both are checked against each other and against the RFC vectors in tests/test_journal.py.
+ * Both are checked against each other and against the RFC vectors in tests/persistence/test_journal.py.
  *
  * hftgw_crc32c(crc, p, n) continues a running CRC: pass 0 to start, the previous result to
  * chain, exactly like the usual crc32c(data, value) libraries.
