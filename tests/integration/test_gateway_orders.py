@@ -1,6 +1,7 @@
 """Every order type, instruction and self-trade prevention mode end to end: a real gateway on
-127.0.0.1, real TCP clients (gateway.client.OrderClient), the responses decoded from the wire
-(hftgw issue 3, item 1).  tests/integration/test_cli.py drives the same through the ``hftgw client`` command."""
+127.0.0.1, real TCP clients (gateway.clients.tcp.OrderClient), the responses decoded from the
+wire (hftgw issue 3, item 1).  tests/integration/test_cli.py drives the same through the ``hftgw
+client`` command."""
 from __future__ import annotations
 
 from pathlib import Path
