@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from wsgiref.types import WSGIEnvironment
 
 PAGE = Path(__file__).with_name("static") / "book.html"
 PLACEHOLDER = "/*HFTGW_CONFIG*/null"
@@ -28,7 +29,8 @@ class BookPages:
         if PLACEHOLDER not in self.template:
             raise RuntimeError(f"{PAGE} lacks {PLACEHOLDER}")
 
-    def __call__(self, path: str, environ: dict) -> tuple[str, list[tuple[str, str]], bytes] | None:
+    def __call__(self, path: str, environ: WSGIEnvironment
+                 ) -> tuple[str, list[tuple[str, str]], bytes] | None:
         if not path.startswith(PREFIX):
             return None
         symbol = path[len(PREFIX):]

@@ -10,6 +10,7 @@ import json
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from wsgiref.simple_server import WSGIRequestHandler, make_server
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
@@ -21,9 +22,9 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 HealthFn = Callable[[], tuple[bool, dict[str, object]]]
-WsgiApp = Callable[[dict, Callable], Iterable[bytes]]
+WsgiApp = WSGIApplication
 #: (path, WSGI environ) -> (status line, headers, body), or None when the path is not a page
-PageFn = Callable[[str, dict], tuple[str, list[tuple[str, str]], bytes] | None]
+PageFn = Callable[[str, WSGIEnvironment], tuple[str, list[tuple[str, str]], bytes] | None]
 
 
 class SidePortServer:
@@ -40,12 +41,13 @@ class SidePortServer:
     def __init__(self, host: str, port: int, registry: CollectorRegistry, health: HealthFn,
                  ready: HealthFn, routes: dict[str, Callable[[], bytes]] | None = None,
                  pages: PageFn | None = None, apps: Mapping[str, WsgiApp] | None = None) -> None:
-        metrics_app = make_wsgi_app(registry)
+        # prometheus-client annotates it as a bare Callable; it is a WSGI application
+        metrics_app: WSGIApplication = make_wsgi_app(registry)
         probes = {"/health": health, "/ready": ready}
         json_routes = dict(routes or {})
         mounted = dict(apps or {})
 
-        def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
             path = environ.get("PATH_INFO", "/")
             for prefix, sub in mounted.items():
                 if path == prefix or path.startswith(prefix + "/"):
