@@ -30,6 +30,7 @@ shared 2-core VM: compare the ratio, not the absolute rates.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import functools
 import gc
 import json
@@ -116,7 +117,15 @@ def run(variant: str, streams: list[list[bytes]], read: int) -> tuple[float, int
     """One run on a fresh engine: (CPU seconds of this process, requests, rejects by the risk
     layer).  CPU time, not wall time: on a shared machine another process's bursts stretch the
     wall clock of whichever variant they hit; the order path is one thread doing everything,
-    the journal write included (the page cache absorbs it), so its CPU time is its cost."""
+    the journal write included (the page cache absorbs it), so its CPU time is its cost.
+    Inside an event loop, as in the gateway: a login schedules a pump on the running loop."""
+    async def in_loop() -> tuple[float, int, int]:
+        return _run(variant, streams, read)
+
+    return asyncio.run(in_loop())
+
+
+def _run(variant: str, streams: list[list[bytes]], read: int) -> tuple[float, int, int]:
     jdir = tempfile.mkdtemp(prefix="hftgw-riskbench-")
     try:
         cfg = load_config(None, config_env(jdir, variant))
