@@ -78,7 +78,6 @@ SESSION = 1
 WORDS = COMMAND_RECORD_SIZE // 8          # 12 uint64 words per Command record
 NEW, CANCEL, REPLACE = int(CommandType.CMD_NEW), int(CommandType.CMD_CANCEL), int(CommandType.CMD_REPLACE)
 BUY, SELL, LIMIT, GTC, IOC = 1, 2, 1, 1, 3
-LIQUIBOOK = (5.0e6, 7.1e6)               # DESIGN §3: Liquibook on this kind of machine (not run here)
 
 
 @dataclass
@@ -576,9 +575,6 @@ def main(argv: list[str] | None = None) -> int:
         med = report(s, args)
         if name == "0":
             med0 = med
-            print(f"    vs Liquibook's figures on this kind of machine (DESIGN §3, not run here): "
-                  f"{med / LIQUIBOOK[0]:.1f}x the 5.0 M with depth, "
-                  f"{med / LIQUIBOOK[1]:.1f}x the 7.1 M without")
     if "0" in chosen:
         names = [] if args.peers == "none" else [p.strip() for p in args.peers.split(",") if p.strip()]
         for peer, rate in run_peers(names, args.ops, args.seed).items():
