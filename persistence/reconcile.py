@@ -119,6 +119,10 @@ class Cut:
     dest: str
 
 
+#: segment size of a log opened only to be cut: it is never appended to, so never rolled
+_CUT_ONLY = 1 << 30
+
+
 def _cut_where(log: SegmentLog, beyond: Callable[[int, int, int], bool], dest: str) -> Cut | None:
     cut: tuple[int, int] | None = None
     frames = 0
@@ -140,12 +144,12 @@ def cut_message_store(directory: str, journal_end_seq: Callable[[int], int], des
     """Move the store's frames from the first one holding a message past the journal's end of
     its session into ``dest``; None when no frame does (nothing changed).  The store must not
     be open elsewhere (BlockingIOError)."""
-    log = SegmentLog(directory, _message_store.PREFIX, _message_store.SEGMENT_BYTES)
+    log = SegmentLog(directory, _message_store.PREFIX, _CUT_ONLY)
     return _cut_where(log, lambda first, sid, n: first + n - 1 > journal_end_seq(sid), dest)
 
 
 def cut_event_log(directory: str, journal_event_no: int, dest: str) -> Cut | None:
     """Move the event log's frames from the first one holding an event numbered past
     ``journal_event_no`` into ``dest``; None when no frame does."""
-    log = SegmentLog(directory, _event_log.PREFIX, _message_store.SEGMENT_BYTES)
+    log = SegmentLog(directory, _event_log.PREFIX, _CUT_ONLY)
     return _cut_where(log, lambda first, _tag, n: first + n - 1 > journal_event_no, dest)
