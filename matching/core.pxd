@@ -61,6 +61,8 @@ ctypedef struct BookSide:
     uint32_t empty            # levels below the best with no order left: kept in place, so that
     uint32_t _pad             # an order moving back to that price costs no memmove; compacted
                               # away when they are half the array
+    int64_t grid              # every level price is a multiple of it (the tick, or the gcd with
+                              # older ticks after a redefinition): k grid steps hold <= k levels
 
 ctypedef struct StopEntry:
     int64_t stop_px

@@ -183,6 +183,9 @@ cdef uint32_t _INITIAL_LEVELS = 64
 cdef uint32_t _INITIAL_STOPS = 8
 cdef uint32_t _MAX_POOL = 0xFFFFFFFE     # NIL is 0xFFFFFFFF
 cdef uint32_t _POOL_CHUNK = 1 << 16
+# the order hash starts small and doubles at 50 % load: sized by the live orders, not by the
+# pool, so a book with few live orders probes a table that stays in cache
+cdef uint64_t _INITIAL_HASH = 4096
 
 # mass-cancel selection modes of _cancel_many
 cdef enum:
@@ -264,9 +267,7 @@ cdef class MatchingCore:
             raise MemoryError()
         self.pool = <Order *>((<uintptr_t>self._pool_mem + 63) & ~(<uintptr_t>63))
         self.free_head = NIL
-        cap = 16
-        while cap < 2 * <uint64_t>initial_orders:
-            cap <<= 1
+        cap = _INITIAL_HASH
         self.htab = <HSlot *>calloc(cap, sizeof(HSlot))
         if self.htab == NULL:
             raise MemoryError()

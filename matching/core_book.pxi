@@ -8,6 +8,12 @@ cdef inline bint _better(bint buy, int64_t a, int64_t b) noexcept nogil:
     return a > b if buy else a < b
 
 
+cdef inline int64_t _gcd(int64_t a, int64_t b) noexcept nogil:
+    while b:
+        a, b = b, a % b
+    return a
+
+
 cdef inline bint _worse(uint8_t side, int64_t a, int64_t b) noexcept nogil:
     # price a is strictly worse than price b for a resting order of this side
     return _better(side == SIDE_BUY, b, a)
@@ -17,28 +23,32 @@ cdef inline uint32_t _level_pos_of(const BookSide *bs, bint buy, int64_t price) 
     # _level_pos for one side; `buy` is a constant at each call, so the compiler emits one
     # copy per side with plain comparisons
     cdef const Level *lv = bs.lv
-    cdef const Level *base = lv
-    cdef uint32_t n = bs.n, half, steps = 0
-    cdef int64_t best
+    cdef const Level *base
+    cdef uint32_t n = bs.n, lo, half
+    cdef uint64_t k
+    cdef int64_t best, gap
     if n == 0:
         return 0
     best = lv[n - 1].price
-    n -= 1
     if not _better(buy, best, price):
-        return n + (price != best)
-    # a few steps from the touch first: new orders cluster there
-    while n > 0 and steps < 6:
-        if not _better(buy, lv[n - 1].price, price):
-            return n - (lv[n - 1].price == price)
-        n -= 1
-        steps += 1
-    if n == 0:
-        return 0
+        return n - 1 + (price != best)
+    # Level prices are distinct multiples of the grid, so a price k grid steps from the best
+    # sits at most k slots below it: a dense side (empty levels are kept) is found at once,
+    # a sparse one searched in those k slots only.
+    gap = best - price if buy else price - best
+    k = <uint64_t>gap if bs.grid == 1 else <uint64_t>(gap // bs.grid)
+    lo = 0 if k >= n - 1 else n - 1 - <uint32_t>k
+    if lv[lo].price == price:
+        return lo
+    # lower bound over lv[lo .. n-2] (the best is known to be better): a branch-free step the
+    # compiler turns into a cmov, so each probe costs one load, not a mispredicted branch
+    base = lv + lo
+    n = n - 1 - lo
     while n > 1:
         half = n >> 1
         base = base + half if _better(buy, price, base[half].price) else base
         n -= half
-    return <uint32_t>(base - lv) + _better(buy, price, base[0].price)
+    return <uint32_t>(base - lv) + (n == 1 and _better(buy, price, base[0].price))
 
 
 cdef inline uint32_t _level_pos(const BookSide *bs, uint8_t side, int64_t price) noexcept nogil:
@@ -144,6 +154,8 @@ cdef int _rest(MatchingCore self, Book *bk, uint32_t idx, uint64_t hidden) excep
         o.level_hint = <uint16_t>pos
     if bs.n == bs.cap:
         _grow_levels(self, bs)
+    if bs.grid != 1 and o.price % bs.grid != 0:
+        bs.grid = _gcd(bs.grid, o.price)     # an order on an older, finer tick
     L = &bs.lv[pos]
     if pos < bs.n:
         memmove(L + 1, L, (bs.n - pos) * sizeof(Level))

@@ -27,6 +27,7 @@ cdef int _init_book(MatchingCore self, Book *bk, int64_t tick, uint64_t max_qty)
         if bk.side[s].lv == NULL or bk.stops[s].e == NULL:
             raise MemoryError()
         bk.side[s].cap = _INITIAL_LEVELS
+        bk.side[s].grid = tick
         bk.stops[s].cap = _INITIAL_STOPS
     return 0
 

@@ -164,3 +164,42 @@ def test_command_kinds_cover_the_schema() -> None:
     assert {int(t) for t in (CommandType.CMD_NEW, CommandType.CMD_CANCEL, CommandType.CMD_REPLACE,
                              CommandType.CMD_MASS_CANCEL, CommandType.CMD_BOOK_QUERY,
                              CommandType.CMD_END_OF_SESSION)} <= kinds
+
+
+def _grid_command(seq: int, op: int, side: int, price: int, qty: int, cl: int) -> dict[str, int]:
+    base = dict.fromkeys(("side", "ord_type", "tif", "flags", "stp", "depth", "cl_ord_id",
+                          "orig_cl_ord_id", "price", "qty", "stop_price", "display_qty", "scope",
+                          "pad0", "pad1", "reserved"), 0)
+    base |= dict(seq=seq, ts=1_700_000_000_000_000_000 + seq, session_id=1, account_id=1, symbol_id=0)
+    if op == 0:
+        return base | dict(type=CommandType.CMD_NEW, side=side, ord_type=1, tif=1, cl_ord_id=cl,
+                           price=price, qty=qty)
+    if op == 1:
+        return base | dict(type=CommandType.CMD_CANCEL, side=side, cl_ord_id=10_000 + seq,
+                           orig_cl_ord_id=cl)
+    return base | dict(type=CommandType.CMD_SYMBOL_ADD, price=price, qty=1000)   # a new tick
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, 9), st.integers(1, 2), st.integers(1, 60), st.integers(1, 9),
+                          st.integers(1, 40), st.sampled_from([1, 2, 3, 5, 7, 10])), max_size=200))
+def test_levels_found_after_tick_redefinitions(ops: list[tuple[int, ...]]) -> None:
+    """A redefined tick leaves resting levels on the older grid; level search bounds itself by
+    the grid (the gcd of every level price), so sparse and dense sides, old and new ticks must
+    all resolve to the reference's levels."""
+    d = Differential([(10, 1000)], 4096, 7)        # coarse first, then finer and other ticks
+    tick = 10
+    cmds = []
+    for seq, (kind, side, steps, qty, cl, new_tick) in enumerate(ops, start=1):
+        if kind == 9:                               # one in ten: redefine the tick
+            tick = new_tick
+            cmds.append(_grid_command(seq, 2, 0, tick, 0, 0))
+        elif kind >= 6:
+            cmds.append(_grid_command(seq, 1, side, 0, 0, cl))
+        else:                                       # bids below 1000, asks above, some crossing
+            px = (1000 - steps * tick) if side == 1 else (1000 + steps * tick)
+            if kind == 5:
+                px = 1000 + (30 * tick if side == 1 else -30 * tick)
+            cmds.append(_grid_command(seq, 0, side, px - px % tick if px > tick else tick, qty, cl))
+    d.feed(cmds)
+    d.assert_same_state(1, range(1, 41))

@@ -565,8 +565,13 @@ class ReferenceCore:
         return None
 
     def _symbol_add(self, c: dict[str, Any]) -> None:
-        if (c["symbol_id"] != len(self.books) or len(self.books) >= MAX_SYMBOLS or c["price"] <= 0
-                or c["qty"] == 0):
+        if c["price"] <= 0 or c["qty"] == 0 or c["symbol_id"] > len(self.books):
+            return self._reject(c, RejectReason.REJ_INVALID_FIELD)
+        if c["symbol_id"] < len(self.books):          # a redefinition: resting orders stay
+            book = self.books[c["symbol_id"]]
+            book.tick, book.max_qty = c["price"], c["qty"]
+            return None
+        if len(self.books) >= MAX_SYMBOLS:
             return self._reject(c, RejectReason.REJ_INVALID_FIELD)
         self.books.append(Book(c["price"], c["qty"]))
         return None
