@@ -123,6 +123,7 @@ cdef class MatchingCore:
     cdef uint64_t _ev_pos     # absolute ring position of the next event to write
     cdef uint64_t _ev_room    # slots known free from _ev_pos on
     cdef uint64_t _cmd_started  # commands started by the current _run (for error exits)
+    cdef uint32_t _taker        # pool index of a new order while it takes (not yet resting), else NIL
     cdef bint _busy
 
     cdef public object on_events_full

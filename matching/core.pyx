@@ -267,6 +267,7 @@ cdef class MatchingCore:
             raise MemoryError()
         self.pool = <Order *>((<uintptr_t>self._pool_mem + 63) & ~(<uintptr_t>63))
         self.free_head = NIL
+        self._taker = NIL
         cap = _INITIAL_HASH
         self.htab = <HSlot *>calloc(cap, sizeof(HSlot))
         if self.htab == NULL:
@@ -321,6 +322,7 @@ cdef class MatchingCore:
             with nogil:
                 done = <uint64_t>_run(self, commands, events, maxc)
         finally:
+            _drop_taker(self)
             events.publish(self._ev_pos - events.write_pos())
             # a command that failed half-way is consumed: replaying it would repeat its fills
             commands.consume(self._cmd_started if self._cmd_started > done else done)
@@ -363,6 +365,7 @@ cdef class MatchingCore:
                     done += n
         finally:
             if in_run:           # an exception out of a batch: as in process()
+                _drop_taker(self)
                 events.publish(self._ev_pos - events.write_pos())
                 commands.consume(self._cmd_started)
             self._evq = None

@@ -49,24 +49,6 @@ cdef inline void _order_fields(Event *ev, const Order *o) noexcept nogil:
     ev.price = o.price
 
 
-cdef inline void _copy_order(Order *d, const Order *o) noexcept nogil:
-    # field by field for the same reason as in _emit (a struct copy becomes `rep movs`);
-    # prev/next are set by _rest
-    d.order_id = o.order_id
-    d.cl_ord_id = o.cl_ord_id
-    d.price = o.price
-    d.qty = o.qty
-    d.leaves = o.leaves
-    d.session_id = o.session_id
-    d.account_id = o.account_id
-    d.symbol_id = o.symbol_id
-    d.level_hint = 0xFFFF
-    d.side = o.side
-    d.ord_type = o.ord_type
-    d.tif = o.tif
-    d.flags = o.flags
-
-
 cdef int _refill(MatchingCore self) except -1 nogil:
     # The events ring has no slot left for the current command: publish what we wrote,
     # and if the consumer has not freed anything meanwhile, ask the owner to drain.

@@ -210,9 +210,8 @@ cdef bint _fok_fillable(MatchingCore self, Book *bk, const Order *t) noexcept no
 
 cdef int _execute(MatchingCore self, Book *bk, Order *t, uint32_t idx, uint64_t peak,
                   const Command *c) except -1 nogil:
-    # Run t as the taker: FOK check, match, then rest or cancel the remainder.  idx: t's
-    # pool index (a replaced order or a triggered stop, t is then &pool[idx]) or NIL (a
-    # new order on the stack, given a slot only if it rests); peak: iceberg display qty.
+    # Run t (= &pool[idx], in the hash) as the taker: FOK check, match, then rest or cancel
+    # the remainder (and forget the order); peak: iceberg display qty.
     cdef BookSide *opp = &bk.side[2 - t.side]
     if t.tif == TIF_FOK and not _fok_fillable(self, bk, t):
         _canceled(self, c, t, t.leaves, CXL_FOK_UNFILLED, t.cl_ord_id, 0)
@@ -227,14 +226,8 @@ cdef int _execute(MatchingCore self, Book *bk, Order *t, uint32_t idx, uint64_t 
             _canceled(self, c, t, t.leaves, CXL_IOC_REMAINDER, t.cl_ord_id, 0)
             t.leaves = 0
     if t.leaves == 0:
-        if idx != NIL:
-            _forget(self, idx)
+        _forget(self, idx)
         return 0
-    if idx == NIL:
-        idx = _alloc(self)
-        _copy_order(&self.pool[idx], t)
-        self.pool[idx].flags &= ~(<uint8_t>OF_ICEBERG)   # _rest_split sets it with the reserve
-        _hput(self, idx)
     if peak:
         return _rest_split(self, bk, idx, peak)
     return _rest(self, bk, idx, 0)

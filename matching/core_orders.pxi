@@ -1,11 +1,11 @@
 # Command handlers for one order: new, cancel, replace.
 # Included by matching/core.pyx (one module: the hot path stays one translation unit).
 
-cdef uint16_t _new_check(MatchingCore self, const Command *c) noexcept nogil:
-    # The reject reason of a new order (the first failing check, module docstring), 0 if valid.
+cdef uint16_t _new_check(MatchingCore self, const Command *c, uint32_t h, uint64_t *pos) noexcept nogil:
+    # The reject reason of a new order (the first failing check, module docstring), 0 if valid;
+    # h: the hash of its (session, ClOrdID); *pos: where the duplicate probe ended.
     cdef const Book *bk
     cdef const BookSide *opp
-    cdef uint64_t pos
     cdef uint8_t ot = c.ord_type
     cdef bint is_stop = ot == ORD_STOP or ot == ORD_STOP_LIMIT
     if c.symbol_id >= self.n_symbols:
@@ -18,7 +18,8 @@ cdef uint16_t _new_check(MatchingCore self, const Command *c) noexcept nogil:
     bk = &self.books[c.symbol_id]
     if c.qty == 0 or c.qty > bk.max_qty:
         return REJ_INVALID_QUANTITY
-    if (ot == ORD_LIMIT or ot == ORD_STOP_LIMIT) and (c.price <= 0 or c.price % bk.tick != 0):
+    if (ot == ORD_LIMIT or ot == ORD_STOP_LIMIT) and (
+            c.price <= 0 or (bk.tick != 1 and c.price % bk.tick != 0)):
         return REJ_INVALID_PRICE
     if is_stop:
         if c.stop_price <= 0 or c.stop_price % bk.tick != 0:
@@ -30,7 +31,7 @@ cdef uint16_t _new_check(MatchingCore self, const Command *c) noexcept nogil:
             return REJ_INVALID_FIELD
         if c.display_qty >= c.qty:
             return REJ_INVALID_QUANTITY
-    if _hfind(self, c.session_id, c.cl_ord_id, _hash(c.session_id, c.cl_ord_id), &pos) != NIL:
+    if _hfind(self, c.session_id, c.cl_ord_id, h, pos) != NIL:
         return REJ_DUPLICATE_CL_ORD_ID
     opp = &bk.side[2 - c.side]
     if c.flags & FLAG_POST_ONLY:
@@ -76,34 +77,48 @@ cdef inline int _close_window(MatchingCore self, Book *bk, const Command *c) exc
 
 
 cdef int _on_new(MatchingCore self, const Command *c) except -1 nogil:
+    # A valid order gets its pool slot and hash entry at once, in the slot the duplicate probe
+    # ended at (one hash and one probe per order); a taker that does not rest gives both back.
     cdef Book *bk
-    cdef Order t
+    cdef Order *t
     cdef Event *ev
-    cdef uint32_t idx
-    cdef uint16_t reason = _new_check(self, c)
+    cdef uint32_t idx, h = _hash(c.session_id, c.cl_ord_id)
+    cdef uint64_t pos
+    cdef uint16_t reason = _new_check(self, c, h, &pos)
     if reason != 0:
         return _reject(self, c, reason, c.cl_ord_id)
     bk = &self.books[c.symbol_id]
-    _new_order(&t, c, self._next_order_id)
+    ev = _emit(self, c, EVT_ACCEPTED)       # before the book changes (see _match)
+    idx = _alloc(self)
+    t = &self.pool[idx]
+    _new_order(t, c, self._next_order_id)
     self._next_order_id += 1
-    ev = _emit(self, c, EVT_ACCEPTED)
-    _order_fields(ev, &t)
+    _hput_at(self, idx, h, pos)
+    _order_fields(ev, t)
     ev.cl_ord_id = t.cl_ord_id
     ev.qty = t.qty
     ev.leaves = t.qty
     _open_window(self)
     if c.ord_type == ORD_STOP or c.ord_type == ORD_STOP_LIMIT:
-        idx = _alloc(self)
-        _copy_order(&self.pool[idx], &t)
-        self.pool[idx].flags |= OF_STOP
-        _hput(self, idx)
+        t.flags |= OF_STOP
         _stop_insert(self, &bk.stops[c.side - 1], c.side, c.stop_price, idx)
         if bk.has_last and _stop_met(c.side, c.stop_price, bk.last_px, bk.last_px):
             self._win_lo = bk.last_px          # already triggered: it runs at once
             self._win_hi = bk.last_px
     else:
-        _execute(self, bk, &t, NIL, c.display_qty, c)
+        self._taker = idx                   # an exception out of the match drops it
+        _execute(self, bk, t, idx, c.display_qty, c)
+        self._taker = NIL
     return _close_window(self, bk, c)
+
+
+cdef void _drop_taker(MatchingCore self) noexcept nogil:
+    # After an exception out of the middle of a new order's match: the order rests nowhere, so
+    # it leaves the hash and the pool (as if its remainder were canceled; no event says so, and
+    # the owner rebuilds from the journal, as MatchingCore.process documents).
+    if self._taker != NIL:
+        _forget(self, self._taker)
+        self._taker = NIL
 
 
 cdef int _on_cancel(MatchingCore self, const Command *c) except -1 nogil:

@@ -160,6 +160,23 @@ cdef void _hdel(MatchingCore self, uint32_t idx) noexcept nogil:
     _hdel_at(self, i)
 
 
+cdef inline int _hput_at(MatchingCore self, uint32_t idx, uint32_t h, uint64_t pos) except -1 nogil:
+    # Insert pool order idx, of hash h, whose key _hfind just missed with its probe ending at
+    # pos (the table unchanged since).
+    cdef uint64_t mask, i
+    if (self.hcount + 1) * 2 > self.hcap:
+        _grow_hash(self)
+        mask = self.hcap - 1
+        i = h & mask
+        while self.htab[i].idx1 != 0:
+            i = (i + 1) & mask
+        pos = i
+    self.htab[pos].h = h
+    self.htab[pos].idx1 = idx + 1
+    self.hcount += 1
+    return 0
+
+
 cdef int _hput(MatchingCore self, uint32_t idx) except -1 nogil:
     # The key must not be present.
     cdef Order *o = &self.pool[idx]
