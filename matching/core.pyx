@@ -76,9 +76,15 @@ prevention as Binance spot, https://developers.binance.com/docs/binance-spot-api
   gateway's open-quantity bookkeeping); a kill-switch mass cancel (flags 2, sent with scope
   ACCOUNT) cancels in every symbol with CXL_KILL_SWITCH.
 
-Memory: a live order is one 64-byte pool struct plus one 8-byte hash slot (the table grows at
-50 % load, so 16-32 bytes per order) plus its share of a 40-byte price level; the pool grows in
-chunks of max(64 Ki orders, 1/8 of the pool).  An iceberg adds a 24-byte reserve slot, a pending
+Accounts: an order's account is its session's, the account_id the session's latest CMD_NEW or
+CMD_SESSION_OPEN carried (the gateway stamps every command of a session with its one account);
+self-trade prevention, mass cancel by account and snapshots read it per session.  Quantities are
+32-bit in the pool: a symbol's max_qty above 2**32 - 1 is taken as 2**32 - 1.  Exchange order ids
+stay below 2**48 (OverflowError after that).
+
+Memory: a live order is one 48-byte pool struct plus one 8-byte hash slot (the table grows by 1/4
+at 3/4 load, so 10.7-13.3 bytes per order) plus its share of a 40-byte price level; the pool grows
+in chunks of max(64 Ki orders, 1/8 of the pool).  An iceberg adds a 24-byte reserve slot, a pending
 stop a 16-byte stop-list entry.  A price level that empties below the best one stays in its
 sorted array (so an order moving back to that price costs no memmove) until empty levels are
 half the array and a new level is inserted, which squeezes them out.
@@ -183,9 +189,11 @@ cdef uint32_t _INITIAL_LEVELS = 64
 cdef uint32_t _INITIAL_STOPS = 8
 cdef uint32_t _MAX_POOL = 0xFFFFFFFE     # NIL is 0xFFFFFFFF
 cdef uint32_t _POOL_CHUNK = 1 << 16
-# the order hash starts small and doubles at 50 % load: sized by the live orders, not by the
+cdef uint64_t _MAX_ORDER_QTY = 0xFFFFFFFF   # Order.qty and leaves are 32-bit
+# the order hash starts small and grows by 1/4 at 3/4 load: sized by the live orders, not by the
 # pool, so a book with few live orders probes a table that stays in cache
 cdef uint64_t _INITIAL_HASH = 4096
+cdef uint64_t _MAX_HASH = <uint64_t>1 << 32     # _home's multiply-shift needs cap <= 2**32
 
 # mass-cancel selection modes of _cancel_many
 cdef enum:
@@ -295,6 +303,7 @@ cdef class MatchingCore:
         free(self._pool_mem)
         free(self.htab)
         free(self.ice)
+        free(self.acct)
 
     def process(self, SpscRing commands not None, SpscRing events not None,
                 max_commands=(1 << 63)) -> int:
@@ -420,7 +429,7 @@ cdef class MatchingCore:
         if pos < bs.n and bs.lv[pos].price == price:
             oi = bs.lv[pos].head
             while oi != NIL:
-                out.append(self.pool[oi].order_id)
+                out.append(_oid(&self.pool[oi]))
                 oi = self.pool[oi].next
         return out
 
@@ -443,7 +452,7 @@ cdef class MatchingCore:
         cdef StopSide *ss
         _check_book_side(self, symbol_id, side)
         ss = &self.books[symbol_id].stops[side - 1]
-        return [(ss.e[ss.n - 1 - k].stop_px, self.pool[ss.e[ss.n - 1 - k].idx].order_id)
+        return [(ss.e[ss.n - 1 - k].stop_px, _oid(&self.pool[ss.e[ss.n - 1 - k].idx]))
                 for k in range(ss.n)]
 
     def last_trade_price(self, uint32_t symbol_id) -> int:
@@ -469,9 +478,9 @@ cdef class MatchingCore:
             return None
         o = &self.pool[idx]
         pending = (o.flags & OF_STOP) != 0
-        return {"order_id": o.order_id, "side": o.side, "price": o.price, "qty": o.qty,
-                "leaves": o.leaves + _hidden(self, idx, o), "symbol_id": o.symbol_id,
-                "account_id": o.account_id, "ord_type": o.ord_type, "tif": o.tif,
+        return {"order_id": _oid(o), "side": o.side, "price": o.price, "qty": o.qty,
+                "leaves": o.leaves + _hidden(self, idx, o), "symbol_id": _sym(o),
+                "account_id": _acct(self, o.session_id), "ord_type": o.ord_type, "tif": o.tif,
                 "visible": 0 if pending else o.leaves, "stop_price": _stop_px(o) if pending else 0}
 
     def memory_stats(self) -> dict:

@@ -1,11 +1,11 @@
 # Command handlers for many orders or none, and the command loop.
 # Included by matching/core.pyx (one module: the hot path stays one translation unit).
 
-cdef inline bint _selected(const Order *o, const Command *c, int mode) noexcept nogil:
+cdef inline bint _selected(MatchingCore self, const Order *o, const Command *c, int mode) noexcept nogil:
     if mode == SEL_SESSION:
         return o.session_id == c.session_id
     if mode == SEL_ACCOUNT:
-        return o.account_id == c.account_id
+        return _acct(self, o.session_id) == c.account_id
     return o.tif == TIF_DAY
 
 
@@ -27,7 +27,7 @@ cdef int64_t _cancel_levels(MatchingCore self, const Command *c, Book *bk, int s
         while oi != NIL:
             o = &self.pool[oi]
             nxt = o.next
-            if _selected(o, c, mode):
+            if _selected(self, o, c, mode):
                 _canceled(self, c, o, o.leaves + _hidden(self, oi, o), reason,
                           _cause(o, c, own_request), 0)
                 _unlink(self, bk, o, oi)
@@ -47,7 +47,7 @@ cdef int64_t _cancel_stops(MatchingCore self, const Command *c, StopSide *ss, in
         i -= 1
         oi = ss.e[i].idx
         o = &self.pool[oi]
-        if _selected(o, c, mode):
+        if _selected(self, o, c, mode):
             _canceled(self, c, o, o.leaves, reason, _cause(o, c, own_request), 0)
             ss.n -= 1
             if i < ss.n:
@@ -136,7 +136,7 @@ cdef int _on_symbol_add(MatchingCore self, const Command *c) except -1 nogil:
     if c.symbol_id < self.n_symbols:  # a redefinition: new tick / max_qty, orders stay
         bk = &self.books[c.symbol_id]
         bk.tick = c.price
-        bk.max_qty = c.qty
+        bk.max_qty = _qty_cap(c.qty)
         return 0
     if self.n_symbols >= MAX_SYMBOLS:
         return _reject(self, c, REJ_INVALID_FIELD, c.cl_ord_id)
@@ -247,7 +247,9 @@ cdef int64_t _run(MatchingCore self, SpscRing commands, SpscRing events,
                 _cancel_reject(self, c, c.depth, NULL)
             else:
                 _reject(self, c, c.depth, c.orig_cl_ord_id if c.stp == CMD_BOOK_QUERY else c.cl_ord_id)
-        elif typ != CMD_SESSION_OPEN and typ != CMD_ADMIN and typ != CMD_SESSION_STATE:
+        elif typ == CMD_SESSION_OPEN:
+            _set_acct(self, c.session_id, c.account_id)
+        elif typ != CMD_ADMIN and typ != CMD_SESSION_STATE:
             # the gateway keeps the session table; anything else is not a command we know
             _reject(self, c, REJ_INVALID_FIELD, c.cl_ord_id)
         i += 1

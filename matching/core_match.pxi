@@ -72,18 +72,18 @@ cdef inline void _fill_fields(Event *ev, const Order *t, const Order *m, int64_t
                               uint64_t qty) noexcept nogil:
     # an EVT_FILL of taker t against maker m, after both leaves were reduced by qty
     ev.session_id = t.session_id
-    ev.symbol_id = t.symbol_id
+    ev.symbol_id = _sym(t)
     ev.side = t.side
     ev.ord_type = t.ord_type
     ev.tif = t.tif
     ev.contra_session = m.session_id
     ev.cl_ord_id = t.cl_ord_id
-    ev.order_id = t.order_id
+    ev.order_id = _oid(t)
     ev.price = price
     ev.qty = qty
     ev.leaves = t.leaves
     ev.contra_cl_ord_id = m.cl_ord_id
-    ev.contra_order_id = m.order_id
+    ev.contra_order_id = _oid(m)
     ev.contra_leaves = m.leaves
 
 
@@ -130,7 +130,7 @@ cdef int _match(MatchingCore self, Book *bk, Order *t, const Command *c) except 
     cdef BookSide *opp = &bk.side[2 - t.side]
     cdef bint market = _is_market(t.ord_type)
     cdef uint8_t stp = _stp_of(t)
-    cdef uint32_t acct = t.account_id
+    cdef uint32_t acct = _acct(self, t.session_id)
     cdef Level *L
     cdef Order *m
     cdef uint32_t mi
@@ -145,7 +145,7 @@ cdef int _match(MatchingCore self, Book *bk, Order *t, const Command *c) except 
         while t.leaves > 0 and L.head != NIL:
             mi = L.head
             m = &self.pool[mi]
-            if stp != STP_NONE and m.account_id == acct:
+            if stp != STP_NONE and _acct(self, m.session_id) == acct:
                 _self_trade(self, L, t, m, mi, stp, c)
                 continue
             x = m.leaves if m.leaves < t.leaves else t.leaves
@@ -196,7 +196,7 @@ cdef bint _fok_fillable(MatchingCore self, Book *bk, const Order *t) noexcept no
             oi = L.head
             while oi != NIL:
                 m = &self.pool[oi]
-                if m.account_id == t.account_id:
+                if _acct(self, m.session_id) == _acct(self, t.session_id):
                     return False
                 avail += m.leaves
                 if avail >= need:

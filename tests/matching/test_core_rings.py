@@ -180,8 +180,8 @@ def test_pool_and_hash_growth() -> None:
         h.run(*cmds[k:k + 1000])
     st = h.core.memory_stats()
     assert st["resting_orders"] == 3000 == h.core.order_count()
-    assert st["pool_capacity"] >= 3000 and st["hash_capacity"] >= 6000
-    assert st["order_struct_bytes"] == 64
+    assert st["pool_capacity"] >= 3000 and st["hash_capacity"] * 3 >= 3000 * 4
+    assert st["order_struct_bytes"] == 48
     assert st["levels"] == 50
     for i in range(0, 3000, 37):
         assert h.core.lookup(1 + i % 3, i) == h.ref.lookup(1 + i % 3, i)
