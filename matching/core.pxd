@@ -105,6 +105,11 @@ cdef class MatchingCore:
     cdef HSlot *htab
     cdef uint64_t hcap        # power of two
     cdef uint64_t hcount
+    cdef uint64_t hver        # bumped by every change of the table: a probe's end slot is
+                              # still the insert slot while it is unchanged
+    cdef uint32_t _t_h        # a new order's hash, the slot its duplicate probe ended at and
+    cdef uint64_t _t_pos      # hver then (for its insert when it rests; see _execute)
+    cdef uint64_t _t_ver
 
     cdef uint32_t *acct       # account id by session id (the latest a command of it carried)
     cdef uint64_t acct_cap

@@ -190,10 +190,11 @@ cdef uint32_t _INITIAL_STOPS = 8
 cdef uint32_t _MAX_POOL = 0xFFFFFFFE     # NIL is 0xFFFFFFFF
 cdef uint32_t _POOL_CHUNK = 1 << 16
 cdef uint64_t _MAX_ORDER_QTY = 0xFFFFFFFF   # Order.qty and leaves are 32-bit
-# the order hash starts small and grows by 1/4 at 3/4 load: sized by the live orders, not by the
+# the order hash starts small and grows with the live orders (core_store.pxi): sized by them, not by the
 # pool, so a book with few live orders probes a table that stays in cache
 cdef uint64_t _INITIAL_HASH = 4096
 cdef uint64_t _MAX_HASH = <uint64_t>1 << 32     # _home's multiply-shift needs cap <= 2**32
+cdef uint64_t _HASH_DENSE = 1 << 18             # slots: below, half full at most; above, 3/4
 
 # mass-cancel selection modes of _cancel_many
 cdef enum:

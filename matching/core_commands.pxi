@@ -216,18 +216,21 @@ cdef int64_t _run(MatchingCore self, SpscRing commands, SpscRing events,
     self._ev_room = events.free_slots()
     while i < n:
         c = <const Command *>commands.slot(rp + i)
-        need = _bounded_events(self, c)
-        if need > self._ev_room:
-            events.publish(self._ev_pos - events.write_pos())
-            self._ev_room = events.free_slots()
-            if need > self._ev_room:
-                if need > events.capacity:
-                    with gil:
-                        raise RuntimeError(f"events ring of {events.capacity} slots cannot hold the "
-                                           f"{need} records of one book snapshot")
-                break
-        self._cmd_started = i + 1
         typ = c.type
+        # only a book query needs more than 2 slots up front (fills, per-order cancels and
+        # triggers refill the ring as they go)
+        if typ == CMD_BOOK_QUERY or self._ev_room < 2:
+            need = _bounded_events(self, c)
+            if need > self._ev_room:
+                events.publish(self._ev_pos - events.write_pos())
+                self._ev_room = events.free_slots()
+                if need > self._ev_room:
+                    if need > events.capacity:
+                        with gil:
+                            raise RuntimeError(f"events ring of {events.capacity} slots cannot hold "
+                                               f"the {need} records of one book snapshot")
+                    break
+        self._cmd_started = i + 1
         if typ == CMD_NEW:
             _on_new(self, c)
         elif typ == CMD_CANCEL:

@@ -209,9 +209,11 @@ cdef bint _fok_fillable(MatchingCore self, Book *bk, const Order *t) noexcept no
 
 
 cdef int _execute(MatchingCore self, Book *bk, Order *t, uint32_t idx, uint64_t peak,
-                  const Command *c) except -1 nogil:
-    # Run t (= &pool[idx], in the hash) as the taker: FOK check, match, then rest or cancel
-    # the remainder (and forget the order); peak: iceberg display qty.
+                  const Command *c, bint hashed) except -1 nogil:
+    # Run t (= &pool[idx]) as the taker: FOK check, match, then rest or cancel the remainder
+    # (and forget the order); peak: iceberg display qty.  hashed: t is in the order hash
+    # already (a triggered stop, a replace); a new order enters it only if it rests, so a
+    # taker that fills at once costs no insert and no delete.
     cdef BookSide *opp = &bk.side[2 - t.side]
     if t.tif == TIF_FOK and not _fok_fillable(self, bk, t):
         _canceled(self, c, t, t.leaves, CXL_FOK_UNFILLED, t.cl_ord_id, 0)
@@ -226,8 +228,16 @@ cdef int _execute(MatchingCore self, Book *bk, Order *t, uint32_t idx, uint64_t 
             _canceled(self, c, t, t.leaves, CXL_IOC_REMAINDER, t.cl_ord_id, 0)
             t.leaves = 0
     if t.leaves == 0:
-        _forget(self, idx)
+        if hashed:
+            _forget(self, idx)
+        else:
+            _release(self, idx)
         return 0
+    if not hashed:
+        if self.hver == self._t_ver:            # nothing changed the table since the probe
+            _hput_at(self, idx, self._t_h, self._t_pos)
+        else:
+            _hput(self, idx)
     if peak:
         return _rest_split(self, bk, idx, peak)
     return _rest(self, bk, idx, 0)
@@ -259,4 +269,4 @@ cdef int _run_stops(MatchingCore self, Book *bk, const Command *c) except -1 nog
         ev.qty = o.qty
         ev.leaves = o.leaves
         ev.ref = <uint64_t>px
-        _execute(self, bk, o, idx, 0, c)
+        _execute(self, bk, o, idx, 0, c, True)

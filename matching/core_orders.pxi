@@ -74,8 +74,8 @@ cdef inline int _close_window(MatchingCore self, Book *bk, const Command *c) exc
 
 
 cdef int _on_new(MatchingCore self, const Command *c) except -1 nogil:
-    # A valid order gets its pool slot and hash entry at once, in the slot the duplicate probe
-    # ended at (one hash and one probe per order); a taker that does not rest gives both back.
+    # A valid order gets its pool slot at once; a stop enters the hash in the slot the
+    # duplicate probe ended at, a taker only when it rests (see _execute).
     cdef Book *bk
     cdef Order *t
     cdef Event *ev
@@ -95,7 +95,6 @@ cdef int _on_new(MatchingCore self, const Command *c) except -1 nogil:
     t = &self.pool[idx]
     _new_order(t, c, self._next_order_id)
     self._next_order_id += 1
-    _hput_at(self, idx, h, pos)
     _order_fields(ev, t)
     ev.cl_ord_id = t.cl_ord_id
     ev.qty = t.qty
@@ -103,23 +102,33 @@ cdef int _on_new(MatchingCore self, const Command *c) except -1 nogil:
     _open_window(self)
     if c.ord_type == ORD_STOP or c.ord_type == ORD_STOP_LIMIT:
         t.flags |= OF_STOP
+        _hput_at(self, idx, h, pos)
         _stop_insert(self, &bk.stops[c.side - 1], c.side, c.stop_price, idx)
         if bk.has_last and _stop_met(c.side, c.stop_price, bk.last_px, bk.last_px):
             self._win_lo = bk.last_px          # already triggered: it runs at once
             self._win_hi = bk.last_px
     else:
         self._taker = idx                   # an exception out of the match drops it
-        _execute(self, bk, t, idx, c.display_qty, c)
+        self._t_h = h
+        self._t_pos = pos
+        self._t_ver = self.hver
+        _execute(self, bk, t, idx, c.display_qty, c, False)
         self._taker = NIL
     return _close_window(self, bk, c)
 
 
 cdef void _drop_taker(MatchingCore self) noexcept nogil:
     # After an exception out of the middle of a new order's match: the order rests nowhere, so
-    # it leaves the hash and the pool (as if its remainder were canceled; no event says so, and
-    # the owner rebuilds from the journal, as MatchingCore.process documents).
+    # it leaves the hash (if it got there) and the pool (as if its remainder were canceled; no
+    # event says so, and the owner rebuilds from the journal, as MatchingCore.process documents).
+    cdef uint64_t pos
+    cdef Order *t
     if self._taker != NIL:
-        _forget(self, self._taker)
+        t = &self.pool[self._taker]
+        if _hfind(self, t.session_id, t.cl_ord_id, _hash(t.session_id, t.cl_ord_id), &pos) == self._taker:
+            _forget(self, self._taker)
+        else:
+            _release(self, self._taker)
         self._taker = NIL
 
 
@@ -237,5 +246,5 @@ cdef int _on_replace(MatchingCore self, const Command *c) except -1 nogil:
     if ice != NULL:
         ice.hidden = 0
     _open_window(self)
-    _execute(self, bk, o, idx, peak, c)
+    _execute(self, bk, o, idx, peak, c, True)
     return _close_window(self, bk, c)

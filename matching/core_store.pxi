@@ -2,14 +2,10 @@
 # Included by matching/core.pyx (one module: the hot path stays one translation unit).
 
 cdef inline uint32_t _hash(uint32_t session_id, uint64_t cl_ord_id) noexcept nogil:
-    # splitmix64 finalizer: ClOrdIDs are often sequential, the low bits must still spread
-    cdef uint64_t x = cl_ord_id ^ (<uint64_t>session_id * <uint64_t>0x9E3779B97F4A7C15ULL)
-    x ^= x >> 30
-    x *= <uint64_t>0xBF58476D1CE4E5B9ULL
-    x ^= x >> 27
-    x *= <uint64_t>0x94D049BB133111EBULL
-    x ^= x >> 31
-    return <uint32_t>x
+    # Fibonacci hashing (Knuth, TAOCP 6.4): the high half of one multiply by 2**64 / phi, so
+    # sequential ClOrdIDs spread over the top bits, the ones _home reads
+    cdef uint64_t x = cl_ord_id ^ (<uint64_t>session_id << 40) ^ (<uint64_t>session_id >> 24)
+    return <uint32_t>((x * <uint64_t>0x9E3779B97F4A7C15ULL) >> 32)
 
 
 cdef inline uint64_t _ice_hash(uint32_t idx) noexcept nogil:
@@ -136,8 +132,9 @@ cdef inline void _release(MatchingCore self, uint32_t idx) noexcept nogil:
 # --------------------------------------------------------------------------------- order hash
 
 # Linear probing over a table of any size (the home slot by Lemire's multiply-shift, not a
-# mask), filled to 3/4 and grown by 1/4: 8-byte slots at 0.6-0.75 load are 10.7-13.3 bytes per
-# order, where a power-of-two table at most half full took 16-32.
+# mask).  A small table (a book of up to ~128 Ki live orders) doubles at 1/2 load, for short
+# probes; past _HASH_DENSE slots it fills to 3/4 and grows by 1/4: 8-byte slots at 0.6-0.75
+# load are 10.7-13.3 bytes per order, where half-full power-of-two tables took 16-32.
 
 cdef inline uint64_t _home(uint32_t h, uint64_t cap) noexcept nogil:
     # h * cap / 2**32: slots in the order of h, and no division (cap <= 2**32)
@@ -150,12 +147,15 @@ cdef inline uint64_t _hnext(uint64_t i, uint64_t cap) noexcept nogil:
 
 
 cdef inline bint _hfull(MatchingCore self) noexcept nogil:
-    # one more entry would pass 3/4 (a table at its 2**32 limit fills on: the pool is smaller)
+    # one more entry would pass the load limit (a table at its 2**32 limit fills on: the pool
+    # is smaller)
+    if self.hcap < _HASH_DENSE:
+        return (self.hcount + 1) * 2 > self.hcap
     return (self.hcount + 1) * 4 > self.hcap * 3 and self.hcap < _MAX_HASH
 
 
 cdef int _grow_hash(MatchingCore self) except -1 nogil:
-    cdef uint64_t new_cap = self.hcap + (self.hcap >> 2) + 8, i, j
+    cdef uint64_t new_cap = self.hcap * 2 if self.hcap < _HASH_DENSE else self.hcap + (self.hcap >> 2), i, j
     cdef HSlot *t
     if new_cap > _MAX_HASH:
         new_cap = _MAX_HASH
@@ -172,6 +172,7 @@ cdef int _grow_hash(MatchingCore self) except -1 nogil:
     free(self.htab)
     self.htab = t
     self.hcap = new_cap
+    self.hver += 1
     return 0
 
 
@@ -215,6 +216,7 @@ cdef void _hdel_at(MatchingCore self, uint64_t pos) noexcept nogil:
             i = j
     self.htab[i].idx1 = 0
     self.hcount -= 1
+    self.hver += 1
 
 
 cdef void _hdel(MatchingCore self, uint32_t idx) noexcept nogil:
@@ -242,6 +244,7 @@ cdef inline int _hput_at(MatchingCore self, uint32_t idx, uint32_t h, uint64_t p
     self.htab[pos].h = h
     self.htab[pos].idx1 = idx + 1
     self.hcount += 1
+    self.hver += 1
     return 0
 
 
@@ -256,6 +259,7 @@ cdef int _hput(MatchingCore self, uint32_t idx) except -1 nogil:
     self.htab[i].h = h
     self.htab[i].idx1 = idx + 1
     self.hcount += 1
+    self.hver += 1
     return 0
 
 
