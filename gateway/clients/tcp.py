@@ -40,8 +40,8 @@ class MessageInbox(abc.ABC):
         self._tasks: list[asyncio.Task[None]] = []
 
     @abc.abstractmethod
-    async def close(self) -> None:
-        """Log out if still connected and end the connection."""
+    async def _close_transport(self) -> None:
+        """Close the connection (the read and heartbeat tasks are cancelled already)."""
 
     @abc.abstractmethod
     async def _heartbeat_loop(self) -> None:
@@ -74,6 +74,16 @@ class MessageInbox(abc.ABC):
                 self.on_message(m)
             else:
                 self.messages.put_nowait(m)
+
+    async def close(self) -> None:
+        """End the connection (without a Logout: ``logout`` sends one first) and its tasks."""
+        for t in self._tasks:
+            t.cancel()
+        await self._close_transport()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self.closed.set()
 
     async def recv(self, timeout: float = 5.0) -> Message:
         """The next message.  Raises asyncio.TimeoutError; ConnectionError once closed and empty."""
@@ -180,13 +190,7 @@ class OrderClient(MessageInbox):
                 await asyncio.wait_for(self.closed.wait(), 2.0)
         await self.close()
 
-    async def close(self) -> None:
-        for t in self._tasks:
-            t.cancel()
+    async def _close_transport(self) -> None:
         self.writer.close()
         with contextlib.suppress(Exception):
             await self.writer.wait_closed()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
-        self.closed.set()

@@ -81,11 +81,5 @@ class WsOrderClient(MessageInbox):
                 await asyncio.wait_for(self.closed.wait(), 2.0)
         await self.close()
 
-    async def close(self) -> None:
-        for t in self._tasks:
-            t.cancel()
+    async def _close_transport(self) -> None:
         await self.ws.close()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
-        self.closed.set()
