@@ -128,18 +128,10 @@ class Engine:
         self.pipeline.sink = sink
 
     @property
-    def pumps(self) -> int:
-        return self.pipeline.pumps
-
-    @property
-    def recovered_event_no(self) -> int:
-        """The last event number the journal explained at the start (``recover``)."""
-        return self.recovery.recovered_event_no
-
-    @property
-    def recovered_trade_id(self) -> int:
-        """The last trade id the journal explained at the start."""
-        return self.recovery.recovered_trade_id
+    def journal_point(self) -> tuple[int, int]:
+        """(last event number, last trade id) the journal explained at the start (``recover``):
+        the PostgreSQL sink's ``journal_point``."""
+        return self.recovery.recovered_event_no, self.recovery.recovered_trade_id
 
     # -- entry points ------------------------------------------------------------------------
     def recover(self) -> RecoveryStats:
