@@ -32,7 +32,6 @@ from gateway.engine.pipeline import Pipeline, SessionWriter
 from gateway.engine.recovery import Recovery, RecoveryStats
 from gateway.engine.sessions import Sessions, SessionTable
 from gateway.engine.snapshots import Snapshots
-from gateway.engine.stats import EngineStats
 from gateway.engine.symbols import SymbolCatalog, SymbolChanges
 from gateway.risk.pretrade import AdminAction, RiskEngine, admin_record
 from matching.core import MatchingCore
@@ -65,6 +64,9 @@ class Engine:
         self.sessions = Sessions(cfg, t, self.pipeline, self.catalog, self.risk)
         self.snapshots = Snapshots(cfg, self.pipeline)
         self.recovery = Recovery(cfg, self.pipeline, t, self.sessions, self.catalog, self.snapshots)
+        # imported here, not at the top: stats.py imports this module for the types of the
+        # figures it reads (mypy then checks Engine first)
+        from gateway.engine.stats import EngineStats
         self.stats = EngineStats(self)
         p = self.pipeline
         self._register_parts()
