@@ -244,8 +244,7 @@ class Gateway:
         assert events is not None
         sink = EventSink(self.cfg.pg_dsn, self.cfg.partition, events, self.engine.symbol_names,
                          self.engine.account,
-                         journal_point=(self.engine.recovered_event_no,
-                                        self.engine.recovered_trade_id))
+                         journal_point=self.engine.journal_point)
         self.engine.sink = sink
         self._tasks.append(asyncio.create_task(sink.run(), name="hftgw-sink"))
         log.info("PostgreSQL sink on, partition %r; event log %s holds events %d..%d",
