@@ -82,8 +82,8 @@ self-trade prevention, mass cancel by account and snapshots read it per session.
 32-bit in the pool: a symbol's max_qty above 2**32 - 1 is taken as 2**32 - 1.  Exchange order ids
 stay below 2**48 (OverflowError after that).
 
-Memory: a live order is one 48-byte pool struct plus one 8-byte hash slot (the table grows by 1/4
-at 3/4 load, so 10.7-13.3 bytes per order) plus its share of a 40-byte price level; the pool grows
+Memory: a live order is one 48-byte pool struct plus one 8-byte hash slot (a table past 256 Ki
+slots grows by 1/5 at 4/5 load, so 10-12 bytes per order; a smaller one doubles at 1/2) plus its share of a 40-byte price level; the pool grows
 in chunks of max(64 Ki orders, 1/8 of the pool).  An iceberg adds a 24-byte reserve slot, a pending
 stop a 16-byte stop-list entry.  A price level that empties below the best one stays in its
 sorted array (so an order moving back to that price costs no memmove) until empty levels are
@@ -194,7 +194,7 @@ cdef uint64_t _MAX_ORDER_QTY = 0xFFFFFFFF   # Order.qty and leaves are 32-bit
 # pool, so a book with few live orders probes a table that stays in cache
 cdef uint64_t _INITIAL_HASH = 4096
 cdef uint64_t _MAX_HASH = <uint64_t>1 << 32     # _home's multiply-shift needs cap <= 2**32
-cdef uint64_t _HASH_DENSE = 1 << 18             # slots: below, half full at most; above, 3/4
+cdef uint64_t _HASH_DENSE = 1 << 18             # slots: below, half full at most; above, 4/5
 
 # mass-cancel selection modes of _cancel_many
 cdef enum:

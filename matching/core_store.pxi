@@ -133,8 +133,8 @@ cdef inline void _release(MatchingCore self, uint32_t idx) noexcept nogil:
 
 # Linear probing over a table of any size (the home slot by Lemire's multiply-shift, not a
 # mask).  A small table (a book of up to ~128 Ki live orders) doubles at 1/2 load, for short
-# probes; past _HASH_DENSE slots it fills to 3/4 and grows by 1/4: 8-byte slots at 0.6-0.75
-# load are 10.7-13.3 bytes per order, where half-full power-of-two tables took 16-32.
+# probes; past _HASH_DENSE slots it fills to 4/5 and grows by 1/5: 8-byte slots at 0.67-0.8
+# load are 10-12 bytes per order, where half-full power-of-two tables took 16-32.
 
 cdef inline uint64_t _home(uint32_t h, uint64_t cap) noexcept nogil:
     # h * cap / 2**32: slots in the order of h, and no division (cap <= 2**32)
@@ -151,11 +151,11 @@ cdef inline bint _hfull(MatchingCore self) noexcept nogil:
     # is smaller)
     if self.hcap < _HASH_DENSE:
         return (self.hcount + 1) * 2 > self.hcap
-    return (self.hcount + 1) * 4 > self.hcap * 3 and self.hcap < _MAX_HASH
+    return (self.hcount + 1) * 5 > self.hcap * 4 and self.hcap < _MAX_HASH
 
 
 cdef int _grow_hash(MatchingCore self) except -1 nogil:
-    cdef uint64_t new_cap = self.hcap * 2 if self.hcap < _HASH_DENSE else self.hcap + (self.hcap >> 2), i, j
+    cdef uint64_t new_cap = self.hcap * 2 if self.hcap < _HASH_DENSE else self.hcap + self.hcap // 5, i, j
     cdef HSlot *t
     if new_cap > _MAX_HASH:
         new_cap = _MAX_HASH
