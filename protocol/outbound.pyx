@@ -18,21 +18,8 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, realloc
 from libc.string cimport memcmp, memcpy, memset
 
-from matching.records cimport (
-    EVT_ACCEPTED,
-    EVT_BOOK_LEVEL,
-    EVT_BOOK_SNAPSHOT,
-    EVT_CANCEL_REJECTED,
-    EVT_CANCELED,
-    EVT_FILL,
-    EVT_MASS_CANCEL_DONE,
-    EVT_REJECTED,
-    EVT_REPLACED,
-    EVT_TRIGGERED,
-    LIQ_MAKER,
-    LIQ_TAKER,
-    Event,
-)
+# what is used of it: Event and the EVT_* / LIQ_* values it carries
+from matching.records cimport *
 from matching.native.byteorder cimport ld32, st32
 from matching.ring cimport SpscRing
 from protocol.codec cimport (
