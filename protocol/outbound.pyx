@@ -12,6 +12,10 @@ fills are numbered (``event_no``) and can be captured raw for the event log that
 PostgreSQL sink, and for market data (``md_tap``) the
 encoder notes which symbols' books changed and copies the fill records, so the market-data
 publisher works per symbol per tick, never per order.
+
+Source layout: the class is here; included are the per-event encoding (_outbound_events.pxi),
+BookSnapshot (_outbound_snapshot.pxi), export/import_state (_outbound_state.pxi) and the block
+fillers generated from the schema (outbound_fills.pxi).
 """
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
@@ -57,6 +61,7 @@ from protocol.symbols cimport SymbolTable
 include "outbound_fills.pxi"
 include "_outbound_snapshot.pxi"
 include "_outbound_state.pxi"
+include "_outbound_events.pxi"
 
 # Order-to-ack latency bucket upper bounds (ns, inclusive as Prometheus `le`); +Inf is implied.
 cdef uint64_t LATENCY_BOUNDS_NS[N_LATENCY_BOUNDS]
@@ -67,10 +72,6 @@ for _i, _b in enumerate(_BOUNDS_S):
 
 # A session buffer larger than this is freed when taken rather than kept for reuse.
 cdef size_t KEEP_BUFFER_BYTES = 1 << 20
-
-
-cdef inline int _reason_slot(uint16_t reason) noexcept nogil:
-    return reason if reason < N_REASON_COUNTERS else N_REASON_COUNTERS - 1
 
 
 cdef int _append_record(char **buf, size_t *length, size_t *cap, const Event *ev) noexcept nogil:
@@ -89,11 +90,16 @@ cdef int _append_record(char **buf, size_t *length, size_t *cap, const Event *ev
     return 0
 
 
-cdef inline char *_begin(Outbound o, const Event *ev, uint16_t template_id, size_t block_length,
-                         uint64_t *seq) noexcept nogil:
-    # number the message for ev's session, then reserve its block (NULL: not buffered)
-    seq[0] = o._number(ev.session_id)
-    return o._reserve(ev.session_id, template_id, block_length, 0)
+cdef bytes _take_buffer(char **buf, size_t *length, size_t *cap):
+    # the buffered bytes, emptying the buffer; one grown past KEEP_BUFFER_BYTES (a burst) is
+    # freed rather than kept for reuse
+    out = buf[0][:length[0]] if length[0] else b""
+    length[0] = 0
+    if cap[0] > KEEP_BUFFER_BYTES:
+        free(buf[0])
+        buf[0] = NULL
+        cap[0] = 0
+    return out
 
 
 cdef class Outbound:
@@ -226,13 +232,7 @@ cdef class Outbound:
     def take(self, sid: int) -> bytes:
         """Return and clear the session's buffered bytes (b"" when none)."""
         cdef SessionOut *s = self._session(sid)
-        out = s.data[:s.len] if s.len else b""
-        s.len = 0
-        if s.cap > KEEP_BUFFER_BYTES:
-            free(s.data)
-            s.data = NULL
-            s.cap = 0
-        return out
+        return _take_buffer(&s.data, &s.len, &s.cap)
 
     def take_seq(self, sid: int) -> tuple:
         """Return and clear the session's buffered bytes with the seqNum of their first message:
@@ -299,7 +299,7 @@ cdef class Outbound:
                     _book_snapshot(self, events, pos + i, True)
                     i += 1 + levels
                 else:
-                    self._event(ev, now_ns)
+                    _encode_event(self, ev, now_ns)
                     i += 1
             events.consume(i)
         if self.out_of_memory:
@@ -407,90 +407,10 @@ cdef class Outbound:
                 self.out_of_memory = True
 
     cdef void _event(self, const Event *ev, uint64_t now_ns) noexcept nogil:
-        # the blocks are filled by the generated fill_* functions (protocol/fillgen.py)
-        cdef uint64_t seq, key
-        cdef char *p
-        cdef uint8_t t = ev.type
-        if self.observer.fn != NULL:
-            self.observer.fn(self.observer.ctx, ev)
-        self.events_by_type[t] += 1
-        key = self.symbols.key_of(ev.symbol_id)
-        if self.md_touch_on and (t == EVT_ACCEPTED or t == EVT_FILL or t == EVT_CANCELED
-                                 or t == EVT_REPLACED):
-            self._md_tap(ev)
-        if t == EVT_ACCEPTED:
-            self._observe_latency(ev, now_ns)
-            self._capture(ev)
-            p = _begin(self, ev, TPL_ORDER_ACCEPTED, sizeof(OrderAcceptedBlock), &seq)
-            if p != NULL:
-                fill_order_accepted(p, ev, seq, key)
-        elif t == EVT_REJECTED:
-            self._observe_latency(ev, now_ns)
-            self._capture(ev)
-            self.rejects_by_reason[_reason_slot(ev.reason)] += 1
-            p = _begin(self, ev, TPL_ORDER_REJECTED, sizeof(OrderRejectedBlock), &seq)
-            if p != NULL:
-                fill_order_rejected(p, ev, seq, key)
-        elif t == EVT_FILL:
-            self.fills += 1
-            self.traded_qty += ev.qty
-            self._capture(ev)
-            self._execution(ev, False)
-            self._execution(ev, True)
-        elif t == EVT_CANCELED:
-            self.cancels_by_reason[_reason_slot(ev.reason)] += 1
-            self._capture(ev)
-            p = _begin(self, ev, TPL_ORDER_CANCELED, sizeof(OrderCanceledBlock), &seq)
-            if p != NULL:
-                fill_order_canceled(p, ev, seq, key)
-        elif t == EVT_TRIGGERED:
-            self._capture(ev)
-            p = _begin(self, ev, TPL_ORDER_TRIGGERED, sizeof(OrderTriggeredBlock), &seq)
-            if p != NULL:
-                fill_order_triggered(p, ev, seq, key)
-        elif t == EVT_REPLACED:
-            self._capture(ev)
-            p = _begin(self, ev, TPL_ORDER_REPLACED, sizeof(OrderReplacedBlock), &seq)
-            if p != NULL:
-                fill_order_replaced(p, ev, seq, key)
-        elif t == EVT_CANCEL_REJECTED:
-            self.rejects_by_reason[_reason_slot(ev.reason)] += 1
-            p = _begin(self, ev, TPL_CANCEL_REJECTED, sizeof(CancelRejectedBlock), &seq)
-            if p != NULL:
-                fill_cancel_rejected(p, ev, seq, key)
-        elif t == EVT_MASS_CANCEL_DONE:
-            p = _begin(self, ev, TPL_MASS_CANCEL_DONE, sizeof(MassCancelDoneBlock), &seq)
-            if p != NULL:
-                fill_mass_cancel_done(p, ev, seq, key)
-        # EVT_BOOK_LEVEL outside a snapshot and unknown types: counted above, nothing to send
+        _encode_event(self, ev, now_ns)
 
     cdef void _execution(self, const Event *ev, bint maker) noexcept nogil:
-        cdef uint32_t sid = ev.contra_session if maker else ev.session_id
-        cdef uint64_t seq = self._number(sid)
-        cdef uint64_t key
-        cdef ExecutionBlock *ex = <ExecutionBlock *>self._reserve(sid, TPL_EXECUTION,
-                                                                  sizeof(ExecutionBlock), 0)
-        if ex == NULL:
-            return
-        key = self.symbols.key_of(ev.symbol_id)
-        ex.seq_num = seq
-        ex.transact_time = ev.ts
-        ex.trade_id = ev.ref
-        ex.last_px = ev.price
-        ex.last_qty = ev.qty
-        memcpy(ex.symbol, &key, 8)
-        if maker:
-            ex.cl_ord_id = ev.contra_cl_ord_id
-            ex.order_id = ev.contra_order_id
-            ex.leaves_qty = ev.contra_leaves
-            ex.side = 3 - ev.side    # the maker is on the other side (BUY=1, SELL=2)
-            ex.liquidity = LIQ_MAKER
-        else:
-            ex.cl_ord_id = ev.cl_ord_id
-            ex.order_id = ev.order_id
-            ex.leaves_qty = ev.leaves
-            ex.side = ev.side
-            ex.liquidity = LIQ_TAKER
+        _encode_execution(self, ev, maker)
 
     # -- scrape-time reads ------------------------------------------------------------------------
     def counters(self) -> dict:
@@ -542,13 +462,8 @@ cdef class Outbound:
         event order, numbers first .. first+n-1; ``(event_state() + 1, b"")`` when none."""
         if self.capture_len == 0:
             return self.event_no + 1, b""
-        out = self.capture_buf[:self.capture_len]
-        self.capture_len = 0
-        if self.capture_cap > KEEP_BUFFER_BYTES:
-            free(self.capture_buf)
-            self.capture_buf = NULL
-            self.capture_cap = 0
-        return self.capture_first, out
+        return self.capture_first, _take_buffer(&self.capture_buf, &self.capture_len,
+                                                &self.capture_cap)
 
     def event_state(self) -> int:
         """Number of the last order event numbered (0 before the first); the next gets this + 1."""
@@ -593,10 +508,4 @@ cdef class Outbound:
 
     def take_md_trades(self) -> bytes:
         """Return and clear the fill records copied by the tap (n * 128 bytes, in event order)."""
-        out = self.md_trades_buf[:self.md_trades_len] if self.md_trades_len else b""
-        self.md_trades_len = 0
-        if self.md_trades_cap > KEEP_BUFFER_BYTES:
-            free(self.md_trades_buf)
-            self.md_trades_buf = NULL
-            self.md_trades_cap = 0
-        return out
+        return _take_buffer(&self.md_trades_buf, &self.md_trades_len, &self.md_trades_cap)
