@@ -84,10 +84,11 @@ stay below 2**48 (OverflowError after that).
 
 Memory: a live order is one 48-byte pool struct plus one 8-byte hash slot (a table past 256 Ki
 slots grows by 1/5 at 4/5 load, so 10-12 bytes per order; a smaller one doubles at 1/2) plus its
-share of a 40-byte price level; the pool grows in chunks of max(64 Ki orders, 1/8 of the pool).  An iceberg adds a 24-byte reserve slot, a pending
-stop a 16-byte stop-list entry.  A price level that empties below the best one stays in its
-sorted array (so an order moving back to that price costs no memmove) until empty levels are
-half the array and a new level is inserted, which squeezes them out.
+share of a 40-byte price level; the pool grows in chunks of max(64 Ki orders, 1/8 of the pool).
+An iceberg adds a 24-byte reserve slot, a pending stop a 16-byte stop-list entry.  A price level
+that empties below the best one stays in its sorted array (so an order moving back to that price
+costs no memmove) until empty levels are half the array and a new level is inserted, which
+squeezes them out.
 
 ``snapshot()`` / ``MatchingCore.restore()`` save and rebuild the whole state (format in
 ``snapshot``'s docstring).
