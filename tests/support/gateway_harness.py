@@ -23,6 +23,20 @@ from matching.records import OrdType, TimeInForce
 from protocol import codec
 from protocol.messages import Message, NewOrder
 
+ROOT = Path(__file__).resolve().parents[2]
+LOBSTER = ROOT.parent / "shared" / "data" / "lobster"
+MESSAGES = LOBSTER / "AMZN_2012-06-21_34200000_57600000_message_1.csv"
+BOOKS = LOBSTER / "AMZN_2012-06-21_34200000_57600000_orderbook_1.csv"
+
+
+def hftgw(*args: str, env: dict[str, str] | None = None, timeout: float = 120
+          ) -> subprocess.CompletedProcess[str]:
+    """``python -m gateway.cli ARGS`` from the checkout, as a user runs it: no HFTGW_ variable of
+    this process leaks in, only ``env``'s."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("HFTGW_")}
+    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, env={**base, **(env or {})}, cwd=ROOT)
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
