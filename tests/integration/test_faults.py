@@ -127,10 +127,7 @@ def test_sigterm_under_load_exits_0_in_grace_period_and_loses_nothing(tmp_path: 
             assert next_seq == c.view.last_seq + 1, "messages the client never got"
         await check_books_and_close(clients)
 
-    try:
-        asyncio.run(main())
-    finally:
-        server.close()
+    server.run(main)
 
 
 def test_second_sigterm_cuts_the_drain_short_and_exits_0(tmp_path: Path) -> None:
@@ -159,10 +156,7 @@ def test_second_sigterm_cuts_the_drain_short_and_exits_0(tmp_path: Path) -> None
         for c in clients:
             await c.close()
 
-    try:
-        asyncio.run(main())
-    finally:
-        server.close()
+    server.run(main)
 
 
 # -- kill -9 at random moments -------------------------------------------------------------------------
@@ -194,10 +188,7 @@ def run_kills(tmp_path: Path, kills: int, seed: int) -> None:
         assert all(c.view.acked and c.view.fills for c in clients)
         await check_books_and_close(clients)
 
-    try:
-        asyncio.run(main())
-    finally:
-        server.close()
+    server.run(main)
 
 
 def test_kill9_while_streaming_loses_nothing_acknowledged(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,6 +129,14 @@ class ServerProcess:
     def log(self, start: int = -1) -> str:
         """The output of one start (default: the latest)."""
         return self.log_paths[start].read_text(errors="replace") if self.log_paths else ""
+
+    def run(self, main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """``asyncio.run(main())``, then ``close`` whether it passed or not (no gateway outlives
+        its test)."""
+        try:
+            asyncio.run(main())
+        finally:
+            self.close()
 
     def close(self) -> None:
         """Stop whatever still runs (SIGTERM, then SIGKILL after 15 s)."""

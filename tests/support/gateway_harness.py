@@ -87,6 +87,19 @@ async def login(cfg: Config, account: str, **kw: object) -> OrderClient:
     return await OrderClient.connect(host, int(port), mint_token(cfg.jwt_secret, account), **kw)
 
 
+@contextlib.asynccontextmanager
+async def trading(journal_dir: Path, *accounts: str) -> AsyncIterator[tuple[Config, list[OrderClient]]]:
+    """A gateway in this event loop and one logged-in client per account, in that order.  When
+    the block ends without an error the clients log out, each answered, before the gateway
+    stops."""
+    cfg = make_config(journal_dir)
+    async with running_gateway(cfg):
+        clients = [await login(cfg, a) for a in accounts]
+        yield cfg, clients
+        for c in clients:
+            await c.logout()
+
+
 def scrape(cfg: Config, path: str = "/metrics") -> tuple[int, str]:
     try:
         with urllib.request.urlopen(f"http://{cfg.metrics_listen}{path}", timeout=5) as r:
