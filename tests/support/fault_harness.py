@@ -371,6 +371,11 @@ class StreamingClient:
         finally:
             c.on_message = record
 
+    async def levels(self, symbol: str, request_id: int
+                     ) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
+        """The server's book of ``symbol`` as ``snapshot_levels`` gives it (by ``book``)."""
+        return snapshot_levels(await self.book(symbol, request_id))
+
     async def close(self) -> None:
         if self.client is not None:
             await self.client.close()
