@@ -21,6 +21,7 @@ from support.gateway_harness import (
 from support.tcp_proxy import TcpProxy
 
 from gateway.clients.tcp import OrderClient
+from gateway.config.schema import Config
 from matching.records import Side
 from protocol.messages import CancelOrder, Execution, NewOrder, OrderAccepted, OrderCanceled, OrderRejected
 
@@ -29,12 +30,16 @@ def order(cl: int, side: int, price: int, qty: int) -> NewOrder:
     return limit(cl, side, price, qty, symbol="GOOG")
 
 
-async def _rows(dsn: str) -> list[asyncpg.Record]:
+async def _table(dsn: str, sql: str) -> list[asyncpg.Record]:
     conn = await asyncpg.connect(dsn)
     try:
-        return await conn.fetch("SELECT * FROM fills ORDER BY trade_id")
+        return await conn.fetch(sql)
     finally:
         await conn.close()
+
+
+async def _rows(dsn: str) -> list[asyncpg.Record]:
+    return await _table(dsn, "SELECT * FROM fills ORDER BY trade_id")
 
 
 async def _wait_rows(dsn: str, n: int, timeout: float = 10.0) -> list[asyncpg.Record]:
@@ -88,25 +93,9 @@ async def test_fills_land_in_postgres_exactly_once(tmp_path: Path, pg_dsn: str) 
         assert [r["trade_id"] for r in rows] == sorted(reported)
 
 
-async def _table(dsn: str, sql: str) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await conn.fetch(sql)
-    finally:
-        await conn.close()
-
-
-async def test_order_events_exactly_once_across_outage_and_restart(tmp_path: Path, pg_dsn: str) -> None:
-    # PostgreSQL unreachable at start (nothing listens on the proxy's port yet): order entry
-    # goes on, the lag shows, /health says degraded, /ready stays 200; the gateway restarts
-    # before the sink caught up; PostgreSQL comes back: everything lands once, then a restart
-    # that replays the journal adds nothing
-    u = urllib.parse.urlsplit(pg_dsn)
-    port = free_port()
-    proxy = TcpProxy(port, (u.hostname or "127.0.0.1", u.port or 5432))
-    dsn = urllib.parse.urlunsplit(u._replace(netloc=f"{u.username}@127.0.0.1:{port}"))
-    cfg = make_config(tmp_path, pg_dsn=dsn, event_log_segment_bytes=8192)
-    seen: dict[str, list[object]] = {"mm1": [], "tk1": []}
+async def _trade_while_postgres_away(cfg: Config, seen: dict[str, list[object]]) -> float:
+    """Orders, a cancel, a reject and fills while the sink cannot connect, every message each
+    account gets kept in ``seen``; checks the health and the lag the run ends with, returned."""
 
     async def collect(client: OrderClient, account: str, until: Callable[[object], bool]) -> None:
         while True:
@@ -139,6 +128,35 @@ async def test_order_events_exactly_once_across_outage_and_restart(tmp_path: Pat
         assert lag >= 30 and metric_value(text, "hftgw_sink_last_event_no") == 0
         assert gw.engine.event_log is not None and gw.engine.event_log.end_no == lag
         await tk.logout()
+    return lag
+
+
+def _expected_order_events(seen: dict[str, list[object]]) -> list[tuple[object, ...]]:
+    """The order_events rows the sink must write for what the clients were told."""
+    expect: list[tuple[object, ...]] = []
+    for account in ("mm1", "tk1"):
+        for m in seen[account]:
+            if isinstance(m, OrderAccepted):
+                expect.append(("accepted", account, m.cl_ord_id, m.order_id, m.price, m.order_qty))
+            elif isinstance(m, OrderCanceled):
+                expect.append(("canceled", account, m.cl_ord_id, m.order_id, m.price, m.canceled_qty))
+            elif isinstance(m, OrderRejected):
+                expect.append(("rejected", account, m.cl_ord_id, None, 1_000_001, 10))
+    return expect
+
+
+async def test_order_events_exactly_once_across_outage_and_restart(tmp_path: Path, pg_dsn: str) -> None:
+    # PostgreSQL unreachable at start (nothing listens on the proxy's port yet): order entry
+    # goes on, the lag shows, /health says degraded, /ready stays 200; the gateway restarts
+    # before the sink caught up; PostgreSQL comes back: everything lands once, then a restart
+    # that replays the journal adds nothing
+    u = urllib.parse.urlsplit(pg_dsn)
+    port = free_port()
+    proxy = TcpProxy(port, (u.hostname or "127.0.0.1", u.port or 5432))
+    dsn = urllib.parse.urlunsplit(u._replace(netloc=f"{u.username}@127.0.0.1:{port}"))
+    cfg = make_config(tmp_path, pg_dsn=dsn, event_log_segment_bytes=8192)
+    seen: dict[str, list[object]] = {"mm1": [], "tk1": []}
+    lag = await _trade_while_postgres_away(cfg, seen)
     # restart while PostgreSQL is still away, then it comes back
     async with running_gateway(cfg) as gw:
         assert gw.engine.sink is not None and gw.engine.sink.lag_events == lag
@@ -162,17 +180,8 @@ async def test_order_events_exactly_once_across_outage_and_restart(tmp_path: Pat
     rows = await _table(pg_dsn, "SELECT * FROM order_events ORDER BY event_no")
     # every event number once, fills and order events together: no gap, no duplicate
     assert len(rows) + len(fills) == lag
-    expect = []
-    for account in ("mm1", "tk1"):
-        for m in seen[account]:
-            if isinstance(m, OrderAccepted):
-                expect.append(("accepted", account, m.cl_ord_id, m.order_id, m.price, m.order_qty))
-            elif isinstance(m, OrderCanceled):
-                expect.append(("canceled", account, m.cl_ord_id, m.order_id, m.price, m.canceled_qty))
-            elif isinstance(m, OrderRejected):
-                expect.append(("rejected", account, m.cl_ord_id, None, 1_000_001, 10))
     got = [(r["type"], r["account"], r["cl_ord_id"], r["order_id"], r["price"], r["qty"]) for r in rows]
-    assert sorted(got, key=repr) == sorted(expect, key=repr)
+    assert sorted(got, key=repr) == sorted(_expected_order_events(seen), key=repr)
     cancel = next(r for r in rows if r["type"] == "canceled")
     assert (cancel["orig_cl_ord_id"], cancel["symbol"], cancel["side"]) == (20, "GOOG", "S")
 

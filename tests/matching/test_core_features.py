@@ -1,14 +1,14 @@
 """The issue-3 rules of matching.core one by one (each scenario also checked against the reference
-book by the Harness of test_core.py), plus snapshot/restore, symbol add and the timed processing
-hook.  The differential tests (test_core_property.py) cover the same rules on long streams."""
+book by the Harness of tests/support/core_harness.py), plus snapshot/restore, symbol add and the
+timed processing hook.  The differential tests (test_core_property.py) cover the same rules on long
+streams."""
 from __future__ import annotations
 
 from array import array
 
 import pytest
 from support.command_stream import SESSIONS, SYMBOLS, seeded_stream
-from test_core import CMD_SIZE, Harness, kinds
-from test_core_property import Differential
+from support.core_harness import CMD_SIZE, Differential, Harness, kinds
 
 from matching.core import SNAPSHOT_VERSION, MatchingCore
 from matching.records import (

@@ -13,8 +13,9 @@ import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.journal_records import cmd, cmds
 
-from matching.records import COMMAND_RECORD_SIZE, CommandType, Side, pack_command, unpack_command
+from matching.records import COMMAND_RECORD_SIZE, Side, unpack_command
 from matching.ring import SpscRing
 from persistence.journal import (
     FRAME_SIZE,
@@ -29,16 +30,6 @@ from persistence.journal import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def cmd(seq: int) -> bytes:
-    return pack_command(seq=seq, ts=1_700_000_000_000_000_000 + seq, session_id=7, symbol_id=seq % 3,
-                        type=CommandType.CMD_NEW, side=Side.SIDE_BUY if seq % 2 else Side.SIDE_SELL,
-                        ord_type=1, tif=1, cl_ord_id=seq * 10, price=100 * (seq % 50 + 1), qty=seq)
-
-
-def cmds(first: int, n: int) -> bytes:
-    return b"".join(cmd(s) for s in range(first, first + n))
 
 
 def frame(payload: bytes) -> bytes:
@@ -270,9 +261,9 @@ def test_write_error_raises_and_cuts_back(tmp_path: Path) -> None:
     # RLIMIT_FSIZE makes write(2) fail with EFBIG part-way through a group, in a child process
     code = f"""
 import os, resource, signal, sys
-sys.path.insert(0, {str(ROOT)!r})
+sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / "tests")!r}]
 from persistence.journal import Journal
-from tests.persistence.test_journal import cmds
+from support.journal_records import cmds
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 j = Journal({str(tmp_path)!r})
 j.open()
