@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from open_loop import Run, login_frame, open_run, read_answers  # noqa: E402
+from open_loop import MAX_BUSY_SHARE, Run, login_frame, open_run, read_answers  # noqa: E402
 from order_stream import MID, TICK, mixed_stream, resting_stream  # noqa: E402
 
 DEFAULT_RATES = "10000,50000,200000,500000"
@@ -317,24 +317,28 @@ def profile(gw: Gateway, echo_port: int, stream: tuple[bytes, array[int]], rates
 
 
 def print_profile(rows: list[dict[str, Any]]) -> None:
-    """The profile as one table (us; '-' where the client could not keep up)."""
+    """The profile as one table (us; '-' where the client could not keep up), and whether the
+    client kept up at every rate."""
     def f(v: Any) -> str:
         return "-" if v is None else f"{v:,}"
 
+    cols = (("p50", 9), ("p99", 9), ("p999", 9), ("max", 9))
     print("latency profile, us (open loop, one session; gateway and echo server alternated, "
           "same schedule):")
-    print(f"  {'offered/s':>9} | {'gateway answered/s':>18} {'p50':>7} {'p99':>7} {'p99.9':>7} "
-          f"{'max':>8} | {'echo answered/s':>15} {'p50':>7} {'p99':>7} {'p99.9':>7} {'max':>8} "
+    print(f"  {'offered/s':>9} | {'gateway answered/s':>18} {'p50':>9} {'p99':>9} {'p99.9':>9} "
+          f"{'max':>9} | {'echo answered/s':>15} {'p50':>9} {'p99':>9} {'p99.9':>9} {'max':>9} "
           f"| p99 ratio")
     for r in rows:
         ratio = "-" if r["p99_ratio"] is None else f"{r['p99_ratio']:.2f}"
         print(f"  {r['rate']:>9,} | {r['gateway_achieved_per_s']:>18,} "
-              + " ".join(f"{f(r['gateway_' + k + '_us']):>{w}}" for k, w in _COLS)
+              + " ".join(f"{f(r['gateway_' + k + '_us']):>{w}}" for k, w in cols)
               + f" | {r['echo_achieved_per_s']:>15,} "
-              + " ".join(f"{f(r['echo_' + k + '_us']):>{w}}" for k, w in _COLS) + f" | {ratio}")
-
-
-_COLS = (("p50", 7), ("p99", 7), ("p999", 7), ("max", 8))
+              + " ".join(f"{f(r['echo_' + k + '_us']):>{w}}" for k, w in cols) + f" | {ratio}")
+    behind = [f"{r['rate']:,}/s ({t}: {'; '.join(r[t + '_client_problems'])})"
+              for r in rows for t in ("gateway", "echo") if not r[t + "_client_kept_up"]]
+    print("  the client kept up at every rate (sent on schedule, busy at most "
+          f"{MAX_BUSY_SHARE:.0%} of the time)" if not behind else
+          "  the client could NOT keep up at " + ", ".join(behind) + ": no figure for those")
 
 
 def snapshot_run(args: argparse.Namespace, pin: bool, stream: tuple[bytes, array[int]],

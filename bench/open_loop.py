@@ -41,11 +41,12 @@ from protocol.messages import Login  # noqa: E402
 
 ANSWERS = (20, 21, 23, 25)  # OrderAccepted, OrderRejected, OrderCanceled, CancelRejected
 PERCENTILES = (50, 90, 99, 99.9, 100)
-#: the client kept up when most of its writes left on time: the p90 of its send lag is at most
-#: this (µs; a turn of its loop takes a few µs, and a descheduled client, which is the machine's
-#: noise and hits the target too, shows in the tail, not here) ...
-MAX_SEND_LAG_P90_US = 250
-#: ... it sent at least this share of the offered rate ...
+#: the client kept up when most of its writes left on time: the median of its send lag is at most
+#: this (µs; a turn of its loop takes a few µs; a client behind on its own work is late on most
+#: writes, a descheduled one, which is the machine's noise and hits the target too, only on
+#: those in the shadow of the deschedule: the tail, printed but no reason to withhold) ...
+MAX_SEND_LAG_P50_US = 250
+#: ... it sent at least this share of the offered rate (over the whole run) ...
 MIN_SENT_SHARE = 0.97
 #: ... and it spent at most this share of the run in its callbacks, reading answers and writing
 #: requests (wall time, so a deschedule lands in it as often as elsewhere; the rest of a turn of
@@ -245,8 +246,8 @@ def _figures(probe: Probe, target: str, rate: int, start: int, lags: array[int],
               percentiles(histogram(Counter(v // 1000 for v in lags))), sent_per_s,
               probe.answered * 1e9 / max(1, last_answer), busy / max(1, t_last - start, last_answer),
               worst * step / 1e9)
-    if run.lag[90] > MAX_SEND_LAG_P90_US:
-        run.problems.append(f"send lag p90 {run.lag[90]} us > {MAX_SEND_LAG_P90_US}")
+    if run.lag[50] > MAX_SEND_LAG_P50_US:
+        run.problems.append(f"send lag p50 {run.lag[50]} us > {MAX_SEND_LAG_P50_US}")
     if sent_per_s < MIN_SENT_SHARE * rate:
         run.problems.append(f"sent {sent_per_s:,.0f}/s < {MIN_SENT_SHARE:.0%} of {rate:,}/s")
     if run.busy_share > MAX_BUSY_SHARE:
