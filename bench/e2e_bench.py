@@ -2,6 +2,7 @@
 several offered rates), each against a bare uvloop echo server measured in the same run (DESIGN §3).
 
     python bench/e2e_bench.py                      # 1 M requests, 4 sessions; 10k-500k/s, 5 s each
+                                                   # per target, in 5 alternated rounds
     python bench/e2e_bench.py --requests 2000000 --sessions 8 --rates 50000 --latency-seconds 10
     python bench/e2e_bench.py --json out.json      # the figures, machine-readable
     python bench/e2e_bench.py --lobster            # also the full AMZN LOBSTER replay
@@ -18,10 +19,11 @@ OrderCanceled/CancelRejected for a cancel.
 
 Three gateway processes, one after the other: the throughput run (closed loop, the default
 config); the latency profile (snapshots off, so that no run has one at an unknown point): at
-each ``--rates`` rate, one open-loop run on the gateway and one on the echo server with the same
-schedule, alternating which goes first (bench/open_loop.py: latency from each request's
-scheduled send time, so a stall is not hidden by coordinated omission; percentiles from HDR
-histograms; a run in which the client itself could not keep up prints why instead of figures);
+each ``--rates`` rate, ``--rounds`` open-loop runs on the gateway alternated with as many on the
+echo server with the same schedule, so that the machine's slow spells hit both alike, each
+target's rounds pooled (bench/open_loop.py: latency from each request's scheduled send time, so
+a stall is not hidden by coordinated omission; percentiles from HDR histograms; where the client
+itself could not keep up the bench prints why instead of figures);
 and the snapshot run: a book of ``--snapshot-book`` resting orders on another symbol, then one
 open-loop run at ``--snapshot-rate`` with ``snapshot_interval_commands`` set so that a snapshot
 falls due half-way through it.
@@ -53,7 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from open_loop import MAX_BUSY_SHARE, Run, login_frame, open_run, read_answers  # noqa: E402
+from open_loop import MAX_BUSY_SHARE, Run, login_frame, merge, open_run, read_answers  # noqa: E402
 from order_stream import MID, TICK, mixed_stream, resting_stream  # noqa: E402
 
 DEFAULT_RATES = "10000,50000,200000,500000"
@@ -245,7 +247,8 @@ def _pcts(run: Run) -> str:
 
 
 def _rates(run: Run) -> str:
-    return (f"offered {run.rate:,}/s, sent {run.sent_per_s:,.0f}/s, answered "
+    return (f"{run.rounds} round{'s' if run.rounds > 1 else ''}: "
+            f"offered {run.rate:,}/s, sent {run.sent_per_s:,.0f}/s, answered "
             f"{run.answered_per_s:,.0f}/s; the client's loop busy {run.busy_share:.0%} of the time")
 
 
@@ -295,24 +298,27 @@ def run_fields(run: Run) -> dict[str, Any]:
 
 
 def profile(gw: Gateway, echo_port: int, stream: tuple[bytes, array[int]], rates: list[int],
-            seconds: float) -> list[dict[str, Any]]:
-    """At each rate one open-loop run on the gateway and one on the echo server, the order
-    alternating from rate to rate; returns the JSON rows."""
+            seconds: float, rounds: int) -> list[dict[str, Any]]:
+    """At each rate ``rounds`` open-loop runs on the gateway and as many on the echo server, of
+    seconds/rounds each, alternated (which goes first alternates from round to round), each
+    target's rounds pooled; returns the JSON rows."""
     rows = []
     for i, rate in enumerate(rates):
-        runs: dict[str, Run] = {}
+        runs: dict[str, list[Run]] = {"gateway": [], "echo": []}
         before = server_latency_buckets(gw.metrics)
-        for target in ("gateway", "echo") if i % 2 == 0 else ("echo", "gateway"):
-            echo = target == "echo"
-            runs[target] = uvloop.run(open_run("127.0.0.1", echo_port if echo else gw.port, echo,
-                                               f"lat{i}", stream, rate, seconds))
+        for k in range(rounds):
+            for target in ("gateway", "echo") if (i + k) % 2 == 0 else ("echo", "gateway"):
+                echo = target == "echo"
+                runs[target].append(uvloop.run(open_run(
+                    "127.0.0.1", echo_port if echo else gw.port, echo, f"lat{i}.{k}", stream, rate,
+                    seconds / rounds)))
         after = server_latency_buckets(gw.metrics)
-        print_gateway_run(runs["gateway"], seconds, {b: after[b] - before.get(b, 0) for b in after})
-        print_echo_run(runs["echo"], runs["gateway"])
-        g, e = runs["gateway"], runs["echo"]
+        g, e = merge(runs["gateway"]), merge(runs["echo"])
+        print_gateway_run(g, seconds, {b: after[b] - before.get(b, 0) for b in after})
+        print_echo_run(e, g)
         ratio = g.pct[99] / e.pct[99] if g.kept_up and e.kept_up else None
-        rows.append({"rate": rate, "seconds": seconds, **run_fields(g), **run_fields(e),
-                     "p99_ratio": ratio})
+        rows.append({"rate": rate, "seconds": seconds, "rounds": rounds, **run_fields(g),
+                     **run_fields(e), "p99_ratio": ratio})
     return rows
 
 
@@ -389,7 +395,10 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--window", type=int, default=20_000, help="unanswered requests per session")
     ap.add_argument("--rates", default=DEFAULT_RATES,
                     help="offered rates of the latency profile, orders/s, comma-separated")
-    ap.add_argument("--latency-seconds", type=float, default=5.0, help="length of each open-loop run")
+    ap.add_argument("--latency-seconds", type=float, default=5.0,
+                    help="open-loop time per target and rate (the snapshot run: its length)")
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="the gateway's and the echo server's runs alternate this many times per rate")
     ap.add_argument("--snapshot-book", type=int, default=1_000_000,
                     help="resting orders in the book of the snapshot run (0: no snapshot run)")
     ap.add_argument("--snapshot-rate", type=int, default=50_000)
@@ -440,8 +449,10 @@ def main() -> int:
     t0 = time.perf_counter()
     streams = [] if args.skip_throughput else [make_stream(per, args.seed + i)
                                                for i in range(args.sessions)]
-    top = max(rates + ([args.snapshot_rate] if args.snapshot_book else []))
-    lat_stream = make_stream(int(top * args.latency_seconds) + 1, args.seed + 99, symbol="MSFT")
+    need = [r * args.latency_seconds / args.rounds for r in rates]
+    if args.snapshot_book:
+        need.append(args.snapshot_rate * args.latency_seconds)
+    lat_stream = make_stream(int(max(need)) + 1, args.seed + 99, symbol="MSFT")
     gc.collect()
     gc.freeze()  # the pre-encoded streams are long-lived: keep them out of the collector's scans
     print(f"# {args.sessions} sessions x {per:,} requests (2/3 new orders, 1/3 cancels), "
@@ -459,7 +470,8 @@ def main() -> int:
         wait_port(echo_port)
         fig = throughput_phase(args, pin, echo_port, streams)
         with gateway(args.durability, pin, snapshot_interval_commands="0") as gw:
-            fig["latency"] = profile(gw, echo_port, lat_stream, rates, args.latency_seconds)
+            fig["latency"] = profile(gw, echo_port, lat_stream, rates, args.latency_seconds,
+                                     args.rounds)
         fig["snapshot"] = snapshot_run(args, pin, lat_stream) if args.snapshot_book else None
     finally:
         echo.terminate()

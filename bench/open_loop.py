@@ -26,7 +26,8 @@ import sys
 import time
 from array import array
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import cast
 
@@ -136,23 +137,68 @@ class Probe(asyncio.Protocol):
 
 @dataclass
 class Run:
-    """One open-loop run's figures (latencies in µs, rates in requests/s)."""
+    """One open-loop run's figures, or several runs' pooled (``merge``): latencies in µs, rates
+    in requests/s."""
 
     target: str
     rate: int
     n: int
     answered: int
-    pct: dict[float, int]
-    lag: dict[float, int]           # the client's send lag behind the schedule
-    sent_per_s: float
-    answered_per_s: float
-    busy_share: float
-    worst_at_s: float               # when (from the start) the worst-answered request was due
-    problems: list[str] = field(default_factory=list)
+    counts: Counter[int]            # latency (µs) -> requests
+    lag_counts: Counter[int]        # the client's send lag behind the schedule (µs) -> writes
+    send_ns: int                    # from the start through the last write's schedule slot
+    answer_ns: int                  # from the start to the last answer
+    busy_ns: int                    # in the client's callbacks
+    worst_us: int
+    worst_at_s: float               # when (from its run's start) the worst request was due
+    rounds: int = 1
+
+    @cached_property
+    def pct(self) -> dict[float, int]:
+        return percentiles(histogram(self.counts))
+
+    @cached_property
+    def lag(self) -> dict[float, int]:
+        return percentiles(histogram(self.lag_counts))
+
+    @property
+    def sent_per_s(self) -> float:
+        return self.n * 1e9 / max(1, self.send_ns)
+
+    @property
+    def answered_per_s(self) -> float:
+        return self.answered * 1e9 / max(1, self.answer_ns)
+
+    @property
+    def busy_share(self) -> float:
+        return self.busy_ns / max(1, self.send_ns, self.answer_ns)
+
+    @cached_property
+    def problems(self) -> list[str]:
+        """Why the client did not keep up (empty: it did)."""
+        out = []
+        if self.lag[50] > MAX_SEND_LAG_P50_US:
+            out.append(f"send lag p50 {self.lag[50]} us > {MAX_SEND_LAG_P50_US}")
+        if self.sent_per_s < MIN_SENT_SHARE * self.rate:
+            out.append(f"sent {self.sent_per_s:,.0f}/s < {MIN_SENT_SHARE:.0%} of {self.rate:,}/s")
+        if self.busy_share > MAX_BUSY_SHARE:
+            out.append(f"busy {self.busy_share:.0%} of the time > {MAX_BUSY_SHARE:.0%}")
+        return out
 
     @property
     def kept_up(self) -> bool:
         return not self.problems
+
+
+def merge(runs: list[Run]) -> Run:
+    """Runs of one target at one rate pooled: their samples in one histogram, their durations
+    summed (so the rates are over all of them)."""
+    worst = max(runs, key=lambda r: r.worst_us)
+    return Run(runs[0].target, runs[0].rate, sum(r.n for r in runs),
+               sum(r.answered for r in runs), sum((r.counts for r in runs), Counter()),
+               sum((r.lag_counts for r in runs), Counter()), sum(r.send_ns for r in runs),
+               sum(r.answer_ns for r in runs), sum(r.busy_ns for r in runs), worst.worst_us,
+               worst.worst_at_s, sum(r.rounds for r in runs))
 
 
 def histogram(counts: Counter[int]) -> HdrHistogram:
@@ -237,19 +283,9 @@ def _figures(probe: Probe, target: str, rate: int, start: int, lags: array[int],
     """The run's figures (``t_last_end``: the time of the last write and of the end of the wait
     for answers)."""
     t_last, t_end = t_last_end
-    busy += probe.busy_ns
     step = 1_000_000_000 / rate
     counts, worst = latencies(probe.arrival, start, rate, t_end)
-    last_answer = max(probe.arrival) - start
-    sent_per_s = probe.n * 1e9 / max(1.0, t_last - start + step)
-    run = Run(target, rate, probe.n, probe.answered, percentiles(histogram(counts)),
-              percentiles(histogram(Counter(v // 1000 for v in lags))), sent_per_s,
-              probe.answered * 1e9 / max(1, last_answer), busy / max(1, t_last - start, last_answer),
-              worst * step / 1e9)
-    if run.lag[50] > MAX_SEND_LAG_P50_US:
-        run.problems.append(f"send lag p50 {run.lag[50]} us > {MAX_SEND_LAG_P50_US}")
-    if sent_per_s < MIN_SENT_SHARE * rate:
-        run.problems.append(f"sent {sent_per_s:,.0f}/s < {MIN_SENT_SHARE:.0%} of {rate:,}/s")
-    if run.busy_share > MAX_BUSY_SHARE:
-        run.problems.append(f"busy {run.busy_share:.0%} of the time > {MAX_BUSY_SHARE:.0%}")
-    return run
+    worst_us = ((probe.arrival[worst] or t_end) - start - int(worst * step)) // 1000
+    return Run(target, rate, probe.n, probe.answered, counts, Counter(v // 1000 for v in lags),
+               int(t_last - start + step), max(probe.arrival) - start, busy + probe.busy_ns,
+               worst_us, worst * step / 1e9)

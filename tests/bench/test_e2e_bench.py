@@ -15,8 +15,8 @@ def test_e2e_bench_profile_json(tmp_path: Path) -> None:
     out = tmp_path / "e2e.json"
     res = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "e2e_bench.py"), "--requests", "20000", "--sessions",
-         "2", "--rates", ",".join(map(str, RATES)), "--latency-seconds", "0.5", "--snapshot-book",
-         "20000", "--snapshot-rate", "5000", "--json", str(out)],
+         "2", "--rates", ",".join(map(str, RATES)), "--latency-seconds", "0.5", "--rounds", "2",
+         "--snapshot-book", "20000", "--snapshot-rate", "5000", "--json", str(out)],
         capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert res.returncode == 0, res.stderr
     assert "echo server (ceiling)" in res.stdout and "latency profile, us" in res.stdout
@@ -26,6 +26,7 @@ def test_e2e_bench_profile_json(tmp_path: Path) -> None:
     for row in fig["latency"]:
         for t in ("gateway", "echo"):
             assert row[f"{t}_requests"] == row[f"{t}_answered"] == row["rate"] // 2, row
+            assert row["rounds"] == 2
             assert row[f"{t}_sent_per_s"] > 0 and row[f"{t}_achieved_per_s"] > 0
             if row[f"{t}_client_kept_up"]:
                 p = [row[f"{t}_{k}_us"] for k in ("p50", "p99", "p999", "max")]
