@@ -59,6 +59,8 @@ from open_loop import MAX_BUSY_SHARE, Run, login_frame, merge, open_run, read_an
 from order_stream import MID, TICK, mixed_stream, resting_stream  # noqa: E402
 
 DEFAULT_RATES = "10000,50000,200000,500000"
+#: a target that answered less than this share of the offered rate was saturated
+BEHIND = 0.97
 
 
 def free_port() -> int:
@@ -266,6 +268,9 @@ def print_gateway_run(run: Run, seconds: float, own: dict[float, float]) -> None
     print("  gateway's own histogram (read to ack written), same phase: "
           + ", ".join(f"p{q} <= {bucket_quantile(own, q / 100) * 1e6:g} us" for q in (50, 99, 99.9)))
     print(f"  {_rates(run)}")
+    if run.answered_per_s < BEHIND * run.rate:
+        print(f"  the gateway fell behind the offered rate (answered {run.answered_per_s:,.0f}/s): "
+              "saturated, its latency here grows with the length of the run")
 
 
 def print_echo_run(run: Run, gw: Run) -> None:
