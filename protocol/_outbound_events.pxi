@@ -14,7 +14,7 @@ cdef inline char *_begin(Outbound o, const Event *ev, uint16_t template_id, size
     return o._reserve(ev.session_id, template_id, block_length, 0)
 
 
-cdef void _encode_event(Outbound o, const Event *ev, uint64_t now_ns) noexcept nogil:
+cdef void _encode_event(Outbound o, const Event *ev, bint live) noexcept nogil:
     # the blocks are filled by the generated fill_* functions (protocol/fillgen.py)
     cdef uint64_t seq, key
     cdef char *p
@@ -27,18 +27,18 @@ cdef void _encode_event(Outbound o, const Event *ev, uint64_t now_ns) noexcept n
                           or t == EVT_REPLACED):
         o._md_tap(ev)
     if t == EVT_ACCEPTED:
-        o._observe_latency(ev, now_ns)
         o._capture(ev)
         p = _begin(o, ev, TPL_ORDER_ACCEPTED, sizeof(OrderAcceptedBlock), &seq)
         if p != NULL:
             fill_order_accepted(p, ev, seq, key)
+            _note_ack(o, ev, live)
     elif t == EVT_REJECTED:
-        o._observe_latency(ev, now_ns)
         o._capture(ev)
         o.rejects_by_reason[_reason_slot(ev.reason)] += 1
         p = _begin(o, ev, TPL_ORDER_REJECTED, sizeof(OrderRejectedBlock), &seq)
         if p != NULL:
             fill_order_rejected(p, ev, seq, key)
+            _note_ack(o, ev, live)
     elif t == EVT_FILL:
         o.fills += 1
         o.traded_qty += ev.qty

@@ -7,7 +7,8 @@ buffer per session, each message with its session sequence number and, for TCP s
 SOFH prefix.  The transport then ``take``s each ``dirty`` session's bytes and writes them with one
 call.  With ``retain`` (set by the gateway engine) every session's messages are encoded whether
 it is connected or not, always SOFH-framed, for the message store (``take_seq``).  Counters and
-the order-to-ack latency histogram are kept in C and read at scrape time; the order events and
+the order-to-ack latency histogram (observed when the caller reports a session's bytes written,
+``acks_written``) are kept in C and read at scrape time; the order events and
 fills are numbered (``event_no``) and can be captured raw for the event log that feeds the
 PostgreSQL sink, and for market data (``md_tap``) the
 encoder notes which symbols' books changed and copies the fill records, so the market-data
@@ -61,14 +62,8 @@ from protocol.symbols cimport SymbolTable
 include "outbound_fills.pxi"
 include "_outbound_snapshot.pxi"
 include "_outbound_state.pxi"
+include "_outbound_acks.pxi"
 include "_outbound_events.pxi"
-
-# Order-to-ack latency bucket upper bounds (ns, inclusive as Prometheus `le`); +Inf is implied.
-cdef uint64_t LATENCY_BOUNDS_NS[N_LATENCY_BOUNDS]
-_BOUNDS_S = (5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1,
-             0.25, 0.5, 1.0, 2.5)
-for _i, _b in enumerate(_BOUNDS_S):
-    LATENCY_BOUNDS_NS[_i] = <uint64_t>round(_b * 1e9)
 
 # A session buffer larger than this is freed when taken rather than kept for reuse.
 cdef size_t KEEP_BUFFER_BYTES = 1 << 20
@@ -135,6 +130,7 @@ cdef class Outbound:
         if self.sessions != NULL:
             for i in range(self.max_sessions):
                 free(self.sessions[i].data)
+                free(self.sessions[i].acks)
         free(self.sessions)
         free(self.dirty_ids)
         free(self.capture_buf)
@@ -189,6 +185,7 @@ cdef class Outbound:
             s.data = NULL
             s.len = 0
             s.cap = 0
+            _observe_runs(self, s, 0)   # those acknowledgements will never be written
 
     def next_seq(self, sid: int) -> int:
         """The seqNum the session's next business message will carry (1 for a new session)."""
@@ -242,6 +239,14 @@ cdef class Outbound:
         first = s.first_seq if s.len else s.last_seq + 1
         return first, self.take(sid)
 
+    def acks_written(self, sid: int, uint64_t written_ns) -> None:
+        """The session's bytes taken last (``take`` / ``take_seq``) were written to its
+        connection at ``written_ns`` (ns since the epoch, the clock of the events' recv_ts):
+        observe written_ns - recv_ts of each acknowledgement among them, once per request.
+        written_ns 0: they were not written (no connection, a replay sends them later); forget
+        them.  Raises ValueError for an id >= max_sessions."""
+        _observe_runs(self, self._session(sid), written_ns)
+
     def set_observer(self, owner) -> None:
         """Let ``owner`` see every event in the drain pass (book snapshots and their levels
         excepted), just before it is encoded: ``owner.event_observer()`` returns a
@@ -259,7 +264,7 @@ cdef class Outbound:
         self._observer_owner = owner
 
     # -- the batch --------------------------------------------------------------------------------
-    def drain(self, SpscRing events not None, uint64_t now_ns) -> int:
+    def drain(self, SpscRing events not None, bint live) -> int:
         """Consume every available Event record of ``events`` and encode its messages.
 
         EVT_ACCEPTED -> OrderAccepted, EVT_REJECTED -> OrderRejected, EVT_FILL -> two Executions
@@ -271,8 +276,10 @@ cdef class Outbound:
         EVT_MASS_CANCEL_DONE -> MassCancelDone (canceledCount = count), EVT_BOOK_SNAPSHOT and the
         count + count2 EVT_BOOK_LEVEL records after it -> one BookSnapshot (requestId = ref).
         transactTime = ev.ts.  A snapshot whose levels are not all published yet is left for the
-        next call.  now_ns != 0: EVT_ACCEPTED / EVT_REJECTED with recv_ts != 0 observe
-        now_ns - recv_ts in the latency histogram (pass 0 while replaying the journal).
+        next call.  ``live`` (false while replaying the journal): each buffered
+        EVT_ACCEPTED / EVT_REJECTED with recv_ts != 0 is noted for the latency histogram, which
+        observes it at the session's ``acks_written`` (so the caller must call that for every
+        ``dirty`` session it takes).
 
         Returns the number of records consumed.  Raises ValueError for a ring whose slots are not
         Event records, MemoryError if a buffer cannot grow (messages of that batch are lost).
@@ -299,7 +306,7 @@ cdef class Outbound:
                     _book_snapshot(self, events, pos + i, True)
                     i += 1 + levels
                 else:
-                    _encode_event(self, ev, now_ns)
+                    _encode_event(self, ev, live)
                     i += 1
             events.consume(i)
         if self.out_of_memory:
@@ -371,17 +378,6 @@ cdef class Outbound:
         self.bytes_out += frame_len
         return p + SBE_HEADER_SIZE
 
-    cdef void _observe_latency(self, const Event *ev, uint64_t now_ns) noexcept nogil:
-        cdef uint64_t d
-        cdef int b = 0
-        if now_ns == 0 or ev.recv_ts == 0:
-            return
-        d = now_ns - ev.recv_ts if now_ns > ev.recv_ts else 0
-        while b < N_LATENCY_BOUNDS and d > LATENCY_BOUNDS_NS[b]:
-            b += 1
-        self.latency_counts[b] += 1
-        self.latency_sum_ns += d
-
     cdef void _capture(self, const Event *ev) noexcept nogil:
         # numbered whether captured or not: the numbers must not depend on the configuration
         self.event_no += 1
@@ -406,8 +402,8 @@ cdef class Outbound:
             if _append_record(&self.md_trades_buf, &self.md_trades_len, &self.md_trades_cap, ev) < 0:
                 self.out_of_memory = True
 
-    cdef void _event(self, const Event *ev, uint64_t now_ns) noexcept nogil:
-        _encode_event(self, ev, now_ns)
+    cdef void _event(self, const Event *ev, bint live) noexcept nogil:
+        _encode_event(self, ev, live)
 
     cdef void _execution(self, const Event *ev, bint maker) noexcept nogil:
         _encode_execution(self, ev, maker)
@@ -436,13 +432,7 @@ cdef class Outbound:
         """Order-to-ack latency histogram: (upper bounds in seconds, the last float("inf");
         CUMULATIVE counts per bound, as Prometheus buckets, the last = number of observations;
         sum of observations in seconds)."""
-        cdef int i
-        cdef uint64_t total = 0
-        counts = []
-        for i in range(N_LATENCY_BOUNDS + 1):
-            total += self.latency_counts[i]
-            counts.append(total)
-        return list(_BOUNDS_S) + [float("inf")], counts, self.latency_sum_ns / 1e9
+        return _latency(self)
 
     # -- order events and fills for the event log ----------------------------------------------
     # EVT_CANCEL_REJECTED and EVT_MASS_CANCEL_DONE are not order events: a refused cancel changes

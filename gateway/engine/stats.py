@@ -54,7 +54,8 @@ class EngineStats:
         return cast(RiskCounters, self._e.risk.counters())
 
     def ack_latency(self) -> tuple[list[float], list[int], float]:
-        """Receive to acknowledgement written: (bucket bounds in s, cumulative counts, sum in s)."""
+        """Request read to acknowledgement written to the socket: (bucket bounds in s,
+        cumulative counts, sum in s)."""
         return self._e.outbound.latency()
 
     def ring_occupancy(self) -> Mapping[str, int]:
