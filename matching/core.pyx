@@ -111,6 +111,10 @@ from libc.string cimport memcmp, memcpy, memmove, memset
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
+
+cdef extern from *:
+    void __builtin_prefetch(const void *addr) noexcept nogil
+
 # all of it: the core speaks the whole record vocabulary (commands, events, reasons, enums)
 from matching.records cimport *
 from matching.native.byteorder cimport ld32, ld64, ldi64, st32, st64, sti64

@@ -205,6 +205,13 @@ cdef uint64_t _bounded_events(MatchingCore self, const Command *c) noexcept nogi
     return 1
 
 
+cdef inline void _prefetch_slot(MatchingCore self, const Command *c) noexcept nogil:
+    # Start loading the hash slot the command will probe (its own ClOrdID for a new order,
+    # the original one for a cancel or replace), so that its miss overlaps the command before
+    cdef uint64_t key = c.cl_ord_id if c.type == CMD_NEW else c.orig_cl_ord_id
+    __builtin_prefetch(&self.htab[_home(_hash(c.session_id, key), self.hcap)])
+
+
 cdef int64_t _run(MatchingCore self, SpscRing commands, SpscRing events,
                   uint64_t max_commands) except -1 nogil:
     cdef uint64_t n = commands.available(), rp = commands.read_pos(), i = 0, need
@@ -216,6 +223,8 @@ cdef int64_t _run(MatchingCore self, SpscRing commands, SpscRing events,
     self._ev_room = events.free_slots()
     while i < n:
         c = <const Command *>commands.slot(rp + i)
+        if i + 1 < n:
+            _prefetch_slot(self, <const Command *>commands.slot(rp + i + 1))
         typ = c.type
         # only a book query needs more than 2 slots up front (fills, per-order cancels and
         # triggers refill the ring as they go)
