@@ -219,6 +219,9 @@ cdef int64_t _run(MatchingCore self, SpscRing commands, SpscRing events,
     cdef uint8_t typ
     if n > max_commands:
         n = max_commands
+    if (self._next_order_id + n) >> 48:     # at most one new order id per command
+        with gil:
+            raise OverflowError("exchange order ids are exhausted (2**48)")
     self._ev_pos = events.write_pos()
     self._ev_room = events.free_slots()
     while i < n:

@@ -87,9 +87,6 @@ cdef int _on_new(MatchingCore self, const Command *c) except -1 nogil:
     bk = &self.books[c.symbol_id]
     if c.session_id >= self.acct_cap or self.acct[c.session_id] != c.account_id:
         _set_acct(self, c.session_id, c.account_id)
-    if self._next_order_id >> 48:
-        with gil:
-            raise OverflowError("exchange order ids are exhausted (2**48)")
     ev = _emit(self, c, EVT_ACCEPTED)       # before the book changes (see _match)
     idx = _alloc(self)
     t = &self.pool[idx]
