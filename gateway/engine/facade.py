@@ -111,6 +111,7 @@ class Engine:
             # orders of those with cancel-on-disconnect
             "session_state": (self.table.save_session_state, self.table.load_session_state),
         })
+        self.snapshots.captures["core"] = core.capture
 
     # -- state the parts replace or the server sets -------------------------------------------
     @property
