@@ -8,6 +8,7 @@
 # is copied first, and ``step`` copies the others in bounded slices between batches.  The
 # snapshot bytes are then written from the copies on any thread (``to_bytes``).
 
+from cpython.buffer cimport PyBuffer_FillInfo
 from libc.errno cimport errno
 
 
@@ -18,6 +19,7 @@ cdef extern from "page_cow.h" nogil:
         size_t cursor
         size_t page
     hftgw_cow *hftgw_cow_begin(const char *src, size_t len)
+    void hftgw_cow_advise_huge(const char *p, size_t len)
     size_t hftgw_cow_step(hftgw_cow *r, size_t max_pages)
     void hftgw_cow_end(hftgw_cow *r)
     void hftgw_cow_free(hftgw_cow *r)
@@ -50,6 +52,10 @@ cdef class CoreCapture:
     cdef Book *books
     cdef uint32_t n_books
     cdef IceSlot *ice
+    cdef char *buf               # the serialised snapshot (``view``), freed without the GIL
+    cdef Py_ssize_t buf_len
+    cdef int exports
+    cdef bint closing
 
     def __cinit__(self, MatchingCore core not None):
         if core._busy:
@@ -64,6 +70,8 @@ cdef class CoreCapture:
             raise MemoryError()
         memcpy(self.ice, core.ice, core.ice_cap * sizeof(IceSlot))
         self._copy_books()
+        # the pool may have moved to a mapping without the advice (core.pyx gives it at first)
+        hftgw_cow_advise_huge(<const char *>core._pool_mem, <size_t>core.pool_cap * sizeof(Order) + 64)
         self.cow = hftgw_cow_begin(<const char *>core.pool, <size_t>core.pool_used * sizeof(Order))
         if self.cow == NULL:
             raise OSError(errno, "cannot start the copy-on-write capture of the order pool")
@@ -134,6 +142,34 @@ cdef class CoreCapture:
             raise RuntimeError("capture not complete: call step() or finish() first")
         return _snapshot_bytes(&self.src)
 
+    def view(self) -> memoryview:
+        """``to_bytes`` as a view of a buffer the capture owns: ``close`` frees it without
+        the GIL (unmapping tens of MB holds it for milliseconds), once no view is left."""
+        cdef uint64_t body
+        if not self.done:
+            raise RuntimeError("capture not complete: call step() or finish() first")
+        if self.buf == NULL:
+            body = _snap_body(&self.src)
+            with nogil:
+                self.buf = <char *>malloc(_SNAP_HEADER + body + _SNAP_TRAILER)
+                if self.buf != NULL:
+                    _snap_fill(&self.src, self.buf, body)
+            if self.buf == NULL:
+                raise MemoryError()
+            self.buf_len = _SNAP_HEADER + body + _SNAP_TRAILER
+        return memoryview(self)
+
+    def __getbuffer__(self, Py_buffer *view, int flags):
+        if self.buf == NULL:
+            raise BufferError("no serialised snapshot: call view()")
+        PyBuffer_FillInfo(view, self, self.buf, self.buf_len, 1, flags)
+        self.exports += 1
+
+    def __releasebuffer__(self, Py_buffer *view):
+        self.exports -= 1
+        if self.exports == 0 and self.closing:
+            self._free()
+
     cdef void _detach(self) noexcept:
         if self.cow != NULL:
             hftgw_cow_end(self.cow)
@@ -141,24 +177,31 @@ cdef class CoreCapture:
             self.core._cow = NULL
 
     def close(self) -> None:
-        """Stop (if not complete) and free the copies.  Not while ``to_bytes`` runs."""
-        self._free()
+        """Stop (if not complete) and free the copies, at once or when the last view is
+        released.  Not while ``to_bytes`` or ``view`` runs."""
+        self._detach()
+        self.closing = True
+        if self.exports == 0:
+            self._free()
 
     cdef void _free(self) noexcept:
         cdef uint32_t i
         cdef int s
         self._detach()
-        hftgw_cow_free(self.cow)
-        self.cow = NULL
-        if self.books != NULL:
-            for i in range(self.n_books):
-                for s in range(2):
-                    free(self.books[i].side[s].lv)
-                    free(self.books[i].stops[s].e)
-            free(self.books)
-            self.books = NULL
-        free(self.ice)
-        self.ice = NULL
+        with nogil:
+            hftgw_cow_free(self.cow)
+            self.cow = NULL
+            if self.books != NULL:
+                for i in range(self.n_books):
+                    for s in range(2):
+                        free(self.books[i].side[s].lv)
+                        free(self.books[i].stops[s].e)
+                free(self.books)
+                self.books = NULL
+            free(self.ice)
+            self.ice = NULL
+            free(self.buf)
+            self.buf = NULL
 
     def __dealloc__(self):
         self._free()

@@ -27,21 +27,23 @@ cdef void _live_src(MatchingCore self, SnapSrc *src) noexcept:
     src.resting = self.resting
 
 
-cdef object _snapshot_bytes(const SnapSrc *src):
-    # header, per-symbol records, then each symbol's levels (with their orders) and stops;
-    # filled without the GIL (a capture is written on a thread while the loop goes on)
-    cdef uint64_t nlev = 0, size, body
+cdef uint64_t _snap_body(const SnapSrc *src) noexcept nogil:
+    # bytes between the header and the trailer
+    cdef uint64_t nlev = 0
     cdef uint32_t i
     cdef int s
-    cdef char *base
     for i in range(src.n_symbols):
         for s in range(2):
             nlev += src.books[i].side[s].n - src.books[i].side[s].empty
-    body = (<uint64_t>src.n_symbols * _SNAP_SYMBOL + nlev * _SNAP_LEVEL
+    return (<uint64_t>src.n_symbols * _SNAP_SYMBOL + nlev * _SNAP_LEVEL
             + src.resting * _SNAP_ORDER)
-    size = _SNAP_HEADER + body + _SNAP_TRAILER
-    out = PyBytes_FromStringAndSize(NULL, size)
-    base = PyBytes_AS_STRING(out)
+
+
+cdef object _snapshot_bytes(const SnapSrc *src):
+    # header, per-symbol records, then each symbol's levels (with their orders) and stops
+    cdef uint64_t body = _snap_body(src)
+    out = PyBytes_FromStringAndSize(NULL, _SNAP_HEADER + body + _SNAP_TRAILER)
+    cdef char *base = PyBytes_AS_STRING(out)
     with nogil:
         _snap_fill(src, base, body)
     return out

@@ -61,19 +61,20 @@ def snapshot_name(seq: int) -> str:
     return f"snapshot-{seq:020d}.snap"
 
 
-def encode(seq: int, parts: Mapping[str, bytes], time_ns: int | None = None) -> bytes:
+def encode(seq: int, parts: Mapping[str, bytes | memoryview], time_ns: int | None = None) -> bytes:
     """The bytes of one snapshot file holding ``parts`` (name -> data) at command ``seq``.
     Raises ValueError for a name longer than 65535 UTF-8 bytes or a negative seq."""
     return b"".join(_pieces(seq, parts, time_ns))
 
 
-def _pieces(seq: int, parts: Mapping[str, bytes], time_ns: int | None) -> list[bytes]:
+def _pieces(seq: int, parts: Mapping[str, bytes | memoryview],
+            time_ns: int | None) -> list[bytes | memoryview]:
     # the file as a list of pieces, the parts' data not copied: written on a thread, where a
     # copy of tens of MB would hold the GIL (and the event loop) for milliseconds
     if seq < 0:
         raise ValueError("seq must be >= 0")
-    out = [_HEADER.pack(MAGIC, FORMAT_VERSION, len(parts), seq,
-                        time.time_ns() if time_ns is None else time_ns)]
+    out: list[bytes | memoryview] = [_HEADER.pack(MAGIC, FORMAT_VERSION, len(parts), seq,
+                                                  time.time_ns() if time_ns is None else time_ns)]
     crc = crc32c(out[0])
     for name, data in parts.items():
         raw = name.encode("utf-8")
@@ -152,7 +153,7 @@ def list_snapshots(directory: str) -> list[tuple[int, str]]:
     return found
 
 
-def write_snapshot(directory: str, seq: int, parts: Mapping[str, bytes],
+def write_snapshot(directory: str, seq: int, parts: Mapping[str, bytes | memoryview],
                    pre_commit: Iterable[Callable[[], None]] = ()) -> str:
     """Write the snapshot of ``parts`` (name -> bytes) at command ``seq`` durably and return its
     path.  Order: temp file, fsync, every ``pre_commit`` hook, rename into place, fsync of the

@@ -40,11 +40,12 @@ STEP_BYTES = 1 << 20
 
 class PartCapture(Protocol):
     """A part's state taken at one instant without stopping the loop (matching.core.CoreCapture):
-    ``step`` between loop iterations until True, then ``to_bytes`` on any thread, ``close``."""
+    ``step`` between loop iterations until True, then ``view`` (its bytes) on any thread, and
+    ``close`` once the views are released."""
 
     def step(self, max_bytes: int) -> bool: ...
     def finish(self) -> None: ...
-    def to_bytes(self) -> bytes: ...
+    def view(self) -> memoryview: ...
     def close(self) -> None: ...
 
 
@@ -53,10 +54,11 @@ class _Pending:
     # one background snapshot from its capture to its commit
     seq: int
     t0: float
-    parts: dict[str, bytes]
+    parts: dict[str, bytes | memoryview]
     captures: dict[str, PartCapture]
     plans: list[SyncPlan]
     order: list[str] = field(default_factory=list)   # the part names, as the file lists them
+    copied_at: int = 0      # the last seq processed when the captures were complete
     loop: asyncio.AbstractEventLoop | None = None
 
 
@@ -160,12 +162,12 @@ class Snapshots:
         job = self._capture(seq, t0, deferred=loop is not None)
         if job is None:
             return None
+        self.stats.copy_s = self.stats.copy_max_s = 0.0
+        self.stats.copy_steps = 0
         if loop is None:
             return self._write_here(job)
         job.loop = loop
         self._pending = job
-        self.stats.copy_s = self.stats.copy_max_s = 0.0
-        self.stats.copy_steps = 0
         loop.call_soon(self._step)
         return None
 
@@ -230,6 +232,7 @@ class Snapshots:
             job.loop.call_soon(self._step)
             return
         self._pending = None
+        job.copied_at = self.pipeline.sequencer.next_seq - 1
         self._start_writer(job)
 
     def _complete_background(self) -> None:
@@ -239,6 +242,7 @@ class Snapshots:
             self._pending = None
             for cap in job.captures.values():
                 cap.finish()
+            job.copied_at = self.pipeline.sequencer.next_seq - 1
             self._start_writer(job)
         if self._thread is not None:
             self._thread.join()
@@ -248,12 +252,12 @@ class Snapshots:
         # its rename; the captures and plans released whatever happens.  Raises.
         try:
             for name, cap in job.captures.items():
-                job.parts[name] = cap.to_bytes()
-            parts = {name: job.parts[name] for name in job.order}
-            return snapfile.write_snapshot(self.directory, job.seq, parts,
+                job.parts[name] = cap.view()
+            return snapfile.write_snapshot(self.directory, job.seq, {n: job.parts[n] for n in job.order},
                                            [plan.run for plan in job.plans])
         finally:
-            for cap in job.captures.values():
+            for name, cap in job.captures.items():
+                job.parts.pop(name, None)   # the views go first: the copies are freed here, off the loop
                 cap.close()
             job.captures.clear()
             for plan in job.plans:
@@ -300,8 +304,9 @@ class Snapshots:
         st.written += 1
         st.duration_s = time.perf_counter() - job.t0
         log.info("snapshot at seq %d written to %s in %.3f s (%.4f s on the event loop, the "
-                 "longest hold %.4f s)", seq, path, st.duration_s, st.capture_s + st.copy_s,
-                 max(st.capture_s, st.copy_max_s),
+                 "longest hold %.4f s; copied in %d steps while commands through seq %d ran)",
+                 seq, path, st.duration_s, st.capture_s + st.copy_s, max(st.capture_s, st.copy_max_s),
+                 st.copy_steps, max(seq, job.copied_at),
                  extra={"event": "snapshot.written", "seq": seq, "path": path})
         journal = self.pipeline.journal
         try:

@@ -132,7 +132,11 @@ def test_to_bytes_on_a_thread_while_the_core_runs() -> None:
     f.run(churn(5000, 20_000, random.Random(6), 2 * 10**6))
     t.join()
     assert out == [want]
-    cap.close()
+    view = cap.view()                            # the same bytes, in a buffer the capture owns
+    assert view == want and cap.view() == want
+    cap.close()                                  # freed only once the views are released
+    assert bytes(view[:8]) == b"HFTGWCOR" and view == want
+    del view
 
 
 def test_one_capture_at_a_time_and_close_before_done() -> None:
