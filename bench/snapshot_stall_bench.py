@@ -247,10 +247,12 @@ async def run(args: argparse.Namespace, eng: Engine, mix: np.ndarray) -> None:
         await window("old", probe, flow, args.window, old)
         await window("new", probe, flow, args.window, lambda d: new_snapshot(eng, d))
         st = eng.snap_stats
-        print(f"          new: {st.capture_s * 1e3:.2f} ms on the loop at the start ("
+        print(f"          new: {st.capture_s * 1e3:.2f} ms on the loop at the start "
+              f"({st.capture_cpu_s * 1e3:.2f} CPU; "
               + ", ".join(f"{k} {v * 1e3:.2f}" for k, v in st.capture_parts.items())
               + f"), {st.copy_steps} copy steps of at most {st.copy_max_s * 1e3:.2f} ms "
-              f"({st.copy_s * 1e3:.1f} ms in all), written {st.written}, failed {st.failed}")
+              f"({st.copy_max_cpu_s * 1e3:.2f} CPU; {st.copy_s * 1e3:.1f} ms in all), written "
+              f"{st.written}, failed {st.failed}")
     stop.set()
     await flow_task
     print(f"# {flow.sent:,} commands flowed during the windows")

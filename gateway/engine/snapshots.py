@@ -77,6 +77,10 @@ class SnapshotStats:
     copy_s: float = 0.0          # last one: seconds of the loop spent in capture steps
     copy_steps: int = 0          # last one: how many
     copy_max_s: float = 0.0      # last one: the longest step
+    # last one: loop-thread CPU seconds of the start and of the longest step (the wall times
+    # above also hold the time the machine ran something else)
+    capture_cpu_s: float = 0.0
+    copy_max_cpu_s: float = 0.0
     recovery_s: float = 0.0      # the last start (snapshot load + journal tail replay)
 
 
@@ -162,7 +166,7 @@ class Snapshots:
         job = self._capture(seq, t0, deferred=loop is not None)
         if job is None:
             return None
-        self.stats.copy_s = self.stats.copy_max_s = 0.0
+        self.stats.copy_s = self.stats.copy_max_s = self.stats.copy_max_cpu_s = 0.0
         self.stats.copy_steps = 0
         if loop is None:
             return self._write_here(job)
@@ -173,6 +177,7 @@ class Snapshots:
 
     def _capture(self, seq: int, t0: float, deferred: bool) -> _Pending | None:
         # every part's bytes (or capture), then the sync plans; None (counted) when one failed
+        c0 = time.thread_time()
         job = _Pending(seq, t0, {}, {}, [], list(self.parts))
         times: dict[str, float] = {}
         try:
@@ -199,6 +204,7 @@ class Snapshots:
             raise
         self.stats.capture_parts = times
         self.stats.capture_s = time.perf_counter() - t0
+        self.stats.capture_cpu_s = time.thread_time() - c0
         return job
 
     @staticmethod
@@ -213,7 +219,7 @@ class Snapshots:
         job = self._pending
         if job is None:
             return
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.thread_time()
         try:
             done = all([cap.step(STEP_BYTES) for cap in job.captures.values()])
         except Exception:  # a bug in a capture must not stop the order path
@@ -227,6 +233,7 @@ class Snapshots:
         st.copy_s += dt
         st.copy_steps += 1
         st.copy_max_s = max(st.copy_max_s, dt)
+        st.copy_max_cpu_s = max(st.copy_max_cpu_s, time.thread_time() - c1)
         if not done:
             assert job.loop is not None
             job.loop.call_soon(self._step)
