@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 
 def fsync_dir(directory: str) -> None:
@@ -50,6 +51,22 @@ class SyncPlan:
         """Close the duplicates (idempotent)."""
         while self.fds:
             os.close(self.fds.pop())
+
+
+_Entry = TypeVar("_Entry", bound=tuple[Any, int])
+
+
+def forget_synced(unsynced: list[_Entry], covered: list[_Entry]) -> None:
+    """Close and drop the entries of ``unsynced`` (a log's ``(name, fd)`` of segments closed
+    but not yet synced) that a completed SyncPlan ``covered``.  Entries are unique tuples,
+    compared by identity: one removed meanwhile is skipped, an fd number since reused is not
+    mistaken for it."""
+    for entry in covered:
+        for i, e in enumerate(unsynced):
+            if e is entry:
+                os.close(e[1])
+                del unsynced[i]
+                break
 
 
 def dup_all(fds: list[int]) -> list[int]:

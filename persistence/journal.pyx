@@ -27,7 +27,7 @@ import logging
 import os
 import re
 
-from persistence.files import SyncPlan, dup_all
+from persistence.files import SyncPlan, dup_all, forget_synced
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.errno cimport EINTR, ENOSPC, errno
@@ -748,16 +748,7 @@ cdef class Journal:
         covered = list(self._unsynced)
         fds = dup_all([ufd for _, ufd in covered] + [self.fd])
         return SyncPlan(fds, [self._directory] if self._dir_dirty else [],
-                        lambda: self._forget_synced(covered))
-
-    def _forget_synced(self, covered):
-        # entries are unique tuples: one removed meanwhile (remove_through) is not there
-        for entry in covered:
-            for i, e in enumerate(self._unsynced):
-                if e is entry:
-                    os.close(e[1])
-                    del self._unsynced[i]
-                    break
+                        lambda: forget_synced(self._unsynced, covered))
 
     def remove_through(self, seq: int) -> list:
         """Delete closed segments whose records all have seq <= ``seq`` (a snapshot at ``seq``

@@ -32,7 +32,7 @@ import struct
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from persistence.files import SyncPlan, dup_all, fsync_dir, truncate_durably
+from persistence.files import SyncPlan, dup_all, forget_synced, fsync_dir, truncate_durably
 from persistence.journal import crc32c
 
 log = logging.getLogger(__name__)
@@ -342,16 +342,7 @@ class SegmentLog:
         active = [self._fd] if self._fd >= 0 and self._active_dirty else []
         fds = dup_all([fd for _, fd in covered] + active)
         return SyncPlan(fds, [self._directory] if self._dir_dirty else [],
-                        lambda: self._forget_synced(covered))
-
-    def _forget_synced(self, covered: list[tuple[int, int]]) -> None:
-        # entries are unique tuples, compared by identity (an fd number may be reused)
-        for entry in covered:
-            for i, e in enumerate(self._unsynced):
-                if e is entry:
-                    os.close(e[1])
-                    del self._unsynced[i]
-                    break
+                        lambda: forget_synced(self._unsynced, covered))
 
     def sync(self) -> None:
         """fdatasync the active segment, every segment closed since the last sync, and the
