@@ -22,10 +22,8 @@ disk's write-back throttling of the journal's writes shows up as stalls in every
 
 Each snapshot's time is from its start to its commit.  Printed per window: the longest stall
 and how many gaps were over 1 ms, and for "new" the stats the engine keeps (loop time at the
-start, copy steps).  ``--repeat`` alternates old and new.  The first "new" capture of a pool
-protects 4 KiB pages (~1 ms of mprotect at 1 M orders); the capture advises huge pages for the
-pool, and once khugepaged has collapsed it (tens of seconds) the start costs ~0.3 ms:
-``--settle`` seconds of flow before the first window lets that happen.
+start, copy steps).  ``--repeat`` alternates old and new.  Starting a capture protects the pool's pages
+(one mprotect: ~1 ms of page-table updates at 1 M orders in 4 KiB pages).
 
 Usage:
   python bench/snapshot_stall_bench.py                  # 1 M resting orders
@@ -55,7 +53,6 @@ sys.path.insert(0, str(ROOT / "bench"))
 from recovery_bench import block, config, deep_orders, feed, open_sessions  # noqa: E402
 
 from gateway.engine import Engine  # noqa: E402
-from matching.core import CoreCapture  # noqa: E402
 from persistence import snapshot as snapfile  # noqa: E402
 
 
@@ -219,11 +216,7 @@ async def run(args: argparse.Namespace, eng: Engine, mix: np.ndarray) -> None:
     flow = Flow(eng, mix, args.block, args.tick_ms / 1e3)
     flow_task = asyncio.ensure_future(flow.run(stop))
     pool = bytearray(eng.core.order_count() * 64)
-    if args.settle:
-        first = CoreCapture(eng.core)   # gives the pool its huge-page advice
-        first.finish()
-        first.close()
-    await asyncio.sleep(0.5 + args.settle)
+    await asyncio.sleep(0.5)
 
     def memcpy(done: Callable[[], None]) -> None:
         bytes(pool)
@@ -266,8 +259,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--window", type=float, default=2.0, help="seconds per measured window")
     ap.add_argument("--repeat", type=int, default=2, help="old/new pairs")
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--settle", type=float, default=0.0,
-                    help="seconds of flow after a first capture, before the windows")
     ap.add_argument("--dir", default="", help="parent of the scratch journal directory (e.g. /dev/shm, "
                                               "to keep the disk's write-back throttling out)")
     args = ap.parse_args(argv)

@@ -267,7 +267,6 @@ cdef class MatchingCore:
         if self._pool_mem == NULL:
             raise MemoryError()
         self.pool = <Order *>((<uintptr_t>self._pool_mem + 63) & ~(<uintptr_t>63))
-        hftgw_cow_advise_huge(<const char *>self._pool_mem, <size_t>self.pool_cap * sizeof(Order) + 64)
         self.free_head = NIL
         self._taker = NIL
         cap = _INITIAL_HASH

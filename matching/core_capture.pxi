@@ -19,7 +19,6 @@ cdef extern from "page_cow.h" nogil:
         size_t cursor
         size_t page
     hftgw_cow *hftgw_cow_begin(const char *src, size_t len)
-    void hftgw_cow_advise_huge(const char *p, size_t len)
     size_t hftgw_cow_step(hftgw_cow *r, size_t max_pages)
     void hftgw_cow_end(hftgw_cow *r)
     void hftgw_cow_free(hftgw_cow *r)
@@ -70,8 +69,6 @@ cdef class CoreCapture:
             raise MemoryError()
         memcpy(self.ice, core.ice, core.ice_cap * sizeof(IceSlot))
         self._copy_books()
-        # the pool may have moved to a mapping without the advice (core.pyx gives it at first)
-        hftgw_cow_advise_huge(<const char *>core._pool_mem, <size_t>core.pool_cap * sizeof(Order) + 64)
         self.cow = hftgw_cow_begin(<const char *>core.pool, <size_t>core.pool_used * sizeof(Order))
         if self.cow == NULL:
             raise OSError(errno, "cannot start the copy-on-write capture of the order pool")

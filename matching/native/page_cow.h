@@ -123,20 +123,6 @@ static int hftgw_cow_install(void)
     return sigaction(SIGSEGV, &sa, NULL);
 }
 
-/* The range as transparent huge pages from now on (for the pool: its 2 MB pages are
- * protected with one entry each, so that starting a capture costs microseconds, not the
- * ~1 ms of 16 Ki page-table entries at 1 M orders).  Advice only: errors are ignored. */
-static void hftgw_cow_advise_huge(const char *p, size_t len)
-{
-#ifdef MADV_HUGEPAGE
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    uintptr_t lo = ((uintptr_t)p + page - 1) & ~(uintptr_t)(page - 1);
-    uintptr_t hi = ((uintptr_t)p + len) & ~(uintptr_t)(page - 1);
-    if (hi > lo)
-        madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
-#endif
-}
-
 /* Start capturing [src, src + len): the shadow is allocated, the partial pages copied, the
  * others protected.  Returns NULL (errno set) when memory, a free slot or mprotect fails. */
 static hftgw_cow *hftgw_cow_begin(const char *src, size_t len)
@@ -150,15 +136,14 @@ static hftgw_cow *hftgw_cow_begin(const char *src, size_t len)
     r->len = len;
     r->slot = -1;
     r->page = (size_t)sysconf(_SC_PAGESIZE);
-    /* huge pages: a fresh 4 KiB page costs a fault on first write, which made the copy
-     * three times slower than the memcpy itself */
+    /* 4 KiB pages: each costs a fault on its first write (the copy runs ~3x the memcpy), but
+     * huge pages (MADV_HUGEPAGE) made a fault compact memory now and then: one step took
+     * 6-9 ms instead of ~0.6 (bench/snapshot_stall_bench.py) */
     r->shadow_len = len ? len : 1;
     r->shadow = (char *)mmap(NULL, r->shadow_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
                              -1, 0);
     if (r->shadow == MAP_FAILED)
         r->shadow = NULL;
-    else
-        hftgw_cow_advise_huge(r->shadow, r->shadow_len);
     lo = ((uintptr_t)src + r->page - 1) & ~(uintptr_t)(r->page - 1);
     hi = ((uintptr_t)src + len) & ~(uintptr_t)(r->page - 1);
     r->npages = hi > lo ? (hi - lo) / r->page : 0;
