@@ -204,7 +204,7 @@ class Engine:
         return self.snapshots.write_snapshot(background)
 
     def snapshot_running(self) -> bool:
-        """True while a background snapshot is being written."""
+        """True while a background snapshot is being captured or written."""
         return self.snapshots.running()
 
     def admin(self, action: int, *, account: str = "", symbol_id: int | None = None, field: int = 0,
