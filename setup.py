@@ -10,11 +10,12 @@ from setuptools import Extension, find_packages, setup
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))      # a PEP 517 build does not put the project on the path
-from protocol import fillgen  # noqa: E402
+from protocol import fillgen, schemagen  # noqa: E402
 
 # code generated from protocol/schema/hftgw-v1.xml at build time (never committed: build/ is ignored)
 GENERATED = HERE / "build" / "generated"
 fillgen.write(GENERATED / "outbound_fills.pxi")
+schemagen.write(GENERATED)
 TOP = ["gateway", "matching", "protocol", "persistence", "monitoring"]
 PACKAGES = [p for p in find_packages(include=[f"{t}*" for t in TOP])]
 

@@ -62,13 +62,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ceiling  # noqa: E402  (bench/ceiling.py, beside this file)
 from hdrh.histogram import HdrHistogram  # noqa: E402
 from matching_streams import (  # noqa: E402
-    GTC,
-    LIMIT,
-    NEW,
-    WORDS,
     Stream,
+    deep_book,
     load_driver,
-    records,
     stream_deep,
     stream_exchange_core,
     stream_lobster,
@@ -83,17 +79,29 @@ from matching.records import (  # noqa: E402
 )
 from matching.ring import SpscRing  # noqa: E402
 
+# Rings of 8 Ki slots (512 KiB of commands, 1 MiB of events): the core wraps them while the lines
+# it wrote a batch ago are still in L2, where a 64 Ki-slot events ring (8 MiB) makes every event a
+# store miss (stream (0) ran 10-14 % slower in thread CPU with it, measured alternately).
+RING_SLOTS = 1 << 13
 
-def run_core(s: Stream, batch: int) -> tuple[float, float, EventTally, MatchingCore]:
-    """The stream through a fresh core (after its untimed preload); returns (wall seconds,
-    thread-CPU seconds) spent inside process(), the event tally and the core."""
+
+def primed_core(s: Stream, command_slots: int) -> tuple[MatchingCore, SpscRing, SpscRing, EventTally]:
+    """A fresh core with the stream's preload run (untimed; its events are not counted), its
+    command and event rings, and the tally that counts the events from here on."""
     core = MatchingCore(s.symbols, initial_orders=max(1 << 16, len(s.preload) // COMMAND_RECORD_SIZE + 1))
-    cq = SpscRing(1 << 15, COMMAND_RECORD_SIZE)
-    eq = SpscRing(1 << 16, EVENT_RECORD_SIZE)
+    cq = SpscRing(command_slots, COMMAND_RECORD_SIZE)
+    eq = SpscRing(RING_SLOTS, EVENT_RECORD_SIZE)
     tally = EventTally()
     core.on_events_full = lambda: tally.drain(eq)
     if s.preload:
         feed(core, cq, eq, EventTally(), s.preload)
+    return core, cq, eq, tally
+
+
+def run_core(s: Stream, batch: int) -> tuple[float, float, EventTally, MatchingCore]:
+    """The stream through a fresh core (after its untimed preload); returns (wall seconds,
+    thread-CPU seconds) spent inside process(), the event tally and the core."""
+    core, cq, eq, tally = primed_core(s, RING_SLOTS)
     mv = memoryview(s.cmds)
     n = s.n
     batch = min(batch, cq.capacity)
@@ -132,13 +140,7 @@ def feed(core: MatchingCore, cq: SpscRing, eq: SpscRing, tally: EventTally, blob
 
 def latency(s: Stream, lat_batch: int) -> HdrHistogram:
     """Per-op latency: batches of lat_batch commands timed in C; value = batch ns / batch size."""
-    core = MatchingCore(s.symbols, initial_orders=max(1 << 16, len(s.preload) // COMMAND_RECORD_SIZE + 1))
-    cq = SpscRing(1 << 12, COMMAND_RECORD_SIZE)
-    eq = SpscRing(1 << 16, EVENT_RECORD_SIZE)
-    tally = EventTally()
-    core.on_events_full = lambda: tally.drain(eq)
-    if s.preload:
-        feed(core, cq, eq, tally, s.preload)
+    core, cq, eq, tally = primed_core(s, 1 << 12)
     hist = HdrHistogram(1, 10**12, 3)
     out = array("Q", bytes(8 * (cq.capacity // lat_batch + 1)))
     mv = memoryview(s.cmds)
@@ -210,18 +212,11 @@ def report(s: Stream, args: argparse.Namespace, ceiling_bin: tuple[Path, Path] |
 
 def memory(resting: int) -> dict[str, float]:
     """The preload of stream (c) alone into a core that starts at 64 Ki orders."""
-    mid, levels = 10_000_000, 5_000
-    w = records(resting)
-    new_w = NEW | (LIMIT << 16) | (GTC << 24)
-    w[3::WORDS] = array("Q", (new_w | ((1 + (i & 1)) << 8) for i in range(resting)))
-    w[4::WORDS] = array("Q", range(1, resting + 1))
-    w[6::WORDS] = array("Q", (mid - 1 - (i >> 1) % levels if i & 1 == 0 else mid + 1 + (i >> 1) % levels
-                              for i in range(resting)))
-    w[7::WORDS] = array("Q", (1 + i % 10 for i in range(resting)))
+    preload = deep_book(resting)
     core = MatchingCore([(1, 1 << 40)])          # starts at 64 Ki orders and grows in chunks
     cq, eq = SpscRing(1 << 16, COMMAND_RECORD_SIZE), SpscRing(1 << 17, EVENT_RECORD_SIZE)
     t0 = time.perf_counter()
-    feed(core, cq, eq, EventTally(), w.tobytes())
+    feed(core, cq, eq, EventTally(), preload)
     dt = time.perf_counter() - t0
     st = core.memory_stats()
     n = st["resting_orders"]

@@ -106,6 +106,19 @@ class Recorder:
     def live(self, cl: int) -> dict[str, int] | None:
         return self.core.lookup(SESSION, cl)
 
+    def passive_add(self, rnd: random.Random, cl: int, mid: int, depth: int, max_qty: int) -> None:
+        """A GTC limit order of a random side 1..depth ticks behind ``mid``, for 1..max_qty lots."""
+        side = rnd.choice((BUY, SELL))
+        d = rnd.randint(1, depth)
+        self.run(self.cmd(type=NEW, side=side, ord_type=LIMIT, tif=GTC, cl_ord_id=cl,
+                          price=mid - d if side == BUY else mid + d, qty=rnd.randint(1, max_qty)))
+
+    def marketable_ioc(self, rnd: random.Random, cl: int, mid: int, reach: int, max_qty: int) -> None:
+        """An IOC limit order of a random side ``reach`` ticks through ``mid``, for 1..max_qty lots."""
+        side = rnd.choice((BUY, SELL))
+        self.run(self.cmd(type=NEW, side=side, ord_type=LIMIT, tif=IOC, cl_ord_id=cl,
+                          price=mid + reach if side == BUY else mid - reach, qty=rnd.randint(1, max_qty)))
+
 
 # -- stream (0): the shared stream --------------------------------------------------------------------
 def load_driver() -> ModuleType:
@@ -200,10 +213,7 @@ def stream_exchange_core(n: int, seed: int) -> Stream:
                 u = 0.15
             if u < 0.09 or not live:
                 next_cl += 1
-                side = rnd.choice((BUY, SELL))
-                d = rnd.randint(1, half)
-                rec.run(rec.cmd(type=NEW, side=side, ord_type=LIMIT, tif=GTC, cl_ord_id=next_cl,
-                                price=mid - d if side == BUY else mid + d, qty=rnd.randint(1, 100)))
+                rec.passive_add(rnd, next_cl, mid, half, 100)
                 live.append(next_cl)
                 continue
             i = rnd.randrange(len(live))
@@ -214,9 +224,7 @@ def stream_exchange_core(n: int, seed: int) -> Stream:
                 o = None
             if u < 0.12:
                 next_cl += 1
-                side = rnd.choice((BUY, SELL))
-                rec.run(rec.cmd(type=NEW, side=side, ord_type=LIMIT, tif=IOC, cl_ord_id=next_cl,
-                                price=mid + 20 if side == BUY else mid - 20, qty=rnd.randint(1, 150)))
+                rec.marketable_ioc(rnd, next_cl, mid, 20, 150)
             elif o is None:
                 continue
             elif u < 0.18:
@@ -301,8 +309,13 @@ def stream_lobster() -> Stream:
 
 
 # -- stream (c): a deep book --------------------------------------------------------------------------
-def stream_deep(resting: int, n: int, seed: int) -> Stream:
-    mid, levels = 10_000_000, 5_000
+DEEP_MID, DEEP_LEVELS = 10_000_000, 5_000
+
+
+def deep_book(resting: int) -> bytes:
+    """Stream (c)'s preload: ``resting`` GTC limits, buys and sells in turn, spread over
+    DEEP_LEVELS levels each side of DEEP_MID, 1..10 lots."""
+    mid, levels = DEEP_MID, DEEP_LEVELS
     w = records(resting)
     new_w = NEW | (LIMIT << 16) | (GTC << 24)
     w[3::WORDS] = array("Q", (new_w | ((1 + (i & 1)) << 8) for i in range(resting)))
@@ -310,7 +323,12 @@ def stream_deep(resting: int, n: int, seed: int) -> Stream:
     w[6::WORDS] = array("Q", (mid - 1 - (i >> 1) % levels if i & 1 == 0 else mid + 1 + (i >> 1) % levels
                               for i in range(resting)))
     w[7::WORDS] = array("Q", (1 + i % 10 for i in range(resting)))
-    preload = w.tobytes()
+    return w.tobytes()
+
+
+def stream_deep(resting: int, n: int, seed: int) -> Stream:
+    mid, levels = DEEP_MID, DEEP_LEVELS
+    preload = deep_book(resting)
     path = f"/tmp/hftgw_deep_{resting}_{n}_{seed}.bin"
     if not os.path.exists(path):
         t0 = time.perf_counter()
@@ -325,17 +343,12 @@ def stream_deep(resting: int, n: int, seed: int) -> Stream:
             u = rnd.random()
             if u < 0.45:                  # a passive add at any depth
                 next_cl += 1
-                side = rnd.choice((BUY, SELL))
-                d = rnd.randint(1, levels)
-                rec.run(rec.cmd(type=NEW, side=side, ord_type=LIMIT, tif=GTC, cl_ord_id=next_cl,
-                                price=mid - d if side == BUY else mid + d, qty=rnd.randint(1, 10)))
+                rec.passive_add(rnd, next_cl, mid, levels, 10)
                 live.append(next_cl)
                 continue
             if u < 0.55:                  # a marketable IOC at the touch
                 next_cl += 1
-                side = rnd.choice((BUY, SELL))
-                rec.run(rec.cmd(type=NEW, side=side, ord_type=LIMIT, tif=IOC, cl_ord_id=next_cl,
-                                price=mid + levels if side == BUY else mid - levels, qty=rnd.randint(1, 30)))
+                rec.marketable_ioc(rnd, next_cl, mid, levels, 30)
                 continue
             while True:
                 i = rnd.randrange(len(live))

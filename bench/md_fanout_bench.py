@@ -30,7 +30,6 @@ import asyncio
 import functools
 import multiprocessing as mp
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -52,14 +51,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from e2e_bench import Conn, _open, free_port, throughput, wait_ready  # noqa: E402
-
-from matching.records import OrdType, Side, TimeInForce  # noqa: E402
-from protocol import codec  # noqa: E402
-from protocol.messages import CancelOrder, NewOrder  # noqa: E402
+from order_stream import MID, TICK, mixed_stream  # noqa: E402
 
 SYMBOLS = ["AAPL", "AMZN", "GOOG", "INTC", "MSFT"]
-MID = 1_000_000
-TICK = 100
 PER_PROCESS = 2500
 TPL_BBO, TPL_TRADE = 40, 41
 BBO_FRAME = 2 + 8 + 56  # WebSocket header, SBE header, Bbo block
@@ -265,22 +259,8 @@ class SubscriberFleet:
 def symbol_stream(n: int, seed: int, symbol: str) -> tuple[bytes, array[int]]:
     """n pre-encoded requests on one symbol: GTC limits around the mid, both sides, about half
     crossing; every third request cancels the order sent 30 requests earlier."""
-    rnd = random.Random(seed)
-    parts, ends, off = [], array("Q"), 0
-    for cl in range(1, n + 1):
-        if cl % 3 == 0 and cl > 30:
-            b = codec.encode(CancelOrder(cl_ord_id=cl, orig_cl_ord_id=cl - 30, symbol=symbol))
-        else:
-            side = Side.SIDE_BUY if rnd.random() < 0.5 else Side.SIDE_SELL
-            ticks = rnd.randrange(10) - 5
-            price = MID + (ticks + (2 if side == Side.SIDE_BUY else -2)) * TICK
-            b = codec.encode(NewOrder(cl_ord_id=cl, price=price, order_qty=1 + rnd.randrange(10),
-                                      symbol=symbol, side=side, ord_type=OrdType.ORD_LIMIT,
-                                      time_in_force=TimeInForce.TIF_GTC))
-        parts.append(b)
-        off += len(b)
-        ends.append(off)
-    return b"".join(parts), ends
+    return mixed_stream(n, seed, symbol,
+                        lambda buy, k: MID + (k - 5 + (2 if buy else -2)) * TICK)
 
 
 async def steady_load(port: int, streams: list[tuple[bytes, array[int]]], rate: int, seconds: float,

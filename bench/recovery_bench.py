@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "support"))
 
-from command_stream import (  # noqa: E402
+from support.command_stream import (  # noqa: E402
     ADD,
     ADDED_SYMBOL,
     EOS,
@@ -54,7 +54,7 @@ from command_stream import (  # noqa: E402
 
 from gateway.config.load import load_config  # noqa: E402
 from gateway.config.schema import Config  # noqa: E402
-from gateway.engine import Engine  # noqa: E402
+from gateway.engine import Engine, RecoveryStats  # noqa: E402
 from matching.records import (  # noqa: E402
     COMMAND_RECORD_SIZE,
     UNKNOWN_SYMBOL,
@@ -138,9 +138,82 @@ def feed(engine: Engine, words: np.ndarray) -> None:
         engine.pump()
 
 
-def digest(engine: Engine) -> tuple[int, int, list[int]]:
+Digest = tuple[int, int, list[int]]
+
+
+def digest(engine: Engine) -> Digest:
     return (zlib.crc32(engine.core.snapshot()), engine.sequencer.next_seq,
             [engine.outbound.next_seq(s) for s in range(1, DEEP_SESSION + 1)])
+
+
+def snapshot_now(eng: Engine, seq: int) -> str:
+    """Write the snapshot in the foreground, printing what it cost; returns its path."""
+    live = eng.core.order_count()
+    tc = time.perf_counter()
+    core_bytes = eng.core.snapshot()
+    core_s = time.perf_counter() - tc
+    path = eng.write_snapshot(background=False)
+    assert path is not None
+    st = eng.snap_stats
+    print(f"snapshot at seq {seq:,}: {live:,} live orders; MatchingCore.snapshot() "
+          f"{core_s * 1e3:.0f} ms ({len(core_bytes) / 1e6:.0f} MB); capture of every "
+          f"part + journal sync (event loop held) {st.capture_s * 1e3:.0f} ms; whole "
+          f"write {st.duration_s * 1e3:.0f} ms; file {os.path.getsize(path) / 1e6:.0f} MB")
+    print("  capture by part (ms): " + ", ".join(f"{k} {v * 1e3:.0f}" for k, v in st.capture_parts.items()))
+    return path
+
+
+def write_journal(args: argparse.Namespace, jdir: str, sdir: str) -> tuple[Digest, str]:
+    """The deep book, then the mix repeated up to --commands, through one engine; the snapshot
+    --tail commands before the end.  Returns the final state and the snapshot's path."""
+    mix = block(args.block, args.seed)
+    eng = Engine(config(jdir, sdir))
+    eng.recover()
+    eng.journal_retention.append(lambda: 0)   # keep the whole journal for the full replay
+    open_sessions(eng)
+    t0 = time.perf_counter()
+    feed(eng, deep_orders(args.resting))
+    total = eng.sequencer.next_seq - 1
+    rep = pos = 0
+    snap_at = args.commands - args.tail
+    snap_path = ""
+    while total < args.commands:
+        end = min(len(mix), pos + args.commands - total)
+        if total < snap_at < total + end - pos:
+            end = pos + snap_at - total
+        w = mix[pos:end].copy()
+        for col in (4, 5):                    # fresh ClOrdIDs (and request ids) per repetition
+            nz = w[:, col] != 0
+            w[nz, col] += np.uint64((rep + 1) * 10**8)
+        w[:, 1] += np.uint64(rep * 10**12)
+        feed(eng, w)
+        total = eng.sequencer.next_seq - 1
+        pos = end
+        if pos == len(mix):
+            pos, rep = 0, rep + 1
+        if total == snap_at:
+            snap_path = snapshot_now(eng, total)
+    write_s = time.perf_counter() - t0
+    want = digest(eng)
+    journal_bytes = eng.journal.size
+    eng.close()
+    del eng
+    gc.collect()
+    print(f"wrote {total:,} commands ({journal_bytes / 1e9:.2f} GB of journal) in {write_s:.1f} s "
+          f"({total / write_s / 1e6:.2f} M/s through the engine)")
+    return want, snap_path
+
+
+def recovered(cfg: Config) -> tuple[RecoveryStats, Digest]:
+    """A fresh engine recovered from cfg's journal (and snapshots): the recovery's figures and
+    the state it ends in."""
+    eng = Engine(cfg)
+    stats = eng.recover()
+    got = digest(eng)
+    eng.close()
+    del eng
+    gc.collect()
+    return stats, got
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,74 +232,13 @@ def main(argv: list[str] | None = None) -> int:
     for d in (jdir, sdir, empty):
         os.makedirs(d, exist_ok=True)
     try:
-        mix = block(args.block, args.seed)
-        # -- write the journal ---------------------------------------------------------------
-        eng = Engine(config(jdir, sdir))
-        eng.recover()
-        eng.journal_retention.append(lambda: 0)   # keep the whole journal for the full replay
-        open_sessions(eng)
-        t0 = time.perf_counter()
-        feed(eng, deep_orders(args.resting))
-        total = eng.sequencer.next_seq - 1
-        rep = pos = 0
-        snap_at = args.commands - args.tail
-        snap_path = ""
-        while total < args.commands:
-            end = min(len(mix), pos + args.commands - total)
-            if total < snap_at < total + end - pos:
-                end = pos + snap_at - total
-            w = mix[pos:end].copy()
-            for col in (4, 5):                    # fresh ClOrdIDs (and request ids) per repetition
-                nz = w[:, col] != 0
-                w[nz, col] += np.uint64((rep + 1) * 10**8)
-            w[:, 1] += np.uint64(rep * 10**12)
-            feed(eng, w)
-            total = eng.sequencer.next_seq - 1
-            pos = end
-            if pos == len(mix):
-                pos, rep = 0, rep + 1
-            if total == snap_at:
-                live = eng.core.order_count()
-                tc = time.perf_counter()
-                core_bytes = eng.core.snapshot()
-                core_s = time.perf_counter() - tc
-                path = eng.write_snapshot(background=False)
-                assert path is not None
-                snap_path = path
-                st = eng.snap_stats
-                print(f"snapshot at seq {total:,}: {live:,} live orders; MatchingCore.snapshot() "
-                      f"{core_s * 1e3:.0f} ms ({len(core_bytes) / 1e6:.0f} MB); capture of every "
-                      f"part + journal sync (event loop held) {st.capture_s * 1e3:.0f} ms; whole "
-                      f"write {st.duration_s * 1e3:.0f} ms; file {os.path.getsize(path) / 1e6:.0f} MB")
-                print("  capture by part (ms): " + ", ".join(f"{k} {v * 1e3:.0f}"
-                                                          for k, v in st.capture_parts.items()))
-                del core_bytes
-        write_s = time.perf_counter() - t0
-        want = digest(eng)
-        journal_bytes = eng.journal.size
-        eng.close()
-        del eng
-        gc.collect()
-        print(f"wrote {total:,} commands ({journal_bytes / 1e9:.2f} GB of journal) in {write_s:.1f} s "
-              f"({total / write_s / 1e6:.2f} M/s through the engine)")
-
-        # -- full replay ---------------------------------------------------------------------
-        full = Engine(config(jdir, empty))
-        stats = full.recover()
-        got = digest(full)
-        full.close()
-        del full
-        gc.collect()
+        want, snap_path = write_journal(args, jdir, sdir)
+        stats, got = recovered(config(jdir, empty))
         assert stats.snapshot_seq == 0 and got == want, "full replay differs"
         full_s = stats.elapsed_s
         print(f"full replay:      {stats.commands:>12,} commands in {full_s:7.2f} s "
               f"({stats.commands / full_s / 1e6:.2f} M/s)")
-
-        # -- snapshot + tail -----------------------------------------------------------------
-        quick = Engine(config(jdir, sdir))
-        stats = quick.recover()
-        got = digest(quick)
-        quick.close()
+        stats, got = recovered(config(jdir, sdir))
         assert stats.snapshot_path == snap_path and got == want, "snapshot + tail differs"
         print(f"snapshot + tail:  {stats.commands:>12,} commands in {stats.elapsed_s:7.2f} s "
               f"(snapshot at seq {stats.snapshot_seq:,} loaded and restored in "

@@ -24,6 +24,7 @@ from gateway.transport.ws import WsGateway
 from monitoring.book_page import BookPages
 from monitoring.collector import GatewayCollector, reason_totals
 from monitoring.http import SidePortServer
+from monitoring.loop_lag import LoopLagMonitor
 from monitoring.md_collector import MarketDataCollector
 from protocol.session import SessionCounters
 
@@ -55,6 +56,7 @@ class Gateway:
         # monitoring reads the engine through its one read-only stats object only
         self.registry.register(GatewayCollector(self.engine.stats, self.session_counters,
                                                 logs.LIMITER, self.reloader))
+        self.loop_lag = LoopLagMonitor(self.registry)
         self.md = MarketData(self.engine)
         self.ws: WsGateway | None = None  # the WebSocket port, when ws_listen is set
         self.registry.register(MarketDataCollector(
@@ -223,6 +225,7 @@ class Gateway:
             await self.ws.start()
             self.engine.post_pump.append(self.md.on_pump)
         self._tasks.append(asyncio.create_task(self._ticker(), name="hftgw-ticker"))
+        self.loop_lag.start(loop)
         self._tasks.append(asyncio.create_task(self.summaries.run(), name="hftgw-log-summaries"))
         # everything built so far lives as long as the process: move it out of the collector's
         # generations so a full collection does not rescan it in the middle of the order flow
@@ -244,8 +247,7 @@ class Gateway:
         assert events is not None
         sink = EventSink(self.cfg.pg_dsn, self.cfg.partition, events, self.engine.symbol_names,
                          self.engine.account,
-                         journal_point=(self.engine.recovered_event_no,
-                                        self.engine.recovered_trade_id))
+                         journal_point=self.engine.journal_point)
         self.engine.sink = sink
         self._tasks.append(asyncio.create_task(sink.run(), name="hftgw-sink"))
         log.info("PostgreSQL sink on, partition %r; event log %s holds events %d..%d",
@@ -307,6 +309,7 @@ class Gateway:
         deadline = t0 + self.cfg.drain_timeout_s
         log.info("shutting down (grace period %.1f s)", self.cfg.drain_timeout_s,
                  extra={"event": "gateway.stopping"})
+        self.loop_lag.stop()  # the shutdown's own synchronous steps are not the loop's lag
         commands, sessions, ws_close = self._log_everyone_out()
         for t in self._tasks:
             if t.get_name() != "hftgw-sink":

@@ -19,20 +19,19 @@ cdef enum:
     STP_SHIFT = 4             # Order.flags bits 4-6: the order's StpMode
     MAX_SYMBOLS = 0xFFFF      # symbol ids are uint16 in the order struct
 
-# One live order, 64 bytes (one cache line when the pool is 64-byte aligned).
+# One live order, 48 bytes (four in three cache lines; the pool is 64-byte aligned).  An order's
+# account is its session's (the gateway stamps every command of a session with one account), kept
+# per session in MatchingCore.acct; quantities are below 2**32 lots (a symbol's max_qty is capped
+# there) and exchange order ids below 2**48, so the id shares a word with the symbol.
 ctypedef struct Order:
-    uint64_t order_id
+    uint64_t oid_sym          # exchange order id << 16 | symbol id (see _oid, _sym)
     uint64_t cl_ord_id
     int64_t price             # limit price; 0 for market and stop (market) orders
-    uint64_t qty              # total order quantity (FIX OrderQty); cum qty = qty - total leaves
-    uint64_t leaves           # lots shown in the book; total leaves = leaves + IceSlot.hidden
+    uint32_t qty              # total order quantity (FIX OrderQty); cum qty = qty - total leaves
+    uint32_t leaves           # lots shown in the book; total leaves = leaves + IceSlot.hidden
     uint32_t prev             # FIFO neighbours in the level (pool indices or NIL); also the
     uint32_t next             # free-list link; a pending stop keeps its stop price in these 8 bytes
     uint32_t session_id
-    uint32_t account_id
-    uint16_t symbol_id
-    uint16_t level_hint       # index of its level when it last rested; checked before use, as
-                              # levels shift only when a worse level is added or removed
     uint8_t side
     uint8_t ord_type
     uint8_t tif
@@ -106,6 +105,14 @@ cdef class MatchingCore:
     cdef HSlot *htab
     cdef uint64_t hcap        # power of two
     cdef uint64_t hcount
+    cdef uint64_t hver        # bumped by every change of the table: a probe's end slot is
+                              # still the insert slot while it is unchanged
+    cdef uint32_t _t_h        # a new order's hash, the slot its duplicate probe ended at and
+    cdef uint64_t _t_pos      # hver then (for its insert when it rests; see _execute)
+    cdef uint64_t _t_ver
+
+    cdef uint32_t *acct       # account id by session id (the latest a command of it carried)
+    cdef uint64_t acct_cap
 
     cdef IceSlot *ice
     cdef uint64_t ice_cap     # power of two

@@ -76,12 +76,19 @@ prevention as Binance spot, https://developers.binance.com/docs/binance-spot-api
   gateway's open-quantity bookkeeping); a kill-switch mass cancel (flags 2, sent with scope
   ACCOUNT) cancels in every symbol with CXL_KILL_SWITCH.
 
-Memory: a live order is one 64-byte pool struct plus one 8-byte hash slot (the table grows at
-50 % load, so 16-32 bytes per order) plus its share of a 40-byte price level; the pool grows in
-chunks of max(64 Ki orders, 1/8 of the pool).  An iceberg adds a 24-byte reserve slot, a pending
-stop a 16-byte stop-list entry.  A price level that empties below the best one stays in its
-sorted array (so an order moving back to that price costs no memmove) until empty levels are
-half the array and a new level is inserted, which squeezes them out.
+Accounts: an order's account is its session's, the account_id the session's latest CMD_NEW or
+CMD_SESSION_OPEN carried (the gateway stamps every command of a session with its one account);
+self-trade prevention, mass cancel by account and snapshots read it per session.  Quantities are
+32-bit in the pool: a symbol's max_qty above 2**32 - 1 is taken as 2**32 - 1.  Exchange order ids
+stay below 2**48 (OverflowError after that).
+
+Memory: a live order is one 48-byte pool struct plus one 8-byte hash slot (a table past 256 Ki
+slots grows by 1/5 at 4/5 load, so 10-12 bytes per order; a smaller one doubles at 1/2) plus its
+share of a 40-byte price level; the pool grows in chunks of max(64 Ki orders, 1/8 of the pool).
+An iceberg adds a 24-byte reserve slot, a pending stop a 16-byte stop-list entry.  A price level
+that empties below the best one stays in its sorted array (so an order moving back to that price
+costs no memmove) until empty levels are half the array and a new level is inserted, which
+squeezes them out.
 
 ``snapshot()`` / ``MatchingCore.restore()`` save and rebuild the whole state (format in
 ``snapshot``'s docstring).
@@ -104,64 +111,12 @@ from libc.string cimport memcmp, memcpy, memmove, memset
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
-from matching.records cimport (
-    CMD_BOOK_QUERY,
-    CMD_CANCEL,
-    CMD_END_OF_SESSION,
-    CMD_MASS_CANCEL,
-    CMD_NEW,
-    CMD_ADMIN,
-    CMD_REPLACE,
-    CMD_RISK_REJECT,
-    CMD_SESSION_OPEN,
-    CMD_SESSION_STATE,
-    CMD_SYMBOL_ADD,
-    CXL_DISCONNECT,
-    CXL_EXPIRED,
-    CXL_FOK_UNFILLED,
-    CXL_IOC_REMAINDER,
-    CXL_KILL_SWITCH,
-    CXL_MASS_CANCEL,
-    CXL_NO_LIQUIDITY,
-    CXL_SELF_TRADE,
-    CXL_USER,
-    EVT_ACCEPTED,
-    EVT_BOOK_LEVEL,
-    EVT_BOOK_SNAPSHOT,
-    EVT_CANCEL_REJECTED,
-    EVT_CANCELED,
-    EVT_FILL,
-    EVT_MASS_CANCEL_DONE,
-    EVT_REJECTED,
-    EVT_REPLACED,
-    EVT_TRIGGERED,
-    FLAG_POST_ONLY,
-    ORD_LIMIT,
-    ORD_MARKET,
-    ORD_STOP,
-    ORD_STOP_LIMIT,
-    REJ_DUPLICATE_CL_ORD_ID,
-    REJ_INVALID_FIELD,
-    REJ_INVALID_PRICE,
-    REJ_INVALID_QUANTITY,
-    REJ_POST_ONLY_WOULD_TAKE,
-    REJ_UNKNOWN_ORDER,
-    REJ_UNKNOWN_SYMBOL,
-    SCOPE_ACCOUNT,
-    SIDE_BUY,
-    SIDE_SELL,
-    STP_CANCEL_BOTH,
-    STP_CANCEL_NEWEST,
-    STP_DECREMENT,
-    STP_NONE,
-    TIF_DAY,
-    TIF_FOK,
-    TIF_GTC,
-    TIF_IOC,
-    UNKNOWN_SYMBOL_ID,
-    Command,
-    Event,
-)
+
+cdef extern from *:
+    void __builtin_prefetch(const void *addr) noexcept nogil
+
+# all of it: the core speaks the whole record vocabulary (commands, events, reasons, enums)
+from matching.records cimport *
 from matching.native.byteorder cimport ld32, ld64, ldi64, st32, st64, sti64
 from matching.ring cimport SpscRing
 
@@ -183,9 +138,12 @@ cdef uint32_t _INITIAL_LEVELS = 64
 cdef uint32_t _INITIAL_STOPS = 8
 cdef uint32_t _MAX_POOL = 0xFFFFFFFE     # NIL is 0xFFFFFFFF
 cdef uint32_t _POOL_CHUNK = 1 << 16
-# the order hash starts small and doubles at 50 % load: sized by the live orders, not by the
+cdef uint64_t _MAX_ORDER_QTY = 0xFFFFFFFF   # Order.qty and leaves are 32-bit
+# the order hash starts small and grows with the live orders (core_store.pxi): sized by them, not by the
 # pool, so a book with few live orders probes a table that stays in cache
 cdef uint64_t _INITIAL_HASH = 4096
+cdef uint64_t _MAX_HASH = <uint64_t>1 << 32     # _home's multiply-shift needs cap <= 2**32
+cdef uint64_t _HASH_DENSE = 1 << 18             # slots: below, half full at most; above, 4/5
 
 # mass-cancel selection modes of _cancel_many
 cdef enum:
@@ -296,6 +254,7 @@ cdef class MatchingCore:
         free(self._pool_mem)
         free(self.htab)
         free(self.ice)
+        free(self.acct)
 
     def process(self, SpscRing commands not None, SpscRing events not None,
                 max_commands=(1 << 63)) -> int:
@@ -425,7 +384,7 @@ cdef class MatchingCore:
         if pos < bs.n and bs.lv[pos].price == price:
             oi = bs.lv[pos].head
             while oi != NIL:
-                out.append(self.pool[oi].order_id)
+                out.append(_oid(&self.pool[oi]))
                 oi = self.pool[oi].next
         return out
 
@@ -448,7 +407,7 @@ cdef class MatchingCore:
         cdef StopSide *ss
         _check_book_side(self, symbol_id, side)
         ss = &self.books[symbol_id].stops[side - 1]
-        return [(ss.e[ss.n - 1 - k].stop_px, self.pool[ss.e[ss.n - 1 - k].idx].order_id)
+        return [(ss.e[ss.n - 1 - k].stop_px, _oid(&self.pool[ss.e[ss.n - 1 - k].idx]))
                 for k in range(ss.n)]
 
     def last_trade_price(self, uint32_t symbol_id) -> int:
@@ -474,9 +433,9 @@ cdef class MatchingCore:
             return None
         o = &self.pool[idx]
         pending = (o.flags & OF_STOP) != 0
-        return {"order_id": o.order_id, "side": o.side, "price": o.price, "qty": o.qty,
-                "leaves": o.leaves + _hidden(self, idx, o), "symbol_id": o.symbol_id,
-                "account_id": o.account_id, "ord_type": o.ord_type, "tif": o.tif,
+        return {"order_id": _oid(o), "side": o.side, "price": o.price, "qty": o.qty,
+                "leaves": o.leaves + _hidden(self, idx, o), "symbol_id": _sym(o),
+                "account_id": _acct(self, o.session_id), "ord_type": o.ord_type, "tif": o.tif,
                 "visible": 0 if pending else o.leaves, "stop_price": _stop_px(o) if pending else 0}
 
     def memory_stats(self) -> dict:

@@ -61,15 +61,10 @@ cdef inline uint32_t _level_pos(const BookSide *bs, uint8_t side, int64_t price)
     return _level_pos_of(bs, False, price)
 
 
-cdef inline Level *_order_level(BookSide *bs, Order *o) noexcept nogil:
-    # The level of a resting order: its hint when still right, else a search (and a new hint;
-    # the 16-bit hint simply misses on sides with more than 65535 levels).
-    cdef uint32_t h = o.level_hint
-    if h < bs.n and bs.lv[h].price == o.price:
-        return &bs.lv[h]
-    h = _level_pos(bs, o.side, o.price)
-    o.level_hint = <uint16_t>h
-    return &bs.lv[h]
+cdef inline Level *_order_level(BookSide *bs, const Order *o) noexcept nogil:
+    # The level of a resting order: a search bounded by its distance from the best (in grid
+    # steps; see _level_pos_of), so orders near the touch are found at once.
+    return &bs.lv[_level_pos(bs, o.side, o.price)]
 
 
 cdef inline void _pop_empty_top(BookSide *bs) noexcept nogil:
@@ -80,7 +75,7 @@ cdef inline void _pop_empty_top(BookSide *bs) noexcept nogil:
 
 
 cdef inline void _compact(BookSide *bs) noexcept nogil:
-    # drop the kept empty levels (their indices change: level hints are checked before use)
+    # drop the kept empty levels (their indices change)
     cdef uint32_t i, j = 0
     for i in range(bs.n):
         if bs.lv[i].count:
@@ -131,7 +126,6 @@ cdef int _rest(MatchingCore self, Book *bk, uint32_t idx, uint64_t hidden) excep
     cdef BookSide *bs = &bk.side[o.side - 1]
     cdef uint32_t pos = _level_pos(bs, o.side, o.price)
     cdef Level *L
-    o.level_hint = <uint16_t>pos
     if pos < bs.n and bs.lv[pos].price == o.price:
         L = &bs.lv[pos]
         if L.count == 0:                  # a kept empty level comes back to life
@@ -151,7 +145,6 @@ cdef int _rest(MatchingCore self, Book *bk, uint32_t idx, uint64_t hidden) excep
         # here, never while a caller walks the levels)
         _compact(bs)
         pos = _level_pos(bs, o.side, o.price)
-        o.level_hint = <uint16_t>pos
     if bs.n == bs.cap:
         _grow_levels(self, bs)
     if bs.grid != 1 and o.price % bs.grid != 0:

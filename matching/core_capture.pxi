@@ -3,7 +3,7 @@
 #
 # Copying the order pool (64 bytes an order: 64 MB at 1 M orders) at once holds the event
 # loop ~10 ms, and walking it into the snapshot format ~165 ms.  So the small structures (book
-# records, level and stop arrays, iceberg table) are copied at once, the pool page by page
+# records, level and stop arrays, iceberg and account tables) are copied at once, the pool page by page
 # copy-on-write (matching/native/page_cow.h): the core goes on matching, a page it writes to
 # is copied first, and ``step`` copies the others in bounded slices between batches.  The
 # snapshot bytes are then written from the copies on any thread (``to_bytes``).
@@ -51,6 +51,7 @@ cdef class CoreCapture:
     cdef Book *books
     cdef uint32_t n_books
     cdef IceSlot *ice
+    cdef uint32_t *acct
     cdef char *buf               # the serialised snapshot (``view``), freed without the GIL
     cdef Py_ssize_t buf_len
     cdef int exports
@@ -68,12 +69,18 @@ cdef class CoreCapture:
         if self.books == NULL or self.ice == NULL:
             raise MemoryError()
         memcpy(self.ice, core.ice, core.ice_cap * sizeof(IceSlot))
+        self.acct = <uint32_t *>malloc(core.acct_cap * sizeof(uint32_t) + 1)
+        if self.acct == NULL:
+            raise MemoryError()
+        if core.acct_cap:
+            memcpy(self.acct, core.acct, core.acct_cap * sizeof(uint32_t))
         self._copy_books()
         self.cow = hftgw_cow_begin(<const char *>core.pool, <size_t>core.pool_used * sizeof(Order))
         if self.cow == NULL:
             raise OSError(errno, "cannot start the copy-on-write capture of the order pool")
         self.src.books = self.books
         self.src.ice = self.ice
+        self.src.acct = self.acct
         self.src.pool = <const Order *>self.cow.shadow
         if self.cow.cursor < self.cow.npages:
             core._cow = self.cow
@@ -197,6 +204,8 @@ cdef class CoreCapture:
                 self.books = NULL
             free(self.ice)
             self.ice = NULL
+            free(self.acct)
+            self.acct = NULL
             free(self.buf)
             self.buf = NULL
 

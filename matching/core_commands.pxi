@@ -1,11 +1,11 @@
 # Command handlers for many orders or none, and the command loop.
 # Included by matching/core.pyx (one module: the hot path stays one translation unit).
 
-cdef inline bint _selected(const Order *o, const Command *c, int mode) noexcept nogil:
+cdef inline bint _selected(MatchingCore self, const Order *o, const Command *c, int mode) noexcept nogil:
     if mode == SEL_SESSION:
         return o.session_id == c.session_id
     if mode == SEL_ACCOUNT:
-        return o.account_id == c.account_id
+        return _acct(self, o.session_id) == c.account_id
     return o.tif == TIF_DAY
 
 
@@ -27,7 +27,7 @@ cdef int64_t _cancel_levels(MatchingCore self, const Command *c, Book *bk, int s
         while oi != NIL:
             o = &self.pool[oi]
             nxt = o.next
-            if _selected(o, c, mode):
+            if _selected(self, o, c, mode):
                 _canceled(self, c, o, o.leaves + _hidden(self, oi, o), reason,
                           _cause(o, c, own_request), 0)
                 _unlink(self, bk, o, oi)
@@ -47,7 +47,7 @@ cdef int64_t _cancel_stops(MatchingCore self, const Command *c, StopSide *ss, in
         i -= 1
         oi = ss.e[i].idx
         o = &self.pool[oi]
-        if _selected(o, c, mode):
+        if _selected(self, o, c, mode):
             _canceled(self, c, o, o.leaves, reason, _cause(o, c, own_request), 0)
             ss.n -= 1
             if i < ss.n:
@@ -136,7 +136,7 @@ cdef int _on_symbol_add(MatchingCore self, const Command *c) except -1 nogil:
     if c.symbol_id < self.n_symbols:  # a redefinition: new tick / max_qty, orders stay
         bk = &self.books[c.symbol_id]
         bk.tick = c.price
-        bk.max_qty = c.qty
+        bk.max_qty = _qty_cap(c.qty)
         return 0
     if self.n_symbols >= MAX_SYMBOLS:
         return _reject(self, c, REJ_INVALID_FIELD, c.cl_ord_id)
@@ -205,6 +205,13 @@ cdef uint64_t _bounded_events(MatchingCore self, const Command *c) noexcept nogi
     return 1
 
 
+cdef inline void _prefetch_slot(MatchingCore self, const Command *c) noexcept nogil:
+    # Start loading the hash slot the command will probe (its own ClOrdID for a new order,
+    # the original one for a cancel or replace), so that its miss overlaps the command before
+    cdef uint64_t key = c.cl_ord_id if c.type == CMD_NEW else c.orig_cl_ord_id
+    __builtin_prefetch(&self.htab[_home(_hash(c.session_id, key), self.hcap)])
+
+
 cdef int64_t _run(MatchingCore self, SpscRing commands, SpscRing events,
                   uint64_t max_commands) except -1 nogil:
     cdef uint64_t n = commands.available(), rp = commands.read_pos(), i = 0, need
@@ -216,18 +223,23 @@ cdef int64_t _run(MatchingCore self, SpscRing commands, SpscRing events,
     self._ev_room = events.free_slots()
     while i < n:
         c = <const Command *>commands.slot(rp + i)
-        need = _bounded_events(self, c)
-        if need > self._ev_room:
-            events.publish(self._ev_pos - events.write_pos())
-            self._ev_room = events.free_slots()
-            if need > self._ev_room:
-                if need > events.capacity:
-                    with gil:
-                        raise RuntimeError(f"events ring of {events.capacity} slots cannot hold the "
-                                           f"{need} records of one book snapshot")
-                break
-        self._cmd_started = i + 1
+        if i + 1 < n:
+            _prefetch_slot(self, <const Command *>commands.slot(rp + i + 1))
         typ = c.type
+        # only a book query needs more than 2 slots up front (fills, per-order cancels and
+        # triggers refill the ring as they go)
+        if typ == CMD_BOOK_QUERY or self._ev_room < 2:
+            need = _bounded_events(self, c)
+            if need > self._ev_room:
+                events.publish(self._ev_pos - events.write_pos())
+                self._ev_room = events.free_slots()
+                if need > self._ev_room:
+                    if need > events.capacity:
+                        with gil:
+                            raise RuntimeError(f"events ring of {events.capacity} slots cannot hold "
+                                               f"the {need} records of one book snapshot")
+                    break
+        self._cmd_started = i + 1
         if typ == CMD_NEW:
             _on_new(self, c)
         elif typ == CMD_CANCEL:
@@ -247,7 +259,9 @@ cdef int64_t _run(MatchingCore self, SpscRing commands, SpscRing events,
                 _cancel_reject(self, c, c.depth, NULL)
             else:
                 _reject(self, c, c.depth, c.orig_cl_ord_id if c.stp == CMD_BOOK_QUERY else c.cl_ord_id)
-        elif typ != CMD_SESSION_OPEN and typ != CMD_ADMIN and typ != CMD_SESSION_STATE:
+        elif typ == CMD_SESSION_OPEN:
+            _set_acct(self, c.session_id, c.account_id)
+        elif typ != CMD_ADMIN and typ != CMD_SESSION_STATE:
             # the gateway keeps the session table; anything else is not a command we know
             _reject(self, c, REJ_INVALID_FIELD, c.cl_ord_id)
         i += 1

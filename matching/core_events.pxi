@@ -41,11 +41,11 @@ cdef inline Event *_emit(MatchingCore core, const Command *c, uint8_t typ) excep
 
 cdef inline void _order_fields(Event *ev, const Order *o) noexcept nogil:
     ev.session_id = o.session_id
-    ev.symbol_id = o.symbol_id
+    ev.symbol_id = _sym(o)
     ev.side = o.side
     ev.ord_type = o.ord_type
     ev.tif = o.tif
-    ev.order_id = o.order_id
+    ev.order_id = _oid(o)
     ev.price = o.price
 
 
@@ -92,7 +92,7 @@ cdef int _cancel_reject(MatchingCore self, const Command *c, uint16_t reason, Or
     cdef Event *ev = _refusal(self, c, EVT_CANCEL_REJECTED, reason, c.cl_ord_id)
     ev.ref = c.orig_cl_ord_id
     if o != NULL:
-        ev.order_id = o.order_id
+        ev.order_id = _oid(o)
         ev.leaves = o.leaves + _hidden(self, <uint32_t>(o - self.pool), o)
     return 0
 

@@ -72,18 +72,18 @@ cdef inline void _fill_fields(Event *ev, const Order *t, const Order *m, int64_t
                               uint64_t qty) noexcept nogil:
     # an EVT_FILL of taker t against maker m, after both leaves were reduced by qty
     ev.session_id = t.session_id
-    ev.symbol_id = t.symbol_id
+    ev.symbol_id = _sym(t)
     ev.side = t.side
     ev.ord_type = t.ord_type
     ev.tif = t.tif
     ev.contra_session = m.session_id
     ev.cl_ord_id = t.cl_ord_id
-    ev.order_id = t.order_id
+    ev.order_id = _oid(t)
     ev.price = price
     ev.qty = qty
     ev.leaves = t.leaves
     ev.contra_cl_ord_id = m.cl_ord_id
-    ev.contra_order_id = m.order_id
+    ev.contra_order_id = _oid(m)
     ev.contra_leaves = m.leaves
 
 
@@ -130,7 +130,7 @@ cdef int _match(MatchingCore self, Book *bk, Order *t, const Command *c) except 
     cdef BookSide *opp = &bk.side[2 - t.side]
     cdef bint market = _is_market(t.ord_type)
     cdef uint8_t stp = _stp_of(t)
-    cdef uint32_t acct = t.account_id
+    cdef uint32_t acct = _acct(self, t.session_id)
     cdef Level *L
     cdef Order *m
     cdef uint32_t mi
@@ -145,7 +145,7 @@ cdef int _match(MatchingCore self, Book *bk, Order *t, const Command *c) except 
         while t.leaves > 0 and L.head != NIL:
             mi = L.head
             m = &self.pool[mi]
-            if stp != STP_NONE and m.account_id == acct:
+            if stp != STP_NONE and _acct(self, m.session_id) == acct:
                 _self_trade(self, L, t, m, mi, stp, c)
                 continue
             x = m.leaves if m.leaves < t.leaves else t.leaves
@@ -196,7 +196,7 @@ cdef bint _fok_fillable(MatchingCore self, Book *bk, const Order *t) noexcept no
             oi = L.head
             while oi != NIL:
                 m = &self.pool[oi]
-                if m.account_id == t.account_id:
+                if _acct(self, m.session_id) == _acct(self, t.session_id):
                     return False
                 avail += m.leaves
                 if avail >= need:
@@ -209,9 +209,11 @@ cdef bint _fok_fillable(MatchingCore self, Book *bk, const Order *t) noexcept no
 
 
 cdef int _execute(MatchingCore self, Book *bk, Order *t, uint32_t idx, uint64_t peak,
-                  const Command *c) except -1 nogil:
-    # Run t (= &pool[idx], in the hash) as the taker: FOK check, match, then rest or cancel
-    # the remainder (and forget the order); peak: iceberg display qty.
+                  const Command *c, bint hashed) except -1 nogil:
+    # Run t (= &pool[idx]) as the taker: FOK check, match, then rest or cancel the remainder
+    # (and forget the order); peak: iceberg display qty.  hashed: t is in the order hash
+    # already (a triggered stop, a replace); a new order enters it only if it rests, so a
+    # taker that fills at once costs no insert and no delete.
     cdef BookSide *opp = &bk.side[2 - t.side]
     if t.tif == TIF_FOK and not _fok_fillable(self, bk, t):
         _canceled(self, c, t, t.leaves, CXL_FOK_UNFILLED, t.cl_ord_id, 0)
@@ -226,8 +228,16 @@ cdef int _execute(MatchingCore self, Book *bk, Order *t, uint32_t idx, uint64_t 
             _canceled(self, c, t, t.leaves, CXL_IOC_REMAINDER, t.cl_ord_id, 0)
             t.leaves = 0
     if t.leaves == 0:
-        _forget(self, idx)
+        if hashed:
+            _forget(self, idx)
+        else:
+            _release(self, idx)
         return 0
+    if not hashed:
+        if self.hver == self._t_ver:            # nothing changed the table since the probe
+            _hput_at(self, idx, self._t_h, self._t_pos)
+        else:
+            _hput(self, idx)
     if peak:
         return _rest_split(self, bk, idx, peak)
     return _rest(self, bk, idx, 0)
@@ -259,4 +269,4 @@ cdef int _run_stops(MatchingCore self, Book *bk, const Command *c) except -1 nog
         ev.qty = o.qty
         ev.leaves = o.leaves
         ev.ref = <uint64_t>px
-        _execute(self, bk, o, idx, 0, c)
+        _execute(self, bk, o, idx, 0, c, True)

@@ -46,17 +46,14 @@ cdef uint16_t _new_check(MatchingCore self, const Command *c, uint32_t h, uint64
 
 cdef inline void _new_order(Order *t, const Command *c, uint64_t order_id) noexcept nogil:
     # the order a valid CMD_NEW makes (market and stop orders carry price 0)
-    t.order_id = order_id
+    t.oid_sym = (order_id << 16) | <uint16_t>c.symbol_id
     t.cl_ord_id = c.cl_ord_id
     t.price = c.price if c.ord_type == ORD_LIMIT or c.ord_type == ORD_STOP_LIMIT else 0
-    t.qty = c.qty
-    t.leaves = c.qty
+    t.qty = <uint32_t>c.qty         # <= max_qty < 2**32 (checked)
+    t.leaves = <uint32_t>c.qty
     t.prev = NIL
     t.next = NIL
     t.session_id = c.session_id
-    t.account_id = c.account_id
-    t.symbol_id = <uint16_t>c.symbol_id
-    t.level_hint = 0xFFFF
     t.side = c.side
     t.ord_type = c.ord_type
     t.tif = c.tif
@@ -77,8 +74,8 @@ cdef inline int _close_window(MatchingCore self, Book *bk, const Command *c) exc
 
 
 cdef int _on_new(MatchingCore self, const Command *c) except -1 nogil:
-    # A valid order gets its pool slot and hash entry at once, in the slot the duplicate probe
-    # ended at (one hash and one probe per order); a taker that does not rest gives both back.
+    # A valid order gets its pool slot at once; a stop enters the hash in the slot the
+    # duplicate probe ended at, a taker only when it rests (see _execute).
     cdef Book *bk
     cdef Order *t
     cdef Event *ev
@@ -88,12 +85,16 @@ cdef int _on_new(MatchingCore self, const Command *c) except -1 nogil:
     if reason != 0:
         return _reject(self, c, reason, c.cl_ord_id)
     bk = &self.books[c.symbol_id]
+    if c.session_id >= self.acct_cap or self.acct[c.session_id] != c.account_id:
+        _set_acct(self, c.session_id, c.account_id)
+    if self._next_order_id >> 48:
+        with gil:
+            raise OverflowError("exchange order ids are exhausted (2**48)")
     ev = _emit(self, c, EVT_ACCEPTED)       # before the book changes (see _match)
     idx = _alloc(self)
     t = &self.pool[idx]
     _new_order(t, c, self._next_order_id)
     self._next_order_id += 1
-    _hput_at(self, idx, h, pos)
     _order_fields(ev, t)
     ev.cl_ord_id = t.cl_ord_id
     ev.qty = t.qty
@@ -101,23 +102,33 @@ cdef int _on_new(MatchingCore self, const Command *c) except -1 nogil:
     _open_window(self)
     if c.ord_type == ORD_STOP or c.ord_type == ORD_STOP_LIMIT:
         t.flags |= OF_STOP
+        _hput_at(self, idx, h, pos)
         _stop_insert(self, &bk.stops[c.side - 1], c.side, c.stop_price, idx)
         if bk.has_last and _stop_met(c.side, c.stop_price, bk.last_px, bk.last_px):
             self._win_lo = bk.last_px          # already triggered: it runs at once
             self._win_hi = bk.last_px
     else:
         self._taker = idx                   # an exception out of the match drops it
-        _execute(self, bk, t, idx, c.display_qty, c)
+        self._t_h = h
+        self._t_pos = pos
+        self._t_ver = self.hver
+        _execute(self, bk, t, idx, c.display_qty, c, False)
         self._taker = NIL
     return _close_window(self, bk, c)
 
 
 cdef void _drop_taker(MatchingCore self) noexcept nogil:
     # After an exception out of the middle of a new order's match: the order rests nowhere, so
-    # it leaves the hash and the pool (as if its remainder were canceled; no event says so, and
-    # the owner rebuilds from the journal, as MatchingCore.process documents).
+    # it leaves the hash (if it got there) and the pool (as if its remainder were canceled; no
+    # event says so, and the owner rebuilds from the journal, as MatchingCore.process documents).
+    cdef uint64_t pos
+    cdef Order *t
     if self._taker != NIL:
-        _forget(self, self._taker)
+        t = &self.pool[self._taker]
+        if _hfind(self, t.session_id, t.cl_ord_id, _hash(t.session_id, t.cl_ord_id), &pos) == self._taker:
+            _forget(self, self._taker)
+        else:
+            _release(self, self._taker)
         self._taker = NIL
 
 
@@ -127,10 +138,10 @@ cdef int _on_cancel(MatchingCore self, const Command *c) except -1 nogil:
                                _hash(c.session_id, c.orig_cl_ord_id), &pos)
     cdef Order *o
     cdef Book *bk
-    if idx == NIL or self.pool[idx].symbol_id != c.symbol_id:
+    if idx == NIL or _sym(&self.pool[idx]) != c.symbol_id:
         return _cancel_reject(self, c, REJ_UNKNOWN_ORDER, NULL)
     o = &self.pool[idx]
-    bk = &self.books[o.symbol_id]
+    bk = &self.books[_sym(o)]
     _canceled(self, c, o, o.leaves + _hidden(self, idx, o), CXL_USER, c.cl_ord_id, 0)
     if o.flags & OF_STOP:
         _stop_remove(self, &bk.stops[o.side - 1], o.side, _stop_px(o), idx)
@@ -147,7 +158,7 @@ cdef uint16_t _replace_check(MatchingCore self, const Command *c, Order *o, int6
                              uint64_t hid) noexcept nogil:
     # The cancel-reject reason of a replace of live order o (same symbol), 0 if valid;
     # price: the new limit price (0 for a STOP); hid: o's iceberg reserve.
-    cdef const Book *bk = &self.books[o.symbol_id]
+    cdef const Book *bk = &self.books[_sym(o)]
     cdef const BookSide *opp = &bk.side[2 - o.side]
     cdef uint64_t pos
     if (c.cl_ord_id != c.orig_cl_ord_id
@@ -190,10 +201,10 @@ cdef int _on_replace(MatchingCore self, const Command *c) except -1 nogil:
     cdef int64_t price
     cdef uint16_t reason
     cdef bint keep
-    if idx == NIL or self.pool[idx].symbol_id != c.symbol_id:
+    if idx == NIL or _sym(&self.pool[idx]) != c.symbol_id:
         return _cancel_reject(self, c, REJ_UNKNOWN_ORDER, NULL)
     o = &self.pool[idx]
-    bk = &self.books[o.symbol_id]
+    bk = &self.books[_sym(o)]
     price = 0 if o.ord_type == ORD_STOP else c.price      # a stop (market) order has no price
     if o.flags & OF_ICEBERG:
         ice = _ice(self, idx)
@@ -235,5 +246,5 @@ cdef int _on_replace(MatchingCore self, const Command *c) except -1 nogil:
     if ice != NULL:
         ice.hidden = 0
     _open_window(self)
-    _execute(self, bk, o, idx, peak, c)
+    _execute(self, bk, o, idx, peak, c, True)
     return _close_window(self, bk, c)

@@ -11,6 +11,8 @@ ctypedef struct SnapSrc:
     const Order *pool
     const IceSlot *ice
     uint64_t ice_cap
+    const uint32_t *acct
+    uint64_t acct_cap
     uint64_t next_order_id
     uint64_t next_trade_id
     uint64_t resting
@@ -22,6 +24,8 @@ cdef void _live_src(MatchingCore self, SnapSrc *src) noexcept:
     src.pool = self.pool
     src.ice = self.ice
     src.ice_cap = self.ice_cap
+    src.acct = self.acct
+    src.acct_cap = self.acct_cap
     src.next_order_id = self._next_order_id
     src.next_trade_id = self._next_trade_id
     src.resting = self.resting
@@ -122,10 +126,15 @@ cdef const IceSlot *_snap_ice(const SnapSrc *src, uint32_t idx) noexcept nogil:
     return &src.ice[i]
 
 
+cdef inline uint32_t _snap_acct(const SnapSrc *src, uint32_t session_id) noexcept nogil:
+    # _acct over the source's table
+    return src.acct[session_id] if session_id < src.acct_cap else 0
+
+
 cdef char *_snap_order(const SnapSrc *src, char *p, uint32_t idx) noexcept nogil:
     cdef const Order *o = &src.pool[idx]
     cdef const IceSlot *ice
-    st64(p, o.order_id)
+    st64(p, _oid(o))
     st64(p + 8, o.cl_ord_id)
     sti64(p + 16, o.price)
     st64(p + 24, o.qty)
@@ -141,7 +150,7 @@ cdef char *_snap_order(const SnapSrc *src, char *p, uint32_t idx) noexcept nogil
         st64(p + 40, 0)
         st64(p + 48, 0)
     st32(p + 56, o.session_id)
-    st32(p + 60, o.account_id)
+    st32(p + 60, _snap_acct(src, o.session_id))
     p[64] = <char>o.side
     p[65] = <char>o.ord_type
     p[66] = <char>o.tif
@@ -264,19 +273,18 @@ cdef uint32_t _restore_order(MatchingCore self, const char *q, uint32_t symbol_i
     cdef uint64_t pos
     cdef uint8_t flags = <uint8_t>q[67]
     if (<uint8_t>q[64] != side or (((flags & OF_STOP) != 0) != stop)
-            or ld64(q + 32) == 0 or ((flags >> STP_SHIFT) & 7) > STP_DECREMENT or flags & 0x88):
+            or ld64(q + 32) == 0 or ((flags >> STP_SHIFT) & 7) > STP_DECREMENT or flags & 0x88
+            or ld64(q + 24) > _MAX_ORDER_QTY or ld64(q + 32) > ld64(q + 24) or ld64(q) >> 48):
         raise ValueError("snapshot: bad order record")
     idx = _alloc(self)
     o = &self.pool[idx]
-    o.order_id = ld64(q)
+    o.oid_sym = (ld64(q) << 16) | <uint16_t>symbol_id
     o.cl_ord_id = ld64(q + 8)
     o.price = ldi64(q + 16)
-    o.qty = ld64(q + 24)
-    o.leaves = ld64(q + 32)
+    o.qty = <uint32_t>ld64(q + 24)
+    o.leaves = <uint32_t>ld64(q + 32)
     o.session_id = ld32(q + 56)
-    o.account_id = ld32(q + 60)
-    o.symbol_id = <uint16_t>symbol_id
-    o.level_hint = 0xFFFF
+    _set_acct(self, o.session_id, ld32(q + 60))
     o.side = side
     o.ord_type = <uint8_t>q[65]
     o.tif = <uint8_t>q[66]

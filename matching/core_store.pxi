@@ -2,25 +2,59 @@
 # Included by matching/core.pyx (one module: the hot path stays one translation unit).
 
 cdef inline uint32_t _hash(uint32_t session_id, uint64_t cl_ord_id) noexcept nogil:
-    # splitmix64 finalizer: ClOrdIDs are often sequential, the low bits must still spread
-    cdef uint64_t x = cl_ord_id ^ (<uint64_t>session_id * <uint64_t>0x9E3779B97F4A7C15ULL)
-    x ^= x >> 30
-    x *= <uint64_t>0xBF58476D1CE4E5B9ULL
-    x ^= x >> 27
-    x *= <uint64_t>0x94D049BB133111EBULL
-    x ^= x >> 31
-    return <uint32_t>x
+    # Fibonacci hashing (Knuth, TAOCP 6.4): the high half of one multiply by 2**64 / phi, so
+    # sequential ClOrdIDs spread over the top bits, the ones _home reads
+    cdef uint64_t x = cl_ord_id ^ (<uint64_t>session_id << 40) ^ (<uint64_t>session_id >> 24)
+    return <uint32_t>((x * <uint64_t>0x9E3779B97F4A7C15ULL) >> 32)
 
 
 cdef inline uint64_t _ice_hash(uint32_t idx) noexcept nogil:
     return (<uint64_t>idx * <uint64_t>0x9E3779B97F4A7C15ULL) >> 32
 
 
+cdef inline uint64_t _oid(const Order *o) noexcept nogil:
+    # the exchange order id (it shares a word with the symbol id; see Order in core.pxd)
+    return o.oid_sym >> 16
+
+
+cdef inline uint16_t _sym(const Order *o) noexcept nogil:
+    return <uint16_t>o.oid_sym
+
+
+cdef inline uint64_t _qty_cap(uint64_t max_qty) noexcept nogil:
+    # Order quantities are 32-bit in the pool: a larger maximum means "any 32-bit quantity"
+    return max_qty if max_qty < _MAX_ORDER_QTY else _MAX_ORDER_QTY
+
+
+cdef inline uint32_t _acct(MatchingCore self, uint32_t session_id) noexcept nogil:
+    # the account of a session (0 for one that never sent an order or opened)
+    return self.acct[session_id] if session_id < self.acct_cap else 0
+
+
+cdef int _set_acct(MatchingCore self, uint32_t session_id, uint32_t account_id) except -1 nogil:
+    # Record a session's account: session ids are dense (counted from 1 by the gateway), so a
+    # table indexed by id; a command carrying another account than before re-assigns it.
+    cdef uint64_t cap = self.acct_cap, new_cap = self.acct_cap or 64
+    cdef uint32_t *t
+    if session_id >= cap:
+        while new_cap <= session_id:
+            new_cap *= 2
+        t = <uint32_t *>realloc(self.acct, <size_t>new_cap * sizeof(uint32_t))
+        if t == NULL:
+            with gil:
+                raise MemoryError()
+        memset(t + cap, 0, <size_t>(new_cap - cap) * sizeof(uint32_t))
+        self.acct = t
+        self.acct_cap = new_cap
+    self.acct[session_id] = account_id
+    return 0
+
+
 cdef int _init_book(MatchingCore self, Book *bk, int64_t tick, uint64_t max_qty) except -1:
     cdef int s
     memset(bk, 0, sizeof(Book))
     bk.tick = tick
-    bk.max_qty = max_qty
+    bk.max_qty = _qty_cap(max_qty)
     for s in range(2):
         bk.side[s].lv = <Level *>malloc(_INITIAL_LEVELS * sizeof(Level))
         bk.stops[s].e = <StopEntry *>malloc(_INITIAL_STOPS * sizeof(StopEntry))
@@ -97,21 +131,48 @@ cdef inline void _release(MatchingCore self, uint32_t idx) noexcept nogil:
 
 # --------------------------------------------------------------------------------- order hash
 
+# Linear probing over a table of any size (the home slot by Lemire's multiply-shift, not a
+# mask).  A small table (a book of up to ~128 Ki live orders) doubles at 1/2 load, for short
+# probes; past _HASH_DENSE slots it fills to 4/5 and grows by 1/5: 8-byte slots at 0.67-0.8
+# load are 10-12 bytes per order, where half-full power-of-two tables took 16-32.
+
+cdef inline uint64_t _home(uint32_t h, uint64_t cap) noexcept nogil:
+    # h * cap / 2**32: slots in the order of h, and no division (cap <= 2**32)
+    return (<uint64_t>h * cap) >> 32
+
+
+cdef inline uint64_t _hnext(uint64_t i, uint64_t cap) noexcept nogil:
+    i += 1
+    return 0 if i == cap else i
+
+
+cdef inline bint _hfull(MatchingCore self) noexcept nogil:
+    # one more entry would pass the load limit (a table at its 2**32 limit fills on: the pool
+    # is smaller)
+    if self.hcap < _HASH_DENSE:
+        return (self.hcount + 1) * 2 > self.hcap
+    return (self.hcount + 1) * 5 > self.hcap * 4 and self.hcap < _MAX_HASH
+
+
 cdef int _grow_hash(MatchingCore self) except -1 nogil:
-    cdef uint64_t new_cap = self.hcap * 2, mask = new_cap - 1, i, j
-    cdef HSlot *t = <HSlot *>calloc(new_cap, sizeof(HSlot))
+    cdef uint64_t new_cap = self.hcap * 2 if self.hcap < _HASH_DENSE else self.hcap + self.hcap // 5, i, j
+    cdef HSlot *t
+    if new_cap > _MAX_HASH:
+        new_cap = _MAX_HASH
+    t = <HSlot *>calloc(new_cap, sizeof(HSlot))
     if t == NULL:
         with gil:
             raise MemoryError()
     for i in range(self.hcap):
         if self.htab[i].idx1 != 0:
-            j = self.htab[i].h & mask
+            j = _home(self.htab[i].h, new_cap)
             while t[j].idx1 != 0:
-                j = (j + 1) & mask
+                j = _hnext(j, new_cap)
             t[j] = self.htab[i]
     free(self.htab)
     self.htab = t
     self.hcap = new_cap
+    self.hver += 1
     return 0
 
 
@@ -119,7 +180,7 @@ cdef uint32_t _hfind(MatchingCore self, uint32_t session_id, uint64_t cl_ord_id,
                      uint64_t *pos) noexcept nogil:
     # Pool index of the live order (session_id, cl_ord_id), or NIL; *pos = its slot, or
     # the empty slot that ended the probe.
-    cdef uint64_t mask = self.hcap - 1, i = h & mask
+    cdef uint64_t cap = self.hcap, i = _home(h, cap)
     cdef HSlot *e
     cdef Order *o
     while True:
@@ -132,48 +193,58 @@ cdef uint32_t _hfind(MatchingCore self, uint32_t session_id, uint64_t cl_ord_id,
             if o.cl_ord_id == cl_ord_id and o.session_id == session_id:
                 pos[0] = i
                 return e.idx1 - 1
-        i = (i + 1) & mask
+        i = _hnext(i, cap)
+
+
+cdef inline uint64_t _hdist(uint64_t home, uint64_t j, uint64_t cap) noexcept nogil:
+    # probe steps from home to j, around the end of the table
+    return j - home if j >= home else j + cap - home
 
 
 cdef void _hdel_at(MatchingCore self, uint64_t pos) noexcept nogil:
     # Backward-shift deletion: pull each following entry of the cluster into the hole
-    # unless that would move it before its home bucket; no tombstones, so probe lengths
+    # unless that would move it before its home slot; no tombstones, so probe lengths
     # stay those of the live entries.
-    cdef uint64_t mask = self.hcap - 1, i = pos, j = pos, home
+    cdef uint64_t cap = self.hcap, i = pos, j = pos, home
     while True:
-        j = (j + 1) & mask
+        j = _hnext(j, cap)
         if self.htab[j].idx1 == 0:
             break
-        home = self.htab[j].h & mask
-        if ((j - home) & mask) >= ((j - i) & mask):
+        home = _home(self.htab[j].h, cap)
+        if _hdist(home, j, cap) >= _hdist(i, j, cap):
             self.htab[i] = self.htab[j]
             i = j
     self.htab[i].idx1 = 0
     self.hcount -= 1
+    self.hver += 1
 
 
 cdef void _hdel(MatchingCore self, uint32_t idx) noexcept nogil:
     cdef Order *o = &self.pool[idx]
-    cdef uint64_t mask = self.hcap - 1, i = _hash(o.session_id, o.cl_ord_id) & mask
+    cdef uint64_t cap = self.hcap, i = _home(_hash(o.session_id, o.cl_ord_id), cap)
     while self.htab[i].idx1 != idx + 1:
-        i = (i + 1) & mask
+        i = _hnext(i, cap)
     _hdel_at(self, i)
+
+
+cdef inline uint64_t _hslot_for(MatchingCore self, uint32_t h) noexcept nogil:
+    # the first empty slot of h's probe
+    cdef uint64_t cap = self.hcap, i = _home(h, cap)
+    while self.htab[i].idx1 != 0:
+        i = _hnext(i, cap)
+    return i
 
 
 cdef inline int _hput_at(MatchingCore self, uint32_t idx, uint32_t h, uint64_t pos) except -1 nogil:
     # Insert pool order idx, of hash h, whose key _hfind just missed with its probe ending at
     # pos (the table unchanged since).
-    cdef uint64_t mask, i
-    if (self.hcount + 1) * 2 > self.hcap:
+    if _hfull(self):
         _grow_hash(self)
-        mask = self.hcap - 1
-        i = h & mask
-        while self.htab[i].idx1 != 0:
-            i = (i + 1) & mask
-        pos = i
+        pos = _hslot_for(self, h)
     self.htab[pos].h = h
     self.htab[pos].idx1 = idx + 1
     self.hcount += 1
+    self.hver += 1
     return 0
 
 
@@ -181,16 +252,14 @@ cdef int _hput(MatchingCore self, uint32_t idx) except -1 nogil:
     # The key must not be present.
     cdef Order *o = &self.pool[idx]
     cdef uint32_t h = _hash(o.session_id, o.cl_ord_id)
-    cdef uint64_t mask, i
-    if (self.hcount + 1) * 2 > self.hcap:
+    cdef uint64_t i
+    if _hfull(self):
         _grow_hash(self)
-    mask = self.hcap - 1
-    i = h & mask
-    while self.htab[i].idx1 != 0:
-        i = (i + 1) & mask
+    i = _hslot_for(self, h)
     self.htab[i].h = h
     self.htab[i].idx1 = idx + 1
     self.hcount += 1
+    self.hver += 1
     return 0
 
 

@@ -226,7 +226,8 @@ class GatewayCollector(Collector):
         buckets = [("+Inf" if b == float("inf") else repr(float(b)), n)
                    for b, n in zip(bounds, cumulative, strict=True)]
         yield HistogramMetricFamily("hftgw_order_ack_latency_seconds",
-                                    "Receive to acknowledgement written, per order",
+                                    "Read of a new order to the socket write of its "
+                                    "acknowledgement (matching and message store included)",
                                     buckets=buckets, sum_value=total)
         yield GaugeMetricFamily("hftgw_ready", "1 once the journal is replayed and listeners are up",
                                 value=1 if st.ready else 0)

@@ -10,8 +10,28 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from monitoring.sources import MarketDataFigures
+from monitoring.sources import MarketDataFigures, MdCounterFigures
 from protocol.mdjson import MdError
+
+#: the publisher's plain counters, in /metrics order: (metric, help, value)
+_COUNTERS: tuple[tuple[str, str, Callable[[MdCounterFigures], float]], ...] = (
+    ("hftgw_md_messages_sent", "WebSocket messages written to market-data subscribers",
+     lambda c: c.messages_sent),
+    ("hftgw_md_writes", "Socket writes to market-data subscribers", lambda c: c.writes),
+    ("hftgw_md_bytes_sent", "Bytes written to market-data subscribers", lambda c: c.bytes_sent),
+    ("hftgw_md_messages_dropped", "BBO and depth messages conflated away for slow subscribers",
+     lambda c: c.dropped),
+    ("hftgw_md_slow_disconnects", "Subscribers closed for unread data past md_max_buffer_bytes",
+     lambda c: c.slow_disconnects),
+    ("hftgw_md_fanout_sweeps", "Complete fan-out passes over the subscribed connections",
+     lambda c: c.sweeps),
+    ("hftgw_md_fanout_seconds", "Event-loop time spent writing market data to subscribers",
+     lambda c: c.fanout_ns / 1e9),
+    ("hftgw_md_connections", "Market-data connections accepted", lambda c: c.connections_total),
+    ("hftgw_md_connections_refused", "Market-data handshakes refused: over md_max_connections",
+     lambda c: c.refused_connections),
+    ("hftgw_md_auth_failures", "Market-data handshakes refused: bad token", lambda c: c.auth_failures),
+)
 
 
 class MarketDataCollector(Collector):
@@ -36,32 +56,8 @@ class MarketDataCollector(Collector):
         yield subs
         yield GaugeMetricFamily("hftgw_md_congested", "Subscribers being conflated (slow readers)",
                                 value=len(md.congested))
-        yield CounterMetricFamily("hftgw_md_messages_sent",
-                                  "WebSocket messages written to market-data subscribers",
-                                  value=c.messages_sent)
-        yield CounterMetricFamily("hftgw_md_writes", "Socket writes to market-data subscribers",
-                                  value=c.writes)
-        yield CounterMetricFamily("hftgw_md_bytes_sent", "Bytes written to market-data subscribers",
-                                  value=c.bytes_sent)
-        yield CounterMetricFamily("hftgw_md_messages_dropped",
-                                  "BBO and depth messages conflated away for slow subscribers",
-                                  value=c.dropped)
-        yield CounterMetricFamily("hftgw_md_slow_disconnects",
-                                  "Subscribers closed for unread data past md_max_buffer_bytes",
-                                  value=c.slow_disconnects)
-        yield CounterMetricFamily("hftgw_md_fanout_sweeps",
-                                  "Complete fan-out passes over the subscribed connections",
-                                  value=c.sweeps)
-        yield CounterMetricFamily("hftgw_md_fanout_seconds",
-                                  "Event-loop time spent writing market data to subscribers",
-                                  value=c.fanout_ns / 1e9)
-        yield CounterMetricFamily("hftgw_md_connections", "Market-data connections accepted",
-                                  value=c.connections_total)
-        yield CounterMetricFamily("hftgw_md_connections_refused",
-                                  "Market-data handshakes refused: over md_max_connections",
-                                  value=c.refused_connections)
-        yield CounterMetricFamily("hftgw_md_auth_failures", "Market-data handshakes refused: bad token",
-                                  value=c.auth_failures)
+        for name, doc, read in _COUNTERS:
+            yield CounterMetricFamily(name, doc, value=read(c))
         err = CounterMetricFamily("hftgw_md_control_errors", "Refused market-data control messages",
                                   labels=["error"])
         seen = dict(c.control_errors)

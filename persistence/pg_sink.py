@@ -218,12 +218,12 @@ class EventSink:
     the second.  connect_timeout_s: per connection attempt; op_timeout_s: per COPY / statement.
     poll_s: the sink looks at the log this often even without ``notify``.  remove_committed:
     delete event-log segments whose events are all committed.  journal_point: (last event
-    number, last trade id) the journal explained at the start (Engine.recovered_event_no, the
-    core's trade id then); a first checkpoint past it means PostgreSQL holds events of a history
-    the journal lost, and the sink then writes nothing (``diverged``) rather than rows that
-    reuse their numbers with other content.  It records that in ``DIVERGED_FILE`` beside the
-    event log, so later starts stay stopped (their own start point has moved on) until
-    ``hftgw repair`` has moved the rows past that point and removed the file.
+    number, last trade id) the journal explained at the start (Engine.journal_point); a first
+    checkpoint past it means PostgreSQL holds events of a history the journal lost, and the
+    sink then writes nothing (``diverged``) rather than rows that reuse their numbers with
+    other content.  It records that in ``DIVERGED_FILE`` beside the event log, so later starts
+    stay stopped (their own start point has moved on) until ``hftgw repair`` has moved the rows
+    past that point and removed the file.
 
     Use from one event loop thread: a task running ``run()``, ``notify()`` after appending to
     the log, ``await close()`` at the end.

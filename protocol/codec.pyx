@@ -39,7 +39,6 @@ from libc.string cimport memcpy
 from matching.records cimport REJ_MALFORMED, REJ_UNKNOWN_TEMPLATE
 from protocol.framing cimport (
     DEC_FRAME_OK,
-    DEC_MALFORMED,
     DEC_NEED_MORE,
     DEC_UNKNOWN_TEMPLATE,
     FrameInfo,
@@ -189,6 +188,26 @@ cdef object _decode_at(object buf, Py_ssize_t off, FrameInfo *fi):
     return t.cls(*values)
 
 
+cdef int _frame(object buf, Py_ssize_t pos, bint sofh, FrameInfo *fi, str what) except -1:
+    # 1 with *fi describing the complete frame at pos, 0 when the buffer does not hold all of it
+    # yet; raises as decode_frames.  The buffer is released before decoding: _decode_at reads
+    # buf through the struct module, not through this view.
+    cdef Py_buffer view
+    cdef int st
+    PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
+    try:
+        if pos < 0 or pos > view.len:
+            raise ValueError(f"{what} {pos} outside a buffer of {view.len} bytes")
+        st = frame_at(TEMPLATES, <const uint8_t *>view.buf + pos, view.len - pos, sofh, fi)
+    finally:
+        PyBuffer_Release(&view)
+    if st == DEC_NEED_MORE:
+        return 0
+    if st != DEC_FRAME_OK:
+        raise ProtocolError(_reason(st), pos)
+    return 1
+
+
 def decode_message(buf):
     """Decode one SBE message (no SOFH) at the start of a bytes-like object; bytes after it are
     ignored.  Symbols come back without padding; symbol and token bytes map 1:1 to characters.
@@ -197,19 +216,10 @@ def decode_message(buf):
     or a blockLength shorter than the template's; ProtocolError(REJ_UNKNOWN_TEMPLATE, 0) for a
     template this schema does not have.
     """
-    cdef Py_buffer view
     cdef FrameInfo fi
-    cdef int st
-    PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
-    try:
-        st = frame_at(TEMPLATES, <const uint8_t *>view.buf, view.len, False, &fi)
-        if st == DEC_NEED_MORE:
-            st = DEC_MALFORMED
-        if st != DEC_FRAME_OK:
-            raise ProtocolError(_reason(st), 0)
-        return _decode_at(buf, 0, &fi)
-    finally:
-        PyBuffer_Release(&view)
+    if not _frame(buf, 0, False, &fi, "start"):
+        raise ProtocolError(REJ_MALFORMED, 0)      # one message, not a stream: short is malformed
+    return _decode_at(buf, 0, &fi)
 
 
 def decode_frames(buf, Py_ssize_t start=0, bint sofh=True):
@@ -249,42 +259,18 @@ def decode_next(buf, Py_ssize_t start=0, bint sofh=True):
     Returns (message, offset after it), or (None, start) when it is not complete yet.  Raises
     ProtocolError / ValueError as ``decode_frames``.
     """
-    cdef Py_buffer view
     cdef FrameInfo fi
-    cdef int st
-    PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
-    try:
-        if start < 0 or start > view.len:
-            raise ValueError(f"start {start} outside a buffer of {view.len} bytes")
-        st = frame_at(TEMPLATES, <const uint8_t *>view.buf + start, view.len - start, sofh, &fi)
-        if st == DEC_NEED_MORE:
-            return None, start
-        if st != DEC_FRAME_OK:
-            raise ProtocolError(_reason(st), start)
-        return _decode_at(buf, start + fi.msg_offset, &fi), start + fi.frame_len
-    finally:
-        PyBuffer_Release(&view)
+    if not _frame(buf, start, sofh, &fi, "start"):
+        return None, start
+    return _decode_at(buf, start + fi.msg_offset, &fi), start + fi.frame_len
 
 
 def message_length(buf, Py_ssize_t pos=0) -> int:
     """Length in bytes of the unframed SBE message at ``pos`` (header + block + groups +
     varData), or 0 when the buffer does not hold all of it yet.  Raises ProtocolError as
     ``decode_frames``, ValueError for a pos outside the buffer."""
-    cdef Py_buffer view
     cdef FrameInfo fi
-    cdef int st
-    PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
-    try:
-        if pos < 0 or pos > view.len:
-            raise ValueError(f"pos {pos} outside a buffer of {view.len} bytes")
-        st = frame_at(TEMPLATES, <const uint8_t *>view.buf + pos, view.len - pos, False, &fi)
-        if st == DEC_NEED_MORE:
-            return 0
-        if st != DEC_FRAME_OK:
-            raise ProtocolError(_reason(st), pos)
-        return fi.msg_len
-    finally:
-        PyBuffer_Release(&view)
+    return fi.msg_len if _frame(buf, pos, False, &fi, "pos") else 0
 
 
 # -- client side: batch scan of server responses ---------------------------------------------------

@@ -12,27 +12,9 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 
-from matching.records cimport (
-    CMD_BOOK_QUERY,
-    CMD_CANCEL,
-    CMD_MASS_CANCEL,
-    CMD_NEW,
-    CMD_REPLACE,
-    Command,
-)
+from matching.records cimport Command
 from matching.ring cimport SpscRing
-from protocol.codec cimport (
-    SBE_HEADER_SIZE,
-    TPL_CANCEL_ORDER,
-    TPL_MASS_CANCEL,
-    TPL_NEW_ORDER,
-    TPL_REPLACE_ORDER,
-    BookQueryBlock,
-    CancelOrderBlock,
-    MassCancelBlock,
-    NewOrderBlock,
-    ReplaceOrderBlock,
-)
+from protocol.codec cimport SBE_HEADER_SIZE
 from protocol.framing cimport (
     DEC_FRAME_OK,
     DEC_MALFORMED,
@@ -72,58 +54,22 @@ UNKNOWN_TEMPLATE = DecodeStatus.UNKNOWN_TEMPLATE
 cdef Command _ZERO_COMMAND
 
 
+# command_fields(c, m, tid, blank_symbol, stp_default): the Command fields of the order-entry
+# block at m, straight-line stores per template, generated at build time from the XML and the
+# field rules of protocol/schemagen.py (TARGETS)
+include "decoder_commands.pxi"
+
+
 cdef inline void _to_command(Command *c, const char *m, uint16_t tid, uint32_t session_id,
                              uint32_t symbol_id, bint blank_symbol, uint64_t recv_ts,
                              uint32_t account_id, uint8_t stp_default) noexcept nogil:
-    # ring slots are reused: the record is cleared first, then each template sets its fields
-    cdef const NewOrderBlock *no
-    cdef const CancelOrderBlock *co
-    cdef const ReplaceOrderBlock *ro
-    cdef const MassCancelBlock *mc
-    cdef const BookQueryBlock *bq
+    # ring slots are reused: the record is cleared first, then the template sets its fields
     c[0] = _ZERO_COMMAND
     c.ts = recv_ts
     c.session_id = session_id
     c.symbol_id = symbol_id
     c.account_id = account_id
-    if tid == TPL_NEW_ORDER:
-        no = <const NewOrderBlock *>m
-        c.type = CMD_NEW
-        c.side = no.side
-        c.ord_type = no.ord_type
-        c.tif = no.time_in_force
-        c.flags = no.flags
-        c.stp = no.stp_mode if no.stp_mode != 0 else stp_default
-        c.cl_ord_id = no.cl_ord_id
-        c.price = no.price
-        c.qty = no.order_qty
-        c.stop_price = no.stop_px
-        c.display_qty = no.display_qty
-    elif tid == TPL_CANCEL_ORDER:
-        co = <const CancelOrderBlock *>m
-        c.type = CMD_CANCEL
-        c.cl_ord_id = co.cl_ord_id
-        c.orig_cl_ord_id = co.orig_cl_ord_id
-    elif tid == TPL_REPLACE_ORDER:
-        ro = <const ReplaceOrderBlock *>m
-        c.type = CMD_REPLACE
-        c.cl_ord_id = ro.cl_ord_id
-        c.orig_cl_ord_id = ro.orig_cl_ord_id
-        c.price = ro.price
-        c.qty = ro.order_qty
-    elif tid == TPL_MASS_CANCEL:
-        mc = <const MassCancelBlock *>m
-        c.type = CMD_MASS_CANCEL
-        c.cl_ord_id = mc.cl_ord_id
-        c.side = mc.side
-        c.scope = mc.scope
-        c.depth = 1 if blank_symbol else 0   # records.pxd: UNKNOWN_SYMBOL_ID + depth 1 = all symbols
-    else:  # TPL_BOOK_QUERY
-        bq = <const BookQueryBlock *>m
-        c.type = CMD_BOOK_QUERY
-        c.cl_ord_id = bq.request_id
-        c.orig_cl_ord_id = bq.request_id
-        c.depth = bq.depth
+    command_fields(c, m, tid, blank_symbol, stp_default)
 
 
 def decode_orders(buffer, Py_ssize_t start, Py_ssize_t end, SpscRing ring not None,

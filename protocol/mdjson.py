@@ -17,6 +17,8 @@ from typing import Literal
 
 import msgspec
 
+from protocol.messages import Bbo
+
 CHANNELS = ("bbo", "trades", "depth")
 ENCODINGS = ("json", "binary")
 DEPTH_LEVELS = (5, 10, 20)
@@ -77,16 +79,9 @@ class ErrorReply(msgspec.Struct, tag_field="type", tag="error", rename="camel"):
 
 
 # -- server -> client: market data ------------------------------------------------------------------
-class JsonBbo(msgspec.Struct, tag_field="type", tag="bbo", rename="camel"):
-    """Template 40 in JSON.  A side without orders has price 0 and size 0."""
-
-    symbol: str
-    transact_time: int
-    book_seq: int
-    bid_price: int
-    bid_size: int
-    ask_price: int
-    ask_size: int
+class JsonBbo(Bbo, tag_field="type", tag="bbo"):
+    """Template 40 in JSON: the fields of ``protocol.messages.Bbo`` (camelCase there already).  A
+    side without orders has price 0 and size 0."""
 
 
 class JsonTrade(msgspec.Struct, rename="camel"):

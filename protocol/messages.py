@@ -306,9 +306,11 @@ class OrderTriggered(msgspec.Struct):
 
 
 # -- market data, server to WebSocket subscribers ----------------------------------------------------
-class Bbo(msgspec.Struct):
+class Bbo(msgspec.Struct, rename="camel"):
     """S->C market data, template 40: best bid and offer.  A side without orders has price 0 and
-    size 0; book_seq: the symbol's book sequence number this state reflects."""
+    size 0; book_seq: the symbol's book sequence number this state reflects.  camelCase (the
+    schema's names) in JSON, where it is protocol.mdjson.JsonBbo: msgspec renames a field only in
+    the class that declares it."""
 
     TEMPLATE_ID: ClassVar[int] = 40
     symbol: str

@@ -6,7 +6,7 @@ from matching.ring cimport SpscRing
 from protocol.symbols cimport SymbolTable
 
 cdef enum:
-    N_LATENCY_BOUNDS = 18            # finite bucket bounds; one more bucket for +Inf
+    N_LATENCY_BOUNDS = 19            # finite bucket bounds; one more bucket for +Inf
     N_REASON_COUNTERS = 256          # reasons >= 255 are counted under 255
     N_EVENT_TYPES = 256
 
@@ -18,6 +18,13 @@ ctypedef struct EventObserver:
     EventHook fn
     void *ctx
 
+# Acknowledgements encoded for a session but not yet written to its connection: requests read
+# at one receive time (one data_received) share a run, so a batch costs one entry, not one per
+# order (the order-to-ack histogram is observed per run when the session's bytes are written).
+ctypedef struct AckRun:
+    uint64_t recv_ts
+    uint64_t count
+
 ctypedef struct SessionOut:
     char *data                       # malloc'd, grows by doubling; NULL until first use
     size_t len
@@ -27,6 +34,9 @@ ctypedef struct SessionOut:
     uint8_t connected
     uint8_t sofh
     uint8_t listed                   # its id is in Outbound.dirty_ids
+    AckRun *acks                     # malloc'd; runs of acks buffered in data, not yet written
+    uint32_t n_acks
+    uint32_t acks_cap
 
 
 cdef class Outbound:
@@ -75,9 +85,8 @@ cdef class Outbound:
     cdef uint64_t _number(self, uint32_t sid) noexcept nogil
     cdef char *_reserve(self, uint32_t sid, uint16_t template_id, size_t block_length,
                         size_t extra) noexcept nogil
-    cdef void _observe_latency(self, const Event *ev, uint64_t now_ns) noexcept nogil
     cdef void _capture(self, const Event *ev) noexcept nogil
     cdef void _md_tap(self, const Event *ev) noexcept nogil
     cdef int _grow_md(self, uint32_t cap) except -1
-    cdef void _event(self, const Event *ev, uint64_t now_ns) noexcept nogil
+    cdef void _event(self, const Event *ev, bint live) noexcept nogil
     cdef void _execution(self, const Event *ev, bint maker) noexcept nogil

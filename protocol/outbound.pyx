@@ -7,32 +7,24 @@ buffer per session, each message with its session sequence number and, for TCP s
 SOFH prefix.  The transport then ``take``s each ``dirty`` session's bytes and writes them with one
 call.  With ``retain`` (set by the gateway engine) every session's messages are encoded whether
 it is connected or not, always SOFH-framed, for the message store (``take_seq``).  Counters and
-the order-to-ack latency histogram are kept in C and read at scrape time; the order events and
+the order-to-ack latency histogram (observed when the caller reports a session's bytes written,
+``acks_written``) are kept in C and read at scrape time; the order events and
 fills are numbered (``event_no``) and can be captured raw for the event log that feeds the
 PostgreSQL sink, and for market data (``md_tap``) the
 encoder notes which symbols' books changed and copies the fill records, so the market-data
 publisher works per symbol per tick, never per order.
+
+Source layout: the class is here; included are the per-event encoding (_outbound_events.pxi),
+BookSnapshot (_outbound_snapshot.pxi), export/import_state (_outbound_state.pxi) and the block
+fillers generated from the schema (outbound_fills.pxi).
 """
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, realloc
 from libc.string cimport memcmp, memcpy, memset
 
-from matching.records cimport (
-    EVT_ACCEPTED,
-    EVT_BOOK_LEVEL,
-    EVT_BOOK_SNAPSHOT,
-    EVT_CANCEL_REJECTED,
-    EVT_CANCELED,
-    EVT_FILL,
-    EVT_MASS_CANCEL_DONE,
-    EVT_REJECTED,
-    EVT_REPLACED,
-    EVT_TRIGGERED,
-    LIQ_MAKER,
-    LIQ_TAKER,
-    Event,
-)
+# what is used of it: Event and the EVT_* / LIQ_* values it carries
+from matching.records cimport *
 from matching.native.byteorder cimport ld32, st32
 from matching.ring cimport SpscRing
 from protocol.codec cimport (
@@ -70,20 +62,11 @@ from protocol.symbols cimport SymbolTable
 include "outbound_fills.pxi"
 include "_outbound_snapshot.pxi"
 include "_outbound_state.pxi"
-
-# Order-to-ack latency bucket upper bounds (ns, inclusive as Prometheus `le`); +Inf is implied.
-cdef uint64_t LATENCY_BOUNDS_NS[N_LATENCY_BOUNDS]
-_BOUNDS_S = (5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1,
-             0.25, 0.5, 1.0, 2.5)
-for _i, _b in enumerate(_BOUNDS_S):
-    LATENCY_BOUNDS_NS[_i] = <uint64_t>round(_b * 1e9)
+include "_outbound_acks.pxi"
+include "_outbound_events.pxi"
 
 # A session buffer larger than this is freed when taken rather than kept for reuse.
 cdef size_t KEEP_BUFFER_BYTES = 1 << 20
-
-
-cdef inline int _reason_slot(uint16_t reason) noexcept nogil:
-    return reason if reason < N_REASON_COUNTERS else N_REASON_COUNTERS - 1
 
 
 cdef int _append_record(char **buf, size_t *length, size_t *cap, const Event *ev) noexcept nogil:
@@ -102,11 +85,16 @@ cdef int _append_record(char **buf, size_t *length, size_t *cap, const Event *ev
     return 0
 
 
-cdef inline char *_begin(Outbound o, const Event *ev, uint16_t template_id, size_t block_length,
-                         uint64_t *seq) noexcept nogil:
-    # number the message for ev's session, then reserve its block (NULL: not buffered)
-    seq[0] = o._number(ev.session_id)
-    return o._reserve(ev.session_id, template_id, block_length, 0)
+cdef bytes _take_buffer(char **buf, size_t *length, size_t *cap):
+    # the buffered bytes, emptying the buffer; one grown past KEEP_BUFFER_BYTES (a burst) is
+    # freed rather than kept for reuse
+    out = buf[0][:length[0]] if length[0] else b""
+    length[0] = 0
+    if cap[0] > KEEP_BUFFER_BYTES:
+        free(buf[0])
+        buf[0] = NULL
+        cap[0] = 0
+    return out
 
 
 cdef class Outbound:
@@ -142,6 +130,7 @@ cdef class Outbound:
         if self.sessions != NULL:
             for i in range(self.max_sessions):
                 free(self.sessions[i].data)
+                free(self.sessions[i].acks)
         free(self.sessions)
         free(self.dirty_ids)
         free(self.capture_buf)
@@ -196,6 +185,7 @@ cdef class Outbound:
             s.data = NULL
             s.len = 0
             s.cap = 0
+            _observe_runs(self, s, 0)   # those acknowledgements will never be written
 
     def next_seq(self, sid: int) -> int:
         """The seqNum the session's next business message will carry (1 for a new session)."""
@@ -239,13 +229,7 @@ cdef class Outbound:
     def take(self, sid: int) -> bytes:
         """Return and clear the session's buffered bytes (b"" when none)."""
         cdef SessionOut *s = self._session(sid)
-        out = s.data[:s.len] if s.len else b""
-        s.len = 0
-        if s.cap > KEEP_BUFFER_BYTES:
-            free(s.data)
-            s.data = NULL
-            s.cap = 0
-        return out
+        return _take_buffer(&s.data, &s.len, &s.cap)
 
     def take_seq(self, sid: int) -> tuple:
         """Return and clear the session's buffered bytes with the seqNum of their first message:
@@ -254,6 +238,14 @@ cdef class Outbound:
         cdef SessionOut *s = self._session(sid)
         first = s.first_seq if s.len else s.last_seq + 1
         return first, self.take(sid)
+
+    def acks_written(self, sid: int, uint64_t written_ns) -> None:
+        """The session's bytes taken last (``take`` / ``take_seq``) were written to its
+        connection at ``written_ns`` (ns since the epoch, the clock of the events' recv_ts):
+        observe written_ns - recv_ts of each acknowledgement among them, once per request.
+        written_ns 0: they were not written (no connection, a replay sends them later); forget
+        them.  Raises ValueError for an id >= max_sessions."""
+        _observe_runs(self, self._session(sid), written_ns)
 
     def set_observer(self, owner) -> None:
         """Let ``owner`` see every event in the drain pass (book snapshots and their levels
@@ -272,7 +264,7 @@ cdef class Outbound:
         self._observer_owner = owner
 
     # -- the batch --------------------------------------------------------------------------------
-    def drain(self, SpscRing events not None, uint64_t now_ns) -> int:
+    def drain(self, SpscRing events not None, bint live) -> int:
         """Consume every available Event record of ``events`` and encode its messages.
 
         EVT_ACCEPTED -> OrderAccepted, EVT_REJECTED -> OrderRejected, EVT_FILL -> two Executions
@@ -284,8 +276,10 @@ cdef class Outbound:
         EVT_MASS_CANCEL_DONE -> MassCancelDone (canceledCount = count), EVT_BOOK_SNAPSHOT and the
         count + count2 EVT_BOOK_LEVEL records after it -> one BookSnapshot (requestId = ref).
         transactTime = ev.ts.  A snapshot whose levels are not all published yet is left for the
-        next call.  now_ns != 0: EVT_ACCEPTED / EVT_REJECTED with recv_ts != 0 observe
-        now_ns - recv_ts in the latency histogram (pass 0 while replaying the journal).
+        next call.  ``live`` (false while replaying the journal): each buffered
+        EVT_ACCEPTED / EVT_REJECTED with recv_ts != 0 is noted for the latency histogram, which
+        observes it at the session's ``acks_written`` (so the caller must call that for every
+        ``dirty`` session it takes).
 
         Returns the number of records consumed.  Raises ValueError for a ring whose slots are not
         Event records, MemoryError if a buffer cannot grow (messages of that batch are lost).
@@ -312,7 +306,7 @@ cdef class Outbound:
                     _book_snapshot(self, events, pos + i, True)
                     i += 1 + levels
                 else:
-                    self._event(ev, now_ns)
+                    _encode_event(self, ev, live)
                     i += 1
             events.consume(i)
         if self.out_of_memory:
@@ -384,17 +378,6 @@ cdef class Outbound:
         self.bytes_out += frame_len
         return p + SBE_HEADER_SIZE
 
-    cdef void _observe_latency(self, const Event *ev, uint64_t now_ns) noexcept nogil:
-        cdef uint64_t d
-        cdef int b = 0
-        if now_ns == 0 or ev.recv_ts == 0:
-            return
-        d = now_ns - ev.recv_ts if now_ns > ev.recv_ts else 0
-        while b < N_LATENCY_BOUNDS and d > LATENCY_BOUNDS_NS[b]:
-            b += 1
-        self.latency_counts[b] += 1
-        self.latency_sum_ns += d
-
     cdef void _capture(self, const Event *ev) noexcept nogil:
         # numbered whether captured or not: the numbers must not depend on the configuration
         self.event_no += 1
@@ -419,91 +402,11 @@ cdef class Outbound:
             if _append_record(&self.md_trades_buf, &self.md_trades_len, &self.md_trades_cap, ev) < 0:
                 self.out_of_memory = True
 
-    cdef void _event(self, const Event *ev, uint64_t now_ns) noexcept nogil:
-        # the blocks are filled by the generated fill_* functions (protocol/fillgen.py)
-        cdef uint64_t seq, key
-        cdef char *p
-        cdef uint8_t t = ev.type
-        if self.observer.fn != NULL:
-            self.observer.fn(self.observer.ctx, ev)
-        self.events_by_type[t] += 1
-        key = self.symbols.key_of(ev.symbol_id)
-        if self.md_touch_on and (t == EVT_ACCEPTED or t == EVT_FILL or t == EVT_CANCELED
-                                 or t == EVT_REPLACED):
-            self._md_tap(ev)
-        if t == EVT_ACCEPTED:
-            self._observe_latency(ev, now_ns)
-            self._capture(ev)
-            p = _begin(self, ev, TPL_ORDER_ACCEPTED, sizeof(OrderAcceptedBlock), &seq)
-            if p != NULL:
-                fill_order_accepted(p, ev, seq, key)
-        elif t == EVT_REJECTED:
-            self._observe_latency(ev, now_ns)
-            self._capture(ev)
-            self.rejects_by_reason[_reason_slot(ev.reason)] += 1
-            p = _begin(self, ev, TPL_ORDER_REJECTED, sizeof(OrderRejectedBlock), &seq)
-            if p != NULL:
-                fill_order_rejected(p, ev, seq, key)
-        elif t == EVT_FILL:
-            self.fills += 1
-            self.traded_qty += ev.qty
-            self._capture(ev)
-            self._execution(ev, False)
-            self._execution(ev, True)
-        elif t == EVT_CANCELED:
-            self.cancels_by_reason[_reason_slot(ev.reason)] += 1
-            self._capture(ev)
-            p = _begin(self, ev, TPL_ORDER_CANCELED, sizeof(OrderCanceledBlock), &seq)
-            if p != NULL:
-                fill_order_canceled(p, ev, seq, key)
-        elif t == EVT_TRIGGERED:
-            self._capture(ev)
-            p = _begin(self, ev, TPL_ORDER_TRIGGERED, sizeof(OrderTriggeredBlock), &seq)
-            if p != NULL:
-                fill_order_triggered(p, ev, seq, key)
-        elif t == EVT_REPLACED:
-            self._capture(ev)
-            p = _begin(self, ev, TPL_ORDER_REPLACED, sizeof(OrderReplacedBlock), &seq)
-            if p != NULL:
-                fill_order_replaced(p, ev, seq, key)
-        elif t == EVT_CANCEL_REJECTED:
-            self.rejects_by_reason[_reason_slot(ev.reason)] += 1
-            p = _begin(self, ev, TPL_CANCEL_REJECTED, sizeof(CancelRejectedBlock), &seq)
-            if p != NULL:
-                fill_cancel_rejected(p, ev, seq, key)
-        elif t == EVT_MASS_CANCEL_DONE:
-            p = _begin(self, ev, TPL_MASS_CANCEL_DONE, sizeof(MassCancelDoneBlock), &seq)
-            if p != NULL:
-                fill_mass_cancel_done(p, ev, seq, key)
-        # EVT_BOOK_LEVEL outside a snapshot and unknown types: counted above, nothing to send
+    cdef void _event(self, const Event *ev, bint live) noexcept nogil:
+        _encode_event(self, ev, live)
 
     cdef void _execution(self, const Event *ev, bint maker) noexcept nogil:
-        cdef uint32_t sid = ev.contra_session if maker else ev.session_id
-        cdef uint64_t seq = self._number(sid)
-        cdef uint64_t key
-        cdef ExecutionBlock *ex = <ExecutionBlock *>self._reserve(sid, TPL_EXECUTION,
-                                                                  sizeof(ExecutionBlock), 0)
-        if ex == NULL:
-            return
-        key = self.symbols.key_of(ev.symbol_id)
-        ex.seq_num = seq
-        ex.transact_time = ev.ts
-        ex.trade_id = ev.ref
-        ex.last_px = ev.price
-        ex.last_qty = ev.qty
-        memcpy(ex.symbol, &key, 8)
-        if maker:
-            ex.cl_ord_id = ev.contra_cl_ord_id
-            ex.order_id = ev.contra_order_id
-            ex.leaves_qty = ev.contra_leaves
-            ex.side = 3 - ev.side    # the maker is on the other side (BUY=1, SELL=2)
-            ex.liquidity = LIQ_MAKER
-        else:
-            ex.cl_ord_id = ev.cl_ord_id
-            ex.order_id = ev.order_id
-            ex.leaves_qty = ev.leaves
-            ex.side = ev.side
-            ex.liquidity = LIQ_TAKER
+        _encode_execution(self, ev, maker)
 
     # -- scrape-time reads ------------------------------------------------------------------------
     def counters(self) -> dict:
@@ -529,13 +432,7 @@ cdef class Outbound:
         """Order-to-ack latency histogram: (upper bounds in seconds, the last float("inf");
         CUMULATIVE counts per bound, as Prometheus buckets, the last = number of observations;
         sum of observations in seconds)."""
-        cdef int i
-        cdef uint64_t total = 0
-        counts = []
-        for i in range(N_LATENCY_BOUNDS + 1):
-            total += self.latency_counts[i]
-            counts.append(total)
-        return list(_BOUNDS_S) + [float("inf")], counts, self.latency_sum_ns / 1e9
+        return _latency(self)
 
     # -- order events and fills for the event log ----------------------------------------------
     # EVT_CANCEL_REJECTED and EVT_MASS_CANCEL_DONE are not order events: a refused cancel changes
@@ -555,13 +452,8 @@ cdef class Outbound:
         event order, numbers first .. first+n-1; ``(event_state() + 1, b"")`` when none."""
         if self.capture_len == 0:
             return self.event_no + 1, b""
-        out = self.capture_buf[:self.capture_len]
-        self.capture_len = 0
-        if self.capture_cap > KEEP_BUFFER_BYTES:
-            free(self.capture_buf)
-            self.capture_buf = NULL
-            self.capture_cap = 0
-        return self.capture_first, out
+        return self.capture_first, _take_buffer(&self.capture_buf, &self.capture_len,
+                                                &self.capture_cap)
 
     def event_state(self) -> int:
         """Number of the last order event numbered (0 before the first); the next gets this + 1."""
@@ -606,10 +498,4 @@ cdef class Outbound:
 
     def take_md_trades(self) -> bytes:
         """Return and clear the fill records copied by the tap (n * 128 bytes, in event order)."""
-        out = self.md_trades_buf[:self.md_trades_len] if self.md_trades_len else b""
-        self.md_trades_len = 0
-        if self.md_trades_cap > KEEP_BUFFER_BYTES:
-            free(self.md_trades_buf)
-            self.md_trades_buf = NULL
-            self.md_trades_cap = 0
-        return out
+        return _take_buffer(&self.md_trades_buf, &self.md_trades_len, &self.md_trades_cap)

@@ -8,7 +8,8 @@ import logging
 import os
 import sys
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from gateway.cli.render import describe, price_units
 from gateway.config.directory import Directory, DirectoryError, load_directory
@@ -307,20 +308,27 @@ async def _client_request(args: argparse.Namespace, endpoint: str, token: str, s
     return 0
 
 
-def cmd_client(args: argparse.Namespace) -> int:
+def _run_order_session(main: Coroutine[Any, Any, int], *, os_error: str = "",
+                       also: tuple[type[Exception], ...] = ()) -> int:
+    """Run a command that logs in to order entry; a refused login, an unknown symbol or a bad
+    directory (KeyError, DirectoryError), an OSError (said after ``os_error``) or one of
+    ``also`` ends it with status 2 and one line on stderr."""
     from gateway.clients.tcp import LoginError
 
+    refused: tuple[type[Exception], ...] = (LoginError, DirectoryError, *also)
     try:
-        return asyncio.run(_client_main(args))
-    except LoginError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except (DirectoryError, KeyError) as exc:
-        print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
-        return 2
+        return asyncio.run(main)
+    except KeyError as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
     except OSError as exc:
-        print(f"error: cannot reach the gateway: {exc}", file=sys.stderr)
-        return 2
+        print(f"error: {os_error}{exc}", file=sys.stderr)
+    except refused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    return 2
+
+
+def cmd_client(args: argparse.Namespace) -> int:
+    return _run_order_session(_client_main(args), os_error="cannot reach the gateway: ")
 
 
 # -- md ---------------------------------------------------------------------------------------
@@ -393,16 +401,8 @@ async def _replay_main(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from gateway.clients.tcp import LoginError
-
-    try:
-        return asyncio.run(_replay_main(args))
-    except KeyError as exc:
-        print(f"error: {exc.args[0]}", file=sys.stderr)
-        return 2
-    except (LoginError, OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    # ValueError: a malformed LOBSTER file, or a bad --connect
+    return _run_order_session(_replay_main(args), also=(ValueError,))
 
 
 # -- parser -----------------------------------------------------------------------------------

@@ -24,20 +24,7 @@ from dataclasses import asdict, dataclass
 
 from gateway.clients.tcp import OrderClient
 from matching.records import Liquidity, OrdType, Side, StpMode, TimeInForce
-from protocol.messages import (
-    BookQuery,
-    BookSnapshot,
-    CancelOrder,
-    CancelRejected,
-    Execution,
-    Message,
-    NewOrder,
-    OrderAccepted,
-    OrderCanceled,
-    OrderRejected,
-    OrderReplaced,
-    ReplaceOrder,
-)
+from protocol import messages
 
 EMPTY_ASK = (9999999999, 0)
 EMPTY_BID = (-9999999999, 0)
@@ -100,8 +87,8 @@ class _Tracker:
         self.wait_for = -1
         self.errors: list[str] = []
 
-    def on_message(self, m: Message) -> None:
-        if isinstance(m, Execution):
+    def on_message(self, m: messages.Message) -> None:
+        if isinstance(m, messages.Execution):
             if m.liquidity == Liquidity.LIQ_TAKER:
                 self.r.fills += 1
                 self.r.traded_qty += m.last_qty
@@ -110,17 +97,17 @@ class _Tracker:
             else:
                 self.leaves.pop(m.cl_ord_id, None)
                 self.total.pop(m.cl_ord_id, None)
-        elif isinstance(m, OrderAccepted):
+        elif isinstance(m, messages.OrderAccepted):
             if m.time_in_force == TimeInForce.TIF_GTC:
                 self.leaves[m.cl_ord_id] = m.leaves_qty
                 self.total[m.cl_ord_id] = m.order_qty
-        elif isinstance(m, OrderCanceled):
+        elif isinstance(m, messages.OrderCanceled):
             self.leaves.pop(m.orig_cl_ord_id, None)
             self.total.pop(m.orig_cl_ord_id, None)
-        elif isinstance(m, OrderReplaced):
+        elif isinstance(m, messages.OrderReplaced):
             self.leaves[m.cl_ord_id] = m.leaves_qty
             self.total[m.cl_ord_id] = m.order_qty
-        elif isinstance(m, BookSnapshot):
+        elif isinstance(m, messages.BookSnapshot):
             i = m.request_id
             ask = (m.asks[0].price, m.asks[0].size) if m.asks else EMPTY_ASK
             bid = (m.bids[0].price, m.bids[0].size) if m.bids else EMPTY_BID
@@ -129,7 +116,7 @@ class _Tracker:
             self.answered = i
             if self.waiter is not None and i >= self.wait_for and not self.waiter.done():
                 self.waiter.set_result(None)
-        elif isinstance(m, (OrderRejected, CancelRejected)):
+        elif isinstance(m, (messages.OrderRejected, messages.CancelRejected)):
             self.r.rejects += 1
             if len(self.errors) < 10:
                 self.errors.append(repr(m))
@@ -155,9 +142,9 @@ async def replay(client: OrderClient, msgs: list[tuple[int, int, int, int, int]]
     from protocol.codec import encode
 
     def new(cl: int, side: int, price: int, qty: int, tif: int) -> bytes:
-        return encode(NewOrder(cl_ord_id=cl, price=price, order_qty=qty, symbol=symbol,
-                               side=side, ord_type=OrdType.ORD_LIMIT, time_in_force=tif,
-                               flags=0, stp_mode=StpMode.STP_NONE))
+        return encode(messages.NewOrder(cl_ord_id=cl, price=price, order_qty=qty, symbol=symbol,
+                                        side=side, ord_type=OrdType.ORD_LIMIT, time_in_force=tif,
+                                        flags=0, stp_mode=StpMode.STP_NONE))
 
     t0 = time.perf_counter()
     if books:
@@ -179,19 +166,19 @@ async def replay(client: OrderClient, msgs: list[tuple[int, int, int, int, int]]
             elif typ == 3 or size >= leaves:
                 r.cancel += typ == 3
                 r.reduce += typ == 2
-                out = encode(CancelOrder(cl_ord_id=CANCEL_ID_BASE + i, orig_cl_ord_id=oid,
-                                         symbol=symbol))
+                out = encode(messages.CancelOrder(cl_ord_id=CANCEL_ID_BASE + i, orig_cl_ord_id=oid,
+                                                  symbol=symbol))
             else:
                 r.reduce += 1
-                out = encode(ReplaceOrder(cl_ord_id=oid, orig_cl_ord_id=oid, price=price,
-                                          order_qty=tr.total[oid] - size, symbol=symbol))
+                out = encode(messages.ReplaceOrder(cl_ord_id=oid, orig_cl_ord_id=oid, price=price,
+                                                   order_qty=tr.total[oid] - size, symbol=symbol))
         elif typ == 4:
             r.ioc += 1
             opp = Side.SIDE_SELL if side == Side.SIDE_BUY else Side.SIDE_BUY
             out = new(IOC_ID_BASE + i, opp, price, size, TimeInForce.TIF_IOC)
         else:
             r.skipped_other += 1
-        send(out + encode(BookQuery(request_id=i, symbol=symbol, depth=1)))
+        send(out + encode(messages.BookQuery(request_id=i, symbol=symbol, depth=1)))
         if i % 512 == 0:
             await client.drain()
     await client.drain()

@@ -26,20 +26,22 @@ class LoginError(Exception):
 
 class MessageInbox(abc.ABC):
     """The receiving side shared by the TCP and WebSocket order clients: decoded messages
-    queued in ``messages`` in arrival order; ``closed`` is set when the connection ends, with
-    ``close_reason``."""
+    queued in ``messages`` in arrival order (or handed to ``on_message`` once it is set);
+    ``closed`` is set when the connection ends, with ``close_reason``."""
 
-    messages: asyncio.Queue[Message]
-    closed: asyncio.Event
-    close_reason: str | None
-    session_id: int
-    next_seq_num: int
-    heartbeat_ms: int
-    _tasks: list[asyncio.Task[None]]
+    def __init__(self) -> None:
+        self.session_id = 0
+        self.next_seq_num = 0
+        self.heartbeat_ms = 1000
+        self.messages: asyncio.Queue[Message] = asyncio.Queue()
+        self.closed = asyncio.Event()
+        self.close_reason: str | None = None
+        self.on_message: Callable[[Message], None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     @abc.abstractmethod
-    async def close(self) -> None:
-        """Log out if still connected and end the connection."""
+    async def _close_transport(self) -> None:
+        """Close the connection (the read and heartbeat tasks are cancelled already)."""
 
     @abc.abstractmethod
     async def _heartbeat_loop(self) -> None:
@@ -59,6 +61,29 @@ class MessageInbox(abc.ABC):
         self.next_seq_num = first.next_seq_num
         self.heartbeat_ms = first.heartbeat_interval_ms
         self._tasks.append(asyncio.create_task(self._heartbeat_loop()))
+
+    def _deliver(self, msgs: list[Message]) -> None:
+        """Queue (or hand to ``on_message``) decoded messages; heartbeats are dropped, a Logout
+        sets ``close_reason``."""
+        for m in msgs:
+            if isinstance(m, Heartbeat):
+                continue
+            if isinstance(m, Logout):
+                self.close_reason = f"logout reason {m.reason}"
+            if self.on_message is not None:
+                self.on_message(m)
+            else:
+                self.messages.put_nowait(m)
+
+    async def close(self) -> None:
+        """End the connection (without a Logout: ``logout`` sends one first) and its tasks."""
+        for t in self._tasks:
+            t.cancel()
+        await self._close_transport()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self.closed.set()
 
     async def recv(self, timeout: float = 5.0) -> Message:
         """The next message.  Raises asyncio.TimeoutError; ConnectionError once closed and empty."""
@@ -100,16 +125,9 @@ class OrderClient(MessageInbox):
     """
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        super().__init__()
         self.reader = reader
         self.writer = writer
-        self.session_id = 0
-        self.next_seq_num = 0
-        self.heartbeat_ms = 1000
-        self.messages: asyncio.Queue[Message] = asyncio.Queue()
-        self.closed = asyncio.Event()
-        self.close_reason: str | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        self.on_message: Callable[[Message], None] | None = None
 
     @classmethod
     async def connect(cls, host: str, port: int, token: str, *, next_expected_seq_num: int = 0,
@@ -142,15 +160,7 @@ class OrderClient(MessageInbox):
                 buf += data
                 msgs, used = codec.decode_frames(buf)
                 del buf[:used]
-                for m in msgs:
-                    if isinstance(m, Heartbeat):
-                        continue
-                    if isinstance(m, Logout):
-                        self.close_reason = f"logout reason {m.reason}"
-                    if self.on_message is not None:
-                        self.on_message(m)
-                    else:
-                        self.messages.put_nowait(m)
+                self._deliver(msgs)
         except (ConnectionError, codec.ProtocolError) as exc:
             self.close_reason = f"{type(exc).__name__}: {exc}"
         finally:
@@ -180,13 +190,7 @@ class OrderClient(MessageInbox):
                 await asyncio.wait_for(self.closed.wait(), 2.0)
         await self.close()
 
-    async def close(self) -> None:
-        for t in self._tasks:
-            t.cancel()
+    async def _close_transport(self) -> None:
         self.writer.close()
         with contextlib.suppress(Exception):
             await self.writer.wait_closed()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
-        self.closed.set()

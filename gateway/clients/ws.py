@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -26,15 +25,8 @@ class WsOrderClient(MessageInbox):
     the rest is as OrderClient: ``send``, ``recv``, ``recv_until``, ``logout``, ``on_message``."""
 
     def __init__(self, ws: ClientConnection) -> None:
+        super().__init__()
         self.ws = ws
-        self.session_id = 0
-        self.next_seq_num = 0
-        self.heartbeat_ms = 1000
-        self.messages: asyncio.Queue[Message] = asyncio.Queue()
-        self.closed = asyncio.Event()
-        self.close_reason: str | None = None
-        self.on_message: Callable[[Message], None] | None = None
-        self._tasks: list[asyncio.Task[None]] = []
 
     @classmethod
     async def connect(cls, url: str, token: str, *, next_expected_seq_num: int = 0,
@@ -60,15 +52,7 @@ class WsOrderClient(MessageInbox):
                 msgs, used = codec.decode_frames(data, sofh=False)
                 if used != len(data):
                     raise codec.ProtocolError(1, used)
-                for m in msgs:
-                    if isinstance(m, Heartbeat):
-                        continue
-                    if isinstance(m, Logout):
-                        self.close_reason = f"logout reason {m.reason}"
-                    if self.on_message is not None and self.session_id:
-                        self.on_message(m)
-                    else:
-                        self.messages.put_nowait(m)
+                self._deliver(msgs)
             self.close_reason = self.close_reason or "server closed the connection"
         except (ConnectionClosed, codec.ProtocolError) as exc:
             self.close_reason = self.close_reason or f"{type(exc).__name__}: {exc}"
@@ -97,11 +81,5 @@ class WsOrderClient(MessageInbox):
                 await asyncio.wait_for(self.closed.wait(), 2.0)
         await self.close()
 
-    async def close(self) -> None:
-        for t in self._tasks:
-            t.cancel()
+    async def _close_transport(self) -> None:
         await self.ws.close()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
-        self.closed.set()

@@ -32,7 +32,6 @@ from gateway.engine.pipeline import Pipeline, SessionWriter
 from gateway.engine.recovery import Recovery, RecoveryStats
 from gateway.engine.sessions import Sessions, SessionTable
 from gateway.engine.snapshots import Snapshots
-from gateway.engine.stats import EngineStats
 from gateway.engine.symbols import SymbolCatalog, SymbolChanges
 from gateway.risk.pretrade import AdminAction, RiskEngine, admin_record
 from matching.core import MatchingCore
@@ -65,6 +64,9 @@ class Engine:
         self.sessions = Sessions(cfg, t, self.pipeline, self.catalog, self.risk)
         self.snapshots = Snapshots(cfg, self.pipeline)
         self.recovery = Recovery(cfg, self.pipeline, t, self.sessions, self.catalog, self.snapshots)
+        # imported here, not at the top: stats.py imports this module for the types of the
+        # figures it reads (mypy then checks Engine first)
+        from gateway.engine.stats import EngineStats
         self.stats = EngineStats(self)
         p = self.pipeline
         self._register_parts()
@@ -129,18 +131,10 @@ class Engine:
         self.pipeline.sink = sink
 
     @property
-    def pumps(self) -> int:
-        return self.pipeline.pumps
-
-    @property
-    def recovered_event_no(self) -> int:
-        """The last event number the journal explained at the start (``recover``)."""
-        return self.recovery.recovered_event_no
-
-    @property
-    def recovered_trade_id(self) -> int:
-        """The last trade id the journal explained at the start."""
-        return self.recovery.recovered_trade_id
+    def journal_point(self) -> tuple[int, int]:
+        """(last event number, last trade id) the journal explained at the start (``recover``):
+        the PostgreSQL sink's ``journal_point``."""
+        return self.recovery.recovered_event_no, self.recovery.recovered_trade_id
 
     # -- entry points ------------------------------------------------------------------------
     def recover(self) -> RecoveryStats:

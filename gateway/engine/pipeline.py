@@ -9,7 +9,11 @@ The matcher runs on the event-loop thread and is drained once per loop tick: eve
 tick is decoded into the inbound ring first, then ``pump`` stamps, journals (one write per
 group), matches (GIL released inside the core) and encodes the responses, and each session gets
 one ``write`` per tick.  Acknowledgements are written only after the journal write of their
-commands has returned (``durability="os"``) or been fsynced (``"fsync"``).
+commands has returned (``durability="os"``) or been fsynced (``"fsync"``).  The order-to-ack
+histogram takes each acknowledgement's time from the read of its request to the return of its
+session's ``write`` (after matching and the message store); the encoder keeps the receive times
+in C, one entry per read, so the hot path does one clock read and one call per session per tick,
+never per order.
 
 This is the hot path: ``pump`` and ``_flush`` hold their collaborators as direct attributes
 (the session table's ``writers``, ``dropcopy`` and ``account_of_session`` are the very
@@ -46,7 +50,9 @@ MATCH_SLICE = 256   # commands per MatchingCore.process call
 class SessionWriter(Protocol):
     """A connected session's transport side, as the engine sees it."""
 
-    def deliver(self, data: bytes, now_ns: int) -> None: ...
+    def deliver(self, data: bytes, now_ns: int) -> bool | None:
+        """Write ``data`` to the connection now; False when it was not written (closing, or a
+        replay from the message store will send it), True or None when it was."""
 
 
 class Pipeline:
@@ -97,7 +103,7 @@ on).
         self.pumps = 0
         self._pump_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._now_ns = 0  # 0 while replaying: no latency observations, no writes
+        self._live = False  # while replaying: no latency observations, no writes
 
     def replace_core(self, core: MatchingCore) -> None:
         """Run ``core`` (restored from a snapshot) instead of the current one; the risk state
@@ -136,7 +142,7 @@ on).
                 break
             self.sequencer.stamp(ring, n)
             self.journal.append_ring(ring, n)
-            self._now_ns = time.time_ns()
+            self._live = True
             self.match_all()
             total += n
         # every checked record has been processed: its effect is in the risk state's
@@ -163,7 +169,7 @@ on).
             self._drain_events()
 
     def _drain_events(self) -> None:
-        self.outbound.drain(self.events, self._now_ns)
+        self.outbound.drain(self.events, self._live)
 
     def flush(self) -> None:
         """Store every session's new messages, write them to its connection and its drop
@@ -177,8 +183,10 @@ on).
             # stored before it is sent: a message a client saw can always be replayed
             store.append(sid, first, data, ob.next_seq(sid) - first)
             w = self.writers.get(sid)
-            if w is not None:
-                w.deliver(data, now)
+            # the acknowledgements count as sent once the write returned (the order-to-ack
+            # histogram); the same clock as the receive stamps
+            written = w is not None and w.deliver(data, now) is not False
+            ob.acks_written(sid, time.time_ns() if written else 0)
             if dropcopy:
                 for d in list(dropcopy.get(self.account_of_session[sid], ())):
                     d.deliver(data, now)

@@ -4,7 +4,7 @@ the sessions a crash left attached and define the config's new symbols."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.config.schema import Config
 from gateway.engine.errors import JournalBehindSnapshot, LegacyJournalError, SnapshotMismatch
@@ -33,21 +33,21 @@ class RecoveryStats:
     cod_canceled: int = 0
 
 
+@dataclass(eq=False, repr=False)  # a repr would print cfg, jwt_secret included
 class Recovery:
-    """Runs the start once (``recover``); afterwards ``recovered_event_no`` is the last event
-    number the journal explained (a sink checkpoint beyond it belongs to a history the journal
-    lost) and ``recovered_trade_id`` the same for the last trade id."""
+    """Runs the start once (``recover``), with the engine's parts; afterwards
+    ``recovered_event_no`` is the last event number the journal explained (a sink checkpoint
+    beyond it belongs to a history the journal lost) and ``recovered_trade_id`` the same for
+    the last trade id."""
 
-    def __init__(self, cfg: Config, pipeline: Pipeline, table: SessionTable, sessions: Sessions,
-                 catalog: SymbolCatalog, snapshots: Snapshots) -> None:
-        self.cfg = cfg
-        self.pipeline = pipeline
-        self.table = table
-        self.sessions = sessions
-        self.catalog = catalog
-        self.snapshots = snapshots
-        self.recovered_event_no = 0
-        self.recovered_trade_id = 0
+    cfg: Config
+    pipeline: Pipeline
+    table: SessionTable
+    sessions: Sessions
+    catalog: SymbolCatalog
+    snapshots: Snapshots
+    recovered_event_no: int = field(default=0, init=False)
+    recovered_trade_id: int = field(default=0, init=False)
 
     def recover(self) -> RecoveryStats:
         """Load the newest good snapshot (``snapshot_dir``), then replay the journal after its

@@ -196,7 +196,7 @@ def run(cfg: Config, apply: bool) -> RepairReport:
         except JournalBehind as exc:
             _derived_aside(cfg, exc, report, apply)
         else:
-            event_no, trade_id = engine.recovered_event_no, engine.recovered_trade_id
+            event_no, trade_id = engine.journal_point
             engine.close()
             break
         if not apply:

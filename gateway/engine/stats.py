@@ -6,13 +6,29 @@ and plain ints the engine keeps anyway, so nothing on the order path does any wo
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, cast
+from collections.abc import Callable, Mapping
+from typing import Generic, Self, TypeVar, cast, overload
 
+from gateway.engine.facade import Engine
 from monitoring.sources import OrderCounters, RiskCounters, SinkFigures, SnapshotFigures
 
-if TYPE_CHECKING:
-    from gateway.engine.facade import Engine
+T = TypeVar("T")
+
+
+class _Figure(Generic[T]):
+    """A read-only attribute of EngineStats: ``read(engine)``, evaluated on each access."""
+
+    __slots__ = ("_read",)
+
+    def __init__(self, read: Callable[[Engine], T]) -> None:
+        self._read = read
+
+    @overload
+    def __get__(self, stats: None, owner: type[EngineStats]) -> Self: ...
+    @overload
+    def __get__(self, stats: EngineStats, owner: type[EngineStats]) -> T: ...
+    def __get__(self, stats: EngineStats | None, owner: type[EngineStats]) -> T | Self:
+        return self if stats is None else self._read(stats._e)
 
 
 class EngineStats:
@@ -38,7 +54,8 @@ class EngineStats:
         return cast(RiskCounters, self._e.risk.counters())
 
     def ack_latency(self) -> tuple[list[float], list[int], float]:
-        """Receive to acknowledgement written: (bucket bounds in s, cumulative counts, sum in s)."""
+        """Request read to acknowledgement written to the socket: (bucket bounds in s,
+        cumulative counts, sum in s)."""
         return self._e.outbound.latency()
 
     def ring_occupancy(self) -> Mapping[str, int]:
@@ -49,94 +66,29 @@ class EngineStats:
         """Slots of the inbound and the events ring."""
         return {"inbound": self._e.inbound.capacity, "events": self._e.events.capacity}
 
-    @property
-    def sessions_open(self) -> int:
-        return self._e.sessions_connected()
-
-    @property
-    def resting_orders(self) -> int:
-        return int(self._e.core.order_count())
-
-    @property
-    def sequence_last(self) -> int:
-        return int(self._e.sequencer.next_seq) - 1
-
+    # the rest are attributes: each reads the engine as written here, when asked
+    sessions_open = _Figure(lambda e: e.sessions_connected())
+    resting_orders = _Figure(lambda e: int(e.core.order_count()))
+    sequence_last = _Figure(lambda e: int(e.sequencer.next_seq) - 1)
     # -- durability --------------------------------------------------------------------------
-    @property
-    def journal_last_seq(self) -> int:
-        return self._e.journal.last_seq
-
-    @property
-    def journal_bytes(self) -> int:
-        return self._e.journal.bytes_written
-
-    @property
-    def journal_segments(self) -> int:
-        return len(self._e.journal.segments())
-
-    @property
-    def journal_segments_removed(self) -> int:
-        return self._e.journal.segments_removed
-
-    @property
-    def snapshots(self) -> SnapshotFigures:
-        return self._e.snap_stats
-
-    @property
-    def message_store_bytes(self) -> int:
-        return self._e.store.total_bytes
-
-    @property
-    def replayed_messages(self) -> int:
-        return self._e.replayed_messages
-
-    @property
-    def sink(self) -> SinkFigures | None:
-        return self._e.sink
-
-    @property
-    def event_log_bytes(self) -> int | None:
-        log = self._e.event_log
-        return None if log is None else log.total_bytes
-
+    journal_last_seq = _Figure(lambda e: e.journal.last_seq)
+    journal_bytes = _Figure(lambda e: e.journal.bytes_written)
+    journal_segments = _Figure(lambda e: len(e.journal.segments()))
+    journal_segments_removed = _Figure(lambda e: e.journal.segments_removed)
+    snapshots = _Figure[SnapshotFigures](lambda e: e.snap_stats)
+    message_store_bytes = _Figure(lambda e: e.store.total_bytes)
+    replayed_messages = _Figure(lambda e: e.replayed_messages)
+    sink = _Figure[SinkFigures | None](lambda e: e.sink)
+    event_log_bytes = _Figure(lambda e: None if e.event_log is None else e.event_log.total_bytes)
     # -- the process -------------------------------------------------------------------------
-    @property
-    def ready(self) -> bool:
-        return self._e.ready
-
-    @property
-    def partition(self) -> str:
-        return self._e.cfg.partition
-
-    @property
-    def symbols(self) -> int:
-        return len(self._e.symbol_names)
-
+    ready = _Figure(lambda e: e.ready)
+    partition = _Figure(lambda e: e.cfg.partition)
+    symbols = _Figure(lambda e: len(e.symbol_names))
     # -- access control and risk -------------------------------------------------------------
-    @property
-    def symbols_halted(self) -> int:
-        return len(self._e.risk.halted())
-
-    @property
-    def accounts_blocked(self) -> int:
-        return len(self._e.risk.blocked())
-
-    @property
-    def connections_refused(self) -> Mapping[str, int]:
-        return self._e.access.connections_refused
-
-    @property
-    def connections_open(self) -> int:
-        return self._e.addresses.total
-
-    @property
-    def login_rate_limited(self) -> int:
-        return self._e.access.login_rate_limited
-
-    @property
-    def read_pauses(self) -> int:
-        return self._e.access.read_pauses
-
-    @property
-    def audit_lines(self) -> int:
-        return self._e.audit.lines
+    symbols_halted = _Figure(lambda e: len(e.risk.halted()))
+    accounts_blocked = _Figure(lambda e: len(e.risk.blocked()))
+    connections_refused = _Figure[Mapping[str, int]](lambda e: e.access.connections_refused)
+    connections_open = _Figure(lambda e: e.addresses.total)
+    login_rate_limited = _Figure(lambda e: e.access.login_rate_limited)
+    read_pauses = _Figure(lambda e: e.access.read_pauses)
+    audit_lines = _Figure(lambda e: e.audit.lines)

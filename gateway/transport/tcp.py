@@ -177,16 +177,17 @@ class OrderEntryProtocol(asyncio.Protocol):
             # caught up: what the engine delivers from now on follows the store's end
             self.replay_next = nxt if nxt <= store.end_seq(sid) else 0
 
-    def deliver(self, data: bytes, now_ns: int) -> None:
-        """Responses for this session from the engine (one call per tick)."""
+    def deliver(self, data: bytes, now_ns: int) -> bool:
+        """Responses for this session from the engine (one call per tick); False when they
+        were not written now (closing, or the replay sends them from the store)."""
         t = self.transport
         if t is None or t.is_closing() or self.linger_since_ns:
-            return
+            return False
         assert self.session is not None
         if self.replay_next:
             # these messages are in the store already: the replay sends them in order
             self._replay_more()
-            return
+            return False
         out = self.session.data_to_send()
         if out:
             # session output of this tick (LoginAccepted) goes before business messages
@@ -195,6 +196,7 @@ class OrderEntryProtocol(asyncio.Protocol):
         self.session.note_sent(now_ns)
         if t.get_write_buffer_size() > self.engine.cfg.max_write_buffer:
             self._slow_consumer(f"{t.get_write_buffer_size()} bytes unread")
+        return True
 
     def _slow_consumer(self, why: str) -> None:
         t = self.transport

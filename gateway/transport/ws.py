@@ -152,14 +152,16 @@ class WsOrderSession:
         if self.ws.protocol.state is State.OPEN:
             broadcast([self.ws], data)  # a synchronous send of one binary message
 
-    def deliver(self, data: bytes, now_ns: int) -> None:
-        """Responses for this session from the engine (one call per tick)."""
+    def deliver(self, data: bytes, now_ns: int) -> bool:
+        """Responses for this session from the engine (one call per tick); False when they
+        were not sent now (closing, or the replay sends them from the store)."""
         if self._closing or self.replay_next:
-            return       # during a replay these messages go out from the store, in order
+            return False  # during a replay these messages go out from the store, in order
         out = self.session.data_to_send()
         if out:
             # session output of this tick (LoginAccepted) goes before business messages
             self._send(out)
+        sent = self.ws.protocol.state is State.OPEN
         # the engine's (and the store's) framing is SOFH; a WebSocket message carries bare SBE
         self._send(codec.strip_sofh(data))
         self.session.note_sent(now_ns)
@@ -172,6 +174,7 @@ class WsOrderSession:
             self.session.data_to_send()  # the Logout cannot get past a full buffer anyway
             self._closing = True
             transport.abort()
+        return sent
 
     def tick(self, now_ns: int) -> None:
         """Heartbeat timers (called by the server every ~100 ms)."""

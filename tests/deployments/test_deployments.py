@@ -354,7 +354,7 @@ def test_statefulset_wiring(tmp_path: Path) -> None:
 # -- Prometheus and Grafana ---------------------------------------------------------------------
 def test_alert_rules_pass_promtool() -> None:
     out = run(promtool(), "check", "rules", str(ALERTS))
-    assert out.returncode == 0 and "SUCCESS: 11 rules found" in out.stdout, out.stdout + out.stderr
+    assert out.returncode == 0 and "SUCCESS: 12 rules found" in out.stdout, out.stdout + out.stderr
     out = run(promtool(), "test", "rules", str(ALERT_TESTS))
     assert out.returncode == 0 and "SUCCESS" in out.stdout, out.stdout + out.stderr
     names = {r["alert"] for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]}

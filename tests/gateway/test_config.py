@@ -2,14 +2,12 @@
 messages with key path, source and reason, and ``hftgw config check | show | reference``."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
 import msgspec
 import pytest
+from support.gateway_harness import ROOT, hftgw
 
 from gateway.config.load import load_config
 from gateway.config.reference import field_docs, live_keys, reference_markdown
@@ -23,14 +21,7 @@ from gateway.config.schema import (
     mask_dsn,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_FILE = ROOT / "configs" / "hftgw.toml"
-
-
-def hftgw(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("HFTGW_")}
-    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True,
-                          text=True, timeout=60, env={**base, **(env or {})}, cwd=ROOT)
 
 
 def test_documented_default_file_is_the_default() -> None:

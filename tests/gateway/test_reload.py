@@ -28,8 +28,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def write_config(path: Path, journal: Path, listen: str, metrics: str, symbols: list[str],
                  extra: str = "") -> None:
+    # WebSocket off: these tests do not use it, and its default port would clash with any other
+    # gateway on the machine
     text = (f'listen = "{listen}"\nmetrics_listen = "{metrics}"\njournal_dir = "{journal}"\n'
-            f"{extra}\n" + "".join(f'[[symbols]]\nname = "{s}"\n' for s in symbols))
+            f'ws_listen = ""\n{extra}\n' + "".join(f'[[symbols]]\nname = "{s}"\n' for s in symbols))
     path.write_text(text)
 
 
@@ -103,7 +105,7 @@ async def test_bad_file_is_refused_and_the_old_config_stays(
         directory = path.parent / "directory.json"
         directory.write_text('{"partitions": [{"name": "p1", "order_entry": "h:1", "symbols": ["TSLA"]}]}')
         path.write_text(f'listen = "{cfg.listen}"\nmetrics_listen = "{cfg.metrics_listen}"\n'
-                        f'journal_dir = "{cfg.journal_dir}"\n' + text.format(dir=directory))
+                        f'journal_dir = "{cfg.journal_dir}"\nws_listen = ""\n' + text.format(dir=directory))
         with caplog.at_level(logging.ERROR, logger="hftgw.reload"):
             result = reloader.reload()
         assert not result.ok

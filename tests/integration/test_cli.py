@@ -3,23 +3,12 @@ full AMZN LOBSTER day through ``replay-lobster`` with the exact figures of a pri
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import jwt
-from support.gateway_harness import metric_value, scrape, serve_process
+from support.gateway_harness import BOOKS, MESSAGES, hftgw, metric_value, scrape, serve_process
 
 from gateway.config.schema import DEV_JWT_SECRET
-
-LOBSTER = Path(__file__).resolve().parents[3] / "shared" / "data" / "lobster"
-MESSAGES = LOBSTER / "AMZN_2012-06-21_34200000_57600000_message_1.csv"
-BOOKS = LOBSTER / "AMZN_2012-06-21_34200000_57600000_orderbook_1.csv"
-
-
-def hftgw(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True,
-                          text=True, timeout=timeout)
 
 
 def test_token_command_signs_with_the_configured_secret() -> None:

@@ -23,7 +23,6 @@ from support.fault_harness import (
     StreamingClient,
     connect_all,
     expected_books,
-    snapshot_levels,
     stream_for,
 )
 from support.gateway_harness import make_config
@@ -42,8 +41,7 @@ async def check_books_and_close(clients: list[StreamingClient]) -> None:
     log out."""
     want = expected_books(c.view for c in clients)
     for i, sym in enumerate(SYMBOLS):
-        snap = await clients[0].book(sym, 9000 + i)
-        assert snapshot_levels(snap) == want[sym], sym
+        assert await clients[0].levels(sym, 9000 + i) == want[sym], sym
     for c in clients:
         await c.close()
 
@@ -127,10 +125,7 @@ def test_sigterm_under_load_exits_0_in_grace_period_and_loses_nothing(tmp_path: 
             assert next_seq == c.view.last_seq + 1, "messages the client never got"
         await check_books_and_close(clients)
 
-    try:
-        asyncio.run(main())
-    finally:
-        server.close()
+    server.run(main)
 
 
 def test_second_sigterm_cuts_the_drain_short_and_exits_0(tmp_path: Path) -> None:
@@ -159,10 +154,7 @@ def test_second_sigterm_cuts_the_drain_short_and_exits_0(tmp_path: Path) -> None
         for c in clients:
             await c.close()
 
-    try:
-        asyncio.run(main())
-    finally:
-        server.close()
+    server.run(main)
 
 
 # -- kill -9 at random moments -------------------------------------------------------------------------
@@ -194,10 +186,7 @@ def run_kills(tmp_path: Path, kills: int, seed: int) -> None:
         assert all(c.view.acked and c.view.fills for c in clients)
         await check_books_and_close(clients)
 
-    try:
-        asyncio.run(main())
-    finally:
-        server.close()
+    server.run(main)
 
 
 def test_kill9_while_streaming_loses_nothing_acknowledged(tmp_path: Path) -> None:
@@ -342,11 +331,10 @@ def test_truncated_last_record_keeps_every_earlier_one(tmp_path: Path) -> None:
                 c = StreamingClient(proc, ACCOUNTS[0], seed=0)
                 await connect_all([c])
                 for i, sym in enumerate(SYMBOLS):
-                    snap = await c.book(sym, 100 + i)
                     sym_id = i  # AAPL and MSFT were defined first, in this order
                     want = (full.book_levels(sym_id, int(Side.SIDE_BUY), 100),
                             full.book_levels(sym_id, int(Side.SIDE_SELL), 100))
-                    assert snapshot_levels(snap) == want, (cut, sym)
+                    assert await c.levels(sym, 100 + i) == want, (cut, sym)
                 await c.close()
 
             asyncio.run(check())

@@ -30,28 +30,7 @@ from matching.records import (
     Side,
     TimeInForce,
 )
-from protocol import codec
-from protocol.messages import (
-    BookQuery,
-    BookSnapshot,
-    CancelOrder,
-    CancelRejected,
-    Execution,
-    Heartbeat,
-    Login,
-    LoginRejected,
-    Logout,
-    MassCancel,
-    MassCancelDone,
-    Message,
-    NewOrder,
-    OrderAccepted,
-    OrderCanceled,
-    OrderRejected,
-    OrderReplaced,
-    ReplaceOrder,
-    SessionReject,
-)
+from protocol import codec, messages
 
 BUY, SELL = Side.SIDE_BUY, Side.SIDE_SELL
 GTC, IOC = TimeInForce.TIF_GTC, TimeInForce.TIF_IOC
@@ -65,32 +44,32 @@ async def test_order_ack_fill_and_book(tmp_path: Path) -> None:
         assert alice.session_id != bob.session_id
         alice.send(limit(1, SELL, 1_500_000, 100))
         ack = await alice.recv()
-        assert isinstance(ack, OrderAccepted)
+        assert isinstance(ack, messages.OrderAccepted)
         assert (ack.seq_num, ack.cl_ord_id, ack.leaves_qty, ack.price) == (1, 1, 100, 1_500_000)
         bob.send(limit(7, BUY, 1_500_100, 60))
         b_ack, b_fill = await bob.recv(), await bob.recv()
-        assert isinstance(b_ack, OrderAccepted) and b_ack.seq_num == 1
-        assert isinstance(b_fill, Execution)
+        assert isinstance(b_ack, messages.OrderAccepted) and b_ack.seq_num == 1
+        assert isinstance(b_fill, messages.Execution)
         assert (b_fill.seq_num, b_fill.cl_ord_id, b_fill.last_px, b_fill.last_qty,
                 b_fill.leaves_qty, b_fill.liquidity) == (2, 7, 1_500_000, 60, 0, Liquidity.LIQ_TAKER)
         a_fill = await alice.recv()
-        assert isinstance(a_fill, Execution)
+        assert isinstance(a_fill, messages.Execution)
         assert (a_fill.seq_num, a_fill.cl_ord_id, a_fill.last_qty, a_fill.leaves_qty,
                 a_fill.liquidity, a_fill.trade_id) == (2, 1, 60, 40, Liquidity.LIQ_MAKER, b_fill.trade_id)
         # the in-sequence book query sees the book right after the commands before it
-        alice.send(BookQuery(request_id=9, symbol="AAPL", depth=5))
+        alice.send(messages.BookQuery(request_id=9, symbol="AAPL", depth=5))
         snap = await alice.recv()
-        assert isinstance(snap, BookSnapshot) and snap.request_id == 9
+        assert isinstance(snap, messages.BookSnapshot) and snap.request_id == 9
         assert [(lv.price, lv.size, lv.order_count) for lv in snap.asks] == [(1_500_000, 40, 1)]
         assert snap.bids == []
         # replace down keeps the order, cancel ends it
-        alice.send(ReplaceOrder(cl_ord_id=1, orig_cl_ord_id=1, price=1_500_000, order_qty=80,
-                                symbol="AAPL"))
+        alice.send(messages.ReplaceOrder(cl_ord_id=1, orig_cl_ord_id=1, price=1_500_000, order_qty=80,
+                                         symbol="AAPL"))
         rep = await alice.recv()
-        assert isinstance(rep, OrderReplaced) and rep.leaves_qty == 20
-        alice.send(CancelOrder(cl_ord_id=2, orig_cl_ord_id=1, symbol="AAPL"))
+        assert isinstance(rep, messages.OrderReplaced) and rep.leaves_qty == 20
+        alice.send(messages.CancelOrder(cl_ord_id=2, orig_cl_ord_id=1, symbol="AAPL"))
         cxl = await alice.recv()
-        assert isinstance(cxl, OrderCanceled)
+        assert isinstance(cxl, messages.OrderCanceled)
         assert (cxl.orig_cl_ord_id, cxl.canceled_qty, cxl.reason) == (1, 20, CancelReason.CXL_USER)
         status, text = scrape(cfg)
         assert status == 200
@@ -118,30 +97,30 @@ async def test_every_order_reject_code(tmp_path: Path) -> None:
         for msg, reason in cases:
             c.send(msg)
             r = await c.recv()
-            assert isinstance(r, OrderRejected), (msg, r)
+            assert isinstance(r, messages.OrderRejected), (msg, r)
             assert (r.cl_ord_id, r.reason) == (msg.cl_ord_id, reason)
-        stp = NewOrder(cl_ord_id=7, price=1_000_000, order_qty=10, symbol="AAPL", side=BUY,
-                       ord_type=OrdType.ORD_LIMIT, time_in_force=GTC, stp_mode=9)   # no such mode
+        stp = messages.NewOrder(cl_ord_id=7, price=1_000_000, order_qty=10, symbol="AAPL", side=BUY,
+                                ord_type=OrdType.ORD_LIMIT, time_in_force=GTC, stp_mode=9)   # no such mode
         c.send(stp)
         r = await c.recv()
-        assert isinstance(r, OrderRejected) and r.reason == RejectReason.REJ_INVALID_FIELD
+        assert isinstance(r, messages.OrderRejected) and r.reason == RejectReason.REJ_INVALID_FIELD
         c.send(limit(10, BUY, 1_000_000, 10))
-        assert isinstance(await c.recv(), OrderAccepted)
+        assert isinstance(await c.recv(), messages.OrderAccepted)
         c.send(limit(8, SELL, 1_000_000, 5, flags=1))  # post-only that would take
         r = await c.recv()
-        assert isinstance(r, OrderRejected) and r.reason == RejectReason.REJ_POST_ONLY_WOULD_TAKE
+        assert isinstance(r, messages.OrderRejected) and r.reason == RejectReason.REJ_POST_ONLY_WOULD_TAKE
         c.send(limit(10, BUY, 1_000_000, 10))
         dup = await c.recv()
-        assert isinstance(dup, OrderRejected) and dup.reason == RejectReason.REJ_DUPLICATE_CL_ORD_ID
-        c.send(CancelOrder(cl_ord_id=11, orig_cl_ord_id=999, symbol="AAPL"))
+        assert isinstance(dup, messages.OrderRejected) and dup.reason == RejectReason.REJ_DUPLICATE_CL_ORD_ID
+        c.send(messages.CancelOrder(cl_ord_id=11, orig_cl_ord_id=999, symbol="AAPL"))
         cr = await c.recv()
-        assert isinstance(cr, CancelRejected) and cr.reason == RejectReason.REJ_UNKNOWN_ORDER
-        c.send(ReplaceOrder(cl_ord_id=12, orig_cl_ord_id=998, price=1_000_000, order_qty=5,
-                            symbol="AAPL"))
+        assert isinstance(cr, messages.CancelRejected) and cr.reason == RejectReason.REJ_UNKNOWN_ORDER
+        c.send(messages.ReplaceOrder(cl_ord_id=12, orig_cl_ord_id=998, price=1_000_000, order_qty=5,
+                                     symbol="AAPL"))
         rr = await c.recv()
-        assert isinstance(rr, CancelRejected) and rr.reason == RejectReason.REJ_UNKNOWN_ORDER
-        c.send(MassCancel(cl_ord_id=13, symbol="", side=0))
-        mc = await c.recv_until(lambda x: isinstance(x, MassCancelDone))
+        assert isinstance(rr, messages.CancelRejected) and rr.reason == RejectReason.REJ_UNKNOWN_ORDER
+        c.send(messages.MassCancel(cl_ord_id=13, symbol="", side=0))
+        mc = await c.recv_until(lambda x: isinstance(x, messages.MassCancelDone))
         assert [type(x).__name__ for x in mc] == ["OrderCanceled", "MassCancelDone"]
         assert mc[0].reason == CancelReason.CXL_MASS_CANCEL and mc[-1].canceled_count == 1
         _, text = scrape(cfg)
@@ -151,7 +130,7 @@ async def test_every_order_reject_code(tmp_path: Path) -> None:
         await c.logout()
 
 
-async def _raw(cfg: Config, data: bytes, read_until_close: bool = True) -> list[Message]:
+async def _raw(cfg: Config, data: bytes, read_until_close: bool = True) -> list[messages.Message]:
     return (await raw_exchange(cfg, data, until_close=read_until_close))[0]
 
 
@@ -160,19 +139,19 @@ async def test_session_level_rejects_and_disconnects(tmp_path: Path) -> None:
     async with running_gateway(cfg) as gw:
         # an order before login: SessionReject NOT_LOGGED_IN, the connection stays usable
         msgs = await _raw(cfg, codec.encode(limit(1, BUY, 1_000_000, 1)), read_until_close=False)
-        assert isinstance(msgs[0], SessionReject)
+        assert isinstance(msgs[0], messages.SessionReject)
         assert msgs[0].reason == RejectReason.REJ_NOT_LOGGED_IN and msgs[0].ref_template_id == 10
         # malformed framing (bad encoding type): reject, then Logout and close
         msgs = await _raw(cfg, struct.pack(">IH", 20, 0x1234) + bytes(14))
-        assert isinstance(msgs[0], SessionReject) and msgs[0].reason == RejectReason.REJ_MALFORMED
-        assert isinstance(msgs[-1], Logout)
+        assert isinstance(msgs[0], messages.SessionReject) and msgs[0].reason == RejectReason.REJ_MALFORMED
+        assert isinstance(msgs[-1], messages.Logout)
         # unknown template after login: reject + disconnect
         tok = mint_token(cfg.jwt_secret, "dave")
         bogus = struct.pack("<HHHH", 0, 999, 1, 1)
         frame = struct.pack(">IH", 6 + len(bogus), 0xEB50) + bogus
-        msgs = await _raw(cfg, codec.encode(Login(heartbeat_interval_ms=1000,
-                                                  next_expected_seq_num=0,
-                                                  cancel_on_disconnect=0, token=tok)) + frame)
+        msgs = await _raw(cfg, codec.encode(messages.Login(heartbeat_interval_ms=1000,
+                                                           next_expected_seq_num=0,
+                                                           cancel_on_disconnect=0, token=tok)) + frame)
         assert [type(m).__name__ for m in msgs] == ["LoginAccepted", "SessionReject", "Logout"]
         assert msgs[1].reason == RejectReason.REJ_UNKNOWN_TEMPLATE
         # bad tokens
@@ -183,10 +162,10 @@ async def test_session_level_rejects_and_disconnects(tmp_path: Path) -> None:
             (jwt.encode({"sub": "eve", "exp": 2**40}, key=None, algorithm="none"),  # type: ignore[arg-type]
              LoginRejectReason.LOGIN_BAD_TOKEN),
         ]:
-            msgs = await _raw(cfg, codec.encode(Login(heartbeat_interval_ms=1000,
-                                                      next_expected_seq_num=0,
-                                                      cancel_on_disconnect=0, token=token)))
-            assert isinstance(msgs[0], LoginRejected) and msgs[0].reason == reason, token
+            msgs = await _raw(cfg, codec.encode(messages.Login(heartbeat_interval_ms=1000,
+                                                               next_expected_seq_num=0,
+                                                               cancel_on_disconnect=0, token=token)))
+            assert isinstance(msgs[0], messages.LoginRejected) and msgs[0].reason == reason, token
         # one live session per account
         first = await login(cfg, "frank")
         with pytest.raises(LoginError) as e:
@@ -215,7 +194,7 @@ async def test_garbage_never_crashes_the_server(tmp_path: Path) -> None:
             await _raw(cfg, blob + b"\x00" * 8)
         c = await login(cfg, "gina")
         c.send(limit(1, BUY, 1_000_000, 5))
-        assert isinstance(await c.recv(), OrderAccepted)
+        assert isinstance(await c.recv(), messages.OrderAccepted)
         await c.logout()
 
 
@@ -224,9 +203,9 @@ async def test_heartbeats_and_timeout(tmp_path: Path) -> None:
     async with running_gateway(cfg):
         host, port = cfg.listen.rsplit(":", 1)
         reader, writer = await asyncio.open_connection(host, int(port))
-        writer.write(codec.encode(Login(heartbeat_interval_ms=200, next_expected_seq_num=0,
-                                        cancel_on_disconnect=0,
-                                        token=mint_token(cfg.jwt_secret, "hank"))))
+        writer.write(codec.encode(messages.Login(heartbeat_interval_ms=200, next_expected_seq_num=0,
+                                                 cancel_on_disconnect=0,
+                                                 token=mint_token(cfg.jwt_secret, "hank"))))
         # stay silent: the server heartbeats, then logs us out after ~3 intervals
         buf = b""
         while True:
@@ -238,7 +217,7 @@ async def test_heartbeats_and_timeout(tmp_path: Path) -> None:
         names = [type(m).__name__ for m in msgs]
         assert names[0] == "LoginAccepted"
         assert names.count("Heartbeat") >= 2
-        assert isinstance(msgs[-1], Logout) and msgs[-1].reason == 1  # HEARTBEAT_TIMEOUT
+        assert isinstance(msgs[-1], messages.Logout) and msgs[-1].reason == 1  # HEARTBEAT_TIMEOUT
         writer.close()
         # a client that heartbeats stays connected past the timeout
         c = await login(cfg, "ivan", heartbeat_ms=200)
@@ -252,14 +231,14 @@ async def test_ioc_remainder_and_cancel_on_disconnect(tmp_path: Path) -> None:
     async with running_gateway(cfg) as gw:
         m = await login(cfg, "maker", cancel_on_disconnect=True)
         m.send(limit(1, SELL, 2_000_000, 10, symbol="MSFT"))
-        assert isinstance(await m.recv(), OrderAccepted)
+        assert isinstance(await m.recv(), messages.OrderAccepted)
         t = await login(cfg, "taker")
         t.send(limit(5, BUY, 2_000_000, 25, symbol="MSFT", tif=IOC))
-        got = await t.recv_until(lambda x: isinstance(x, OrderCanceled))
+        got = await t.recv_until(lambda x: isinstance(x, messages.OrderCanceled))
         assert [type(x).__name__ for x in got] == ["OrderAccepted", "Execution", "OrderCanceled"]
         assert got[-1].canceled_qty == 15 and got[-1].reason == CancelReason.CXL_IOC_REMAINDER
         m.send(limit(2, SELL, 2_000_100, 10, symbol="MSFT"))
-        await m.recv_until(lambda x: isinstance(x, OrderAccepted))
+        await m.recv_until(lambda x: isinstance(x, messages.OrderAccepted))
         await m.close()  # drop the connection: its resting order must go
         for _ in range(50):
             if gw.engine.core.order_count() == 0:
@@ -277,26 +256,26 @@ async def test_restart_restores_books_and_sequence_numbers(tmp_path: Path) -> No
         for i in range(20):
             a.send(limit(100 + i, SELL, 1_000_000 + 100 * (i % 5), 10 + i))
         b.send(limit(1, BUY, 1_000_200, 100))
-        await a.recv_until(lambda x: isinstance(x, OrderAccepted) and x.cl_ord_id == 119)
-        await b.recv_until(lambda x: isinstance(x, Execution) and x.leaves_qty == 0)
-        a.send(BookQuery(request_id=1, symbol="AAPL", depth=10))
-        before = (await a.recv_until(lambda x: isinstance(x, BookSnapshot)))[-1]
-        a.send(Heartbeat())
+        await a.recv_until(lambda x: isinstance(x, messages.OrderAccepted) and x.cl_ord_id == 119)
+        await b.recv_until(lambda x: isinstance(x, messages.Execution) and x.leaves_qty == 0)
+        a.send(messages.BookQuery(request_id=1, symbol="AAPL", depth=10))
+        before = (await a.recv_until(lambda x: isinstance(x, messages.BookSnapshot)))[-1]
+        a.send(messages.Heartbeat())
         await a.logout()
         await b.logout()
     async with running_gateway(cfg):
         a = await login(cfg, "alice")
         assert a.next_seq_num == before.seq_num + 1
-        a.send(BookQuery(request_id=2, symbol="AAPL", depth=10))
+        a.send(messages.BookQuery(request_id=2, symbol="AAPL", depth=10))
         after = await a.recv()
-        assert isinstance(after, BookSnapshot)
+        assert isinstance(after, messages.BookSnapshot)
         assert after.seq_num == before.seq_num + 1
         assert after.bids == before.bids and after.asks == before.asks
         assert len(after.asks) > 0
         # ClOrdIDs still live after the restart are still duplicates
         a.send(limit(119, SELL, 1_000_400, 1))
         dup = await a.recv()
-        assert isinstance(dup, OrderRejected) and dup.reason == RejectReason.REJ_DUPLICATE_CL_ORD_ID
+        assert isinstance(dup, messages.OrderRejected) and dup.reason == RejectReason.REJ_DUPLICATE_CL_ORD_ID
         await a.logout()
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from support.gateway_harness import login, make_config, metric_value, running_gateway, scrape
+from support.gateway_harness import login, make_config, metric_value, running_gateway, scrape, trading
 
 from gateway.clients.tcp import OrderClient
 from gateway.security.auth import mint_token
@@ -69,10 +69,7 @@ async def book(c: OrderClient, symbol: str = "AAPL") -> BookSnapshot:
 
 
 async def test_limit_market_ioc_fok_and_post_only(tmp_path: Path) -> None:
-    cfg = make_config(tmp_path)
-    async with running_gateway(cfg):
-        mk = await login(cfg, "maker")
-        tk = await login(cfg, "taker")
+    async with trading(tmp_path, "maker", "taker") as (cfg, (mk, tk)):
         mk.send(order(1, SELL, 10, PX), order(2, SELL, 10, PX + 100))
         await until(mk, OrderAccepted, cl_ord_id=2)
         # FOK for more than there is within its limit: nothing trades
@@ -104,15 +101,10 @@ async def test_limit_market_ioc_fok_and_post_only(tmp_path: Path) -> None:
         rej = (await until(tk, CancelRejected))[-1]
         assert rej.reason == RejectReason.REJ_POST_ONLY_WOULD_TAKE
         assert [(lv.price, lv.size) for lv in (await book(tk)).bids] == [(PX + 400, 5)]
-        await mk.logout()
-        await tk.logout()
 
 
 async def test_replace_priority_and_clean_rejects(tmp_path: Path) -> None:
-    cfg = make_config(tmp_path)
-    async with running_gateway(cfg):
-        a = await login(cfg, "anna")
-        b = await login(cfg, "ben")
+    async with trading(tmp_path, "anna", "ben") as (cfg, (a, b)):
         a.send(order(1, SELL, 10), order(2, SELL, 10))
         await until(a, OrderAccepted, cl_ord_id=2)
         # quantity down keeps priority, quantity up loses it
@@ -135,16 +127,10 @@ async def test_replace_priority_and_clean_rejects(tmp_path: Path) -> None:
         got = await until(a, CancelRejected, cl_ord_id=31)
         rejects = [m for m in got if isinstance(m, CancelRejected)]
         assert [r.reason for r in rejects] == [RejectReason.REJ_UNKNOWN_ORDER] * 2
-        await a.logout()
-        await b.logout()
 
 
 async def test_iceberg_shows_a_slice_and_requeues(tmp_path: Path) -> None:
-    cfg = make_config(tmp_path)
-    async with running_gateway(cfg):
-        a = await login(cfg, "ice")
-        b = await login(cfg, "other")
-        t = await login(cfg, "taker2")
+    async with trading(tmp_path, "ice", "other", "taker2") as (cfg, (a, b, t)):
         a.send(order(1, SELL, 30, display_qty=10))
         b.send(order(1, SELL, 5))
         await until(a, OrderAccepted)
@@ -162,15 +148,10 @@ async def test_iceberg_shows_a_slice_and_requeues(tmp_path: Path) -> None:
         # an iceberg showing its whole quantity or more is refused
         a.send(order(2, SELL, 10, display_qty=10))
         assert (await until(a, OrderRejected))[-1].reason == RejectReason.REJ_INVALID_QUANTITY
-        for c in (a, b, t):
-            await c.logout()
 
 
 async def test_stop_and_stop_limit_trigger_on_trades(tmp_path: Path) -> None:
-    cfg = make_config(tmp_path)
-    async with running_gateway(cfg):
-        s = await login(cfg, "stopper")
-        m = await login(cfg, "mm")
+    async with trading(tmp_path, "stopper", "mm") as (cfg, (s, m)):
         m.send(order(1, SELL, 5, PX), order(2, SELL, 5, PX + 200), order(3, BUY, 5, PX - 300))
         await until(m, OrderAccepted, cl_ord_id=3)
         # buy stop at 150.00 (market when triggered), sell stop-limit at 149.90 limit 149.70
@@ -190,15 +171,10 @@ async def test_stop_and_stop_limit_trigger_on_trades(tmp_path: Path) -> None:
         got = await until(s, Execution, cl_ord_id=2)
         assert names(got) == ["OrderTriggered", "Execution"]
         assert got[0].stop_px == PX - 100 and got[1].last_px == PX - 300
-        await s.logout()
-        await m.logout()
 
 
 async def test_self_trade_prevention_every_mode(tmp_path: Path) -> None:
-    cfg = make_config(tmp_path)
-    async with running_gateway(cfg):
-        a = await login(cfg, "selfie")
-        other = await login(cfg, "someone")
+    async with trading(tmp_path, "selfie", "someone") as (cfg, (a, other)):
         cl = iter(range(100, 1000))
 
         async def resting(qty: int) -> int:
@@ -246,8 +222,6 @@ async def test_self_trade_prevention_every_mode(tmp_path: Path) -> None:
         assert names(got).count("Execution") == 2                       # taker's and maker's
         _, text = scrape(cfg)
         assert metric_value(text, "hftgw_cancels_total", 'reason="self_trade"') == 6
-        await a.logout()
-        await other.logout()
 
 
 async def test_session_default_stp_applies_to_orders_without_one(tmp_path: Path) -> None:
@@ -268,9 +242,7 @@ async def test_session_default_stp_applies_to_orders_without_one(tmp_path: Path)
 
 
 async def test_mass_cancel_by_side_symbol_and_account(tmp_path: Path) -> None:
-    cfg = make_config(tmp_path)
-    async with running_gateway(cfg):
-        a = await login(cfg, "massy")
+    async with trading(tmp_path, "massy") as (cfg, [a]):
         a.send(order(1, BUY, 1, PX - 100), order(2, SELL, 1, PX + 100),
                order(3, BUY, 1, PX - 100, symbol="MSFT"), order(4, SELL, 1, PX + 100, symbol="MSFT"),
                order(5, BUY, 1, 0, ord_type=STOP, stop_px=PX + 900))       # a pending stop counts too
@@ -283,13 +255,10 @@ async def test_mass_cancel_by_side_symbol_and_account(tmp_path: Path) -> None:
         got = await until(a, MassCancelDone)
         assert sorted(m.orig_cl_ord_id for m in got if isinstance(m, OrderCanceled)) == [2, 3, 4]
         assert all(m.reason == X.CXL_MASS_CANCEL for m in got if isinstance(m, OrderCanceled))
-        await a.logout()
 
 
 async def test_day_orders_expire_at_end_of_session_admin_only(tmp_path: Path) -> None:
-    cfg = make_config(tmp_path)
-    async with running_gateway(cfg):
-        t = await login(cfg, "dayt")
+    async with trading(tmp_path, "dayt") as (cfg, [t]):
         t.send(order(1, BUY, 5, PX - 100, tif=DAY), order(2, BUY, 5, PX - 200),
                order(3, SELL, 5, 0, ord_type=STOP, stop_px=PX - 900, tif=DAY),
                order(4, SELL, 5, PX + 100, symbol="MSFT", tif=DAY))
@@ -313,7 +282,6 @@ async def test_day_orders_expire_at_end_of_session_admin_only(tmp_path: Path) ->
         assert metric_value(text, "hftgw_rejects_total", 'reason="not_authorized"') == 1
         assert metric_value(text, "hftgw_cancels_total", 'reason="expired"') == 3
         await admin.logout()
-        await t.logout()
 
 
 async def test_restart_keeps_stops_icebergs_and_day_orders(tmp_path: Path) -> None:

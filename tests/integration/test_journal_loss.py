@@ -26,7 +26,6 @@ from support.fault_harness import (
     StreamingClient,
     connect_all,
     expected_books,
-    snapshot_levels,
     stream_for,
 )
 from support.gateway_harness import make_config, metric_value, scrape
@@ -231,7 +230,7 @@ def test_journal_behind_shutdown_snapshot_refuses_then_continues_from_it(tmp_pat
             await f.settle(0.2)
             assert f.view.by_seq == c.view.by_seq, f.view.account
         for i, sym in enumerate(("AAPL", "MSFT")):
-            assert snapshot_levels(await fresh[0].book(sym, 50 + i)) == books[sym], sym
+            assert await fresh[0].levels(sym, 50 + i) == books[sym], sym
         # and the stream goes on after the snapshot's numbers
         last = fresh[0].view.last_seq
         stop = asyncio.Event()

@@ -4,24 +4,12 @@ replay-lobster`` route by."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from support.gateway_harness import free_port, metric_value, scrape, serve_process
-from test_cli import BOOKS, MESSAGES
+from support.gateway_harness import BOOKS, MESSAGES, free_port, hftgw, metric_value, scrape, serve_process
 
 from gateway.config.directory import Directory, DirectoryError, PartitionEntry, parse_directory, with_entry
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def hftgw(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HFTGW_")}
-    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True,
-                          text=True, timeout=120, env=env, cwd=ROOT)
 
 
 def test_directory_routes_and_refuses_contradictions() -> None:

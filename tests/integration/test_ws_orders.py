@@ -16,6 +16,7 @@ from websockets.exceptions import ConnectionClosed
 
 from gateway.clients.tcp import LoginError
 from gateway.clients.ws import WsOrderClient
+from gateway.config.schema import Config
 from gateway.security.auth import mint_token
 from matching.records import LoginRejectReason, OrdType, RejectReason, Side, TimeInForce
 from protocol import codec
@@ -91,23 +92,60 @@ async def test_same_flow_over_tcp_and_websocket_gives_the_same_executions(tmp_pa
         assert seqs == list(range(1, len(seqs) + 1))
 
 
+async def _refused_before_login(url: str) -> None:
+    # an order before login: SessionReject, the connection stays
+    async with connect(url) as ws:
+        await ws.send(codec.encode(new(1, Side.SIDE_BUY, 1_000_000, 1), sofh=False))
+        (rej,), _ = codec.decode_frames(await ws.recv(), sofh=False)
+        assert rej == SessionReject(reason=RejectReason.REJ_NOT_LOGGED_IN, ref_template_id=10)
+        # a bad token: LoginRejected, then the server closes
+        await ws.send(codec.encode(Login(heartbeat_interval_ms=0, next_expected_seq_num=0,
+                                         cancel_on_disconnect=0, token="x.y.z"), sofh=False))
+        msgs, _ = codec.decode_frames(await ws.recv(), sofh=False)
+        assert msgs[0].reason == LoginRejectReason.LOGIN_BAD_TOKEN  # type: ignore[union-attr]
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+
+
+async def _malformed_input_logs_out(cfg: Config) -> None:
+    # a WebSocket message that ends inside an SBE message: SessionReject MALFORMED, Logout
+    bob = await ws_login(cfg, "bob")
+    bob.send_raw(codec.encode(new(1, Side.SIDE_BUY, 1_000_000, 1), sofh=False)[:-3])
+    rej, out = await bob.recv(), await bob.recv()
+    assert rej == SessionReject(reason=RejectReason.REJ_MALFORMED, ref_template_id=10)
+    assert out == Logout(reason=LogoutReason.PROTOCOL_ERROR)
+    await asyncio.wait_for(bob.closed.wait(), 5)
+    assert bob.ws.close_code == 1008
+    await bob.close()
+    # a text message: the same
+    carol = await ws_login(cfg, "carol")
+    carol.send_raw("hello")
+    assert await carol.recv() == SessionReject(reason=RejectReason.REJ_MALFORMED, ref_template_id=0)
+    assert await carol.recv() == Logout(reason=LogoutReason.PROTOCOL_ERROR)
+    await carol.close()
+
+
+async def _idle_and_silent_heartbeats(url: str, cfg: Config) -> None:
+    # heartbeats: an idle session gets them; a silent one is logged out
+    async with connect(url) as ws:
+        await ws.send(codec.encode(Login(heartbeat_interval_ms=200, next_expected_seq_num=0,
+                                         cancel_on_disconnect=0,
+                                         token=mint_token(cfg.jwt_secret, "dave")), sofh=False))
+        got: list[Any] = []
+        with pytest.raises(ConnectionClosed):
+            while True:
+                got.extend(codec.decode_frames(await asyncio.wait_for(ws.recv(), 5), sofh=False)[0])
+        assert isinstance(got[0], LoginAccepted)
+        assert any(isinstance(m, Heartbeat) for m in got)
+        assert got[-1] == Logout(reason=LogoutReason.HEARTBEAT_TIMEOUT)
+
+
 async def test_websocket_session_rules(tmp_path: Path) -> None:
     cfg = make_config(tmp_path, heartbeat_interval_ms=200)
     async with running_gateway(cfg) as gw:
         url = orders_url(cfg)
-        # an order before login: SessionReject, the connection stays
-        async with connect(url) as ws:
-            await ws.send(codec.encode(new(1, Side.SIDE_BUY, 1_000_000, 1), sofh=False))
-            (rej,), _ = codec.decode_frames(await ws.recv(), sofh=False)
-            assert rej == SessionReject(reason=RejectReason.REJ_NOT_LOGGED_IN, ref_template_id=10)
-            # a bad token: LoginRejected, then the server closes
-            await ws.send(codec.encode(Login(heartbeat_interval_ms=0, next_expected_seq_num=0,
-                                             cancel_on_disconnect=0, token="x.y.z"), sofh=False))
-            msgs, _ = codec.decode_frames(await ws.recv(), sofh=False)
-            assert msgs[0].reason == LoginRejectReason.LOGIN_BAD_TOKEN  # type: ignore[union-attr]
-            with pytest.raises(ConnectionClosed) as closed:
-                await ws.recv()
-            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+        await _refused_before_login(url)
         # a batch of 300 orders in one WebSocket message: 300 acks, numbered 1..300
         alice = await ws_login(cfg, "alice", cancel_on_disconnect=True)
         assert alice.next_seq_num == 1
@@ -133,33 +171,8 @@ async def test_websocket_session_rules(tmp_path: Path) -> None:
         with pytest.raises(LoginError) as refused:
             await ws_login(cfg, "alice", next_expected_seq_num=700)
         assert refused.value.reason == LoginRejectReason.LOGIN_INVALID_SEQUENCE
-        # a WebSocket message that ends inside an SBE message: SessionReject MALFORMED, Logout
-        bob = await ws_login(cfg, "bob")
-        bob.send_raw(codec.encode(new(1, Side.SIDE_BUY, 1_000_000, 1), sofh=False)[:-3])
-        rej, out = await bob.recv(), await bob.recv()
-        assert rej == SessionReject(reason=RejectReason.REJ_MALFORMED, ref_template_id=10)
-        assert out == Logout(reason=LogoutReason.PROTOCOL_ERROR)
-        await asyncio.wait_for(bob.closed.wait(), 5)
-        assert bob.ws.close_code == 1008
-        await bob.close()
-        # a text message: the same
-        carol = await ws_login(cfg, "carol")
-        carol.send_raw("hello")
-        assert await carol.recv() == SessionReject(reason=RejectReason.REJ_MALFORMED, ref_template_id=0)
-        assert await carol.recv() == Logout(reason=LogoutReason.PROTOCOL_ERROR)
-        await carol.close()
-        # heartbeats: an idle session gets them; a silent one is logged out
-        async with connect(url) as ws:
-            await ws.send(codec.encode(Login(heartbeat_interval_ms=200, next_expected_seq_num=0,
-                                             cancel_on_disconnect=0,
-                                             token=mint_token(cfg.jwt_secret, "dave")), sofh=False))
-            got: list[Any] = []
-            with pytest.raises(ConnectionClosed):
-                while True:
-                    got.extend(codec.decode_frames(await asyncio.wait_for(ws.recv(), 5), sofh=False)[0])
-            assert isinstance(got[0], LoginAccepted)
-            assert any(isinstance(m, Heartbeat) for m in got)
-            assert got[-1] == Logout(reason=LogoutReason.HEARTBEAT_TIMEOUT)
+        await _malformed_input_logs_out(cfg)
+        await _idle_and_silent_heartbeats(url, cfg)
         # orders over TCP and WebSocket meet in one book
         erin = await login(cfg, "erin")
         frank = await ws_login(cfg, "frank")

@@ -8,96 +8,31 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from support.reference_book import ReferenceCore
-
-from matching.core import MAX_BOOK_DEPTH, MatchingCore
-from matching.records import (
-    COMMAND_FIELDS,
-    COMMAND_RECORD_SIZE,
-    EVENT_FIELDS,
-    EVENT_STRUCT,
-    UNKNOWN_SYMBOL,
-    CancelReason,
-    CommandType,
-    EventType,
-    RejectReason,
-    pack_command,
+from support.core_harness import (
+    BUY,
+    CANCEL,
+    FOK,
+    GTC,
+    IOC,
+    LIMIT,
+    MARKET,
+    MASS,
+    NEW,
+    OPEN,
+    QUERY,
+    REPLACE,
+    SELL,
+    E,
+    Harness,
+    R,
+    X,
+    ev_dict,
+    kinds,
+    leaves,
 )
-from matching.ring import SpscRing
 
-NEW, CANCEL, REPLACE = CommandType.CMD_NEW, CommandType.CMD_CANCEL, CommandType.CMD_REPLACE
-MASS, QUERY, OPEN = CommandType.CMD_MASS_CANCEL, CommandType.CMD_BOOK_QUERY, CommandType.CMD_SESSION_OPEN
-E = EventType
-R = RejectReason
-CMD_SIZE = COMMAND_RECORD_SIZE
-X = CancelReason
-BUY, SELL = 1, 2
-LIMIT, MARKET = 1, 2
-GTC, IOC, FOK = 1, 3, 4
-SYMBOLS = [(100, 1000), (5, 50)]        # symbol 0: tick $0.01, symbol 1: tick 5 units
-
-
-def ev_dict(t: tuple[int, ...]) -> dict[str, int]:
-    return dict(zip(EVENT_FIELDS, t, strict=True))
-
-
-class Harness:
-    """One core and one reference fed the same commands; ``run`` returns the core's events as
-    dicts after asserting the reference produced the same tuples."""
-
-    def __init__(self, symbols: list[tuple[int, int]] = SYMBOLS, events_capacity: int = 1 << 12,
-                 initial_orders: int = 64) -> None:
-        self.core = MatchingCore(symbols, initial_orders=initial_orders)
-        self.ref = ReferenceCore(symbols)
-        self.commands = SpscRing(1 << 12, CMD_SIZE)
-        self.events = SpscRing(events_capacity, 128)
-        self.seq = 0
-        self.core.on_events_full = self._drain
-        self.drained: list[tuple[int, ...]] = []
-
-    def _drain(self) -> None:
-        raw = self.events.pop()
-        self.drained.extend(EVENT_STRUCT.iter_unpack(raw))
-
-    def cmd(self, **kw: Any) -> dict[str, int]:
-        self.seq += 1
-        c = dict.fromkeys(COMMAND_FIELDS, 0)
-        c.update(seq=self.seq, ts=1_700_000_000_000_000_000 + self.seq * 1000, session_id=1)
-        c.update(kw)
-        return c
-
-    def run(self, *cmds: dict[str, int]) -> list[dict[str, int]]:
-        expected: list[tuple[int, ...]] = []
-        for c in cmds:
-            expected.extend(self.ref.process(c))
-            assert self.commands.push(pack_command(**c)) == 1
-        self.drained = []
-        consumed = self.core.process(self.commands, self.events)
-        assert consumed == len(cmds)
-        self._drain()
-        got = self.drained
-        assert got == expected
-        return [ev_dict(t) for t in got]
-
-    def new(self, cl: int, side: int, price: int, qty: int, session: int = 1, symbol: int = 0,
-            ord_type: int = LIMIT, tif: int = GTC, **kw: Any) -> list[dict[str, int]]:
-        return self.run(self.cmd(type=NEW, cl_ord_id=cl, side=side, price=price, qty=qty,
-                                 session_id=session, symbol_id=symbol, ord_type=ord_type, tif=tif, **kw))
-
-    def levels(self, side: int, symbol: int = 0, depth: int = 100) -> list[tuple[int, int, int]]:
-        got = self.core.book_levels(symbol, side, depth)
-        assert got == self.ref.book_levels(symbol, side, depth)
-        return got
-
-
-def leaves(h: Harness, session: int, cl_ord_id: int) -> int:
-    o = h.core.lookup(session, cl_ord_id)
-    assert o is not None and o == h.ref.lookup(session, cl_ord_id)
-    return o["leaves"]
-
-
-def kinds(events: list[dict[str, int]]) -> list[int]:
-    return [e["type"] for e in events]
+from matching.core import MAX_BOOK_DEPTH
+from matching.records import EVENT_FIELDS, UNKNOWN_SYMBOL
 
 
 @pytest.fixture
@@ -107,23 +42,16 @@ def h() -> Harness:
 
 # -------------------------------------------------------------------------- new: rejects
 
-@pytest.mark.parametrize("fields,reason", [
-    (dict(symbol_id=2), R.REJ_UNKNOWN_SYMBOL),
-    (dict(symbol_id=UNKNOWN_SYMBOL), R.REJ_UNKNOWN_SYMBOL),
-    (dict(side=0), R.REJ_INVALID_FIELD),
-    (dict(side=3), R.REJ_INVALID_FIELD),
-    (dict(ord_type=0), R.REJ_INVALID_FIELD),
-    (dict(ord_type=5), R.REJ_INVALID_FIELD),
-    (dict(tif=2), R.REJ_INVALID_FIELD),
-    (dict(tif=5), R.REJ_INVALID_FIELD),
-    (dict(flags=2), R.REJ_INVALID_FIELD),
-    (dict(flags=3), R.REJ_INVALID_FIELD),
-    (dict(stp=5), R.REJ_INVALID_FIELD),
-    (dict(qty=0), R.REJ_INVALID_QUANTITY),
-    (dict(qty=1001), R.REJ_INVALID_QUANTITY),
-    (dict(price=0), R.REJ_INVALID_PRICE),
-    (dict(price=-100), R.REJ_INVALID_PRICE),
-    (dict(price=10050), R.REJ_INVALID_PRICE),
+def _each_value(reason: int, **values: tuple[int, ...]) -> list[tuple[dict[str, int], int]]:
+    """One case per field value: (that field alone, the reject it draws)."""
+    return [({name: v}, reason) for name, vs in values.items() for v in vs]
+
+
+NEW_REJECTS = [
+    *_each_value(R.REJ_UNKNOWN_SYMBOL, symbol_id=(2, UNKNOWN_SYMBOL)),
+    *_each_value(R.REJ_INVALID_FIELD, side=(0, 3), ord_type=(0, 5), tif=(2, 5), flags=(2, 3), stp=(5,)),
+    *_each_value(R.REJ_INVALID_QUANTITY, qty=(0, 1001)),
+    *_each_value(R.REJ_INVALID_PRICE, price=(0, -100, 10050)),
     (dict(flags=1, tif=IOC), R.REJ_INVALID_FIELD),
     (dict(flags=1, tif=FOK), R.REJ_INVALID_FIELD),
     (dict(flags=1, ord_type=MARKET), R.REJ_INVALID_FIELD),          # empty opposite side
@@ -132,7 +60,10 @@ def h() -> Harness:
     (dict(side=9, stp=1, qty=0), R.REJ_INVALID_FIELD),
     (dict(stp=7, qty=0, price=1), R.REJ_INVALID_FIELD),
     (dict(qty=0, price=1), R.REJ_INVALID_QUANTITY),
-])
+]
+
+
+@pytest.mark.parametrize("fields,reason", NEW_REJECTS)
 def test_new_reject(h: Harness, fields: dict[str, int], reason: int) -> None:
     c = dict(type=NEW, cl_ord_id=42, side=BUY, ord_type=LIMIT, tif=GTC, price=10000, qty=10)
     c.update(fields)

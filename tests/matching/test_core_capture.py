@@ -75,7 +75,7 @@ def test_capture_while_processing_is_the_state_at_its_instant() -> None:
     f.run(deep_book(60_000))
     want = f.core.snapshot()
     cap = CoreCapture(f.core)
-    assert cap.pool_bytes > 3_000_000 and not cap.done
+    assert cap.pool_bytes > 2_000_000 and not cap.done     # hundreds of pages
     steps = []
     f.run(churn(30_000, 60_000, random.Random(3), 10**6), between=lambda: steps.append(cap.step(4096)))
     assert steps and not steps[0]               # the copy went on while commands were processed

@@ -1,14 +1,14 @@
 """The issue-3 rules of matching.core one by one (each scenario also checked against the reference
-book by the Harness of test_core.py), plus snapshot/restore, symbol add and the timed processing
-hook.  The differential tests (test_core_property.py) cover the same rules on long streams."""
+book by the Harness of tests/support/core_harness.py), plus snapshot/restore, symbol add and the
+timed processing hook.  The differential tests (test_core_property.py) cover the same rules on long
+streams."""
 from __future__ import annotations
 
 from array import array
 
 import pytest
 from support.command_stream import SESSIONS, SYMBOLS, seeded_stream
-from test_core import CMD_SIZE, Harness, kinds
-from test_core_property import Differential
+from support.core_harness import CMD_SIZE, Differential, Harness, kinds
 
 from matching.core import SNAPSHOT_VERSION, MatchingCore
 from matching.records import (
@@ -76,22 +76,36 @@ def test_iceberg_replenishes_to_the_back_and_fok_counts_the_reserve(h: Harness) 
 
 
 def test_self_trade_decrement_reduces_the_reserve_first(h: Harness) -> None:
-    h.new(1, SELL, 10000, 10, display_qty=4, account_id=7)
-    evs = h.new(2, BUY, 10000, 5, account_id=7, stp=StpMode.STP_DECREMENT)
+    # an order's account is its session's: sessions 7 and 8 belong to accounts 7 and 8
+    h.new(1, SELL, 10000, 10, display_qty=4, session=7, account_id=7)
+    evs = h.new(2, BUY, 10000, 5, session=7, account_id=7, stp=StpMode.STP_DECREMENT)
     assert [(e["ref"], e["qty"], e["leaves"], e["reason"]) for e in evs if e["type"] == E.EVT_CANCELED] == [
         (1, 5, 5, X.CXL_SELF_TRADE), (2, 5, 0, X.CXL_SELF_TRADE)]
-    lk = h.core.lookup(1, 1)
+    lk = h.core.lookup(7, 1)
     assert lk is not None and (lk["leaves"], lk["visible"]) == (5, 4)
-    assert kinds(h.new(3, BUY, 10000, 5, account_id=8)) == [E.EVT_ACCEPTED] + [E.EVT_FILL] * 2
+    assert kinds(h.new(3, BUY, 10000, 5, session=8, account_id=8)) == [E.EVT_ACCEPTED] + [E.EVT_FILL] * 2
 
 
 def test_fok_never_fills_when_a_self_trade_is_in_the_way(h: Harness) -> None:
-    h.new(1, SELL, 10000, 5, account_id=1)
-    h.new(2, SELL, 10000, 5, account_id=2)
-    evs = h.new(3, BUY, 10000, 6, tif=FOK, account_id=2, stp=StpMode.STP_CANCEL_OLDEST)
+    h.new(1, SELL, 10000, 5, session=1, account_id=1)
+    h.new(2, SELL, 10000, 5, session=2, account_id=2)
+    evs = h.new(3, BUY, 10000, 6, tif=FOK, session=2, account_id=2, stp=StpMode.STP_CANCEL_OLDEST)
     assert kinds(evs) == [E.EVT_ACCEPTED, E.EVT_CANCELED] and evs[1]["reason"] == X.CXL_FOK_UNFILLED
-    evs = h.new(4, BUY, 10000, 5, tif=FOK, account_id=2, stp=StpMode.STP_CANCEL_OLDEST)
+    evs = h.new(4, BUY, 10000, 5, tif=FOK, session=2, account_id=2, stp=StpMode.STP_CANCEL_OLDEST)
     assert kinds(evs) == [E.EVT_ACCEPTED, E.EVT_FILL]      # filled before reaching its own order
+
+
+def test_an_orders_account_is_its_sessions_latest(h: Harness) -> None:
+    # The gateway stamps all of a session's commands with one account; the core keeps one
+    # account per session, so STP and mass cancel by account follow the session's.
+    h.new(1, SELL, 10000, 5, session=3, account_id=5)
+    assert h.core.lookup(3, 1)["account_id"] == 5
+    evs = h.new(2, BUY, 10000, 5, session=4, account_id=5, stp=StpMode.STP_CANCEL_NEWEST)
+    assert kinds(evs) == [E.EVT_ACCEPTED, E.EVT_CANCELED] and evs[1]["reason"] == X.CXL_SELF_TRADE
+    h.new(3, BUY, 9000, 5, session=3, account_id=6)          # session 3 now is account 6's
+    assert h.core.lookup(3, 1)["account_id"] == 6
+    evs = h.new(4, BUY, 10000, 5, session=4, account_id=5, stp=StpMode.STP_CANCEL_NEWEST)
+    assert kinds(evs) == [E.EVT_ACCEPTED, E.EVT_FILL]
 
 
 def test_replace_of_post_only_that_would_cross_is_rejected(h: Harness) -> None:
@@ -198,3 +212,13 @@ def test_process_timed_reports_batches() -> None:
     assert len(evs) == 100 and all(e[4] == E.EVT_ACCEPTED for e in evs)
     with pytest.raises(ValueError):
         core.process_timed(cq, eq, 0, out)
+
+
+def test_order_quantities_are_capped_at_32_bits() -> None:
+    # the pool holds 32-bit quantities: a symbol's larger maximum is capped at 2**32 - 1
+    hb = Harness([(1, 1 << 40)])
+    assert kinds(hb.new(1, BUY, 100, (1 << 32) - 1)) == [E.EVT_ACCEPTED]
+    evs = hb.new(2, BUY, 100, 1 << 32)
+    assert kinds(evs) == [E.EVT_REJECTED] and evs[0]["reason"] == R.REJ_INVALID_QUANTITY
+    lk = hb.core.lookup(1, 1)
+    assert lk is not None and lk["qty"] == lk["leaves"] == (1 << 32) - 1

@@ -10,9 +10,6 @@ Hypothesis generates short adversarial streams; a seeded 50k-command stream runs
 """
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterable
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -25,73 +22,10 @@ from support.command_stream import (
     iter_seeded_stream,
     make_command,
 )
-from support.reference_book import ReferenceCore
+from support.core_harness import Differential
 
 from matching.core import MatchingCore
-from matching.records import COMMAND_RECORD_SIZE, EVENT_STRUCT, CommandType, EventType, pack_command
-from matching.ring import SpscRing
-
-
-class Differential:
-    """A core and a reference fed the same commands in batches; every event compared."""
-
-    def __init__(self, symbols: list[tuple[int, int]], events_capacity: int, batch: int,
-                 core: MatchingCore | None = None) -> None:
-        self.core = core if core is not None else MatchingCore(symbols, initial_orders=4)
-        self.ref = ReferenceCore(symbols)
-        self.commands = SpscRing(1 << 14, COMMAND_RECORD_SIZE)
-        self.events = SpscRing(events_capacity, 128)
-        self.batch = min(batch, self.commands.capacity)
-        self.got: list[tuple[int, ...]] = []
-        self.core.on_events_full = self._drain
-        self.n_events = 0
-        self.counts: dict[int, int] = {}
-
-    def _drain(self) -> None:
-        self.got.extend(EVENT_STRUCT.iter_unpack(self.events.pop()))
-
-    def feed(self, cmds: Iterable[dict[str, int]]) -> None:
-        it = iter(cmds)
-        while True:
-            chunk = list(itertools.islice(it, self.batch))
-            if not chunk:
-                return
-            expected = [e for c in chunk for e in self.ref.process(c)]
-            blob = b"".join(pack_command(**c) for c in chunk)
-            assert self.commands.push(blob) == len(chunk)
-            self.got = []
-            done = 0
-            while done < len(chunk):
-                done += self.core.process(self.commands, self.events)
-                self._drain()
-            assert len(self.got) == len(expected), (chunk[0]["seq"], len(self.got), len(expected))
-            for i, (g, e) in enumerate(zip(self.got, expected, strict=True)):
-                assert g == e, f"event {i} of the batch from seq {chunk[0]['seq']} differs"
-            for g in self.got:
-                self.counts[g[4]] = self.counts.get(g[4], 0) + 1
-            self.n_events += len(self.got)
-
-    def assert_same_state(self, sessions: int, cl_ids: Iterable[int]) -> None:
-        core, ref = self.core, self.ref
-        assert core.n_symbols == ref.n_symbols
-        for sym in range(ref.n_symbols):
-            assert core.last_trade_price(sym) == ref.last_trade_price(sym)
-            for side in (1, 2):
-                levels = core.book_levels(sym, side, 100_000)
-                assert levels == ref.book_levels(sym, side, 100_000)
-                for price, _, _ in levels:           # time priority inside every level
-                    assert core.level_orders(sym, side, price) == ref.level_orders(sym, side, price)
-                assert core.stop_orders(sym, side) == ref.stop_orders(sym, side)
-        assert core.order_count() == ref.order_count()
-        for key, o in ref.live.items():
-            assert core.lookup(*key) == ref.lookup(*key), (key, o)
-        ids = list(cl_ids)
-        for session in range(1, sessions + 1):
-            for cl in ids:
-                assert core.lookup(session, cl) == ref.lookup(session, cl)
-        assert core.next_order_id == ref.next_order_id
-        assert core.next_trade_id == ref.next_trade_id
-
+from matching.records import CommandType, EventType
 
 command_tuple = st.tuples(*(st.integers(lo, hi) for lo, hi in FIELD_RANGES))
 

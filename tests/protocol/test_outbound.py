@@ -277,6 +277,10 @@ def test_counters(ob: Outbound) -> None:
     assert total == 2 * (14 + 67) + 2 * (14 + 34) + 2 * (14 + 34) + 2 * (14 + 75) + 3 * (14 + 74)
 
 
+def per_bucket(counts: list[int]) -> list[int]:
+    return [counts[0]] + [b - a for a, b in zip(counts, counts[1:], strict=False)]
+
+
 def test_latency_histogram(ob: Outbound) -> None:
     now = 1_700_000_000_000_000_000
     delays_ns = [1_000, 5_000, 7_000, 10_000, 60_000, 3_000_000, 3_000_000_000]
@@ -285,21 +289,63 @@ def test_latency_histogram(ob: Outbound) -> None:
     recs.append(ev(type=E.EVT_ACCEPTED, session_id=1, recv_ts=0))             # unknown receive time
     recs.append(ev(type=E.EVT_ACCEPTED, session_id=1, recv_ts=now + 50))      # clock skew -> 0
     recs.append(ev(type=E.EVT_MASS_CANCEL_DONE, session_id=1, recv_ts=now - 1))  # not an ack
-    ob.drain(ring_of(*recs), now)
-    ob.drain(ring_of(ev(type=E.EVT_ACCEPTED, session_id=1, recv_ts=now - 1)), 0)  # replay: no clock
+    ob.drain(ring_of(*recs), True)
+    ob.drain(ring_of(ev(type=E.EVT_ACCEPTED, session_id=1, recv_ts=now - 1)), False)  # replay
+    # encoded is not sent: nothing is observed before the session's bytes are written
+    assert ob.latency()[1][-1] == 0
+    ob.take(1)
+    ob.acks_written(1, now)
     bounds, counts, total_s = ob.latency()
     assert bounds[:4] == [5e-6, 1e-5, 2.5e-5, 5e-5] and bounds[-2:] == [2.5, float("inf")]
-    assert len(bounds) == len(counts) == 19
-    per_bucket = [counts[0]] + [b - a for a, b in zip(counts, counts[1:], strict=False)]
-    expect = [0] * 19
+    assert len(bounds) == len(counts) == 20
+    expect = [0] * 20
     expect[0] += 3                            # 1 us, 5 us (bounds are inclusive), skew -> 0
     expect[1] += 2                            # 7 us, 10 us
     expect[4] += 1                            # 60 us -> le 100 us
-    expect[9] += 1                            # 3 ms -> le 5 ms
-    expect[18] += 1                           # 3 s -> +Inf
-    assert per_bucket == expect
+    expect[10] += 1                           # 3 ms -> le 5 ms
+    expect[19] += 1                           # 3 s -> +Inf
+    assert per_bucket(counts) == expect
     assert counts[-1] == 8                    # cumulative: the last is the count
     assert total_s == pytest.approx(sum(delays_ns) / 1e9)
+    ob.acks_written(1, now + 10**9)           # observed once: nothing is left to observe
+    assert ob.latency()[1][-1] == 8
+
+
+def test_latency_bounds_hold_the_alert_threshold(ob: Outbound) -> None:
+    # HftgwOrderAckLatencyP99High compares p99 with 200 us: that must be a bucket bound
+    assert 2e-4 in ob.latency()[0]
+
+
+def test_latency_is_taken_at_each_sessions_write(ob: Outbound) -> None:
+    read = 1_700_000_000_000_000_000
+    # one read of 500 requests on session 1, two reads on session 2, acks interleaved
+    recs = [ev(type=E.EVT_ACCEPTED, session_id=1 + (i % 2), recv_ts=read if i % 2 == 0 or i < 100
+               else read + 30_000) for i in range(1000)]
+    ring = SpscRing(1024, EVENT_RECORD_SIZE)
+    for r in recs:
+        assert ring.push(r) == 1
+    ob.drain(ring, True)
+    ob.take(1)
+    ob.acks_written(1, read + 150_000)        # 500 acks written 150 us after their read
+    bounds, counts, total_s = ob.latency()
+    assert counts[-1] == 500 and per_bucket(counts)[bounds.index(2e-4)] == 500
+    assert total_s == pytest.approx(500 * 150e-6)
+    ob.take(2)
+    ob.acks_written(2, read + 3_000_000)      # 50 read at `read`, 450 read 30 us later
+    bounds, counts, total_s = ob.latency()
+    assert counts[-1] == 1000 and per_bucket(counts)[bounds.index(5e-3)] == 500
+    assert total_s == pytest.approx(500 * 150e-6 + 50 * 3e-3 + 450 * 2.97e-3)
+    # acks that were not written (no connection) are forgotten, never observed
+    ob.drain(ring_of(ev(type=E.EVT_ACCEPTED, session_id=3, recv_ts=read)), True)
+    ob.take(3)
+    ob.acks_written(3, 0)
+    ob.acks_written(3, read + 1)
+    assert ob.latency()[1][-1] == 1000
+    # an unconnected session's messages are not buffered, so its acks are not noted either
+    ob.set_session(2, False)
+    ob.drain(ring_of(ev(type=E.EVT_ACCEPTED, session_id=2, recv_ts=read)), True)
+    ob.acks_written(2, read + 1)
+    assert ob.latency()[1][-1] == 1000
 
 
 def test_event_capture_numbers_order_events_and_fills(ob: Outbound) -> None:

@@ -72,22 +72,8 @@ def make_command(seq: int, t: tuple[int, ...]) -> dict[str, int]:
     c = blank(seq, session, symbol)
     px = tick * (100 + plevel + (2 if side == SELL else -2))      # sides overlap, books build up
     c.update(cl_ord_id=cl, side=side, ord_type=LIMIT, tif=GTC, qty=qty, price=px, stp=stp)
-    if kind <= 4:                                   # plain limit, GTC or DAY
-        c.update(type=NEW, tif=DAY if extra < 4 else GTC)
-    elif kind == 5:
-        c.update(type=NEW, tif=IOC)
-    elif kind == 6:
-        c.update(type=NEW, tif=FOK, qty=qty * 2)
-    elif kind == 7:                                 # market, any tif
-        c.update(type=NEW, ord_type=MARKET, tif=(GTC, IOC, FOK, DAY)[extra % 4], price=extra - 3)
-    elif kind == 8:                                 # post-only (sometimes with IOC / market / stop)
-        c.update(type=NEW, flags=1)
-        if extra == 1:
-            c["tif"] = IOC
-        elif extra == 2:
-            c["ord_type"] = MARKET
-        elif extra == 3:
-            c.update(ord_type=STOP_LIMIT, stop_price=px)
+    if kind <= 8:
+        _limit_market_post_only(c, kind, extra, qty, px)
     elif kind in (9, 10):
         c.update(type=CANCEL, cl_ord_id=100 + cl, orig_cl_ord_id=cl2)
         if extra == 0:
@@ -124,39 +110,65 @@ def make_command(seq: int, t: tuple[int, ...]) -> dict[str, int]:
         c.update(type=EOS)
         if extra >= 8:
             c.update(symbol_id=UNKNOWN_SYMBOL, depth=1)
-    else:                                           # invalid / rare commands
-        variant = extra % 14
-        if variant == 0:
-            c.update(type=NEW, stp=5)
-        elif variant == 1:
-            c.update(type=NEW, qty=HYP_SYMBOLS[symbol][1] + 1)
-        elif variant == 2:
-            c.update(type=NEW, price=c["price"] + 1 if tick > 1 else -tick)
-        elif variant == 3:
-            c.update(type=NEW, side=0)
-        elif variant == 4:
-            c.update(type=NEW, symbol_id=2)
-        elif variant == 5:
-            c.update(type=77)
-        elif variant == 6:
-            c.update(type=OPEN)
-        elif variant == 7:
-            c.update(type=QUERY, symbol_id=UNKNOWN_SYMBOL, orig_cl_ord_id=cl)
-        elif variant == 8:
-            c.update(type=NEW, stop_price=px)                          # stop price on a limit
-        elif variant == 9:
-            c.update(type=NEW, tif=IOC, display_qty=1, qty=qty + 1)    # iceberg IOC
-        elif variant == 10:
-            c.update(type=MASS, scope=2)
-        elif variant == 12:
-            # refused by the gateway's risk pass (gateway/risk/pretrade.pyx): answered as the original type
-            c.update(type=RISK_REJECT, depth=33 + plevel % 5, orig_cl_ord_id=cl2,
-                     stp=(NEW, CANCEL, REPLACE, QUERY)[(plevel + 4) % 4])
-        elif variant == 13:
-            c.update(type=ADMIN, side=1 + (plevel + 4) % 6)                # the core ignores it
-        else:
-            c.update(type=EOS, symbol_id=5)
+    else:
+        _invalid_or_rare(c, t, symbol, tick, px)
     return c
+
+
+def _limit_market_post_only(c: dict[str, int], kind: int, extra: int, qty: int, px: int) -> None:
+    """Kinds 0-8 of ``make_command``: new limit orders of every tif, market, post-only."""
+    if kind <= 4:                                   # plain limit, GTC or DAY
+        c.update(type=NEW, tif=DAY if extra < 4 else GTC)
+    elif kind == 5:
+        c.update(type=NEW, tif=IOC)
+    elif kind == 6:
+        c.update(type=NEW, tif=FOK, qty=qty * 2)
+    elif kind == 7:                                 # market, any tif
+        c.update(type=NEW, ord_type=MARKET, tif=(GTC, IOC, FOK, DAY)[extra % 4], price=extra - 3)
+    elif kind == 8:                                 # post-only (sometimes with IOC / market / stop)
+        c.update(type=NEW, flags=1)
+        if extra == 1:
+            c["tif"] = IOC
+        elif extra == 2:
+            c["ord_type"] = MARKET
+        elif extra == 3:
+            c.update(ord_type=STOP_LIMIT, stop_price=px)
+
+
+def _invalid_or_rare(c: dict[str, int], t: tuple[int, ...], symbol: int, tick: int, px: int) -> None:
+    """Kinds 21-23 of ``make_command``: invalid commands and the rarely sent types."""
+    _, _, _, cl, cl2, _, plevel, qty, extra, _ = t
+    variant = extra % 14
+    if variant == 0:
+        c.update(type=NEW, stp=5)
+    elif variant == 1:
+        c.update(type=NEW, qty=HYP_SYMBOLS[symbol][1] + 1)
+    elif variant == 2:
+        c.update(type=NEW, price=c["price"] + 1 if tick > 1 else -tick)
+    elif variant == 3:
+        c.update(type=NEW, side=0)
+    elif variant == 4:
+        c.update(type=NEW, symbol_id=2)
+    elif variant == 5:
+        c.update(type=77)
+    elif variant == 6:
+        c.update(type=OPEN)
+    elif variant == 7:
+        c.update(type=QUERY, symbol_id=UNKNOWN_SYMBOL, orig_cl_ord_id=cl)
+    elif variant == 8:
+        c.update(type=NEW, stop_price=px)                          # stop price on a limit
+    elif variant == 9:
+        c.update(type=NEW, tif=IOC, display_qty=1, qty=qty + 1)    # iceberg IOC
+    elif variant == 10:
+        c.update(type=MASS, scope=2)
+    elif variant == 12:
+        # refused by the gateway's risk pass (gateway/risk/pretrade.pyx): answered as the original type
+        c.update(type=RISK_REJECT, depth=33 + plevel % 5, orig_cl_ord_id=cl2,
+                 stp=(NEW, CANCEL, REPLACE, QUERY)[(plevel + 4) % 4])
+    elif variant == 13:
+        c.update(type=ADMIN, side=1 + (plevel + 4) % 6)                # the core ignores it
+    else:
+        c.update(type=EOS, symbol_id=5)
 
 
 # -- seeded: long realistic streams -----------------------------------------------------------------

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,6 +129,14 @@ class ServerProcess:
     def log(self, start: int = -1) -> str:
         """The output of one start (default: the latest)."""
         return self.log_paths[start].read_text(errors="replace") if self.log_paths else ""
+
+    def run(self, main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """``asyncio.run(main())``, then ``close`` whether it passed or not (no gateway outlives
+        its test)."""
+        try:
+            asyncio.run(main())
+        finally:
+            self.close()
 
     def close(self) -> None:
         """Stop whatever still runs (SIGTERM, then SIGKILL after 15 s)."""
@@ -362,6 +370,11 @@ class StreamingClient:
             return await asyncio.wait_for(got, 5.0)
         finally:
             c.on_message = record
+
+    async def levels(self, symbol: str, request_id: int
+                     ) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
+        """The server's book of ``symbol`` as ``snapshot_levels`` gives it (by ``book``)."""
+        return snapshot_levels(await self.book(symbol, request_id))
 
     async def close(self) -> None:
         if self.client is not None:

@@ -23,6 +23,20 @@ from matching.records import OrdType, TimeInForce
 from protocol import codec
 from protocol.messages import Message, NewOrder
 
+ROOT = Path(__file__).resolve().parents[2]
+LOBSTER = ROOT.parent / "shared" / "data" / "lobster"
+MESSAGES = LOBSTER / "AMZN_2012-06-21_34200000_57600000_message_1.csv"
+BOOKS = LOBSTER / "AMZN_2012-06-21_34200000_57600000_orderbook_1.csv"
+
+
+def hftgw(*args: str, env: dict[str, str] | None = None, timeout: float = 120
+          ) -> subprocess.CompletedProcess[str]:
+    """``python -m gateway.cli ARGS`` from the checkout, as a user runs it: no HFTGW_ variable of
+    this process leaks in, only ``env``'s."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("HFTGW_")}
+    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, env={**base, **(env or {})}, cwd=ROOT)
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
@@ -71,6 +85,19 @@ async def running_gateway(cfg: Config) -> AsyncIterator[Gateway]:
 async def login(cfg: Config, account: str, **kw: object) -> OrderClient:
     host, port = cfg.listen.rsplit(":", 1)
     return await OrderClient.connect(host, int(port), mint_token(cfg.jwt_secret, account), **kw)
+
+
+@contextlib.asynccontextmanager
+async def trading(journal_dir: Path, *accounts: str) -> AsyncIterator[tuple[Config, list[OrderClient]]]:
+    """A gateway in this event loop and one logged-in client per account, in that order.  When
+    the block ends without an error the clients log out, each answered, before the gateway
+    stops."""
+    cfg = make_config(journal_dir)
+    async with running_gateway(cfg):
+        clients = [await login(cfg, a) for a in accounts]
+        yield cfg, clients
+        for c in clients:
+            await c.logout()
 
 
 def scrape(cfg: Config, path: str = "/metrics") -> tuple[int, str]:

@@ -45,6 +45,7 @@ MAX_SYMBOLS = 0xFFFF
 X = CancelReason
 
 EventTuple = tuple[int, ...]
+MAX_ORDER_QTY = (1 << 32) - 1   # the core's orders hold 32-bit quantities: larger maxima are capped
 
 
 @dataclass(eq=False)
@@ -117,8 +118,9 @@ class ReferenceCore:
     ``symbols[i] = (tick, max_qty)``."""
 
     def __init__(self, symbols: list[tuple[int, int]]) -> None:
-        self.books = [Book(tick, max_qty) for tick, max_qty in symbols]
+        self.books = [Book(tick, min(max_qty, MAX_ORDER_QTY)) for tick, max_qty in symbols]
         self.live: dict[tuple[int, int], Order] = {}
+        self.accounts: dict[int, int] = {}
         self.next_order_id = 1
         self.next_trade_id = 1
         self.out: list[EventTuple] = []
@@ -364,6 +366,15 @@ class ReferenceCore:
 
     # -- commands ---------------------------------------------------------------------------
 
+    def _set_account(self, session_id: int, account_id: int) -> None:
+        # an order's account is its session's latest, as in the core
+        if self.accounts.get(session_id) == account_id:
+            return
+        self.accounts[session_id] = account_id
+        for o in self.live.values():
+            if o.session_id == session_id:
+                o.account_id = account_id
+
     def process(self, cmd: dict[str, Any]) -> list[EventTuple]:
         """Apply one command; returns its events."""
         self.out = []
@@ -376,7 +387,7 @@ class ReferenceCore:
             CommandType.CMD_BOOK_QUERY: self._book_query,
             CommandType.CMD_END_OF_SESSION: self._end_of_session,
             CommandType.CMD_SYMBOL_ADD: self._symbol_add,
-            CommandType.CMD_SESSION_OPEN: lambda c: None,
+            CommandType.CMD_SESSION_OPEN: lambda c: self._set_account(c["session_id"], c["account_id"]),
             CommandType.CMD_ADMIN: lambda c: None,
             CommandType.CMD_SESSION_STATE: lambda c: None,
             CommandType.CMD_RISK_REJECT: self._risk_reject,
@@ -423,6 +434,7 @@ class ReferenceCore:
             if ord_type == MARKET or c["tif"] not in (GTC, DAY):
                 return self._reject(c, R.REJ_INVALID_FIELD)
 
+        self._set_account(c["session_id"], c["account_id"])
         t = Order(order_id=self.next_order_id, cl_ord_id=c["cl_ord_id"], session_id=c["session_id"],
                   account_id=c["account_id"], symbol_id=c["symbol_id"], side=c["side"],
                   ord_type=ord_type, tif=c["tif"], price=c["price"] if has_limit else 0,
@@ -569,7 +581,7 @@ class ReferenceCore:
             return self._reject(c, RejectReason.REJ_INVALID_FIELD)
         if c["symbol_id"] < len(self.books):          # a redefinition: resting orders stay
             book = self.books[c["symbol_id"]]
-            book.tick, book.max_qty = c["price"], c["qty"]
+            book.tick, book.max_qty = c["price"], min(c["qty"], MAX_ORDER_QTY)
             return None
         if len(self.books) >= MAX_SYMBOLS:
             return self._reject(c, RejectReason.REJ_INVALID_FIELD)
