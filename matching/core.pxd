@@ -132,6 +132,7 @@ cdef class MatchingCore:
     cdef uint64_t _cmd_started  # commands started by the current _run (for error exits)
     cdef uint32_t _taker        # pool index of a new order while it takes (not yet resting), else NIL
     cdef bint _busy
+    cdef void *_cow           # the pool's copy-on-write capture under way (core_capture.pxi), or NULL
 
     cdef public object on_events_full
 

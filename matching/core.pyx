@@ -168,6 +168,7 @@ include "core_match.pxi"
 include "core_orders.pxi"
 include "core_commands.pxi"
 include "core_snapshot.pxi"
+include "core_capture.pxi"
 
 
 cdef int _check_rings(MatchingCore self, SpscRing commands, SpscRing events) except -1:
@@ -274,6 +275,8 @@ cdef class MatchingCore:
         cdef uint64_t maxc, done = 0
         _check_rings(self, commands, events)
         maxc = max_commands if max_commands < (1 << 64) else 0xFFFFFFFFFFFFFFFF
+        if self._cow != NULL:
+            _capture_guard(self, min(maxc, commands.available()))
         self._busy = True
         self._evq = events
         self._cmd_started = 0
@@ -310,6 +313,8 @@ cdef class MatchingCore:
             with nogil:
                 while k < cap and commands.available() > 0:
                     self._cmd_started = 0
+                    if self._cow != NULL:
+                        _capture_guard(self, batch)
                     in_run = True
                     clock_gettime(CLOCK_MONOTONIC, &t0)
                     n = <uint64_t>_run(self, commands, events, batch)
@@ -501,9 +506,11 @@ cdef class MatchingCore:
 
         Must not be called while ``process`` runs.
         """
+        cdef SnapSrc src
         if self._busy:
             raise RuntimeError("snapshot while process() runs")
-        return _snapshot_bytes(self)
+        _live_src(self, &src)
+        return _snapshot_bytes(&src)
 
     @classmethod
     def restore(cls, data, initial_orders=None):

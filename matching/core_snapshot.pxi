@@ -3,41 +3,77 @@
 
 # ---------------------------------------------------------------------------------- write
 
-cdef object _snapshot_bytes(MatchingCore self):
-    # header, per-symbol records, then each symbol's levels (with their orders) and stops
-    cdef uint64_t nlev = 0, size, body
+# Where the writer reads the state from: the live core (``snapshot``), or the copies a
+# CoreCapture took (core_capture.pxi), so that both give the same bytes.
+ctypedef struct SnapSrc:
+    const Book *books
+    uint32_t n_symbols
+    const Order *pool
+    const IceSlot *ice
+    uint64_t ice_cap
+    const uint32_t *acct
+    uint64_t acct_cap
+    uint64_t next_order_id
+    uint64_t next_trade_id
+    uint64_t resting
+
+
+cdef void _live_src(MatchingCore self, SnapSrc *src) noexcept:
+    src.books = self.books
+    src.n_symbols = self.n_symbols
+    src.pool = self.pool
+    src.ice = self.ice
+    src.ice_cap = self.ice_cap
+    src.acct = self.acct
+    src.acct_cap = self.acct_cap
+    src.next_order_id = self._next_order_id
+    src.next_trade_id = self._next_trade_id
+    src.resting = self.resting
+
+
+cdef uint64_t _snap_body(const SnapSrc *src) noexcept nogil:
+    # bytes between the header and the trailer
+    cdef uint64_t nlev = 0
     cdef uint32_t i
     cdef int s
-    cdef char *p
-    cdef char *base
-    for i in range(self.n_symbols):
+    for i in range(src.n_symbols):
         for s in range(2):
-            nlev += self.books[i].side[s].n - self.books[i].side[s].empty
-    body = (<uint64_t>self.n_symbols * _SNAP_SYMBOL + nlev * _SNAP_LEVEL
-            + self.resting * _SNAP_ORDER)
-    size = _SNAP_HEADER + body + _SNAP_TRAILER
-    out = PyBytes_FromStringAndSize(NULL, size)
-    base = PyBytes_AS_STRING(out)
-    p = base
-    memset(p, 0, _SNAP_HEADER)
-    memcpy(p, <const char *>b"HFTGWCOR", 8)
-    st32(p + 8, SNAPSHOT_FORMAT)
-    st32(p + 12, self.n_symbols)
-    st64(p + 16, self._next_order_id)
-    st64(p + 24, self._next_trade_id)
-    st64(p + 32, self.resting)
-    st64(p + 40, body)
-    p += _SNAP_HEADER
-    for i in range(self.n_symbols):
-        p = _snap_symbol(p, &self.books[i])
-    for i in range(self.n_symbols):
-        p = _snap_book(self, p, &self.books[i])
-    st32(p, hftgw_crc32c(0, base, <size_t>(p - base)))
-    st32(p + 4, 0)
+            nlev += src.books[i].side[s].n - src.books[i].side[s].empty
+    return (<uint64_t>src.n_symbols * _SNAP_SYMBOL + nlev * _SNAP_LEVEL
+            + src.resting * _SNAP_ORDER)
+
+
+cdef object _snapshot_bytes(const SnapSrc *src):
+    # header, per-symbol records, then each symbol's levels (with their orders) and stops
+    cdef uint64_t body = _snap_body(src)
+    out = PyBytes_FromStringAndSize(NULL, _SNAP_HEADER + body + _SNAP_TRAILER)
+    cdef char *base = PyBytes_AS_STRING(out)
+    with nogil:
+        _snap_fill(src, base, body)
     return out
 
 
-cdef char *_snap_symbol(char *p, const Book *bk) noexcept:
+cdef void _snap_fill(const SnapSrc *src, char *base, uint64_t body) noexcept nogil:
+    cdef char *p = base
+    cdef uint32_t i
+    memset(p, 0, _SNAP_HEADER)
+    memcpy(p, <const char *>b"HFTGWCOR", 8)
+    st32(p + 8, SNAPSHOT_FORMAT)
+    st32(p + 12, src.n_symbols)
+    st64(p + 16, src.next_order_id)
+    st64(p + 24, src.next_trade_id)
+    st64(p + 32, src.resting)
+    st64(p + 40, body)
+    p += _SNAP_HEADER
+    for i in range(src.n_symbols):
+        p = _snap_symbol(p, &src.books[i])
+    for i in range(src.n_symbols):
+        p = _snap_book(src, p, &src.books[i])
+    st32(p, hftgw_crc32c(0, base, <size_t>(p - base)))
+    st32(p + 4, 0)
+
+
+cdef char *_snap_symbol(char *p, const Book *bk) noexcept nogil:
     sti64(p, bk.tick)
     st64(p + 8, bk.max_qty)
     sti64(p + 16, bk.last_px)
@@ -50,7 +86,7 @@ cdef char *_snap_symbol(char *p, const Book *bk) noexcept:
     return p + _SNAP_SYMBOL
 
 
-cdef char *_snap_book(MatchingCore self, char *p, const Book *bk) noexcept:
+cdef char *_snap_book(const SnapSrc *src, char *p, const Book *bk) noexcept nogil:
     # bid levels then ask levels, best first, each followed by its orders; then the stops
     cdef uint32_t k, oi
     cdef int s
@@ -71,20 +107,33 @@ cdef char *_snap_book(MatchingCore self, char *p, const Book *bk) noexcept:
             p += _SNAP_LEVEL
             oi = L.head
             while oi != NIL:
-                p = _snap_order(self, p, oi)
-                oi = self.pool[oi].next
+                p = _snap_order(src, p, oi)
+                oi = src.pool[oi].next
     for s in range(2):
         ss = &bk.stops[s]
         k = ss.n
         while k > 0:
             k -= 1
-            p = _snap_order(self, p, ss.e[k].idx)
+            p = _snap_order(src, p, ss.e[k].idx)
     return p
 
 
-cdef char *_snap_order(MatchingCore self, char *p, uint32_t idx) noexcept:
-    cdef Order *o = &self.pool[idx]
-    cdef IceSlot *ice
+cdef const IceSlot *_snap_ice(const SnapSrc *src, uint32_t idx) noexcept nogil:
+    # _ice over the source's table (the same probe)
+    cdef uint64_t mask = src.ice_cap - 1, i = _ice_hash(idx) & mask
+    while src.ice[i].key1 != idx + 1:
+        i = (i + 1) & mask
+    return &src.ice[i]
+
+
+cdef inline uint32_t _snap_acct(const SnapSrc *src, uint32_t session_id) noexcept nogil:
+    # _acct over the source's table
+    return src.acct[session_id] if session_id < src.acct_cap else 0
+
+
+cdef char *_snap_order(const SnapSrc *src, char *p, uint32_t idx) noexcept nogil:
+    cdef const Order *o = &src.pool[idx]
+    cdef const IceSlot *ice
     st64(p, _oid(o))
     st64(p + 8, o.cl_ord_id)
     sti64(p + 16, o.price)
@@ -94,14 +143,14 @@ cdef char *_snap_order(MatchingCore self, char *p, uint32_t idx) noexcept:
         sti64(p + 40, _stop_px(o))
         st64(p + 48, 0)
     elif o.flags & OF_ICEBERG:
-        ice = _ice(self, idx)
+        ice = _snap_ice(src, idx)
         st64(p + 40, ice.peak)
         st64(p + 48, ice.hidden)
     else:
         st64(p + 40, 0)
         st64(p + 48, 0)
     st32(p + 56, o.session_id)
-    st32(p + 60, _acct(self, o.session_id))
+    st32(p + 60, _snap_acct(src, o.session_id))
     p[64] = <char>o.side
     p[65] = <char>o.ord_type
     p[66] = <char>o.tif

@@ -30,6 +30,7 @@ import threading
 from array import array
 from dataclasses import dataclass, field
 
+from persistence.files import SyncPlan
 from persistence.segment_log import HEADER_SIZE, SegmentLog, SegmentLogCorrupt, frame_at
 
 log = logging.getLogger(__name__)
@@ -162,6 +163,10 @@ class EventLog:
     def sync(self) -> None:
         """Make every append so far survive a power loss (fdatasync)."""
         self._log.sync()
+
+    def sync_plan(self) -> SyncPlan:
+        """``sync`` for another thread (SegmentLog.sync_plan)."""
+        return self._log.sync_plan()
 
     # -- read --------------------------------------------------------------------------------------
     def read(self, from_no: int, max_records: int) -> tuple[int, bytes]:

@@ -30,6 +30,8 @@ import logging
 import os
 import re
 
+from persistence.files import SyncPlan, dup_all, forget_synced
+
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.errno cimport EINTR, ENOSPC, errno
 from libc.stdint cimport int64_t, uint32_t, uint64_t
@@ -107,9 +109,15 @@ def crc32c(data, unsigned int value=0) -> int:
     crc32c(b"123456789") == 0xE3069283.  Uses SSE4.2 when the CPU has it.
     """
     cdef const unsigned char[::1] v = memoryview(data).cast("B")
+    cdef uint32_t crc = value
     if v.shape[0] == 0:
         return value
-    return hftgw_crc32c(value, &v[0], v.shape[0])
+    if v.shape[0] < 65536:
+        return hftgw_crc32c(value, &v[0], v.shape[0])
+    # a snapshot's parts (tens of MB) are summed on a writer thread: the loop must not wait
+    with nogil:
+        crc = hftgw_crc32c(crc, &v[0], v.shape[0])
+    return crc
 
 
 def crc32c_table(data, unsigned int value=0) -> int:
@@ -491,6 +499,18 @@ cdef class Journal:
                 rc = errno
         if rc != 0:
             raise OSError(rc, os.strerror(rc), self._path)
+
+    def sync_plan(self):
+        """What ``sync`` would do, for another thread (persistence.files.SyncPlan): the
+        segments closed since the last sync and the active one (duplicated fds), the directory
+        if a segment was created.  Its ``on_synced`` closes the closed segments it covered.
+        Raises RuntimeError if not open, OSError when an fd cannot be duplicated."""
+        if self.fd < 0:
+            raise RuntimeError("journal not open")
+        covered = list(self._unsynced)
+        fds = dup_all([ufd for _, ufd in covered] + [self.fd])
+        return SyncPlan(fds, [self._directory] if self._dir_dirty else [],
+                        lambda: forget_synced(self._unsynced, covered))
 
     def remove_through(self, seq: int) -> list:
         """Delete closed segments whose records all have seq <= ``seq`` (a snapshot at ``seq``

@@ -19,6 +19,7 @@ from __future__ import annotations
 import bisect
 from array import array
 
+from persistence.files import SyncPlan
 from persistence.segment_log import Buffer, SegmentLog
 from protocol.codec import sofh_scan
 
@@ -92,6 +93,10 @@ class MessageStore:
     def sync(self) -> None:
         """Make every append so far survive a power loss (fdatasync)."""
         self.log.sync()
+
+    def sync_plan(self) -> SyncPlan:
+        """``sync`` for another thread (SegmentLog.sync_plan)."""
+        return self.log.sync_plan()
 
     def sessions(self) -> list[int]:
         """Session ids with stored messages, ascending."""

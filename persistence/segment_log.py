@@ -32,7 +32,7 @@ import struct
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from persistence.files import fsync_dir, truncate_durably
+from persistence.files import SyncPlan, dup_all, forget_synced, fsync_dir, truncate_durably
 from persistence.journal import crc32c
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,8 @@ class SegmentLog:
         self._ready = False              # the open() scan ran to its end
         self._sizes: dict[int, int] = {}  # segment number -> bytes (closed and active)
         self._read_fds: dict[int, int] = {}
-        self._unsynced: list[int] = []   # fds of segments closed since the last sync
+        # (segment number, fd) of segments closed since the last sync
+        self._unsynced: list[tuple[int, int]] = []
         self._dir_dirty = False          # a segment file was created since the last sync
         self._active_dirty = False
 
@@ -305,7 +306,7 @@ class SegmentLog:
                 i += 1
 
     def _roll(self) -> None:
-        self._unsynced.append(self._fd)
+        self._unsynced.append((self._active, self._fd))
         self._fd = -1
         self._create_segment(self._active + 1)
 
@@ -333,11 +334,21 @@ class SegmentLog:
 
     # -- durability / retention -----------------------------------------------------------------
 
+    def sync_plan(self) -> SyncPlan:
+        """What ``sync`` would do, for another thread (the segments closed since the last sync
+        and the active one, duplicated; the directory if a segment was created).  Its
+        ``on_synced`` closes the closed segments it covered.  Raises OSError."""
+        covered = list(self._unsynced)
+        active = [self._fd] if self._fd >= 0 and self._active_dirty else []
+        fds = dup_all([fd for _, fd in covered] + active)
+        return SyncPlan(fds, [self._directory] if self._dir_dirty else [],
+                        lambda: forget_synced(self._unsynced, covered))
+
     def sync(self) -> None:
         """fdatasync the active segment, every segment closed since the last sync, and the
         directory if a segment file was created: every append so far survives a power loss."""
         while self._unsynced:
-            fd = self._unsynced[0]
+            _, fd = self._unsynced[0]
             os.fdatasync(fd)
             os.close(fd)
             self._unsynced.pop(0)
@@ -416,7 +427,7 @@ class SegmentLog:
             self._release()
 
     def _release(self) -> None:
-        for fd in [*self._unsynced, *self._read_fds.values(), self._fd, self._lock_fd]:
+        for fd in [*(u for _, u in self._unsynced), *self._read_fds.values(), self._fd, self._lock_fd]:
             if fd >= 0:
                 os.close(fd)
         self._unsynced.clear()

@@ -61,23 +61,30 @@ def snapshot_name(seq: int) -> str:
     return f"snapshot-{seq:020d}.snap"
 
 
-def encode(seq: int, parts: Mapping[str, bytes], time_ns: int | None = None) -> bytes:
+def encode(seq: int, parts: Mapping[str, bytes | memoryview], time_ns: int | None = None) -> bytes:
     """The bytes of one snapshot file holding ``parts`` (name -> data) at command ``seq``.
     Raises ValueError for a name longer than 65535 UTF-8 bytes or a negative seq."""
+    return b"".join(_pieces(seq, parts, time_ns))
+
+
+def _pieces(seq: int, parts: Mapping[str, bytes | memoryview],
+            time_ns: int | None) -> list[bytes | memoryview]:
+    # the file as a list of pieces, the parts' data not copied: written on a thread, where a
+    # copy of tens of MB would hold the GIL (and the event loop) for milliseconds
     if seq < 0:
         raise ValueError("seq must be >= 0")
-    out = bytearray(_HEADER.pack(MAGIC, FORMAT_VERSION, len(parts), seq,
-                                 time.time_ns() if time_ns is None else time_ns))
+    out: list[bytes | memoryview] = [_HEADER.pack(MAGIC, FORMAT_VERSION, len(parts), seq,
+                                                  time.time_ns() if time_ns is None else time_ns)]
+    crc = crc32c(out[0])
     for name, data in parts.items():
         raw = name.encode("utf-8")
         if len(raw) > 0xFFFF:
             raise ValueError(f"part name too long: {name[:40]!r}...")
-        out += _PART_NAME.pack(len(raw))
-        out += raw
-        out += _PART_DATA.pack(len(data), crc32c(data))
-        out += data
-    out += _TRAILER.pack(crc32c(out), 0)
-    return bytes(out)
+        head = _PART_NAME.pack(len(raw)) + raw + _PART_DATA.pack(len(data), crc32c(data))
+        crc = crc32c(data, crc32c(head, crc))
+        out += (head, data)
+    out.append(_TRAILER.pack(crc, 0))
+    return out
 
 
 def decode(data: bytes | bytearray | memoryview, path: str = "<bytes>") -> tuple[int, int, dict[str, bytes]]:
@@ -146,7 +153,7 @@ def list_snapshots(directory: str) -> list[tuple[int, str]]:
     return found
 
 
-def write_snapshot(directory: str, seq: int, parts: Mapping[str, bytes],
+def write_snapshot(directory: str, seq: int, parts: Mapping[str, bytes | memoryview],
                    pre_commit: Iterable[Callable[[], None]] = ()) -> str:
     """Write the snapshot of ``parts`` (name -> bytes) at command ``seq`` durably and return its
     path.  Order: temp file, fsync, every ``pre_commit`` hook, rename into place, fsync of the
@@ -155,13 +162,14 @@ def write_snapshot(directory: str, seq: int, parts: Mapping[str, bytes],
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, snapshot_name(seq))
     tmp = path + TEMP_SUFFIX
-    data = encode(seq, parts)
+    pieces = _pieces(seq, parts, None)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            for piece in pieces:
+                view = memoryview(piece)
+                while view:
+                    view = view[os.write(fd, view):]
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -113,6 +113,7 @@ class Engine:
             # orders of those with cancel-on-disconnect
             "session_state": (self.table.save_session_state, self.table.load_session_state),
         })
+        self.snapshots.captures["core"] = core.capture
 
     # -- state the parts replace or the server sets -------------------------------------------
     @property
@@ -197,7 +198,7 @@ class Engine:
         return self.snapshots.write_snapshot(background)
 
     def snapshot_running(self) -> bool:
-        """True while a background snapshot is being written."""
+        """True while a background snapshot is being captured or written."""
         return self.snapshots.running()
 
     def admin(self, action: int, *, account: str = "", symbol_id: int | None = None, field: int = 0,

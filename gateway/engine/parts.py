@@ -8,7 +8,7 @@ import json
 from gateway.engine.pipeline import Pipeline
 from gateway.engine.sessions import SessionTable
 from gateway.engine.symbols import SymbolCatalog
-from matching.core import MatchingCore
+from matching.core import CoreCapture, MatchingCore
 
 
 class CorePart:
@@ -20,6 +20,10 @@ class CorePart:
 
     def save(self) -> bytes:
         return self.pipeline.core.snapshot()
+
+    def capture(self) -> CoreCapture:
+        """The books at this instant, copied while the core goes on (Snapshots.captures)."""
+        return CoreCapture(self.pipeline.core)
 
     def load(self, data: bytes) -> None:
         self.pipeline.replace_core(MatchingCore.restore(data))

@@ -278,3 +278,10 @@ except OSError as e:
                                  str(10 * FRAME_SIZE)], out.stderr
     with Journal(str(tmp_path)) as j:
         assert j.records == 10
+
+
+def test_crc32c_of_large_buffers_outside_the_gil_agrees() -> None:
+    data = bytes(range(256)) * 4096 + b"tail"                      # > 64 KiB: the nogil path
+    assert crc32c(data) == crc32c_table(data)
+    assert crc32c(memoryview(data)[3:], 77) == crc32c_table(data[3:], 77)
+    assert crc32c(data[100_000:], crc32c(data[:100_000])) == crc32c(data)

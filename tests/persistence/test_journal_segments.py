@@ -389,3 +389,22 @@ async def test_gateway_restarts_on_a_journal_of_many_segments(tmp_path: Path) ->
         assert isinstance(after, BookSnapshot)
         assert after.bids == before.bids and after.asks == before.asks and len(after.asks) == 7
         await a.logout()
+
+
+def test_journal_sync_plan_forgets_only_what_it_covered(tmp_path: Path) -> None:
+    with Journal(str(tmp_path), segment_bytes=20 * 104) as j:
+        base = len(os.listdir("/proc/self/fd"))
+        for k in range(5):
+            j.append(cmds(1 + 20 * k, 20))   # a segment each
+        kept = len(os.listdir("/proc/self/fd")) - base
+        assert kept == 5                     # a full group rolls at once: the active one is empty
+        plan = j.sync_plan()
+        assert len(plan.fds) == kept + 1 and plan.dirs == [str(tmp_path)]
+        j.append(cmds(101, 20))              # another roll after the plan: not covered
+        plan.run()
+        plan.close()
+        plan.on_synced()
+        assert len(os.listdir("/proc/self/fd")) - base == 1     # the roll's segment, still unsynced
+        j.sync()
+        assert len(os.listdir("/proc/self/fd")) - base == 0
+        assert [r for r in j.replay(0)] and j.last_seq == 120

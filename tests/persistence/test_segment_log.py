@@ -184,3 +184,27 @@ def test_read_detects_corruption(tmp_path: Path) -> None:
     with pytest.raises(SegmentLogCorrupt):
         log.read(seg, off + 5000)
     log.close()
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_sync_plan_runs_elsewhere_and_forgets_what_it_synced(tmp_path: Path) -> None:
+    log, _ = opened(tmp_path, segment_bytes=200)
+    base = _open_fds()
+    for i in range(10):                       # rolls: closed segments kept open until synced
+        log.append(i, 0, 1, bytes(60))
+    kept = _open_fds() - base
+    assert kept == 4                          # segments 1-4; 5 is the active one
+    plan = log.sync_plan()
+    assert len(plan.fds) == kept + 1 and plan.dirs == [str(tmp_path)]   # and the active one
+    log.append(10, 0, 1, bytes(60))           # the log goes on meanwhile: 5 is closed, 6 opened
+    plan.run()
+    plan.close()
+    assert _open_fds() - base == 5
+    plan.on_synced()                          # the covered segments are closed, not the newer
+    assert _open_fds() - base == 1
+    log.sync()
+    assert _open_fds() - base == 0
+    log.close()
