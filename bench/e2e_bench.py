@@ -229,7 +229,7 @@ def gateway(durability: str, pin: bool, **settings: str) -> Iterator[Gateway]:
     env = dict(os.environ, HFTGW_LISTEN=f"127.0.0.1:{port}",
                HFTGW_METRICS_LISTEN=f"127.0.0.1:{m_port}", HFTGW_JOURNAL_DIR=jdir,
                HFTGW_DURABILITY=durability, HFTGW_LOG_LEVEL="WARNING",
-               HFTGW_RING_CAPACITY=str(1 << 16), HFTGW_WS_LISTEN=f"127.0.0.1:{free_port()}")
+               HFTGW_WS_LISTEN=f"127.0.0.1:{free_port()}")
     env.update({f"HFTGW_{k.upper()}": v for k, v in settings.items()})
     proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], env=env, cwd=ROOT)
     try:
