@@ -12,6 +12,7 @@ from pathlib import Path
 from support.gateway_harness import make_config, metric_value, running_gateway, scrape
 
 from gateway.config.schema import Config
+from gateway.security.auth import mint_token
 
 SOFH = struct.Struct(">IH")          # messageLength (frame, SOFH included), encodingType
 HEADER = struct.Struct("<HHHH")      # blockLength, templateId, schemaId, version
@@ -77,3 +78,94 @@ async def test_a_silent_connection_gets_no_heartbeat_then_logout_login_timeout(t
         _, text = scrape(cfg)
         assert metric_value(text, "hftgw_login_timeouts_total") == 2
         assert metric_value(text, "hftgw_heartbeat_timeouts_total") == 0
+
+
+# -- a logged-in raw connection ------------------------------------------------------------------
+def login_bytes(cfg: Config, account: str) -> bytes:
+    """Login (template 1, blockLength 14): heartbeat 1000 ms, no replay, no cancel on
+    disconnect, STP NONE; then the token as var data (uint16 length + bytes)."""
+    token = mint_token(cfg.jwt_secret, account).encode()
+    block = struct.pack("<IQBB", 1000, 0, 0, 0)
+    return frame(1, block, tail=struct.pack("<H", len(token)) + token)
+
+
+def new_order(cl: int, symbol: bytes, side: int = 1, price: int = 1_000_000, qty: int = 10,
+              tif: int = 1) -> bytes:
+    """NewOrder (10, blockLength 53): limit, the given TimeInForce, no flags, STP NONE."""
+    return frame(10, struct.pack("<QqQ8sBBBBBqQ", cl, price, qty, symbol, side, 1, tif, 0, 0, 0, 0))
+
+
+def book_query(request_id: int, symbol: bytes, depth: int) -> bytes:
+    return frame(14, struct.pack("<Q8sH", request_id, symbol, depth))
+
+
+def mass_cancel(cl: int, symbol: bytes = bytes(8), side: int = 0, scope: int = 0) -> bytes:
+    return frame(13, struct.pack("<Q8sBB", cl, symbol, side, scope))
+
+
+class RawSession:
+    """A logged-in order-entry connection that writes bytes and reads frames by hand."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.buf = b""
+
+    @classmethod
+    async def login(cls, cfg: Config, account: str) -> RawSession:
+        host, port = cfg.listen.rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        s = cls(reader, writer)
+        writer.write(login_bytes(cfg, account))
+        [(template, _, _)] = await s.frames(1)
+        assert template == 2                     # LoginAccepted
+        return s
+
+    async def frames(self, n: int, timeout: float = 3.0) -> list[tuple[int, int, bytes]]:
+        """The next ``n`` frames but heartbeats (templateId 4)."""
+        out: list[tuple[int, int, bytes]] = []
+        while len(out) < n:
+            while True:
+                if len(self.buf) >= SOFH.size:
+                    length = SOFH.unpack_from(self.buf)[0]
+                    if len(self.buf) >= length:
+                        break
+                chunk = await asyncio.wait_for(self.reader.read(65536), timeout)
+                assert chunk, "closed by the server"
+                self.buf += chunk
+            [f] = split_frames(self.buf[:length])
+            self.buf = self.buf[length:]
+            if f[0] != 4:
+                out.append(f)
+        return out
+
+    async def ask(self, data: bytes, n: int) -> list[tuple[int, int, bytes]]:
+        self.writer.write(data)
+        return await self.frames(n)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+ORDER_REJECTED = struct.Struct("<QQQ8sH")      # seqNum, transactTime, clOrdId, symbol, reason
+
+
+# -- finding 3: OrderRejected UNKNOWN_SYMBOL echoes the symbol ------------------------------------
+async def test_an_unknown_symbol_reject_echoes_the_symbol_sent(tmp_path: Path) -> None:
+    """NewOrder, BookQuery and MassCancel for a symbol the gateway does not list: OrderRejected
+    reason UNKNOWN_SYMBOL (4) whose symbol field holds the name sent, NUL-padded (a
+    space-padded name comes back NUL-padded, as every symbol the server sends)."""
+    cfg = make_config(tmp_path)
+    async with running_gateway(cfg):
+        s = await RawSession.login(cfg, "alice")
+        try:
+            got = await s.ask(new_order(7, b"NOPE\0\0\0\0") + book_query(8, b"ZZZ     ", 5)
+                              + mass_cancel(9, b"QQQQQQQQ"), 3)
+            assert [(t, v) for t, v, _ in got] == [(21, 2)] * 3          # OrderRejected, version 2
+            rows = [ORDER_REJECTED.unpack(block) for _, _, block in got]
+            assert [(seq, cl, sym, reason) for seq, _, cl, sym, reason in rows] == [
+                (1, 7, b"NOPE\0\0\0\0", 4), (2, 8, b"ZZZ\0\0\0\0\0", 4), (3, 9, b"QQQQQQQQ", 4)]
+            # a known symbol's reject carries its name as before
+            [(t, _, block)] = await s.ask(new_order(10, b"AAPL\0\0\0\0", qty=0), 1)
+            assert t == 21 and ORDER_REJECTED.unpack(block)[3:] == (b"AAPL\0\0\0\0", 6)
+        finally:
+            s.close()

@@ -46,6 +46,7 @@ from protocol.messages import (
     ReplaceOrder,
     SessionReject,
 )
+from protocol.symbols import symbol_wire
 
 SYMBOLS = ["AAPL", "MSFT", "BRK.B", "ZZZZZZZZ"]
 TABLE = codec.SymbolTable(SYMBOLS)
@@ -183,6 +184,9 @@ def expected_command(msg: Message, session_id: int, ts: int) -> dict[str, int]:
     """The Command record the brief specifies for an order-entry message."""
     c = dict.fromkeys(COMMAND_FIELDS, 0)
     c.update(ts=ts, session_id=session_id, symbol_id=TABLE.lookup(msg.symbol))  # type: ignore[union-attr]
+    if c["symbol_id"] == UNKNOWN_SYMBOL:
+        # the name as sent (NUL-padded, 0 when blank), for the UNKNOWN_SYMBOL reject to echo
+        c["reserved"] = int.from_bytes(symbol_wire(msg.symbol), "little")  # type: ignore[union-attr]
     if isinstance(msg, NewOrder):
         c.update(type=CommandType.CMD_NEW, side=msg.side, ord_type=msg.ord_type, tif=msg.time_in_force,
                  flags=msg.flags, stp=msg.stp_mode, cl_ord_id=msg.cl_ord_id, price=msg.price,
@@ -277,8 +281,10 @@ def test_decode_orders_command_fields() -> None:
     assert got[0]["symbol_id"] == 2 and got[0]["price"] == -(2**63) and got[0]["stp"] == 3
     assert (got[1]["symbol_id"], got[1]["depth"]) == (UNKNOWN_SYMBOL, 1)   # blank: every symbol
     assert (got[2]["symbol_id"], got[2]["depth"]) == (UNKNOWN_SYMBOL, 0)   # unknown, not blank
-    assert got[3]["symbol_id"] == 3 and got[4]["depth"] == 65535
+    assert got[1]["reserved"] == 0 and got[2]["reserved"].to_bytes(8, "little") == b"NOPE\0\0\0\0"
+    assert got[3]["symbol_id"] == 3 and got[4]["depth"] == 65535 and got[3]["reserved"] == 0
     assert got[5]["symbol_id"] == UNKNOWN_SYMBOL
+    assert got[5]["reserved"].to_bytes(8, "little") == b"X" + bytes(7)
 
 
 def test_decode_orders_overwrites_stale_slot_contents() -> None:
