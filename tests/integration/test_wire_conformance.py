@@ -90,9 +90,10 @@ def login_bytes(cfg: Config, account: str) -> bytes:
 
 
 def new_order(cl: int, symbol: bytes, side: int = 1, price: int = 1_000_000, qty: int = 10,
-              tif: int = 1) -> bytes:
-    """NewOrder (10, blockLength 53): limit, the given TimeInForce, no flags, STP NONE."""
-    return frame(10, struct.pack("<QqQ8sBBBBBqQ", cl, price, qty, symbol, side, 1, tif, 0, 0, 0, 0))
+              ord_type: int = 1, stop_px: int = 0) -> bytes:
+    """NewOrder (10, blockLength 53): GTC, no flags, STP NONE, not an iceberg."""
+    return frame(10, struct.pack("<QqQ8sBBBBBqQ", cl, price, qty, symbol, side, ord_type, 1, 0, 0,
+                                 stop_px, 0))
 
 
 def book_query(request_id: int, symbol: bytes, depth: int) -> bytes:
@@ -167,5 +168,52 @@ async def test_an_unknown_symbol_reject_echoes_the_symbol_sent(tmp_path: Path) -
             # a known symbol's reject carries its name as before
             [(t, _, block)] = await s.ask(new_order(10, b"AAPL\0\0\0\0", qty=0), 1)
             assert t == 21 and ORDER_REJECTED.unpack(block)[3:] == (b"AAPL\0\0\0\0", 6)
+        finally:
+            s.close()
+
+
+# -- finding 5: the maximum BookQuery depth, the order of a MassCancel's reports ----------------------
+ORDER_CANCELED = struct.Struct("<QQQQQqQ8sBH")  # ... origClOrdId, orderId, price, qty, symbol, side, reason
+AAPL = b"AAPL\0\0\0\0"
+
+
+async def test_book_query_depth_above_100_is_rejected_100_is_answered(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    async with running_gateway(cfg):
+        s = await RawSession.login(cfg, "alice")
+        try:
+            got = await s.ask(book_query(1, AAPL, 100) + book_query(2, AAPL, 101)
+                              + book_query(3, AAPL, 65535) + book_query(4, AAPL, 0), 4)
+            assert [t for t, _, _ in got] == [27, 21, 21, 27]     # BookSnapshot, OrderRejected
+            # OrderRejected INVALID_FIELD (9), clOrdId = the requestId, the symbol echoed
+            assert [ORDER_REJECTED.unpack(b)[2:] for _, _, b in got[1:3]] == [(2, AAPL, 9), (3, AAPL, 9)]
+            # BookSnapshot: seqNum, transactTime, requestId at 16
+            assert [struct.unpack_from("<Q", b, 16)[0] for _, _, b in (got[0], got[3])] == [1, 4]
+        finally:
+            s.close()
+
+
+async def test_mass_cancel_reports_in_book_order(tmp_path: Path) -> None:
+    """The documented order of a MassCancel's OrderCanceled messages: bids best price first
+    (time priority within a price), then asks best first, then pending buy stops in trigger
+    order (lowest stop price first), then sell stops (highest first); then MassCancelDone."""
+    cfg = make_config(tmp_path)
+    async with running_gateway(cfg):
+        s = await RawSession.login(cfg, "alice")
+        try:
+            orders = [(1, 1, 1_000_000), (2, 1, 1_010_000), (3, 1, 1_000_000),     # bids
+                      (4, 2, 1_050_000), (5, 2, 1_040_000), (6, 2, 1_050_000)]     # asks
+            stops = [(7, 1, 1_100_000), (8, 1, 1_080_000), (11, 1, 1_080_000),     # buy stops
+                     (9, 2, 900_000), (10, 2, 950_000)]                            # sell stops
+            data = b"".join(new_order(cl, AAPL, side, price) for cl, side, price in orders)
+            data += b"".join(new_order(cl, AAPL, side, 0, ord_type=3, stop_px=px) for cl, side, px in stops)
+            got = await s.ask(data, 11)
+            assert [t for t, _, _ in got] == [20] * 11                            # OrderAccepted
+            got = await s.ask(mass_cancel(99), 12)
+            assert [t for t, _, _ in got] == [23] * 11 + [26]                     # ..., MassCancelDone
+            rows = [ORDER_CANCELED.unpack_from(b) for _, _, b in got[:11]]
+            assert {(r[2], r[9]) for r in rows} == {(99, 4)}                      # clOrdId, MASS_CANCEL
+            assert [r[3] for r in rows] == [2, 1, 3, 5, 4, 6, 8, 11, 7, 10, 9]    # origClOrdId
+            assert struct.unpack("<QQQI", got[11][2])[2:] == (99, 11)             # clOrdId, count
         finally:
             s.close()
