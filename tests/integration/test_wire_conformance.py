@@ -5,11 +5,13 @@ the only judge of what the docs promise."""
 from __future__ import annotations
 
 import asyncio
+import json
 import struct
 import time
 from pathlib import Path
 
 from support.gateway_harness import make_config, metric_value, running_gateway, scrape
+from websockets.asyncio.client import connect as ws_connect
 
 from gateway.config.schema import Config
 from gateway.security.auth import mint_token
@@ -215,5 +217,82 @@ async def test_mass_cancel_reports_in_book_order(tmp_path: Path) -> None:
             assert {(r[2], r[9]) for r in rows} == {(99, 4)}                      # clOrdId, MASS_CANCEL
             assert [r[3] for r in rows] == [2, 1, 3, 5, 4, 6, 8, 11, 7, 10, 9]    # origClOrdId
             assert struct.unpack("<QQQI", got[11][2])[2:] == (99, 11)             # clOrdId, count
+        finally:
+            s.close()
+
+
+# -- finding 6: the clOrdId echo rule as documented -------------------------------------------------
+async def test_a_makers_execution_carries_the_makers_clordid(tmp_path: Path) -> None:
+    """The taker's Execution carries its request's clOrdId; the maker's (no request of the
+    maker's session caused it) the resting order's own; both the same tradeId."""
+    cfg = make_config(tmp_path)
+    async with running_gateway(cfg):
+        maker, taker = await RawSession.login(cfg, "alice"), await RawSession.login(cfg, "bob")
+        try:
+            [(t, _, _)] = await maker.ask(new_order(5, AAPL, side=2, price=1_500_000, qty=10), 1)
+            assert t == 20
+            got = await taker.ask(new_order(9, AAPL, side=1, price=1_500_000, qty=4), 2)
+            assert [t for t, _, _ in got] == [20, 22]                  # OrderAccepted, Execution
+            [(t, _, made)] = await maker.frames(1)
+            assert t == 22
+            took = got[1][2]
+            # clOrdId at 16, tradeId at 32, lastQty at 48, liquidity at 73
+            assert struct.unpack_from("<Q", took, 16)[0] == 9 and took[73] == 2     # TAKER
+            assert struct.unpack_from("<Q", made, 16)[0] == 5 and made[73] == 1     # MAKER
+            assert struct.unpack_from("<Q", took, 32) == struct.unpack_from("<Q", made, 32)
+            assert struct.unpack_from("<Q", made, 48)[0] == 4
+        finally:
+            maker.close()
+            taker.close()
+
+
+def md_messages(data: bytes) -> list[tuple[int, int, bytes]]:
+    """(templateId, version, root block) of each SBE message of a binary market-data WebSocket
+    message: bare messages back to back, their lengths from the header and the groups."""
+    out = []
+    pos = 0
+    while pos < len(data):
+        block_length, template, schema, version = HEADER.unpack_from(data, pos)
+        assert schema == 1
+        start = pos + HEADER.size
+        out.append((template, version, data[start:start + block_length]))
+        pos = start + block_length
+        if template in (42, 43):                         # bids, asks: groupSizeEncoding + entries
+            for _ in range(2):
+                entry, n = struct.unpack_from("<HH", data, pos)
+                pos += 4 + entry * n
+    assert pos == len(data)
+    return out
+
+
+async def test_book_seq_moves_only_with_subscribers_and_bbo_comes_before_its_depth_update(
+        tmp_path: Path) -> None:
+    """Two book changes with nobody subscribed do not move bookSeq (the subscription's first
+    read numbers the book 1); after subscribing with ["bbo", "depth"]: DepthSnapshot, then Bbo,
+    then for a change the Bbo with bookSeq N before the DepthUpdate covering N."""
+    cfg = make_config(tmp_path)
+    async with running_gateway(cfg):
+        s = await RawSession.login(cfg, "alice")
+        try:
+            await s.ask(new_order(1, AAPL, 1, 1_000_000), 1)
+            await s.ask(new_order(2, AAPL, 1, 1_010_000), 1)
+            async with ws_connect(f"ws://{cfg.ws_listen}/md") as ws:
+                await ws.send(json.dumps({"op": "subscribe", "id": 1, "channels": ["bbo", "depth"],
+                                          "symbols": ["AAPL"], "encoding": "binary", "levels": 5}))
+                assert json.loads(await asyncio.wait_for(ws.recv(), 3))["result"] == "subscribed"
+                got: list[tuple[int, int, bytes]] = []
+                while len(got) < 2:
+                    got += md_messages(await asyncio.wait_for(ws.recv(), 3))    # type: ignore[arg-type]
+                # DepthSnapshot lastSeq (16), Bbo bookSeq (16): 1, and the version-2 header
+                assert [(t, v, struct.unpack_from("<Q", b, 16)[0]) for t, v, b in got] == [
+                    (42, 2, 1), (40, 2, 1)]
+                await s.ask(new_order(3, AAPL, 1, 1_020_000), 1)
+                got = []
+                while len(got) < 2:
+                    got += md_messages(await asyncio.wait_for(ws.recv(), 3))    # type: ignore[arg-type]
+                # Bbo bookSeq 2 and bidPrice (24), then DepthUpdate firstSeq, lastSeq (16, 24)
+                assert [t for t, _, _ in got] == [40, 43]
+                assert struct.unpack_from("<Qq", got[0][2], 16) == (2, 1_020_000)
+                assert struct.unpack_from("<QQ", got[1][2], 16) == (2, 2)
         finally:
             s.close()
