@@ -132,9 +132,11 @@ def decode_orders(buffer, Py_ssize_t start, Py_ssize_t end, SpscRing ring not No
                         st = DEC_RING_FULL
                         break
                 m = <const char *>(base + off + fi.msg_offset + SBE_HEADER_SIZE)
-                if fi.block_length < templates[tid].block_length:
+                if fi.acting_length < templates[tid].block_length:
+                    # an older version's block, or fields the header's version does not have:
+                    # what is missing reads as 0 (the documented default of every later field)
                     memset(short_block, 0, sizeof(short_block))
-                    memcpy(short_block, m, fi.block_length)
+                    memcpy(short_block, m, fi.acting_length)
                     m = short_block
                 key = symbol_key(m + templates[tid].symbol_offset)
                 _to_command(<Command *>ring.slot(wpos + n), m, tid, session_id,

@@ -112,6 +112,7 @@ class RawSession:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
         self.buf = b""
+        self.raw: list[bytes] = []         # every frame ``frames`` returned, whole
 
     @classmethod
     async def login(cls, cfg: Config, account: str) -> RawSession:
@@ -136,9 +137,10 @@ class RawSession:
                 assert chunk, "closed by the server"
                 self.buf += chunk
             [f] = split_frames(self.buf[:length])
-            self.buf = self.buf[length:]
             if f[0] != 4:
                 out.append(f)
+                self.raw.append(self.buf[:length])
+            self.buf = self.buf[length:]
         return out
 
     async def ask(self, data: bytes, n: int) -> list[tuple[int, int, bytes]]:
@@ -294,5 +296,58 @@ async def test_book_seq_moves_only_with_subscribers_and_bbo_comes_before_its_dep
                 assert [t for t, _, _ in got] == [40, 43]
                 assert struct.unpack_from("<Qq", got[0][2], 16) == (2, 1_020_000)
                 assert struct.unpack_from("<QQ", got[1][2], 16) == (2, 2)
+        finally:
+            s.close()
+
+
+# -- finding 4: the acting version is the header's ----------------------------------------------------
+def login_v(cfg: Config, account: str, block: bytes, version: int) -> bytes:
+    token = mint_token(cfg.jwt_secret, account).encode()
+    return frame(1, block, version=version, tail=struct.pack("<H", len(token)) + token)
+
+
+def bid_levels(snapshot_frame: bytes) -> list[tuple[int, int, int]]:
+    """(price, size, orderCount) of a TCP-framed BookSnapshot's bids group."""
+    pos = SOFH.size + HEADER.size + 32
+    entry, n = struct.unpack_from("<HH", snapshot_frame, pos)
+    return [struct.unpack_from("<qQI", snapshot_frame, pos + 4 + i * entry) for i in range(n)]
+
+
+async def test_fields_above_the_headers_version_are_ignored_whatever_the_block_length(
+        tmp_path: Path) -> None:
+    """Version-1 headers on version-2-sized blocks: Login's defaultStpMode 9 (invalid: with a
+    version-2 header the session's NewOrders are rejected INVALID_FIELD), NewOrder's displayQty
+    (version 2: an iceberg showing 10 of 100) and MassCancel's scope 7 (version 2: rejected
+    INVALID_FIELD) are absent, i.e. their documented defaults."""
+    cfg = make_config(tmp_path)
+    stp9 = struct.pack("<IQBB", 1000, 0, 0, 9)                                  # 14 bytes
+    iceberg = [struct.pack("<QqQ8sBBBBBqQ", cl, px, 100, AAPL, 1, 1, 1, 0, 0, 0, 10)
+               for cl, px in ((1, 1_000_000), (2, 990_000))]                   # 53 bytes
+    async with running_gateway(cfg):
+        host, port = cfg.listen.rsplit(":", 1)
+        s = RawSession(*await asyncio.open_connection(host, int(port)))
+        try:
+            s.writer.write(login_v(cfg, "alice", stp9, 1))
+            assert [t for t, _, _ in await s.frames(1)] == [2]                    # LoginAccepted
+            got = await s.ask(frame(10, iceberg[0], version=1) + frame(10, iceberg[1]), 2)
+            assert [t for t, _, _ in got] == [20, 20]   # accepted: the Login's StpMode 9 is absent
+            assert [t for t, _, _ in await s.ask(book_query(5, AAPL, 2), 1)] == [27]
+            # version 1: a plain limit order of 100; version 2: an iceberg showing 10
+            assert bid_levels(s.raw[-1]) == [(1_000_000, 100, 1), (990_000, 10, 1)]
+            got = await s.ask(frame(13, struct.pack("<Q8sBB", 3, AAPL, 0, 7), version=1)
+                              + frame(13, struct.pack("<Q8sBB", 4, AAPL, 0, 7)), 4)
+            # version 1: scope absent (SESSION), both orders canceled, MassCancelDone; then
+            # version 2: scope 7 -> OrderRejected INVALID_FIELD
+            assert [t for t, _, _ in got] == [23, 23, 26, 21]
+            assert ORDER_REJECTED.unpack(got[3][2])[2:] == (4, AAPL, 9)
+        finally:
+            s.close()
+        # the same Login with a version-2 header: defaultStpMode 9 applies, the order is refused
+        s = RawSession(*await asyncio.open_connection(host, int(port)))
+        try:
+            s.writer.write(login_v(cfg, "bob", stp9, 2))
+            assert [t for t, _, _ in await s.frames(1)] == [2]
+            [(t, _, rej)] = await s.ask(new_order(1, AAPL), 1)
+            assert t == 21 and ORDER_REJECTED.unpack(rej)[4] == 9                # INVALID_FIELD
         finally:
             s.close()
