@@ -7,10 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
-import time
 from pathlib import Path
 
-from support.gateway_harness import make_config, metric_value, running_gateway, scrape
+from support.gateway_harness import make_config, metric_value, raw_bytes, running_gateway, scrape
 from websockets.asyncio.client import connect as ws_connect
 
 from gateway.config.schema import Config
@@ -43,22 +42,6 @@ def split_frames(data: bytes) -> list[tuple[int, int, bytes]]:
     return out
 
 
-async def read_until_close(cfg: Config, send: bytes, timeout: float = 5.0) -> tuple[bytes, float]:
-    """Everything the server writes on a new order-entry connection after ``send`` (may be
-    empty), until it closes; and how long that took."""
-    host, port = cfg.listen.rsplit(":", 1)
-    reader, writer = await asyncio.open_connection(host, int(port))
-    t0 = time.monotonic()
-    writer.write(send)
-    buf = b""
-    try:
-        while chunk := await asyncio.wait_for(reader.read(65536), timeout):
-            buf += chunk
-    finally:
-        writer.close()
-    return buf, time.monotonic() - t0
-
-
 # -- findings 1 and 2: the login timeout, no heartbeats before login ------------------------------
 #: Logout reason 7 (LOGIN_TIMEOUT), TCP framed: 16 bytes
 LOGOUT_LOGIN_TIMEOUT = bytes.fromhex("00000010eb50" "0200" "0500" "0100" "0200" "0700")
@@ -70,12 +53,12 @@ async def test_a_silent_connection_gets_no_heartbeat_then_logout_login_timeout(t
     one Logout reason 7, after login_timeout_ms, counted by hftgw_login_timeouts_total."""
     cfg = make_config(tmp_path, login_timeout_ms=800, heartbeat_interval_ms=100)
     async with running_gateway(cfg):
-        data, took = await read_until_close(cfg, b"")
+        data, took = await raw_bytes(cfg, b"", 5.0)
         assert data == LOGOUT_LOGIN_TIMEOUT
         assert 0.75 < took < 3.0
         # heartbeats do not keep a connection alive before login either, nor make it get any
         beats = frame(4, b"") * 5
-        data, took = await read_until_close(cfg, beats)
+        data, took = await raw_bytes(cfg, beats, 5.0)
         assert data == LOGOUT_LOGIN_TIMEOUT and 0.75 < took < 3.0
         _, text = scrape(cfg)
         assert metric_value(text, "hftgw_login_timeouts_total") == 2
