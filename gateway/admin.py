@@ -5,8 +5,10 @@ algorithm, key, issuer, audience, leeway) and required to have the ``admin`` rol
 token -> 401, a valid token without the role -> 403.  The HTTP server runs in its own thread;
 every request is handed to the event-loop thread (``asyncio.run_coroutine_threadsafe``, i.e.
 ``loop.call_soon_threadsafe``) and awaited there, so the engine is only ever touched by its own
-thread.  Changes (halt, resume, kill, release, limits) are journaled CMD_ADMIN commands, written
-to the audit log (who, from where, what, outcome) and to the log.
+thread.  Changes (halt, resume, kill, release, limits) are journaled CMD_ADMIN commands and
+logged.  Every request, reads and refusals included, is one line of the audit log (who, from
+where, what, outcome): a refused one names the action its path asks for and the account its
+token claims.
 
 Routes (all answers are JSON objects; errors are ``{"error": code, "detail": text}``):
 
@@ -39,7 +41,7 @@ import msgspec
 
 from gateway.config.schema import PRICE_UNITS_PER_CURRENCY
 from gateway.risk.pretrade import AdminAction, RiskField
-from gateway.security.auth import LoginFailure, check_account
+from gateway.security.auth import LoginFailure, check_account, unverified_subject
 from matching.records import EventType, RejectReason
 
 if TYPE_CHECKING:
@@ -52,12 +54,14 @@ TIMEOUT_S = 5.0
 
 
 class AdminError(Exception):
-    """An answer other than 200: HTTP status, error code, detail."""
+    """An answer other than 200: HTTP status, error code, detail; account: who asked, for the
+    audit log of a refused token (the ``sub`` it claims, unverified) or role."""
 
-    def __init__(self, status: int, code: str, detail: str) -> None:
+    def __init__(self, status: int, code: str, detail: str, account: str = "") -> None:
         super().__init__(detail)
         self.status = status
         self.code = code
+        self.account = account
 
 
 class LimitChange(msgspec.Struct, forbid_unknown_fields=True):
@@ -85,6 +89,30 @@ _STATUS = {200: "200 OK", 400: "400 Bad Request", 401: "401 Unauthorized", 403: 
            503: "503 Service Unavailable", 504: "504 Gateway Timeout"}
 
 
+#: path shape after /admin ("*" = a symbol or account name) -> (method, action, handler name)
+_ROUTES: dict[tuple[str, ...], tuple[str, str, str]] = {
+    ("stats",): ("GET", "stats", "_stats"),
+    ("symbols",): ("GET", "symbols", "_symbols"),
+    ("symbols", "*", "halt"): ("POST", "halt", "_halt"),
+    ("symbols", "*", "resume"): ("POST", "resume", "_halt"),
+    ("accounts", "*"): ("GET", "account", "_account"),
+    ("accounts", "*", "kill"): ("POST", "kill", "_kill"),
+    ("accounts", "*", "release"): ("POST", "release", "_kill"),
+    ("limits",): ("POST", "limits", "_limits"),
+}
+
+
+def _shape(parts: list[str]) -> tuple[str, ...]:
+    return tuple("*" if i == 1 and len(parts) > 1 and parts[0] in ("symbols", "accounts") else p
+                 for i, p in enumerate(parts))
+
+
+def _action_of(parts: list[str]) -> str:
+    """The action a path names whatever the method ("unknown" for no route)."""
+    route = _ROUTES.get(_shape(parts))
+    return route[1] if route is not None else "unknown"
+
+
 def _name(enum_cls: type, value: int, prefix: str) -> str:
     try:
         return str(enum_cls(value).name).removeprefix(prefix).lower()
@@ -106,21 +134,23 @@ class AdminApi:
         method = environ.get("REQUEST_METHOD", "GET")
         path = environ.get("PATH_INFO", "")
         peer = str(environ.get("REMOTE_ADDR", "?"))
-        action, who = "unknown", ""
+        parts = [p for p in path.split("/") if p][1:]     # after "admin"
+        # named before the token is checked, so that a refused request's line says what it tried
+        action, who = _action_of(parts), ""
         try:
             who = self._authorize(environ)
-            parts = [p for p in path.split("/") if p][1:]     # after "admin"
             action, handler = self._route(method, parts)
             body = self._body(environ) if method == "POST" else b""
             status, out = 200, self._on_loop(lambda: handler(parts, body, who, peer))
             outcome = "ok"
         except AdminError as exc:
             status, out, outcome = exc.status, {"error": exc.code, "detail": str(exc)}, exc.code
+            who = who or exc.account
         key = (action, outcome)
         self.requests[key] = self.requests.get(key, 0) + 1
-        if method == "POST" or status in (401, 403):
-            self.engine.audit.write("admin", address=peer, account=who, action=action,
-                                    path=path, outcome=outcome, status=status)
+        # every request, reads and refusals included: who looked at what is part of the record
+        self.engine.audit.write("admin", address=peer, account=who, action=action, method=method,
+                                path=path, outcome=outcome, status=status)
         data = json.dumps(out, default=str).encode()
         start_response(_STATUS.get(status, f"{status} Error"),
                        [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
@@ -134,9 +164,11 @@ class AdminApi:
         try:
             ident = self.engine.verifier.verify(token.strip())
         except LoginFailure as exc:
-            raise AdminError(401, "unauthorized", f"token refused: {exc.code}") from None
+            raise AdminError(401, "unauthorized", f"token refused: {exc.code}",
+                             unverified_subject(token.strip())) from None
         if "admin" not in ident.roles:
-            raise AdminError(403, "forbidden", f"the token of {ident.account} has no admin role")
+            raise AdminError(403, "forbidden", f"the token of {ident.account} has no admin role",
+                             ident.account)
         return ident.account
 
     def _body(self, environ: dict[str, Any]) -> bytes:
@@ -149,25 +181,13 @@ class AdminApi:
         return bytes(environ["wsgi.input"].read(n)) if n > 0 else b""
 
     def _route(self, method: str, parts: list[str]) -> tuple[str, Callable[..., dict[str, Any]]]:
-        routes: dict[tuple[str, ...], tuple[str, str, Callable[..., dict[str, Any]]]] = {
-            ("stats",): ("GET", "stats", self._stats),
-            ("symbols",): ("GET", "symbols", self._symbols),
-            ("symbols", "*", "halt"): ("POST", "halt", self._halt),
-            ("symbols", "*", "resume"): ("POST", "resume", self._halt),
-            ("accounts", "*"): ("GET", "account", self._account),
-            ("accounts", "*", "kill"): ("POST", "kill", self._kill),
-            ("accounts", "*", "release"): ("POST", "release", self._kill),
-            ("limits",): ("POST", "limits", self._limits),
-        }
-        shape = tuple("*" if i == 1 and len(parts) > 1 and parts[0] in ("symbols", "accounts") else p
-                      for i, p in enumerate(parts))
-        route = routes.get(shape)
+        route = _ROUTES.get(_shape(parts))
         if route is None:
             raise AdminError(404, "not_found", "unknown admin route")
         want, action, handler = route
         if method != want:
             raise AdminError(405, "method_not_allowed", f"{action} takes {want}")
-        return action, handler
+        return action, getattr(self, handler)
 
     def _on_loop(self, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         # the engine belongs to the event-loop thread: run there, wait here

@@ -63,7 +63,8 @@ prevention as Binance spot, https://developers.binance.com/docs/binance-spot-api
 * CMD_END_OF_SESSION -> EVT_CANCELED(CXL_EXPIRED, the order's own ClOrdID) per DAY order of the
   symbol (or all, as for mass cancel), in book order, then EVT_MASS_CANCEL_DONE to the sender.
 * CMD_BOOK_QUERY -> EVT_BOOK_SNAPSHOT(count bids, count2 asks) then the EVT_BOOK_LEVEL records,
-  bids then asks, best first, contiguous in the ring (depth 0 -> 10, at most 100 a side).
+  bids then asks, best first, contiguous in the ring (depth 0 -> 10); a depth above 100 is
+  EVT_REJECTED(REJ_INVALID_FIELD), as an unknown symbol is EVT_REJECTED(REJ_UNKNOWN_SYMBOL).
 * CMD_SYMBOL_ADD -> nothing when it defines the next free symbol id (a new, empty book) or
   redefines an existing one (new tick and max_qty; resting orders stay as they are); a gap in
   the ids or a tick / max_qty <= 0 is EVT_REJECTED(REJ_INVALID_FIELD) for session 0.

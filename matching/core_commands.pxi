@@ -144,9 +144,9 @@ cdef int _on_symbol_add(MatchingCore self, const Command *c) except -1 nogil:
 
 
 cdef inline uint32_t _query_depth(const Command *c) noexcept nogil:
-    # levels a side a book query asks for: 0 means the default, and at most _MAX_DEPTH
-    cdef uint32_t depth = c.depth if c.depth != 0 else _DEF_DEPTH
-    return depth if depth <= _MAX_DEPTH else _MAX_DEPTH
+    # levels a side a book query asks for: 0 means the default (a depth above _MAX_DEPTH is
+    # rejected before this is asked)
+    return c.depth if c.depth != 0 else _DEF_DEPTH
 
 
 cdef int _emit_levels(MatchingCore self, const Command *c, const BookSide *bs, uint32_t scan,
@@ -176,6 +176,9 @@ cdef int _on_book_query(MatchingCore self, const Command *c) except -1 nogil:
     cdef Event *ev
     if c.symbol_id >= self.n_symbols:
         return _reject(self, c, REJ_UNKNOWN_SYMBOL, c.orig_cl_ord_id)
+    if c.depth > _MAX_DEPTH:
+        # refused rather than cut down, so that a client never takes a partial book for all
+        return _reject(self, c, REJ_INVALID_FIELD, c.orig_cl_ord_id)
     bk = &self.books[c.symbol_id]
     depth = _query_depth(c)
     ev = _emit(self, c, EVT_BOOK_SNAPSHOT)
@@ -194,7 +197,7 @@ cdef uint64_t _bounded_events(MatchingCore self, const Command *c) noexcept nogi
     if c.type == CMD_NEW:
         return 2                      # ACCEPTED + CANCELED, or one REJECTED
     if c.type == CMD_BOOK_QUERY:
-        if c.symbol_id >= self.n_symbols:
+        if c.symbol_id >= self.n_symbols or c.depth > _MAX_DEPTH:
             return 1
         bk = &self.books[c.symbol_id]
         depth = _query_depth(c)

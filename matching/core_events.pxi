@@ -83,7 +83,9 @@ cdef inline Event *_refusal(MatchingCore self, const Command *c, uint8_t typ, ui
 
 
 cdef int _reject(MatchingCore self, const Command *c, uint16_t reason, uint64_t cl_ord_id) except -1 nogil:
-    _refusal(self, c, EVT_REJECTED, reason, cl_ord_id)
+    cdef Event *ev = _refusal(self, c, EVT_REJECTED, reason, cl_ord_id)
+    if c.symbol_id == UNKNOWN_SYMBOL_ID:
+        ev.ref = c.reserved        # the name sent, which the symbol id cannot give back
     return 0
 
 

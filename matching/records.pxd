@@ -151,7 +151,8 @@ ctypedef struct Command:
     uint8_t scope             # 84  CMD_MASS_CANCEL: MassCancelScope
     uint8_t pad0              # 85
     uint16_t pad1             # 86
-    uint64_t reserved         # 88  0
+    uint64_t reserved         # 88  symbol_id UNKNOWN_SYMBOL_ID: the symbol's 8 bytes as sent
+                              #     (NUL-padded, 0 = blank; the reject echoes them); else 0
 # CMD_SESSION_OPEN carries the account name, NUL-padded ASCII, in the 32 bytes from offset 32, and
 #   the account id the gateway gave it in account_id.
 # CMD_MASS_CANCEL, CMD_END_OF_SESSION: symbol_id UNKNOWN_SYMBOL_ID with depth=1 = all symbols.
@@ -185,7 +186,8 @@ ctypedef struct Event:
     uint64_t leaves           # 64  owner's leaves qty after the event (CANCELED: > 0 for the partial
                               #     cancel of self-trade prevention DECREMENT; the order lives on)
     uint64_t ref              # 72  FILL: trade id; REPLACED/CANCEL_REJECTED/CANCELED: orig ClOrdID;
-                              #     BOOK_SNAPSHOT: request id; TRIGGERED: the stop price
+                              #     BOOK_SNAPSHOT: request id; TRIGGERED: the stop price;
+                              #     REJECTED for an unknown symbol: the command's reserved (the name)
     uint64_t contra_cl_ord_id  # 80  FILL: maker ClOrdID
     uint64_t contra_order_id  # 88  FILL: maker order id
     uint64_t contra_leaves    # 96  FILL: maker leaves after the fill; REPLACED: leaves before

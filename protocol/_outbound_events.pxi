@@ -37,6 +37,8 @@ cdef void _encode_event(Outbound o, const Event *ev, bint live) noexcept nogil:
         o.rejects_by_reason[_reason_slot(ev.reason)] += 1
         p = _begin(o, ev, TPL_ORDER_REJECTED, sizeof(OrderRejectedBlock), &seq)
         if p != NULL:
+            if key == 0:
+                key = ev.ref       # an unknown symbol: the name as the request sent it
             fill_order_rejected(p, ev, seq, key)
             _note_ack(o, ev, live)
     elif t == EVT_FILL:

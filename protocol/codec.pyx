@@ -8,9 +8,10 @@ frame length counting its own 6 bytes, uint16 BIG-endian encoding type 0xEB50); 
 65535 bytes.  With ``sofh=False`` (a WebSocket message) the buffer holds SBE messages back to back
 and each message's length follows from its header, groups and varData.  As SBE allows, a
 blockLength as short as the template's first version is accepted (the fields added later read as
-0: ``SINCE_VERSION``), and a blockLength (or group entry blockLength) LONGER than ours is accepted
-and the extra bytes skipped, and bytes after the known parts of a SOFH frame are ignored (a newer
-schema version may add groups or varData there).
+0: ``SINCE_VERSION``); the header's version is the acting version, so a field added after it
+reads as 0 whatever the blockLength (``FrameInfo.acting_length``); and a blockLength (or group
+entry blockLength) LONGER than ours is accepted and the extra bytes skipped, and bytes after the
+known parts of a SOFH frame are ignored (a newer schema version may add groups or varData there).
 
 Two levels:
 
@@ -164,11 +165,13 @@ def encode(msg, bint sofh=True) -> bytes:
 cdef object _decode_at(object buf, Py_ssize_t off, FrameInfo *fi):
     # off: start of a message frame_at() has validated, so every read below is in bounds
     t = _BY_TID[fi.template_id]
-    if fi.block_length >= t.block_length:
+    if fi.acting_length >= t.block_length:
         values = list(t.block.unpack_from(buf, off + SBE_HEADER_SIZE))
-    else:                      # an older version's block: the fields it lacks are 0
-        raw = bytes(buf[off + SBE_HEADER_SIZE:off + SBE_HEADER_SIZE + fi.block_length])
-        values = list(t.block.unpack(raw + bytes(t.block_length - fi.block_length)))
+    else:
+        # an older version's block, or fields the header's version does not have (absent
+        # whatever the blockLength): they read as 0
+        raw = bytes(buf[off + SBE_HEADER_SIZE:off + SBE_HEADER_SIZE + fi.acting_length])
+        values = list(t.block.unpack(raw + bytes(t.block_length - fi.acting_length)))
     for i in t.symbols:
         values[i] = values[i].rstrip(b"\0 ").decode("latin-1")
     cdef Py_ssize_t pos = off + SBE_HEADER_SIZE + fi.block_length, j

@@ -12,7 +12,7 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 
-from matching.records cimport Command
+from matching.records cimport UNKNOWN_SYMBOL_ID, Command
 from matching.ring cimport SpscRing
 from protocol.codec cimport SBE_HEADER_SIZE
 from protocol.framing cimport (
@@ -61,7 +61,7 @@ include "decoder_commands.pxi"
 
 
 cdef inline void _to_command(Command *c, const char *m, uint16_t tid, uint32_t session_id,
-                             uint32_t symbol_id, bint blank_symbol, uint64_t recv_ts,
+                             uint32_t symbol_id, uint64_t key, uint64_t recv_ts,
                              uint32_t account_id, uint8_t stp_default) noexcept nogil:
     # ring slots are reused: the record is cleared first, then the template sets its fields
     c[0] = _ZERO_COMMAND
@@ -69,7 +69,10 @@ cdef inline void _to_command(Command *c, const char *m, uint16_t tid, uint32_t s
     c.session_id = session_id
     c.symbol_id = symbol_id
     c.account_id = account_id
-    command_fields(c, m, tid, blank_symbol, stp_default)
+    if symbol_id == UNKNOWN_SYMBOL_ID:
+        # the id says nothing about the name, and the UNKNOWN_SYMBOL reject echoes the name sent
+        c.reserved = key
+    command_fields(c, m, tid, key == 0, stp_default)
 
 
 def decode_orders(buffer, Py_ssize_t start, Py_ssize_t end, SpscRing ring not None,
@@ -81,7 +84,8 @@ def decode_orders(buffer, Py_ssize_t start, Py_ssize_t end, SpscRing ring not No
     NewOrder -> CMD_NEW, CancelOrder -> CMD_CANCEL, ReplaceOrder -> CMD_REPLACE, MassCancel ->
     CMD_MASS_CANCEL (an all-blank symbol -> symbol_id UNKNOWN_SYMBOL and depth 1; scope), BookQuery ->
     CMD_BOOK_QUERY (request id in orig_cl_ord_id and cl_ord_id).  symbol_id comes from
-    ``symbols`` (UNKNOWN_SYMBOL when absent), ts = recv_ts (ns), seq = 0 (the sequencer stamps
+    ``symbols`` (UNKNOWN_SYMBOL when absent, with the symbol's NUL-padded bytes as sent in
+    ``reserved``, for the reject to echo), ts = recv_ts (ns), seq = 0 (the sequencer stamps
     it), account_id = ``account_id`` (the session's account); a NewOrder with stpMode 0 gets
     ``stp_default`` (the session's default StpMode: the order's own value wins when set).
     Business fields are not validated here (the matching core does that).
@@ -128,13 +132,15 @@ def decode_orders(buffer, Py_ssize_t start, Py_ssize_t end, SpscRing ring not No
                         st = DEC_RING_FULL
                         break
                 m = <const char *>(base + off + fi.msg_offset + SBE_HEADER_SIZE)
-                if fi.block_length < templates[tid].block_length:
+                if fi.acting_length < templates[tid].block_length:
+                    # an older version's block, or fields the header's version does not have:
+                    # what is missing reads as 0 (the documented default of every later field)
                     memset(short_block, 0, sizeof(short_block))
-                    memcpy(short_block, m, fi.block_length)
+                    memcpy(short_block, m, fi.acting_length)
                     m = short_block
                 key = symbol_key(m + templates[tid].symbol_offset)
                 _to_command(<Command *>ring.slot(wpos + n), m, tid, session_id,
-                            symbols.lookup_key(key), key == 0, recv_ts, account_id, stp_default)
+                            symbols.lookup_key(key), key, recv_ts, account_id, stp_default)
                 n += 1
                 off += fi.frame_len
             if n:

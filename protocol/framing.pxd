@@ -13,6 +13,7 @@ from protocol.codec cimport (
     MIN_FRAME,
     SBE_HEADER_SIZE,
     SBE_SCHEMA_ID,
+    SBE_SCHEMA_VERSION,
     SOFH_ENCODING_SBE_LE,
     SOFH_SIZE,
     VAR_LENGTH_SIZE,
@@ -36,6 +37,11 @@ ctypedef struct FrameInfo:
     Py_ssize_t msg_len       # header + block + groups + varData, as this schema reads them
     uint16_t template_id
     uint16_t block_length    # as sent (may exceed ours: newer schema version)
+    # the bytes of the block that hold fields of the header's version (the acting version):
+    # min(block_length, that version's block).  A field whose sinceVersion is above the acting
+    # version is absent whatever the blockLength (SBE 1.0), so the readers stop there and
+    # read the rest as 0.
+    uint16_t acting_length
 
 # Per-template facts the framing walk and the decoder need; indexed by template id.
 ctypedef struct TemplateInfo:
@@ -43,6 +49,10 @@ ctypedef struct TemplateInfo:
     # the shortest root block accepted: that of the template's first version (fields added
     # later read as 0 when absent)
     uint16_t min_block_length
+    # by acting version 0 .. SBE_SCHEMA_VERSION: the length of the block's prefix whose fields
+    # that version has (the offset of the first field of a later version; block_length if none).
+    # 8 versions (a literal: the C struct precedes the generated enum; framing.pyx checks it)
+    uint16_t version_block[8]
     uint16_t entry_length    # root-level repeating groups: our entry blockLength
     uint16_t symbol_offset   # order templates: offset of `symbol` in the block
     uint8_t known
@@ -70,6 +80,7 @@ cdef inline int frame_at(const TemplateInfo *templates, const uint8_t *p, Py_ssi
     cdef const TemplateInfo *t
     cdef const GroupSize *g
     cdef int _g, _v
+    cdef uint16_t acting
     if sofh:
         if avail < 4:
             return DEC_NEED_MORE
@@ -113,6 +124,9 @@ cdef inline int frame_at(const TemplateInfo *templates, const uint8_t *p, Py_ssi
         return short_status
     fi.template_id = h.template_id
     fi.block_length = h.block_length
+    # a version above ours acts as ours: it may only have appended what we skip anyway
+    acting = t.version_block[h.version if h.version < SBE_SCHEMA_VERSION else SBE_SCHEMA_VERSION]
+    fi.acting_length = acting if acting < h.block_length else h.block_length
     fi.msg_len = need
     if sofh:
         fi.msg_offset = SOFH_SIZE

@@ -14,6 +14,7 @@ from libc.string cimport memset
 
 from protocol.codec cimport (
     MAX_TEMPLATE_ID,
+    SBE_SCHEMA_VERSION,
     TPL_BOOK_QUERY,
     TPL_BOOK_SNAPSHOT,
     TPL_CANCEL_ORDER,
@@ -43,7 +44,9 @@ cdef tuple _f(str name, const void *base, const void *field, size_t size, str pr
 #: VAR_DATA: template id -> [(varData name, primitive type of its length)] (varStringEncoding).
 #: SINCE_VERSION: schema version that added each template and each field appended to an older
 #:   template (as the XML's sinceVersion); everything not listed is from version 1.  A block as
-#:   short as the template's first version is accepted; fields it lacks decode as 0.
+#:   short as the template's first version is accepted; fields it lacks decode as 0, and so
+#:   do the fields added after the header's version (the acting version) whatever the block
+#:   holds (TemplateInfo.version_block, FrameInfo.acting_length).
 include "framing_layout.pxi"
 
 _ORDER_TEMPLATES = (TPL_NEW_ORDER, TPL_CANCEL_ORDER, TPL_REPLACE_ORDER, TPL_MASS_CANCEL, TPL_BOOK_QUERY)
@@ -68,6 +71,8 @@ def _check_fields(str where, list fields, Py_ssize_t block_length):
 
 def _build_templates():
     memset(TEMPLATES, 0, sizeof(TEMPLATES))
+    if SBE_SCHEMA_VERSION >= sizeof(TEMPLATES[0].version_block) // sizeof(TEMPLATES[0].version_block[0]):
+        raise ImportError(f"schema version {SBE_SCHEMA_VERSION}: TemplateInfo.version_block too short")
     for tid, (name, block_length, fields) in LAYOUT.items():
         _check_fields(name, fields, block_length)
         groups = GROUPS.get(tid, [])
@@ -89,6 +94,12 @@ def _build_templates():
         TEMPLATES[tid].min_block_length = min([f[1] for f in fields if f[0] in later] + [block_length])
         if any(f[0] in later for f in fields if f[1] < TEMPLATES[tid].min_block_length):
             raise ImportError(f"{name}: a field of a later version before an older one")
+        for v in range(SBE_SCHEMA_VERSION + 1):
+            # fields are only appended, in version order, so a version's fields are a prefix
+            TEMPLATES[tid].version_block[v] = min(
+                [f[1] for f in fields if later.get(f[0], 0) > v] + [block_length])
+        if any(later.get(a[0], 0) > later.get(b[0], 0) for a, b in zip(fields, fields[1:])):
+            raise ImportError(f"{name}: fields not in version order")
         TEMPLATES[tid].is_order = tid in _ORDER_TEMPLATES
         TEMPLATES[tid].n_groups = len(groups)
         TEMPLATES[tid].entry_length = groups[0][1] if groups else 0

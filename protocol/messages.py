@@ -138,7 +138,8 @@ class MassCancel(msgspec.Struct):
 
 
 class BookQuery(msgspec.Struct):
-    """C->S, template 14.  depth: levels per side, 0 = 10, at most 100."""
+    """C->S, template 14.  depth: levels per side, 0 = 10, at most 100 (above: OrderRejected
+    INVALID_FIELD)."""
 
     TEMPLATE_ID: ClassVar[int] = 14
     request_id: int

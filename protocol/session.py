@@ -59,6 +59,7 @@ from protocol.session_table import (
     expects_login,
     transition,
 )
+from protocol.symbols import symbol_wire
 
 __all__ = ["LoginDecision", "LogoutReason", "RiskGate", "ServerSession", "SessionCounters",
            "SessionState"]
@@ -429,9 +430,12 @@ class ServerSession:
             self._violation(RejectReason.REJ_NOT_AUTHORIZED, EndOfSession.TEMPLATE_ID, now_ns)
             return True
         symbol_id = self.symbols.lookup(msg.symbol) if msg.symbol else UNKNOWN_SYMBOL
+        # an unknown name rides along in `reserved` for the reject to echo (as decode_orders does)
+        name = int.from_bytes(symbol_wire(msg.symbol), "little") if symbol_id == UNKNOWN_SYMBOL else 0
         record = pack_command(type=CommandType.CMD_END_OF_SESSION, ts=now_ns, session_id=self.session_id,
                               account_id=self.account_id, symbol_id=symbol_id,
-                              depth=1 if not msg.symbol else 0, cl_ord_id=msg.cl_ord_id)
+                              depth=1 if not msg.symbol else 0, cl_ord_id=msg.cl_ord_id,
+                              reserved=name)
         if self.ring.push(record) == 0:
             return False
         self.commands_queued += 1

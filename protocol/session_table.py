@@ -9,7 +9,8 @@ table, and then runs the side effects.  So this module answers one question, "ma
 now, and where does it lead", and reading the table is reading the protocol:
 
 - Before login (AWAIT_LOGIN) a peer may log in, send heartbeats or log out; order entry,
-  PositionQuery and EndOfSession are not allowed (answered SessionReject NOT_LOGGED_IN).
+  PositionQuery and EndOfSession are not allowed (answered SessionReject NOT_LOGGED_IN).  The
+  login timeout is its only timer.
 - Logged in (ACTIVE) it may send order entry, PositionQuery, EndOfSession, heartbeats and
   Logout; a second Login is not allowed (LoginRejected LOGIN_ALREADY_LOGGED_IN).  Which of
   those its *role* may send is checked after the table, by the session (access control is per
@@ -19,10 +20,9 @@ now, and where does it lead", and reading the table is reading the protocol:
 
 Timer events (LOGIN_TIMEOUT, PEER_SILENT, HEARTBEAT_DUE) are different in one way: a timer whose
 event a state's row does not have is simply not armed in that state (``tick`` checks a timer
-only where the row has it: ``timers_armed``), rather than being a protocol error.  That is where
-issue 14 is fixed: removing ``PEER_SILENT`` and ``HEARTBEAT_DUE`` from the AWAIT_LOGIN row makes
-the login timeout the only timer before login and stops heartbeats to connections that have not
-logged in.
+only where the row has it: ``timers_armed``), rather than being a protocol error.  Before login
+only the login timeout is armed: a connection that has not logged in gets no heartbeats and is
+not timed out for silence, only for not logging in (Logout LOGIN_TIMEOUT).
 
 The session relies on one property of the table: every state but CLOSED has MALFORMED, SHUTDOWN
 and VIOLATION_LIMIT (it applies them with no refusal path; tests/protocol/test_session_state.py checks).
@@ -84,12 +84,10 @@ TRANSITIONS: Mapping[SessionState, Mapping[Event, SessionState]] = {
         Event.HEARTBEAT: AWAIT_LOGIN,
         Event.LOGOUT: CLOSED,
         Event.MALFORMED: CLOSED,
+        # the only timer before login: no PEER_SILENT (it would log a silent peer out with
+        # HEARTBEAT_TIMEOUT before the login timeout fires) and no HEARTBEAT_DUE (SoupBinTCP
+        # sends no heartbeats before the login is accepted); issue 14
         Event.LOGIN_TIMEOUT: CLOSED,
-        # issue 14: these two rows are the bugs (a silent peer before login is logged out with
-        # HEARTBEAT_TIMEOUT before the login timeout can fire; heartbeats are sent before
-        # login); delete them to fix it
-        Event.PEER_SILENT: CLOSED,
-        Event.HEARTBEAT_DUE: AWAIT_LOGIN,
         Event.VIOLATION_LIMIT: CLOSED,
         Event.SHUTDOWN: CLOSED,
     },

@@ -17,12 +17,13 @@ time (the first one right after the pump, the next ones as ready callbacks), so 
 never held up for longer than one slice, however many subscribers there are; BBOs published
 between two visits of a connection are conflated (the newest one is sent).
 
-Sequence numbers: each symbol has a book sequence number (``bookSeq``), counting the changes of
-its top 20 levels a side since the gateway started.  A depth stream (symbol, levels 5/10/20)
-sends a DepthSnapshot with ``lastSeq`` = the bookSeq of its state, then DepthUpdates with
-``firstSeq`` = the previous message's ``lastSeq`` + 1 and ``lastSeq`` = the bookSeq after the
-change; so a client keeps an exact copy of the top levels and sees a gap as firstSeq > its
-lastSeq + 1 (docs/protocol.md, "Market data feed").
+Sequence numbers: each symbol has a book sequence number (``bookSeq``), one step per published
+change of its top 20 levels a side since the gateway started: at most one per pump (``refresh``
+compares the pump's end state), and only while the symbol has BBO or depth subscribers.  A
+depth stream (symbol, levels 5/10/20) sends a DepthSnapshot with ``lastSeq`` = the bookSeq of
+its state, then DepthUpdates with ``firstSeq`` = the previous message's ``lastSeq`` + 1 and
+``lastSeq`` = the bookSeq after the change; so a client keeps an exact copy of the top levels
+and sees a gap as firstSeq > its lastSeq + 1 (docs/protocol.md, "Market data feed").
 
 Slow consumers: a connection whose unsent bytes (the transport's write buffer) pass
 ``md_conflate_bytes`` is "congested": it gets no BBO (the newest is sent once it has caught up)

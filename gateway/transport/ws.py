@@ -31,7 +31,7 @@ from gateway.config.schema import parse_hostport
 from gateway.engine import Engine
 from gateway.marketdata.fanout import MarketData
 from gateway.security.access import peer_host
-from gateway.security.auth import LoginFailure
+from gateway.security.auth import LoginFailure, unverified_subject
 from protocol import codec
 from protocol.messages import Login, Logout
 from protocol.session import LoginDecision, LogoutReason, ServerSession, SessionCounters
@@ -237,6 +237,7 @@ class WsGateway:
                             f"no WebSocket endpoint at {url.path}: use {MD_PATH} or {ORDERS_PATH}\n")
         if len(self.md.conns) >= self.cfg.md_max_connections:
             self.md.counters.refused_connections += 1
+            self._audit_md(connection, HTTPStatus.SERVICE_UNAVAILABLE, "rejected", "connection_limit")
             return _respond(connection, HTTPStatus.SERVICE_UNAVAILABLE, "too many market-data connections\n")
         if self.cfg.md_require_token:
             token = parse_qs(url.query).get("token", [""])[0]
@@ -250,8 +251,19 @@ class WsGateway:
                                        "role_not_allowed")
             except LoginFailure as exc:
                 self.md.counters.auth_failures += 1
+                self._audit_md(connection, HTTPStatus.UNAUTHORIZED, "rejected", exc.code,
+                               unverified_subject(token))
                 return _respond(connection, HTTPStatus.UNAUTHORIZED, f"market data needs a token: {exc}\n")
+            # a verified token is a login: audited like an order-entry one
+            self._audit_md(connection, HTTPStatus.SWITCHING_PROTOCOLS, "accepted", "", ident.account)
         return None
+
+    def _audit_md(self, connection: ServerConnection, status: HTTPStatus, outcome: str, reason: str,
+                  account: str = "") -> None:
+        # one line per refused /md handshake (and per accepted one that showed a token)
+        peer = connection.remote_address
+        self.engine.audit.write("md_handshake", address=f"{peer[0]}:{peer[1]}" if peer else "?",
+                                account=account, outcome=outcome, reason=reason, status=int(status))
 
     async def _handler(self, ws: ServerConnection) -> None:
         assert ws.request is not None

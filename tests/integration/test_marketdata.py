@@ -11,6 +11,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,6 +22,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from gateway.clients.md import MdClient
+from gateway.config.schema import Config
 from gateway.security.auth import mint_token
 from gateway.server import Gateway
 from protocol.mdjson import ErrorReply, MdError, Response, server_decoder
@@ -377,6 +379,15 @@ async def test_token_and_paths(tmp_path: Path) -> None:
         assert refused.value.response.status_code == 404
         _, text = scrape(cfg)
         assert metric_value(text, "hftgw_md_auth_failures_total") == 2
+    # every refused handshake and every one with a verified token is audited (issue 14, finding 7)
+    got = [(x["outcome"], x["reason"], x["account"], x["status"]) for x in md_audit(cfg)]
+    assert got == [("rejected", "bad_token", "", 401), ("rejected", "role_not_allowed", "alice", 401),
+                   ("accepted", "", "viewer", 101), ("accepted", "", "viewer", 101)]
+
+
+def md_audit(cfg: Config) -> list[dict[str, Any]]:
+    lines = (Path(cfg.journal_dir) / "audit.log").read_text().splitlines()
+    return [x for x in map(json.loads, lines) if x["event"] == "md_handshake"]
 
 
 async def test_connection_limit(tmp_path: Path) -> None:
@@ -395,6 +406,9 @@ async def test_connection_limit(tmp_path: Path) -> None:
         _, text = scrape(cfg)
         assert metric_value(text, "hftgw_md_connections_refused_total") == 1
         assert metric_value(text, "hftgw_md_connections_total") == 3
+    [line] = md_audit(cfg)                        # no token required: only the refusal
+    assert (line["outcome"], line["reason"], line["status"]) == ("rejected", "connection_limit", 503)
+    assert line["address"].startswith("127.0.0.1:")
 
 
 async def test_many_subscribers_across_fanout_slices(tmp_path: Path) -> None:

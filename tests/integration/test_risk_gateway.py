@@ -295,7 +295,16 @@ async def test_admin_api(tmp_path: Path) -> None:
         await b.logout()
     audit = [json.loads(x) for x in (Path(cfg.journal_dir) / "audit.log").read_text().splitlines()]
     admin_lines = [x for x in audit if x["event"] == "admin"]
-    done = [(x["action"], x["account"]) for x in admin_lines if x["outcome"] == "ok"]
-    assert done == [("halt", "ops"), ("resume", "ops"), ("kill", "ops"), ("release", "ops"),
-                    ("limits", "ops")]
-    assert [x["status"] for x in admin_lines if x["outcome"] == "forbidden"] == [403, 403]
+    # one line per request, reads included (issue 14, finding 7)
+    done = [(x["method"], x["action"], x["account"]) for x in admin_lines if x["outcome"] == "ok"]
+    assert done == [("GET", "stats", "ops"), ("POST", "halt", "ops"), ("POST", "resume", "ops"),
+                    ("POST", "kill", "ops"), ("GET", "account", "ops"), ("POST", "release", "ops"),
+                    ("POST", "limits", "ops"), ("GET", "symbols", "ops")]
+    # refusals name the action the path asks for, and who asked when the token says so
+    refused = [(x["status"], x["action"], x["account"]) for x in admin_lines if x["status"] in (401, 403)]
+    assert refused == [(401, "stats", ""), (401, "stats", ""), (403, "stats", "alice"),
+                       (403, "kill", "alice")]
+    others = [(x["status"], x["action"], x["outcome"]) for x in admin_lines if x["status"] in (404, 405)]
+    assert others == [(404, "halt", "unknown_symbol"), (404, "account", "unknown_account"),
+                      (404, "unknown", "not_found"), (405, "kill", "method_not_allowed")]
+    assert len(admin_lines) == len(done) + len(refused) + len(others) + 8     # and the 8 x 400

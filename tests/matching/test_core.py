@@ -381,11 +381,15 @@ def test_book_query(h: Harness) -> None:
     assert (evs[0]["count"], evs[0]["count2"], len(evs)) == (0, 0, 1)
 
 
-def test_book_query_depth_clamped(h: Harness) -> None:
+def test_book_query_depth_up_to_the_maximum_is_answered_above_it_rejected(h: Harness) -> None:
     for i in range(MAX_BOOK_DEPTH + 5):
         h.new(i + 1, SELL, 20000 + 100 * i, 1)
-    evs = h.run(h.cmd(type=QUERY, orig_cl_ord_id=1, symbol_id=0, depth=500))
+    evs = h.run(h.cmd(type=QUERY, orig_cl_ord_id=1, symbol_id=0, depth=MAX_BOOK_DEPTH))
     assert (evs[0]["count"], evs[0]["count2"], len(evs)) == (0, MAX_BOOK_DEPTH, MAX_BOOK_DEPTH + 1)
+    for depth in (MAX_BOOK_DEPTH + 1, 500, 65535):
+        evs = h.run(h.cmd(type=QUERY, orig_cl_ord_id=2, symbol_id=0, depth=depth))
+        assert kinds(evs) == [E.EVT_REJECTED]
+        assert (evs[0]["reason"], evs[0]["cl_ord_id"]) == (R.REJ_INVALID_FIELD, 2)
 
 
 def test_book_query_unknown_symbol(h: Harness) -> None:

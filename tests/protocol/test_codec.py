@@ -2,6 +2,7 @@
 into the inbound ring, and every malformed-input path."""
 from __future__ import annotations
 
+import re
 import struct
 from array import array
 from typing import Any
@@ -46,6 +47,7 @@ from protocol.messages import (
     ReplaceOrder,
     SessionReject,
 )
+from protocol.symbols import symbol_wire
 
 SYMBOLS = ["AAPL", "MSFT", "BRK.B", "ZZZZZZZZ"]
 TABLE = codec.SymbolTable(SYMBOLS)
@@ -183,6 +185,9 @@ def expected_command(msg: Message, session_id: int, ts: int) -> dict[str, int]:
     """The Command record the brief specifies for an order-entry message."""
     c = dict.fromkeys(COMMAND_FIELDS, 0)
     c.update(ts=ts, session_id=session_id, symbol_id=TABLE.lookup(msg.symbol))  # type: ignore[union-attr]
+    if c["symbol_id"] == UNKNOWN_SYMBOL:
+        # the name as sent (NUL-padded, 0 when blank), for the UNKNOWN_SYMBOL reject to echo
+        c["reserved"] = int.from_bytes(symbol_wire(msg.symbol), "little")  # type: ignore[union-attr]
     if isinstance(msg, NewOrder):
         c.update(type=CommandType.CMD_NEW, side=msg.side, ord_type=msg.ord_type, tif=msg.time_in_force,
                  flags=msg.flags, stp=msg.stp_mode, cl_ord_id=msg.cl_ord_id, price=msg.price,
@@ -277,8 +282,10 @@ def test_decode_orders_command_fields() -> None:
     assert got[0]["symbol_id"] == 2 and got[0]["price"] == -(2**63) and got[0]["stp"] == 3
     assert (got[1]["symbol_id"], got[1]["depth"]) == (UNKNOWN_SYMBOL, 1)   # blank: every symbol
     assert (got[2]["symbol_id"], got[2]["depth"]) == (UNKNOWN_SYMBOL, 0)   # unknown, not blank
-    assert got[3]["symbol_id"] == 3 and got[4]["depth"] == 65535
+    assert got[1]["reserved"] == 0 and got[2]["reserved"].to_bytes(8, "little") == b"NOPE\0\0\0\0"
+    assert got[3]["symbol_id"] == 3 and got[4]["depth"] == 65535 and got[3]["reserved"] == 0
     assert got[5]["symbol_id"] == UNKNOWN_SYMBOL
+    assert got[5]["reserved"].to_bytes(8, "little") == b"X" + bytes(7)
 
 
 def test_decode_orders_overwrites_stale_slot_contents() -> None:
@@ -527,3 +534,58 @@ def test_decode_status_constants() -> None:
     assert [codec.NEED_MORE, codec.SESSION_MESSAGE, codec.RING_FULL, codec.MALFORMED,
             codec.UNKNOWN_TEMPLATE] == [0, 1, 2, 3, 4]
     assert codec.DecodeStatus(2) is codec.RING_FULL
+
+
+# -- the acting version (issue 14, finding 4) ---------------------------------------------------------
+def versioned_frame(tid: int, version: int, block_length: int | None = None) -> bytes:
+    """A SOFH frame of template ``tid``, built from the layout by hand: the header says
+    ``version``; every field added after version 1 holds 0x07 bytes, every other field 0x01
+    bytes (symbols 'A's), and ``block_length`` bytes of the block are sent (default: all)."""
+    name, full, fields = codec.LAYOUT[tid]
+    later = codec.SINCE_VERSION["fields"].get(tid, {})
+    block = b"".join((b"A" if prim == "char" else b"\x07" if fname in later else b"\x01") * size
+                     for fname, _, size, prim in fields)
+    n = full if block_length is None else block_length
+    tail = b"".join(struct.pack("<HH", 20, 0) for _ in codec.GROUPS.get(tid, []))
+    tail += b"".join(struct.pack("<H", 0) for _ in codec.VAR_DATA.get(tid, []))
+    body = struct.pack("<HHHH", n, tid, 1, version) + block[:n] + bytes(max(0, n - full)) + tail
+    return struct.pack(">IH", 6 + len(body), 0xEB50) + body
+
+
+LATER_FIELDS = sorted((tid, f) for tid, fs in codec.SINCE_VERSION["fields"].items() for f in fs)
+
+
+@pytest.mark.parametrize(("tid", "field"), LATER_FIELDS, ids=lambda v: str(v))
+def test_a_field_above_the_acting_version_is_absent_whatever_the_block_length(tid: int, field: str) -> None:
+    """SBE 1.0: a field whose sinceVersion is above the header's version reads as its null value
+    (for this schema, the documented default 0) even when the block holds its bytes; with the
+    header's version at or above it (a later version too), it is read."""
+    since = codec.SINCE_VERSION["fields"][tid][field]
+    attr = re.sub(r"(?<!^)(?=[A-Z])", "_", field).lower()
+    for version, block_length in [(since - 1, None), (since - 1, codec.LAYOUT[tid][1] + 9), (0, None)]:
+        [msg], _ = codec.decode_frames(versioned_frame(tid, version, block_length))
+        assert getattr(msg, attr) == 0, (version, block_length)
+    for version in (since, since + 5):
+        [msg], _ = codec.decode_frames(versioned_frame(tid, version))
+        assert getattr(msg, attr) == int.from_bytes(b"\x07" * 8, "little") % (
+            1 << (8 * [f[2] for f in codec.LAYOUT[tid][2] if f[0] == field][0])), version
+    # the fields of the acting version are read as sent
+    [msg], _ = codec.decode_frames(versioned_frame(tid, since - 1))
+    first = codec.LAYOUT[tid][2][0]
+    assert getattr(msg, re.sub(r"(?<!^)(?=[A-Z])", "_", first[0]).lower()) != 0
+
+
+ORDER_TEMPLATES_WITH_LATER_FIELDS = sorted(
+    t for t in codec.SINCE_VERSION["fields"] if codec.is_order_template(t))
+
+
+@pytest.mark.parametrize("tid", ORDER_TEMPLATES_WITH_LATER_FIELDS)
+def test_decode_orders_applies_the_acting_version(tid: int) -> None:
+    ring = SpscRing(8, COMMAND_RECORD_SIZE)
+    buf = versioned_frame(tid, 1) + versioned_frame(tid, 2)
+    assert run_orders(ring, buf, 0, True) == (len(buf), 2, codec.NEED_MORE)
+    v1, v2 = pop_commands(ring)
+    later = {"stopPx": "stop_price", "displayQty": "display_qty", "scope": "scope"}
+    for field in codec.SINCE_VERSION["fields"][tid]:
+        assert v1[later[field]] == 0 and v2[later[field]] != 0, field
+    assert v1["cl_ord_id"] == v2["cl_ord_id"] == int.from_bytes(b"\x01" * 8, "little")

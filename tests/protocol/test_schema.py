@@ -3,6 +3,7 @@ independent reading of it (tests/support/sbe_xml.py), byte for byte."""
 from __future__ import annotations
 
 import re
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -216,3 +217,30 @@ def test_protocol_doc_tables_match_the_layout() -> None:
             assert f"Group `{gname}` (groupSizeEncoding, entry blockLength {entry_length})" in section
         for vname, _ in codec.VAR_DATA.get(tid, []):
             assert f"varData `{vname}`: uint16 length" in section
+
+
+def _doc_section(doc: str, tid: int, name: str) -> str:
+    head = re.search(rf"^### {tid} {name}\b.*?$", doc, re.M)
+    assert head, name
+    section = doc[head.end():]
+    nxt = re.search(r"^#{2,3} ", section, re.M)
+    return section[:nxt.start()] if nxt else section
+
+
+def test_protocol_doc_marks_every_template_and_field_a_later_version_added() -> None:
+    """Issue 14: a template or field with sinceVersion N in the XML says "Since version N" (the
+    template's first sentence) or "since version N" (the field's notes) in docs/protocol.md,
+    and nothing else claims it."""
+    doc = (ROOT / "docs" / "protocol.md").read_text()
+    for m in ET.parse(SCHEMA_PATH).getroot().iter(f"{{{SBE_NS}}}message"):
+        section = _doc_section(doc, int(m.get("id", "0")), m.get("name", ""))
+        since = int(m.get("sinceVersion", "0"))
+        first = section.strip().split(". ")[0]
+        assert (first == f"Since version {since}") == (since > 1), (m.get("name"), first)
+        for f in m.findall("field"):
+            row = re.search(rf"^\|\s*\d+\s*\|\s*`{f.get('name')}`.*$", section, re.M)
+            assert row, (m.get("name"), f.get("name"))
+            fsince = int(f.get("sinceVersion", "0"))
+            marked = re.search(r"since version (\d+)", row.group(0))
+            assert (marked.group(1) if marked else None) == (str(fsince) if fsince > 1 else None), \
+                (m.get("name"), f.get("name"))

@@ -8,8 +8,6 @@ tests/protocol/test_session_table.py.
 """
 from __future__ import annotations
 
-from unittest import mock
-
 import pytest
 from support.session_inputs import (
     ACTIVE,
@@ -51,10 +49,6 @@ from protocol.messages import (
     PositionQuery,
 )
 from protocol.session import LogoutReason, ServerSession
-from protocol.session_table import (
-    TRANSITIONS,
-    Event,
-)
 
 
 # -- login --------------------------------------------------------------------------------------
@@ -164,16 +158,23 @@ def silent_connection_timeline(s: ServerSession, until_ms: int) -> list[tuple[in
     return out
 
 
-def test_a_silent_connection_before_login_today() -> None:
-    """Today's behaviour with the defaults (login timeout 5 s, heartbeat 1 s x 3): heartbeats
-    before login, then Logout HEARTBEAT_TIMEOUT at 3.1 s; the login timeout never fires.
-    Issue 14 changes this to no heartbeats and Logout LOGIN_TIMEOUT at 5.1 s (see
-    test_the_issue_14_fix_is_two_rows_of_the_table)."""
+def test_a_silent_connection_before_login_gets_no_heartbeats_then_login_timeout() -> None:
+    """With the defaults (login timeout 5 s, heartbeat 1 s x 3): nothing is sent before login,
+    the silence timeout is not armed, and Logout LOGIN_TIMEOUT ends it at 5.1 s (issue 14:
+    before the fix, heartbeats and then Logout HEARTBEAT_TIMEOUT at 3.1 s)."""
     s, _ = make_session()
     assert silent_connection_timeline(s, 6000) == [
-        (1000, Heartbeat()), (2000, Heartbeat()), (3000, Heartbeat()),
-        (3100, Logout(reason=LogoutReason.HEARTBEAT_TIMEOUT))]
-    assert s.counters.login_timeouts == 0 and s.counters.heartbeat_timeouts == 1
+        (5100, Logout(reason=LogoutReason.LOGIN_TIMEOUT))]
+    assert s.state is CLOSED and s.close_reason == LogoutReason.LOGIN_TIMEOUT
+    assert s.counters.login_timeouts == 1 and s.counters.heartbeat_timeouts == 0
+
+
+def test_without_a_login_timeout_a_silent_connection_before_login_is_left_alone() -> None:
+    """login_timeout_ms 0 (the config requires >= 1; the fuzzers use 0): no timer at all before
+    login, however long the silence."""
+    s, _ = make_session(login_timeout_ms=0)
+    assert silent_connection_timeline(s, 20_000) == []
+    assert s.state is AWAIT_LOGIN
 
 
 def test_the_login_timeout_ends_a_peer_that_heartbeats_but_never_logs_in() -> None:
@@ -189,10 +190,9 @@ def test_the_login_timeout_ends_a_peer_that_heartbeats_but_never_logs_in() -> No
     assert s.counters.login_timeouts == 1 and s.counters.heartbeat_timeouts == 0
 
 
-def test_a_login_timeout_shorter_than_the_heartbeat_timeout_fires_first() -> None:
+def test_a_short_login_timeout_fires_at_its_time_with_nothing_before_it() -> None:
     s, _ = make_session(login_timeout_ms=1500)
-    assert silent_connection_timeline(s, 3000) == [
-        (1000, Heartbeat()), (1600, Logout(reason=LogoutReason.LOGIN_TIMEOUT))]
+    assert silent_connection_timeline(s, 3000) == [(1600, Logout(reason=LogoutReason.LOGIN_TIMEOUT))]
 
 
 def test_the_login_timeout_is_not_armed_after_login() -> None:
@@ -200,19 +200,6 @@ def test_the_login_timeout_is_not_armed_after_login() -> None:
     s.receive_data(frame(Heartbeat()), T0 + 900 * MS)
     s.tick(T0 + 901 * MS)
     assert s.state is ACTIVE and answers(s) == [] and s.counters.login_timeouts == 0
-
-
-def test_the_issue_14_fix_is_two_rows_of_the_table() -> None:
-    """Not today's behaviour: what deleting the (AWAIT_LOGIN, PEER_SILENT) and
-    (AWAIT_LOGIN, HEARTBEAT_DUE) rows does, the fix issue 14 asks for (no heartbeats before
-    login, Logout LOGIN_TIMEOUT after login_timeout_ms).  Remove this test when it lands."""
-    fixed = {e: nxt for e, nxt in TRANSITIONS[AWAIT_LOGIN].items()
-             if e not in (Event.PEER_SILENT, Event.HEARTBEAT_DUE)}
-    with mock.patch.dict(TRANSITIONS, {AWAIT_LOGIN: fixed}):
-        s, _ = make_session()
-        assert silent_connection_timeline(s, 6000) == [
-            (5100, Logout(reason=LogoutReason.LOGIN_TIMEOUT))]
-    assert Event.PEER_SILENT in TRANSITIONS[AWAIT_LOGIN]    # the patch is gone
 
 
 # -- logout ----------------------------------------------------------------------------------------

@@ -80,7 +80,9 @@ def test_the_table_has_a_row_per_state_and_closed_is_final() -> None:
     assert Event.SERVER_MESSAGE not in {e for row in TRANSITIONS.values() for e in row}
     assert expects_login(AWAIT_LOGIN) and not expects_login(ACTIVE)
     assert timers_armed(ACTIVE) == (Event.PEER_SILENT, Event.HEARTBEAT_DUE)
-    assert timers_armed(AWAIT_LOGIN) == TIMERS       # issue 14: will be (LOGIN_TIMEOUT,)
+    # before login only the login timeout: no heartbeats, no silence timeout (issue 14)
+    assert timers_armed(AWAIT_LOGIN) == (Event.LOGIN_TIMEOUT,)
+    assert set(TIMERS) == {Event.LOGIN_TIMEOUT, Event.PEER_SILENT, Event.HEARTBEAT_DUE}
 
 
 def test_transition_raises_for_what_the_table_does_not_allow() -> None:
@@ -141,9 +143,8 @@ EXPECTED: dict[tuple[SessionState, Event], list[Message]] = {
     (AWAIT_LOGIN, Event.SERVER_MESSAGE): [reject(_NOT_LOGGED_IN, LoginAccepted.TEMPLATE_ID)],
     (AWAIT_LOGIN, Event.MALFORMED): _PROTOCOL_ERROR,
     (AWAIT_LOGIN, Event.LOGIN_TIMEOUT): [Logout(reason=LogoutReason.LOGIN_TIMEOUT)],
-    # issue 14: the next two become [] (the timers are not armed before login)
-    (AWAIT_LOGIN, Event.PEER_SILENT): [Logout(reason=LogoutReason.HEARTBEAT_TIMEOUT)],
-    (AWAIT_LOGIN, Event.HEARTBEAT_DUE): [Heartbeat()],
+    (AWAIT_LOGIN, Event.PEER_SILENT): [],                         # not armed before login
+    (AWAIT_LOGIN, Event.HEARTBEAT_DUE): [],                       # not armed before login
     (AWAIT_LOGIN, Event.VIOLATION_LIMIT): [reject(_NOT_LOGGED_IN, EndOfSession.TEMPLATE_ID),
                                            Logout(reason=LogoutReason.POLICY_VIOLATION)],
     (AWAIT_LOGIN, Event.SHUTDOWN): [Logout(reason=LogoutReason.SERVER_SHUTDOWN)],

@@ -90,9 +90,12 @@ def make_command(seq: int, t: tuple[int, ...]) -> dict[str, int]:
                  scope=extra & 1)
         if extra >= 3:
             c.update(symbol_id=UNKNOWN_SYMBOL, depth=1 if extra == 3 else 0)
+            if extra > 4:                           # a name the table lacks: echoed by the reject
+                c["reserved"] = 0x4F4E + (extra << 16)
     elif kind == 14:
-        # depth 1..3 keeps a snapshot within the smallest events ring used (8 slots)
-        c.update(type=QUERY, orig_cl_ord_id=cl, depth=1 + extra % 3)
+        # depth 1..3 keeps a snapshot within the smallest events ring used (8 slots); now and
+        # then above the maximum (rejected)
+        c.update(type=QUERY, orig_cl_ord_id=cl, depth=1 + extra % 3 if extra else 101)
     elif kind in (15, 16):                          # iceberg
         c.update(type=NEW, qty=qty + 6, display_qty=1 + extra % 5, tif=DAY if extra > 12 else GTC)
         if extra == 11:

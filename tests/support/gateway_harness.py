@@ -162,12 +162,12 @@ def limit(cl: int, side: int, price: int, qty: int, symbol: str = "AAPL",
                     ord_type=OrdType.ORD_LIMIT, time_in_force=tif, flags=flags)
 
 
-async def raw_exchange(cfg: Config, data: bytes, timeout: float = 3.0, *,
-                       until_close: bool = True) -> tuple[list[Message], float]:
-    """Send ``data`` on a new order-entry connection and decode what comes back: everything
-    until the server closes (``until_close``), or the first read that holds a whole message.
-    Returns (messages, seconds until then).  Raises TimeoutError when nothing more arrives
-    within ``timeout`` s."""
+async def raw_bytes(cfg: Config, data: bytes, timeout: float = 3.0, *,
+                    until_close: bool = True) -> tuple[bytes, float]:
+    """Send ``data`` (may be empty) on a new order-entry connection and return the bytes that
+    come back: everything until the server closes (``until_close``), or up to the first read
+    that holds a whole message; and the seconds until then.  Raises TimeoutError when nothing
+    more arrives within ``timeout`` s."""
     host, port = cfg.listen.rsplit(":", 1)
     reader, writer = await asyncio.open_connection(host, int(port))
     t0 = time.monotonic()
@@ -183,4 +183,11 @@ async def raw_exchange(cfg: Config, data: bytes, timeout: float = 3.0, *,
                 break
     finally:
         writer.close()
-    return codec.decode_frames(buf)[0], time.monotonic() - t0
+    return buf, time.monotonic() - t0
+
+
+async def raw_exchange(cfg: Config, data: bytes, timeout: float = 3.0, *,
+                       until_close: bool = True) -> tuple[list[Message], float]:
+    """``raw_bytes``, decoded: (messages, seconds)."""
+    buf, took = await raw_bytes(cfg, data, timeout, until_close=until_close)
+    return codec.decode_frames(buf)[0], took

@@ -179,7 +179,9 @@ class ReferenceCore:
         self._event(cmd, EventType.EVT_REJECTED, side=cmd["side"], ord_type=cmd["ord_type"],
                     tif=cmd["tif"], reason=reason,
                     cl_ord_id=cmd["cl_ord_id"] if cl_ord_id is None else cl_ord_id,
-                    price=cmd["price"], qty=cmd["qty"])
+                    price=cmd["price"], qty=cmd["qty"],
+                    # the name sent, which an unknown symbol's id cannot give back
+                    ref=cmd.get("reserved", 0) if cmd["symbol_id"] == UNKNOWN_SYMBOL else 0)
 
     def _cancel_reject(self, cmd: dict[str, Any], reason: int, o: Order | None) -> None:
         self._event(cmd, EventType.EVT_CANCEL_REJECTED, side=cmd["side"], ord_type=cmd["ord_type"],
@@ -591,7 +593,9 @@ class ReferenceCore:
     def _book_query(self, c: dict[str, Any]) -> None:
         if c["symbol_id"] >= len(self.books):
             return self._reject(c, RejectReason.REJ_UNKNOWN_SYMBOL, cl_ord_id=c["orig_cl_ord_id"])
-        depth = min(c["depth"] or DEFAULT_DEPTH, MAX_DEPTH)
+        if c["depth"] > MAX_DEPTH:
+            return self._reject(c, RejectReason.REJ_INVALID_FIELD, cl_ord_id=c["orig_cl_ord_id"])
+        depth = c["depth"] or DEFAULT_DEPTH
         book = self.books[c["symbol_id"]]
         bids, asks = book.bids[:depth], book.asks[:depth]
         self._event(c, EventType.EVT_BOOK_SNAPSHOT, cl_ord_id=c["cl_ord_id"], ref=c["orig_cl_ord_id"],
