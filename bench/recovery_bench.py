@@ -216,14 +216,23 @@ def recovered(cfg: Config) -> tuple[RecoveryStats, Digest]:
     return stats, got
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--commands", type=int, default=10_000_000, help="journaled commands in all")
-    ap.add_argument("--resting", type=int, default=1_000_000, help="deep passive orders sent first")
-    ap.add_argument("--tail", type=int, default=1_000_000, help="commands after the snapshot")
-    ap.add_argument("--block", type=int, default=250_000, help="mixed-stream block size")
+def book_arguments(doc: str, resting: str, block: tuple[int, str], work_dir: str
+                   ) -> argparse.ArgumentParser:
+    """The options this bench and bench/snapshot_stall_bench.py share: --resting (a book of 1 M
+    passive orders), --block, --seed and --dir, with each bench's own help texts."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--resting", type=int, default=1_000_000, help=resting)
+    ap.add_argument("--block", type=int, default=block[0], help=block[1])
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--dir", default="", help="work directory (default: a temporary one, removed)")
+    ap.add_argument("--dir", default="", help=work_dir)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = book_arguments(__doc__ or "", "deep passive orders sent first", (250_000, "mixed-stream block size"),
+                        "work directory (default: a temporary one, removed)")
+    ap.add_argument("--commands", type=int, default=10_000_000, help="journaled commands in all")
+    ap.add_argument("--tail", type=int, default=1_000_000, help="commands after the snapshot")
     args = ap.parse_args(argv)
     if not 0 < args.tail < args.commands - args.resting:
         ap.error("need 0 < --tail < --commands - --resting")

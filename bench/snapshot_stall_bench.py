@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from recovery_bench import block, config, deep_orders, feed, open_sessions  # noqa: E402
+from recovery_bench import block, book_arguments, config, deep_orders, feed, open_sessions  # noqa: E402
 
 from gateway.engine import Engine  # noqa: E402
 from persistence import snapshot as snapfile  # noqa: E402
@@ -252,15 +252,12 @@ async def run(args: argparse.Namespace, eng: Engine, mix: np.ndarray) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--resting", type=int, default=1_000_000, help="passive orders in the book")
-    ap.add_argument("--block", type=int, default=200, help="commands pumped per tick")
+    ap = book_arguments(__doc__ or "", "passive orders in the book", (200, "commands pumped per tick"),
+                        "parent of the scratch journal directory (e.g. /dev/shm, to keep the disk's "
+                        "write-back throttling out)")
     ap.add_argument("--tick-ms", type=float, default=1.0, help="time between blocks")
     ap.add_argument("--window", type=float, default=2.0, help="seconds per measured window")
     ap.add_argument("--repeat", type=int, default=2, help="old/new pairs")
-    ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--dir", default="", help="parent of the scratch journal directory (e.g. /dev/shm, "
-                                              "to keep the disk's write-back throttling out)")
     args = ap.parse_args(argv)
     work = tempfile.mkdtemp(prefix="hftgw-snapstall-", dir=args.dir or None)
     try:
