@@ -47,8 +47,8 @@ class SymbolConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         "1 to 8 printable ASCII characters without spaces (the wire's char[8])"))]
     tick: Annotated[int, Meta(gt=0, description=(
         "minimum price increment in price units of 1e-4 currency (100 = $0.01)"))] = 100
-    max_qty: Annotated[int, Meta(gt=0, le=(1 << 63) - 1,
-                                 description="largest order quantity, lots")] = 10_000_000
+    max_qty: Annotated[int, Meta(gt=0, le=(1 << 32) - 1, description=(
+        "largest order quantity, lots (the matching core holds 32-bit quantities)"))] = 10_000_000
     # -- pre-trade risk of the symbol (gateway/risk/pretrade.pyx; 0 = no limit) --
     max_order_qty: Annotated[int, Meta(ge=0, description=(
         "pre-trade risk: largest order quantity, lots (MAX_ORDER_QTY); 0 = no limit"))] = 0

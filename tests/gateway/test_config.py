@@ -87,6 +87,8 @@ def test_every_key_has_an_environment_override() -> None:
      ["{file}: durability: invalid enum value 'never', expected one of: os, fsync"]),
     ("[[symbols]]\nname = 'AAPL'\ntick = -5\n", {}, ["{file}: symbols[0].tick: expected `int` >= 1"]),
     ("[[symbols]]\nname = 'AAPL'\nlot = 5\n", {}, ["{file}: symbols[0].lot: unknown key"]),
+    ("[[symbols]]\nname = 'AAPL'\nmax_qty = 4294967296\n", {},
+     ["{file}: symbols[0].max_qty: expected `int` <= 4294967295"]),
     ("[[symbols]]\nname = 'TOOLONGNAME'\n", {}, ["{file}: symbols[0].name: expected `str` matching"]),
     ("[[symbols]]\nname = 'A'\n[[symbols]]\nname = 'A'\n", {},
      ["{file}: symbols[1].name: duplicate symbol 'A'"]),
