@@ -9,7 +9,7 @@ below are for tests, tools and the rare slow paths.
 """
 from libc.stdint cimport uint64_t, uintptr_t
 from libc.stdlib cimport calloc, free
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 
 cdef void *_aligned(void *p) noexcept nogil:
@@ -34,6 +34,9 @@ cdef class SpscRing:
             raise MemoryError()
         self.buf = <char *>_aligned(self._mem)
         self.idx = <RingIndices *>_aligned(self._idx_mem)
+        # touch every page now (calloc's fresh pages are mapped lazily): a ring's first lap
+        # must not take a page fault per 4 KiB on the hot path
+        memset(self._mem, 0, capacity * slot_size + 64)
         self.capacity = capacity
         self.slot_size = slot_size
         self.mask = capacity - 1
