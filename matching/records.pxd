@@ -154,7 +154,8 @@ ctypedef struct Command:
     uint64_t reserved         # 88  symbol_id UNKNOWN_SYMBOL_ID: the symbol's 8 bytes as sent
                               #     (NUL-padded, 0 = blank; the reject echoes them); else 0
 # CMD_SESSION_OPEN carries the account name, NUL-padded ASCII, in the 32 bytes from offset 32, and
-#   the account id the gateway gave it in account_id.
+#   the account id the gateway gave it in account_id, and the session's name (the token's
+#   `session` claim; "" = the account's default session) NUL-padded in the 16 bytes from offset 64.
 # CMD_MASS_CANCEL, CMD_END_OF_SESSION: symbol_id UNKNOWN_SYMBOL_ID with depth=1 = all symbols.
 # CMD_SYMBOL_ADD defines symbol id `symbol_id` (the next free id: a new book; an existing id: new
 #   tick/max_qty for it): tick in `price`, max_qty in `qty`, the name's 8 NUL-padded bytes from

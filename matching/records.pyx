@@ -36,11 +36,13 @@ def pack_command(**fields) -> bytes:
     """Build one 96-byte Command record; missing fields are 0.
 
     ``account`` (str, at most 32 ASCII bytes) may be given for CMD_SESSION_OPEN instead of
-    the order fields (bytes 32..64); ``symbol`` (str, at most 8 ASCII bytes) for CMD_SYMBOL_ADD
+    the order fields (bytes 32..64), with ``session_name`` (str, at most 16 ASCII bytes; bytes
+    64..80); ``symbol`` (str, at most 8 ASCII bytes) for CMD_SYMBOL_ADD
     (bytes 32..40).  Raises KeyError for an unknown field name, struct.error for a value out of
     range, ValueError for a name too long or not ASCII.
     """
     account = fields.pop("account", None)
+    session_name = fields.pop("session_name", None)
     symbol = fields.pop("symbol", None)
     for k in fields:
         if k not in COMMAND_FIELDS:
@@ -51,6 +53,11 @@ def pack_command(**fields) -> bytes:
         if len(raw) > 32:
             raise ValueError("account longer than 32 bytes")
         rec[32:64] = raw.ljust(32, b"\0")
+    if session_name is not None:
+        raw = session_name.encode("ascii")
+        if len(raw) > 16:
+            raise ValueError("session name longer than 16 bytes")
+        rec[64:80] = raw.ljust(16, b"\0")
     if symbol is not None:
         raw = symbol.encode("ascii")
         if len(raw) > 8:
@@ -67,6 +74,12 @@ def unpack_command(data, offset: int = 0) -> dict:
 def command_account(data, offset: int = 0) -> str:
     """The account name carried by a CMD_SESSION_OPEN record."""
     return bytes(data[offset + 32:offset + 64]).rstrip(b"\0").decode("ascii")
+
+
+def command_session_name(data, offset: int = 0) -> str:
+    """The session name carried by a CMD_SESSION_OPEN record ("" = the account's default
+    session, as in every journal written before sessions had names)."""
+    return bytes(data[offset + 64:offset + 80]).rstrip(b"\0").decode("ascii")
 
 
 cdef Command _probe

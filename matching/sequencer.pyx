@@ -49,10 +49,10 @@ cdef class Sequencer:
 
     def observe(self, const uint8_t[:] records, list symbols=None) -> list:
         """Take the state from already sequenced records (journal replay): afterwards the next
-        command continues the sequence.  Returns the (session_id, account, account_id) of every
-        CMD_SESSION_OPEN among them, in order; when ``symbols`` is a list, appends to it the
-        (symbol_id, name, tick, max_qty) of every CMD_SYMBOL_ADD.  Raises ValueError if the
-        sequence has a gap."""
+        command continues the sequence.  Returns the (session_id, account, account_id,
+        session name) of every CMD_SESSION_OPEN among them, in order; when ``symbols`` is a
+        list, appends to it the (symbol_id, name, tick, max_qty) of every CMD_SYMBOL_ADD.  Raises
+        ValueError if the sequence has a gap."""
         cdef Py_ssize_t n = records.shape[0] // sizeof(Command), k
         cdef const Command *c
         opens = []
@@ -65,7 +65,9 @@ cdef class Sequencer:
                 self.last_ts = c.ts
             if c.type == CMD_SESSION_OPEN:
                 raw = bytes(records[k * sizeof(Command) + 32:k * sizeof(Command) + 64])
-                opens.append((c.session_id, raw.rstrip(b"\0").decode("ascii"), c.account_id))
+                name = bytes(records[k * sizeof(Command) + 64:k * sizeof(Command) + 80])
+                opens.append((c.session_id, raw.rstrip(b"\0").decode("ascii"), c.account_id,
+                              name.rstrip(b"\0").decode("ascii")))
             elif c.type == CMD_SYMBOL_ADD and symbols is not None:
                 raw = (<const char *>&c.cl_ord_id)[:8]   # the name, NUL-padded (records.pxd)
                 symbols.append((c.symbol_id, raw.rstrip(b"\0").decode("ascii", "replace"),

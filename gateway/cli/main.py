@@ -220,7 +220,7 @@ def cmd_token(args: argparse.Namespace) -> int:
             key = f.read()
     print(mint_token(key, args.account, args.role or ["trader"], args.ttl,
                      algorithm=cfg.jwt_algorithm, issuer=cfg.jwt_issuer, audience=cfg.jwt_audience,
-                     roles_claim=cfg.jwt_roles_claim))
+                     roles_claim=cfg.jwt_roles_claim, session=args.session))
     return 0
 
 
@@ -464,6 +464,8 @@ def _add_operator_commands(sub: _Subparsers[argparse.ArgumentParser]) -> None:
     t.add_argument("--role", action="append", choices=["trader", "md", "admin", "dropcopy"],
                    help="a role (repeat for several; default trader)")
     t.add_argument("--ttl", type=int, default=3600, help="seconds of validity")
+    t.add_argument("--session", default="",
+                   help="the session claim: which of the account's trading sessions (default: none)")
     t.add_argument("--key-file", default=None,
                    help="PEM private key for RS256/ES256 (default: the HS256 jwt_secret)")
     t.set_defaults(func=cmd_token)

@@ -182,7 +182,11 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_connections_per_address: Annotated[int, Meta(ge=1, description=(
         "open order-entry connections from one IP address"))] = 256
     max_sessions_per_account: Annotated[int, Meta(ge=1, description=(
-        "logged-in connections of one account (its trading session and drop copies)"))] = 4
+        "logged-in trading sessions of one account (its order-entry ports, told apart by the "
+        "token's `session` claim; drop copies not counted)"))] = 4
+    max_dropcopy_per_account: Annotated[int, Meta(ge=1, description=(
+        "logged-in drop-copy connections of one account (counted apart from its trading "
+        "sessions)"))] = 4
     login_rate_per_address: Annotated[float, Meta(ge=0, description=(
         "login attempts per second from one IP address (token bucket)"))] = 5.0
     login_burst_per_address: Annotated[float, Meta(ge=0, description=(

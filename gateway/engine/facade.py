@@ -159,7 +159,7 @@ class Engine:
         return self.sessions.position_reports(account, symbol_ids, request_id)
 
     def open_sessions(self, account: str) -> int:
-        """Logged-in connections of ``account``: its trading session and its drop copies."""
+        """Logged-in connections of ``account``: its trading sessions and its drop copies."""
         return self.table.open_sessions(account)
 
     def account(self, sid: int) -> str:
@@ -170,8 +170,8 @@ class Engine:
         """Trading sessions with a connection."""
         return len(self.table.writers)
 
-    def _register_session(self, sid: int, account: str, account_id: int) -> None:
-        self.table.register(sid, account, account_id)
+    def _register_session(self, sid: int, account: str, account_id: int, name: str = "") -> None:
+        self.table.register(sid, account, account_id, name)
 
     def save_session_state(self) -> bytes:
         """The attached sessions (snapshot part "session_state")."""

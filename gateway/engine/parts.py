@@ -31,7 +31,7 @@ class CorePart:
 
 class EnginePart:
     """Snapshot part "engine": JSON ``{"version": 1, "next_seq", "last_ts", "symbols":
-    [[name, tick, max_qty]] by id, "sessions": [[account, account_id]] by id from 1,
+    [[name, tick, max_qty]] by id, "sessions": [[account, account_id, session name]] by id from 1,
     "accounts", "account_ids"}``."""
 
     def __init__(self, pipeline: Pipeline, catalog: SymbolCatalog, table: SessionTable) -> None:
@@ -42,8 +42,8 @@ class EnginePart:
         return json.dumps({
             "version": 1, "next_seq": seqr.next_seq, "last_ts": seqr.last_ts,
             "symbols": [[n, *self.catalog.params[n]] for n in self.catalog.names],
-            "sessions": [[t.account_of_session[sid], t.account_id_of_session[sid]]
-                         for sid in range(1, len(t.account_of_session))],
+            "sessions": [[t.account_of_session[sid], t.account_id_of_session[sid],
+                          t.session_name_of[sid]] for sid in range(1, len(t.account_of_session))],
             "accounts": t.accounts, "account_ids": t.account_ids,
         }, separators=(",", ":")).encode()
 
@@ -61,8 +61,9 @@ class EnginePart:
         seqr.last_ts = int(doc["last_ts"])
         for sym_id, (name, tick, max_qty) in enumerate(doc["symbols"]):
             self.catalog.register(sym_id, str(name), int(tick), int(max_qty))
-        for sid, (account, account_id) in enumerate(doc["sessions"], start=1):
-            t.register(sid, str(account), int(account_id))
+        for sid, (account, account_id, *name) in enumerate(doc["sessions"], start=1):
+            # a snapshot written before sessions had names has pairs: every session a default one
+            t.register(sid, str(account), int(account_id), str(name[0]) if name else "")
         accounts = {str(k): int(v) for k, v in doc["accounts"].items()}
         account_ids = {str(k): int(v) for k, v in doc["account_ids"].items()}
         # in place: the session table's containers are shared

@@ -138,8 +138,8 @@ class Recovery:
                     "away (the books start empty) or replay it with the hftgw version that wrote it")
             first_chunk = False
             defs: list[tuple[int, str, int, int]] = []
-            for sid, account, account_id in p.sequencer.observe(chunk, defs):
-                self.table.register(sid, account, account_id)
+            for sid, account, account_id, name in p.sequencer.observe(chunk, defs):
+                self.table.register(sid, account, account_id, name)
                 stats.sessions += 1
             for sym_id, name, tick, max_qty in defs:
                 self.catalog.register(sym_id, name, tick, max_qty)

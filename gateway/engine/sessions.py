@@ -49,7 +49,13 @@ class SessionTable:
     """
 
     def __init__(self, risk: RiskEngine) -> None:
-        self.accounts: dict[str, int] = {}       # account -> session id
+        # an account has several trading sessions (a venue's several order-entry ports), told
+        # apart by the token's session claim; ``accounts`` keeps its first one (a drop copy's
+        # LoginAccepted names it; the kill switch's mass cancel is sent from it)
+        self.accounts: dict[str, int] = {}       # account -> its first session id
+        self.session_ids: dict[tuple[str, str], int] = {}  # (account, session name) -> id
+        self.sessions_of_account: dict[str, list[int]] = {}
+        self.session_name_of: list[str] = [""]   # session id -> session name
         self.account_of_session: list[str] = [""]  # session id -> account (index 0 unused)
         # account -> account id (uint32 from 1), stamped on every command for STP and mass
         # cancel by account; journaled in the session-open record, so replay rebuilds it
@@ -63,15 +69,19 @@ class SessionTable:
         self.session_state: dict[int, bool] = {}
         self._risk = risk
 
-    def register(self, sid: int, account: str, account_id: int) -> None:
-        """Define session ``sid`` (the next id) of ``account``.  Raises ValueError for an id
-        out of order (a journal that does not fit)."""
+    def register(self, sid: int, account: str, account_id: int, name: str = "") -> None:
+        """Define session ``sid`` (the next id) of ``account``, named ``name`` ("" = the
+        default session).  Raises ValueError for an id out of order (a journal that does not
+        fit)."""
         if sid != len(self.account_of_session):
             raise ValueError(f"journal session ids out of order: {sid} after "
                              f"{len(self.account_of_session) - 1}")
         self.account_of_session.append(account)
         self.account_id_of_session.append(account_id)
-        self.accounts[account] = sid
+        self.session_name_of.append(name)
+        self.accounts.setdefault(account, sid)
+        self.session_ids[(account, name)] = sid
+        self.sessions_of_account.setdefault(account, []).append(sid)
         self.account_ids.setdefault(account, account_id)
         self._risk.bind_session(sid, account)
 
@@ -80,9 +90,12 @@ class SessionTable:
         return self.account_of_session[sid] if 0 < sid < len(self.account_of_session) else ""
 
     def open_sessions(self, account: str) -> int:
-        """Logged-in connections of ``account``: its trading session and its drop copies."""
-        sid = self.accounts.get(account)
-        return (1 if sid is not None and sid in self.writers else 0) + len(self.dropcopy.get(account, ()))
+        """Logged-in connections of ``account``: its trading sessions and its drop copies."""
+        return self.open_trading(account) + len(self.dropcopy.get(account, ()))
+
+    def open_trading(self, account: str) -> int:
+        """Trading sessions of ``account`` with a connection."""
+        return sum(sid in self.writers for sid in self.sessions_of_account.get(account, ()))
 
     def observe_session_state(self, chunk: bytes) -> None:
         """Follow the CMD_SESSION_STATE records of journaled command records ``chunk``."""
@@ -162,23 +175,30 @@ class Sessions:
             return self._refuse(LoginRejectReason.LOGIN_NOT_AUTHORIZED, peer, ident.account,
                                 f"no order-entry role in {sorted(ident.roles)}", "role_not_allowed",
                                 ",".join(sorted(ident.roles)))
-        if self.table.open_sessions(ident.account) >= self.cfg.max_sessions_per_account:
+        # trading sessions and drop copies are counted apart: a firm's read-only copies never
+        # take one of its order-entry ports
+        if role == "dropcopy":
+            key, limit = "max_dropcopy_per_account", self.cfg.max_dropcopy_per_account
+            open_now = len(self.table.dropcopy.get(ident.account, ()))
+        else:
+            key, limit = "max_sessions_per_account", self.cfg.max_sessions_per_account
+            open_now = self.table.open_trading(ident.account)
+        if open_now >= limit:
             return self._refuse(LoginRejectReason.LOGIN_SESSION_LIMIT, peer, ident.account,
-                                f"max_sessions_per_account ({self.cfg.max_sessions_per_account}) "
-                                "reached", "session_limit", role)
+                                f"{key} ({limit}) reached", "session_limit", role)
         return ident
 
     def _login_trading(self, ident: Identity, msg: Login, writer: SessionWriter, peer: str,
                        sofh: bool) -> LoginDecision:
         role = ident.role
         t = self.table
-        sid = t.accounts.get(ident.account)
+        sid = t.session_ids.get((ident.account, ident.session))
         if sid is not None and sid in t.writers:
             return self._refuse(LoginRejectReason.LOGIN_SESSION_IN_USE, peer, ident.account,
-                                "the account's session is logged in on another connection",
+                                "the session is logged in on another connection",
                                 "session_in_use", role)
         if sid is None:
-            opened = self._open_session(ident.account, peer, role)
+            opened = self._open_session(ident.account, ident.session, peer, role)
             if isinstance(opened, LoginDecision):
                 return opened
             sid = opened
@@ -202,7 +222,9 @@ class Sessions:
             # configured once per session and account, so that reconnecting does not refill them
             th = self._throttle(role)
             self.risk.set_session_throttle(sid, th.session_rate, th.session_burst)
-            self.risk.set_account_throttle(ident.account, th.account_rate, th.account_burst)
+            if not any(s in self._throttled for s in t.sessions_of_account[ident.account]):
+                # the account's bucket is shared by its sessions: a second one does not refill it
+                self.risk.set_account_throttle(ident.account, th.account_rate, th.account_burst)
             self._throttled.add(sid)
         log.info("session %d (%s) logged in from %s, next seq %d, replay from %d", sid,
                  ident.account, peer, next_seq, replay_from,
@@ -220,8 +242,8 @@ class Sessions:
                              positions=self._positions_answer(ident, role)
                              if role == "trader" else None)
 
-    def _open_session(self, account: str, peer: str, role: str) -> int | LoginDecision:
-        # the account's first login: a new session id, journaled like any command, so a
+    def _open_session(self, account: str, name: str, peer: str, role: str) -> int | LoginDecision:
+        # the session's first login: a new session id, journaled like any command, so a
         # restart assigns the same ids
         t = self.table
         if len(t.account_of_session) >= self.cfg.max_sessions:
@@ -230,10 +252,11 @@ class Sessions:
                                 role)
         sid = len(t.account_of_session)
         account_id = t.account_ids.get(account, len(t.account_ids) + 1)
-        t.register(sid, account, account_id)
+        t.register(sid, account, account_id, name)
         self.pipeline.inbound_push(pack_command(type=CommandType.CMD_SESSION_OPEN, session_id=sid,
                                                 ts=time.time_ns(), symbol_id=UNKNOWN_SYMBOL,
-                                                account=account, account_id=account_id))
+                                                account=account, account_id=account_id,
+                                                session_name=name))
         self.pipeline.pump()
         return sid
 
@@ -242,14 +265,15 @@ class Sessions:
 
     def _login_dropcopy(self, ident: Identity, writer: SessionWriter, peer: str,
                         sofh: bool) -> LoginDecision:
-        # read-only: a copy of every business message of the account's trading session, in
-        # the trading session's framing while it is connected (see docs/security.md)
+        # read-only: a copy of every business message of the account's trading sessions, in
+        # each trading session's framing while it is connected (see docs/security.md)
         t = self.table
         sid = t.accounts.get(ident.account, 0)
         t.dropcopy.setdefault(ident.account, set()).add(writer)
         t.logins[writer] = ("dropcopy", ident.account, sid)
-        if sid and sid not in t.writers:
-            self.pipeline.outbound.set_session(sid, True, sofh)
+        for s in t.sessions_of_account.get(ident.account, ()):
+            if s not in t.writers:
+                self.pipeline.outbound.set_session(s, True, sofh)
         next_seq = self.pipeline.outbound.next_seq(sid) if sid else 1
         log.info("drop copy of %s (session %d) logged in from %s", ident.account, sid, peer)
         self.audit.write("login", address=peer, account=ident.account, role="dropcopy",
@@ -329,9 +353,10 @@ class Sessions:
             dcs.discard(writer)
             if not dcs:
                 del t.dropcopy[account]
-        sid = t.accounts.get(account, 0)
-        if sid and sid not in t.writers and account not in t.dropcopy:
-            self.pipeline.outbound.set_session(sid, False, True)
+        if account not in t.dropcopy:
+            for s in t.sessions_of_account.get(account, ()):
+                if s not in t.writers:
+                    self.pipeline.outbound.set_session(s, False, True)
 
     def detach(self, sid: int, cancel_on_disconnect: bool) -> None:
         """The session's connection is gone: stop buffering its messages (unless a drop copy

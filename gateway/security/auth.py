@@ -7,7 +7,9 @@ an HS256 secret) are refused.  Claims (RFC 7519 §4.1): ``sub`` = the account (1
 characters), ``exp`` required, ``nbf`` and ``iat`` checked when present, ``iss`` / ``aud``
 required and checked when configured, all with ``jwt_leeway_s`` of clock skew.  Roles come from
 the ``jwt_roles_claim`` claim (default ``roles``: a string or a list of strings; ``role`` is read
-as well), defaulting to ``trader`` when the token carries none.
+as well), defaulting to ``trader`` when the token carries none.  ``session`` (optional, 1-16
+printable ASCII characters) names which of the account's trading sessions a login is, as a
+venue gives a firm several order-entry ports; without it the account's default session.
 
 Roles (docs/security.md):
 
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 
 ROLES = ("trader", "md", "admin", "dropcopy")
 MAX_ACCOUNT_LEN = 32  # the account travels in a 32-byte field of the session-open command
+MAX_SESSION_NAME_LEN = 16  # and the session's name in a 16-byte one
 
 #: template ids an order-entry session may send, by role (Login, Heartbeat, Logout always)
 TPL_NEW_ORDER, TPL_CANCEL, TPL_REPLACE, TPL_MASS_CANCEL, TPL_BOOK_QUERY = 10, 11, 12, 13, 14
@@ -54,11 +57,13 @@ SESSION_ROLES = ("trader", "admin", "dropcopy")
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """Who a verified token speaks for: account (``sub``), roles, expiry (s since epoch)."""
+    """Who a verified token speaks for: account (``sub``), roles, expiry (s since epoch), and
+    which of the account's trading sessions (``session``; "" = its default one)."""
 
     account: str
     roles: frozenset[str]
     expires_at: int
+    session: str = ""
 
     @property
     def role(self) -> str:
@@ -85,19 +90,29 @@ def check_account(account: str) -> None:
         raise ValueError(f"account must be 1 to {MAX_ACCOUNT_LEN} printable ASCII characters")
 
 
+def check_session_name(name: str) -> None:
+    if not name or len(name.encode()) > MAX_SESSION_NAME_LEN or not name.isascii() \
+            or not name.isprintable():
+        raise ValueError(f"session must be 1 to {MAX_SESSION_NAME_LEN} printable ASCII characters")
+
+
 def mint_token(key: str, account: str, role: str | list[str] = "trader", ttl_s: int = 3600,
                now: float | None = None, *, algorithm: str = "HS256", issuer: str = "",
-               audience: str = "", not_before_s: int = 0, roles_claim: str = "roles") -> str:
+               audience: str = "", not_before_s: int = 0, roles_claim: str = "roles",
+               session: str = "") -> str:
     """A JWT for ``account`` with ``role`` (one or a list), valid for ``ttl_s`` seconds from
-    ``now`` (+ ``not_before_s`` before it becomes valid).  ``key``: the HS256 secret, or the PEM
-    private key for RS256 / ES256.  Raises ValueError for an unknown role, a bad account or
-    ttl_s <= 0.
+    ``now`` (+ ``not_before_s`` before it becomes valid); ``session``: the ``session`` claim
+    (which of the account's trading sessions; "" = none, the default session).  ``key``: the
+    HS256 secret, or the PEM private key for RS256 / ES256.  Raises ValueError for an unknown
+    role, a bad account or session name or ttl_s <= 0.
     """
     roles = [role] if isinstance(role, str) else list(role)
     for r in roles:
         if r not in ROLES:
             raise ValueError(f"role must be one of {ROLES}")
     check_account(account)
+    if session:
+        check_session_name(session)
     if ttl_s <= 0:
         raise ValueError("ttl must be positive")
     t = int(time.time() if now is None else now)
@@ -109,6 +124,8 @@ def mint_token(key: str, account: str, role: str | list[str] = "trader", ttl_s: 
         claims["iss"] = issuer
     if audience:
         claims["aud"] = audience
+    if session:
+        claims["session"] = session
     return jwt.encode(claims, key, algorithm=algorithm)
 
 
@@ -189,7 +206,17 @@ class TokenVerifier:
         if not isinstance(roles, list) or not roles or not all(isinstance(r, str) for r in roles) \
                 or not set(roles) <= set(ROLES):
             raise LoginFailure(LoginRejectReason.LOGIN_BAD_TOKEN, f"bad roles claim {raw!r}", "bad_claims")
-        return Identity(account, frozenset(roles), int(claims["exp"]))
+        session = claims.get("session", "")
+        try:
+            # present means named: an empty name would be the default session in disguise
+            if not isinstance(session, str):
+                raise ValueError("session claim is not a string")
+            if "session" in claims:
+                check_session_name(session)
+        except ValueError:
+            raise LoginFailure(LoginRejectReason.LOGIN_BAD_TOKEN, f"bad session claim {session!r}",
+                               "bad_claims") from None
+        return Identity(account, frozenset(roles), int(claims["exp"]), session)
 
 
 def unverified_subject(token: str) -> str:

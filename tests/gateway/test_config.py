@@ -54,6 +54,7 @@ ENV_SAMPLES = {
     "jwt_audience": "hftgw", "jwt_leeway_s": "5.5", "jwt_roles_claim": "groups",
     "audit_log": "/var/log/hftgw/audit.log", "max_connections": "500",
     "max_connections_per_address": "16", "max_sessions_per_account": "2",
+    "max_dropcopy_per_account": "3",
     "login_rate_per_address": "1.5", "login_burst_per_address": "3.5", "login_timeout_ms": "900",
     "max_role_violations": "9", "write_buffer_high": "65536", "slow_consumer_timeout_ms": "700",
     "pre_trade_risk": "false",

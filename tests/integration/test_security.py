@@ -238,7 +238,8 @@ async def test_login_attempts_are_rate_limited_per_address(tmp_path: Path) -> No
 
 
 async def test_sessions_per_account_limit(tmp_path: Path) -> None:
-    cfg = make_config(tmp_path, max_sessions_per_account=2)
+    # drop copies are counted apart from trading sessions (test_account_sessions.py)
+    cfg = make_config(tmp_path, max_sessions_per_account=2, max_dropcopy_per_account=1)
     sec = cfg.jwt_secret
     async with running_gateway(cfg):
         t = await connect(cfg, mint_token(sec, "alice"))
