@@ -88,8 +88,6 @@ def test_every_key_has_an_environment_override() -> None:
      ["{file}: durability: invalid enum value 'never', expected one of: os, fsync"]),
     ("[[symbols]]\nname = 'AAPL'\ntick = -5\n", {}, ["{file}: symbols[0].tick: expected `int` >= 1"]),
     ("[[symbols]]\nname = 'AAPL'\nlot = 5\n", {}, ["{file}: symbols[0].lot: unknown key"]),
-    ("[[symbols]]\nname = 'AAPL'\nmax_qty = 4294967296\n", {},
-     ["{file}: symbols[0].max_qty: expected `int` <= 4294967295"]),
     ("[[symbols]]\nname = 'TOOLONGNAME'\n", {}, ["{file}: symbols[0].name: expected `str` matching"]),
     ("[[symbols]]\nname = 'A'\n[[symbols]]\nname = 'A'\n", {},
      ["{file}: symbols[1].name: duplicate symbol 'A'"]),
@@ -121,6 +119,16 @@ def test_errors_name_the_key_path_source_and_reason(tmp_path: Path, toml: str, e
     for want in expected:
         want = want.format(file=path)
         assert any(e.startswith(want) for e in errors), (want, errors)
+
+
+def test_max_qty_fits_the_cores_32_bit_quantities(tmp_path: Path) -> None:
+    path = tmp_path / "gw.toml"
+    path.write_text("[[symbols]]\nname = 'AAPL'\nmax_qty = 4294967296\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), {})
+    assert info.value.errors == [f"{path}: symbols[0].max_qty: expected `int` <= 4294967295"]
+    path.write_text("[[symbols]]\nname = 'AAPL'\nmax_qty = 4294967295\n")
+    assert load_config(str(path), {}).symbols[0].max_qty == 4294967295
 
 
 def test_missing_file_is_an_error() -> None:

@@ -16,35 +16,16 @@ from support.gateway_harness import make_config, running_gateway
 from gateway.clients.tcp import LoginError, OrderClient
 from gateway.config.schema import Config
 from gateway.security.auth import mint_token
-from matching.records import (
-    CancelReason,
-    LoginRejectReason,
-    MassCancelScope,
-    OrdType,
-    RejectReason,
-    Side,
-    StpMode,
-    TimeInForce,
-)
-from protocol.messages import (
-    Execution,
-    MassCancel,
-    MassCancelDone,
-    NewOrder,
-    OrderAccepted,
-    OrderCanceled,
-    OrderRejected,
-    PositionQuery,
-    PositionReport,
-)
+from matching import records as rec
+from protocol import messages as m
 
-BUY, SELL = Side.SIDE_BUY, Side.SIDE_SELL
+BUY, SELL = rec.Side.SIDE_BUY, rec.Side.SIDE_SELL
 PX = 1_500_000
 
 
-def order(cl: int, side: int, qty: int, price: int = PX, **kw: Any) -> NewOrder:
-    return NewOrder(cl_ord_id=cl, price=price, order_qty=qty, symbol="AAPL", side=side,
-                    ord_type=OrdType.ORD_LIMIT, time_in_force=TimeInForce.TIF_GTC, **kw)
+def order(cl: int, side: int, qty: int, price: int = PX, **kw: Any) -> m.NewOrder:
+    return m.NewOrder(cl_ord_id=cl, price=price, order_qty=qty, symbol="AAPL", side=side,
+                    ord_type=rec.OrdType.ORD_LIMIT, time_in_force=rec.TimeInForce.TIF_GTC, **kw)
 
 
 async def port(cfg: Config, account: str, session: str = "", role: str = "trader",
@@ -67,10 +48,10 @@ async def refused(cfg: Config, account: str, session: str = "", role: str = "tra
     return e.value.reason
 
 
-async def positions(c: OrderClient) -> PositionReport:
-    c.send(PositionQuery(request_id=5, symbol="AAPL"))
-    r = (await until(c, PositionReport))[-1]
-    assert isinstance(r, PositionReport)
+async def positions(c: OrderClient) -> m.PositionReport:
+    c.send(m.PositionQuery(request_id=5, symbol="AAPL"))
+    r = (await until(c, m.PositionReport))[-1]
+    assert isinstance(r, m.PositionReport)
     return r
 
 
@@ -82,25 +63,25 @@ async def test_sessions_of_one_account_are_apart_but_one_for_stp(tmp_path: Path)
         other = await port(cfg, "rival")
         assert len({a1.session_id, a2.session_id, other.session_id}) == 3
         # each port is one connection at a time
-        assert await refused(cfg, "firm", "port1") == LoginRejectReason.LOGIN_SESSION_IN_USE
+        assert await refused(cfg, "firm", "port1") == rec.LoginRejectReason.LOGIN_SESSION_IN_USE
         # ClOrdIDs are per session: both ports may use 1
         a1.send(order(1, SELL, 10))
-        await until(a1, OrderAccepted, cl_ord_id=1)
+        await until(a1, m.OrderAccepted, cl_ord_id=1)
         # STP across the account's sessions: port2's crossing buy does not trade with port1's sell
-        a2.send(order(1, BUY, 4, stp_mode=StpMode.STP_CANCEL_NEWEST))
-        got = await until(a2, OrderCanceled, orig_cl_ord_id=1)
+        a2.send(order(1, BUY, 4, stp_mode=rec.StpMode.STP_CANCEL_NEWEST))
+        got = await until(a2, m.OrderCanceled, orig_cl_ord_id=1)
         assert [type(m).__name__ for m in got] == ["OrderAccepted", "OrderCanceled"]
-        assert (got[1].reason, got[1].canceled_qty) == (CancelReason.CXL_SELF_TRADE, 4)
+        assert (got[1].reason, got[1].canceled_qty) == (rec.CancelReason.CXL_SELF_TRADE, 4)
         # CANCEL_OLDEST: the resting order of the other session goes, and its owner is told
-        a2.send(order(2, BUY, 4, stp_mode=StpMode.STP_CANCEL_OLDEST))
-        await until(a2, OrderAccepted, cl_ord_id=2)
-        gone = (await until(a1, OrderCanceled, orig_cl_ord_id=1))[-1]
-        assert (gone.reason, gone.canceled_qty) == (CancelReason.CXL_SELF_TRADE, 10)
+        a2.send(order(2, BUY, 4, stp_mode=rec.StpMode.STP_CANCEL_OLDEST))
+        await until(a2, m.OrderAccepted, cl_ord_id=2)
+        gone = (await until(a1, m.OrderCanceled, orig_cl_ord_id=1))[-1]
+        assert (gone.reason, gone.canceled_qty) == (rec.CancelReason.CXL_SELF_TRADE, 10)
         # another account does trade with it
         other.send(order(1, SELL, 4))
-        fill = (await until(other, Execution, cl_ord_id=1))[-1]
+        fill = (await until(other, m.Execution, cl_ord_id=1))[-1]
         assert fill.last_qty == 4
-        await until(a2, Execution, cl_ord_id=2)
+        await until(a2, m.Execution, cl_ord_id=2)
         for c in (a1, a2, other):
             await c.logout()
 
@@ -112,27 +93,27 @@ async def test_mass_cancel_by_account_reaches_every_session(tmp_path: Path) -> N
         a2 = await port(cfg, "firm", "port2")
         other = await port(cfg, "rival")
         a1.send(order(1, SELL, 10, PX + 100), order(2, SELL, 10, PX + 200))
-        await until(a1, OrderAccepted, cl_ord_id=2)
+        await until(a1, m.OrderAccepted, cl_ord_id=2)
         a2.send(order(7, BUY, 5, PX - 100))
-        await until(a2, OrderAccepted, cl_ord_id=7)
+        await until(a2, m.OrderAccepted, cl_ord_id=7)
         other.send(order(1, BUY, 5, PX - 200))
-        await until(other, OrderAccepted, cl_ord_id=1)
+        await until(other, m.OrderAccepted, cl_ord_id=1)
         # scope SESSION from port2 leaves port1's orders alone
-        a2.send(MassCancel(cl_ord_id=50, scope=MassCancelScope.SCOPE_SESSION))
-        done = (await until(a2, MassCancelDone))[-1]
+        a2.send(m.MassCancel(cl_ord_id=50, scope=rec.MassCancelScope.SCOPE_SESSION))
+        done = (await until(a2, m.MassCancelDone))[-1]
         assert done.canceled_count == 1
         a2.send(order(8, BUY, 5, PX - 100))
-        await until(a2, OrderAccepted, cl_ord_id=8)
+        await until(a2, m.OrderAccepted, cl_ord_id=8)
         # scope ACCOUNT from port2: port1's two orders too, each owner told of its own
-        a2.send(MassCancel(cl_ord_id=51, scope=MassCancelScope.SCOPE_ACCOUNT))
-        got = await until(a2, MassCancelDone)
+        a2.send(m.MassCancel(cl_ord_id=51, scope=rec.MassCancelScope.SCOPE_ACCOUNT))
+        got = await until(a2, m.MassCancelDone)
         assert got[-1].canceled_count == 3
         # the requester's own order: the request's ClOrdID; another session's: the order's own
-        assert [(m.cl_ord_id, m.orig_cl_ord_id) for m in got if isinstance(m, OrderCanceled)] == [
+        assert [(m.cl_ord_id, m.orig_cl_ord_id) for m in got if isinstance(m, m.OrderCanceled)] == [
             (51, 8)]
         c1 = [await a1.recv(), await a1.recv()]
         assert sorted((m.cl_ord_id, m.orig_cl_ord_id, m.reason) for m in c1) == [
-            (1, 1, CancelReason.CXL_MASS_CANCEL), (2, 2, CancelReason.CXL_MASS_CANCEL)]
+            (1, 1, rec.CancelReason.CXL_MASS_CANCEL), (2, 2, rec.CancelReason.CXL_MASS_CANCEL)]
         assert gw.engine.core.order_count() == 1       # the rival's buy
         for c in (a1, a2, other):
             await c.logout()
@@ -146,22 +127,22 @@ async def test_positions_and_risk_limits_are_the_accounts(tmp_path: Path) -> Non
         other = await port(cfg, "rival")
         # open orders: two from port1 and one from port2 are the account's three
         a1.send(order(1, BUY, 10, PX - 100), order(2, BUY, 10, PX - 200))
-        await until(a1, OrderAccepted, cl_ord_id=2)
+        await until(a1, m.OrderAccepted, cl_ord_id=2)
         a2.send(order(1, BUY, 10, PX - 300))
-        await until(a2, OrderAccepted, cl_ord_id=1)
+        await until(a2, m.OrderAccepted, cl_ord_id=1)
         a2.send(order(2, BUY, 1, PX - 400))
-        r = (await until(a2, OrderRejected))[-1]
-        assert r.reason == RejectReason.REJ_MAX_OPEN_ORDERS
+        r = (await until(a2, m.OrderRejected))[-1]
+        assert r.reason == rec.RejectReason.REJ_MAX_OPEN_ORDERS
         # worst-case net position: 30 lots resting on port1 + port2; 21 more would be 51 > 50
-        a2.send(MassCancel(cl_ord_id=9, scope=MassCancelScope.SCOPE_SESSION))
-        await until(a2, MassCancelDone)
+        a2.send(m.MassCancel(cl_ord_id=9, scope=rec.MassCancelScope.SCOPE_SESSION))
+        await until(a2, m.MassCancelDone)
         a2.send(order(3, BUY, 31, PX - 300))
-        r = (await until(a2, OrderRejected))[-1]
-        assert r.reason == RejectReason.REJ_MAX_POSITION_NET
+        r = (await until(a2, m.OrderRejected))[-1]
+        assert r.reason == rec.RejectReason.REJ_MAX_POSITION_NET
         # port1's fill shows in the account's position, asked on either session
         other.send(order(1, SELL, 10, PX - 100))
-        await until(other, Execution, cl_ord_id=1)
-        await until(a1, Execution, cl_ord_id=1)
+        await until(other, m.Execution, cl_ord_id=1)
+        await until(a1, m.Execution, cl_ord_id=1)
         for c in (a1, a2):
             p = await positions(c)
             assert (p.net_position, p.bought_qty, p.open_buy_qty) == (10, 10, 10)
@@ -175,13 +156,13 @@ async def test_session_limit_counts_trading_sessions_and_drop_copies_apart(tmp_p
         t1 = await port(cfg, "firm", "port1")
         d1 = await port(cfg, "firm", role="dropcopy")
         t2 = await port(cfg, "firm", "port2")           # the drop copy took no trading slot
-        assert await refused(cfg, "firm", "port3") == LoginRejectReason.LOGIN_SESSION_LIMIT
-        assert await refused(cfg, "firm", role="dropcopy") == LoginRejectReason.LOGIN_SESSION_LIMIT
+        assert await refused(cfg, "firm", "port3") == rec.LoginRejectReason.LOGIN_SESSION_LIMIT
+        assert await refused(cfg, "firm", role="dropcopy") == rec.LoginRejectReason.LOGIN_SESSION_LIMIT
         # the drop copy sees both ports' messages
         t1.send(order(1, SELL, 1))
         t2.send(order(1, SELL, 1, PX + 100))
         seen = [await d1.recv(), await d1.recv()]
-        assert sorted((m.cl_ord_id, m.price) for m in seen if isinstance(m, OrderAccepted)) == [
+        assert sorted((m.cl_ord_id, m.price) for m in seen if isinstance(m, m.OrderAccepted)) == [
             (1, PX), (1, PX + 100)]
         await t1.logout()
         await asyncio.sleep(0.05)
@@ -198,7 +179,7 @@ async def test_named_sessions_survive_a_restart(tmp_path: Path, snapshot: bool) 
         a2 = await port(cfg, "firm", "port2")
         ids = (a1.session_id, a2.session_id)
         a2.send(order(1, SELL, 1))
-        await until(a2, OrderAccepted, cl_ord_id=1)
+        await until(a2, m.OrderAccepted, cl_ord_id=1)
         for c in (a1, a2):
             await c.logout()
         if snapshot:
@@ -209,7 +190,7 @@ async def test_named_sessions_survive_a_restart(tmp_path: Path, snapshot: bool) 
         b1 = await port(cfg, "firm", "port1")
         assert (b1.session_id, b2.session_id) == ids
         again = await b2.recv()
-        assert isinstance(again, OrderAccepted) and again.seq_num == 1
+        assert isinstance(again, m.OrderAccepted) and again.seq_num == 1
         for c in (b1, b2):
             await c.logout()
 
@@ -223,4 +204,4 @@ async def test_a_bad_session_claim_is_refused(tmp_path: Path) -> None:
             host, p = cfg.listen.rsplit(":", 1)
             with pytest.raises(LoginError) as e:
                 await OrderClient.connect(host, int(p), token)
-            assert e.value.reason == LoginRejectReason.LOGIN_BAD_TOKEN, bad
+            assert e.value.reason == rec.LoginRejectReason.LOGIN_BAD_TOKEN, bad
