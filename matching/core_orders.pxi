@@ -85,7 +85,7 @@ cdef int _on_new(MatchingCore self, const Command *c) except -1 nogil:
     if reason != 0:
         return _reject(self, c, reason, c.cl_ord_id)
     bk = &self.books[c.symbol_id]
-    if c.session_id >= self.acct_cap or self.acct[c.session_id] != c.account_id:
+    if _acct(self, c.session_id) != c.account_id:
         _set_acct(self, c.session_id, c.account_id)
     ev = _emit(self, c, EVT_ACCEPTED)       # before the book changes (see _match)
     idx = _alloc(self)

@@ -249,18 +249,10 @@ cdef inline int _hput_at(MatchingCore self, uint32_t idx, uint32_t h, uint64_t p
 
 
 cdef int _hput(MatchingCore self, uint32_t idx) except -1 nogil:
-    # The key must not be present.
+    # The key must not be present (_hput_at grows the table first if it is full).
     cdef Order *o = &self.pool[idx]
     cdef uint32_t h = _hash(o.session_id, o.cl_ord_id)
-    cdef uint64_t i
-    if _hfull(self):
-        _grow_hash(self)
-    i = _hslot_for(self, h)
-    self.htab[i].h = h
-    self.htab[i].idx1 = idx + 1
-    self.hcount += 1
-    self.hver += 1
-    return 0
+    return _hput_at(self, idx, h, _hslot_for(self, h))
 
 
 # --------------------------------------------------------------------------- iceberg reserves
